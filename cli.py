@@ -1,0 +1,550 @@
+"""The ``marketlake`` command line: parse, build settings, call one pipeline function, render.
+
+Exit codes: 0 success, 1 some tasks failed (the others done), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="marketlake",
+    help="Keep market data in sync: providers -> Delta lake -> indicators -> PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+universe_app = typer.Typer(help="Manage the universe of instruments.", no_args_is_help=True)
+app.add_typer(universe_app, name="universe")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+Home = Annotated[Path | None, typer.Option("--home", help="Lake root (env MARKETLAKE_HOME).")]
+Dsn = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN (env MARKETLAKE_DSN).",
+                                         show_default=False)]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="Settings file "
+                                                 "(default ./marketlake.toml).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object last on stdout.")]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _settings(home: Path | None, dsn: str | None, config: Path | None, **overrides: Any):
+    from pipeline.config import load_settings
+
+    now = os.environ.get("MARKETLAKE_NOW")  # pin the clock (reproducible runs and tests)
+    if now:
+        from pipeline.planning import parse_when
+
+        overrides["now"] = parse_when(now, "MARKETLAKE_NOW")
+    return load_settings(home=home, dsn=dsn, config_file=config, **overrides)
+
+
+def _fail(exc: BaseException, secrets: tuple[str, ...] = ()) -> typer.Exit:
+    from pipeline.errors import MarketlakeError
+    from pipeline.redact import redact
+
+    code = exc.exit_code if isinstance(exc, MarketlakeError) else 1
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not isinstance(exc, MarketlakeError):
+        msg = f"internal error: {type(exc).__name__}: {msg}"
+    err.print(f"[bold red]error:[/] {redact(msg, secrets)}", highlight=False, markup=True)
+    if os.environ.get("MARKETLAKE_DEBUG"):
+        err.print_exception()
+    return typer.Exit(code)
+
+
+@contextmanager
+def _guard(settings=None) -> Iterator[None]:
+    """Turn marketlake errors into one line on stderr and the right exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # the one place every failure becomes an exit code
+        raise _fail(exc, settings.secrets() if settings else ()) from None
+
+
+@contextmanager
+def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on a terminal, plain lines otherwise, nothing with --json."""
+    if not enabled:
+        yield lambda *a, **k: None
+        return
+    if err.is_terminal:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        state = {"rows": 0, "errors": 0}
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=err, transient=False) as bar:
+            task = bar.add_task(label, total=None, info="")
+
+            def cb(event: str, **info: Any) -> None:
+                if event == "start":
+                    bar.update(task, total=info.get("total"))
+                elif event == "advance":
+                    state["rows"] += info.get("rows", 0) or 0
+                    state["errors"] += 1 if info.get("error") else 0
+                    bar.update(task, advance=1,
+                               info=f"{state['rows']:,} rows, {state['errors']} errors")
+
+            yield cb
+        return
+    counter = {"done": 0, "total": 0, "next": 0}
+
+    def plain(event: str, **info: Any) -> None:
+        if event == "start":
+            counter["total"] = info.get("total") or 0
+            err.print(f"{label}: {counter['total']} tasks", highlight=False)
+        elif event == "advance":
+            counter["done"] += 1
+            if counter["done"] >= counter["next"] or info.get("error"):
+                err.print(f"{label}: {counter['done']}/{counter['total']}"
+                          + (f" - {info.get('symbol')}: {info['error']}" if info.get("error")
+                             else ""), highlight=False, markup=False)
+                counter["next"] = counter["done"] + max(1, counter["total"] // 10)
+
+    yield plain
+
+
+def _emit(result, as_json: bool) -> None:
+    """Render a StageResult and exit with its code."""
+    data = result.to_json()
+    if as_json:
+        print(json.dumps(data, default=str))
+    else:
+        t = Table(title=f"{data['stage']} {data['run_id']}: {data['status']}")
+        for col in ("tasks ok", "failed", "skipped", "inserted", "updated", "unchanged",
+                    "quarantined", "seconds"):
+            t.add_column(col, justify="right")
+        t.add_row(*map(str, (data["tasks"]["ok"], data["tasks"]["failed"],
+                             data["tasks"]["skipped"], data["rows"]["inserted"],
+                             data["rows"]["updated"], data["rows"]["unchanged"],
+                             data["rows"]["quarantined"], data["duration_seconds"])))
+        out.print(t)
+        for e in data["errors"][:20]:
+            err.print(f"  [red]x[/] {e}", highlight=False)
+    raise typer.Exit(0 if data["status"] == "ok" else 1)
+
+
+def _print_frame(frame, fmt: str, dest: Path | None) -> None:
+    """Write a polars frame as table / csv / json / parquet."""
+    from lake.atomic import atomic_write
+
+    if fmt == "parquet":
+        if dest is None:
+            raise typer.BadParameter("--format parquet needs --out FILE")
+        atomic_write(dest, lambda p: frame.write_parquet(p))
+        err.print(f"wrote {frame.height} rows to {dest}")
+        return
+    if fmt == "csv":
+        text = frame.write_csv()
+    elif fmt == "json":
+        text = json.dumps(frame.to_dicts(), default=str)
+    elif fmt == "table":
+        t = Table(show_lines=False)
+        for c in frame.columns:
+            t.add_column(c)
+        for row in frame.head(200).iter_rows():
+            t.add_row(*["" if v is None else str(v) for v in row])
+        if dest is None:
+            out.print(t)
+            if frame.height > 200:
+                err.print(f"... {frame.height - 200} more rows (use --format csv)")
+            return
+        text = frame.write_csv()
+    else:
+        raise typer.BadParameter(f"unknown format {fmt!r}: table, csv, json or parquet")
+    if dest is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        atomic_write(dest, lambda p: p.write_text(text))
+        err.print(f"wrote {frame.height} rows to {dest}")
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+@app.command()
+def demo(
+    home: Home = None, dsn: Dsn = None, config: ConfigFile = None,
+    symbols: Annotated[int, typer.Option(help="Number of synthetic equities.")] = 40,
+    json_out: JsonOut = False,
+) -> None:
+    """Run the whole pipeline offline on a synthetic market and show where everything is."""
+    settings = _settings(home, dsn, config)
+    with _guard(settings):
+        from pipeline.orchestration import run_demo
+
+        with _progress("demo", not json_out) as cb:
+            report = run_demo(settings, equities=symbols, progress=cb)
+        if json_out:
+            report["sample"] = report["sample"].to_dicts()
+            print(json.dumps(report, default=str))
+            raise typer.Exit(0 if report["status"] == "ok" else 1)
+        out.print(f"\n[bold]Lake:[/] {report['lake']}")
+        for step in report["steps"]:
+            out.print(f"  {step['stage']:<9} {step['status']:<8} "
+                      f"inserted={step['rows']['inserted']:,} updated={step['rows']['updated']:,}"
+                      f" unchanged={step['rows']['unchanged']:,} "
+                      f"({step['duration_seconds']:.1f}s)", highlight=False)
+        _status_table(report["status_rows"])
+        out.print(f"\n[bold]Sample query:[/] {report['sample_sql']}")
+        _print_frame(report["sample"], "table", None)
+        out.print("\nTry: marketlake query \"SELECT timeframe, count(*) FROM ohlcv GROUP BY 1\"")
+        raise typer.Exit(0 if report["status"] == "ok" else 1)
+
+
+@universe_app.command("import")
+def universe_import(
+    file: Annotated[Path, typer.Argument(help="CSV with a symbol/ticker column.")],
+    asset_type: Annotated[str | None, typer.Option(help="Asset type for every row.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Default provider for every row.")] = None,
+    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Import instruments from a CSV (e.g. a Russell 2000 list)."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from lake.store import Lake
+        from pipeline import universe
+        from pipeline.runs import new_run_id
+
+        res, problems = universe.import_csv(Lake(settings.home), file, run_id=new_run_id(),
+                                            asset_type=asset_type, provider=provider)
+        for p in problems:
+            err.print(f"[yellow]skipped:[/] {p}", highlight=False)
+        if json_out:
+            print(json.dumps({"inserted": res.inserted, "updated": res.updated,
+                              "unchanged": res.unchanged, "problems": problems}))
+        else:
+            out.print(f"instruments: {res.inserted} added, {res.updated} updated, "
+                      f"{res.unchanged} unchanged")
+
+
+@universe_app.command("add")
+def universe_add(
+    symbol: Annotated[str, typer.Argument(help="Canonical symbol, e.g. BRK.B or BTC/IDR.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    asset_type: Annotated[str, typer.Option(help="equity, etf, index, crypto, fx, "
+                                            "future, option.")] = "equity",
+    exchange: Annotated[str | None, typer.Option(help="Exchange code.")] = None,
+    etf: Annotated[bool, typer.Option("--etf", help="Mark as ETF.")] = False,
+    provider: Annotated[str | None, typer.Option(help="Default provider.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="Exchange timezone.")] = None,
+    currency: Annotated[str | None, typer.Option(help="Trading currency.")] = None,
+    home: Home = None, config: ConfigFile = None,
+) -> None:
+    """Add (or update) one instrument."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from lake.store import Lake
+        from pipeline import universe
+        from pipeline.runs import new_run_id
+
+        res = universe.add(Lake(settings.home), symbol, run_id=new_run_id(), name=name,
+                           asset_type=asset_type, exchange=exchange, is_etf=str(etf),
+                           provider=provider, timezone=timezone, currency=currency)
+        out.print(f"{symbol}: {'added' if res.inserted else 'updated' if res.updated else 'unchanged'}",
+                  highlight=False, markup=False)
+
+
+@universe_app.command("list")
+def universe_list(
+    asset_type: Annotated[str | None, typer.Option(help="Only this asset type.")] = None,
+    home: Home = None, config: ConfigFile = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    json_out: JsonOut = False,
+) -> None:
+    """List the universe."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from lake.store import Lake
+        from pipeline import universe
+
+        frame = universe.load(Lake(settings.home), asset_types=[asset_type] if asset_type
+                              else None, active_only=False)
+        frame = frame.select("symbol", "name", "asset_type", "exchange", "is_etf", "provider",
+                             "timezone", "active")
+        _print_frame(frame, "json" if json_out else fmt, None)
+
+
+@app.command()
+def sync(
+    segments: Annotated[list[str] | None, typer.Argument(help="Segments (default: all).")] = None,
+    provider: Annotated[str | None, typer.Option(help="Use this provider for every symbol.")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated, e.g. 1D,1h.")] = None,
+    kinds: Annotated[str | None, typer.Option(help="ohlcv, actions, profile, fundamentals.")] = None,
+    scope: Annotated[str, typer.Option(help="all, never (never synced) or stale.")] = "all",
+    limit: Annotated[int | None, typer.Option(help="At most this many symbols.")] = None,
+    start: Annotated[str | None, typer.Option(help="Start date (UTC), e.g. 2020-01-01.")] = None,
+    end: Annotated[str | None, typer.Option(help="End date (UTC, exclusive).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-fetch the whole range.")] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Parallel requests.")] = None,
+    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Fetch what the lake is missing (plus an overlap window) and commit it."""
+    settings = _settings(home, None, config, concurrency=concurrency)
+    with _guard(settings):
+        from pipeline.stages.ingest import run_sync
+
+        with _progress("sync", not json_out and not dry_run) as cb:
+            result = run_sync(settings, segments=segments or (), provider=provider,
+                              symbols=_csv(symbols), timeframes=_csv(timeframes),
+                              kinds=_csv(kinds), scope=scope, limit=limit, start=start, end=end,
+                              force=force, dry_run=dry_run, progress=cb)
+        if dry_run:
+            tasks = result.details["tasks"]
+            if json_out:
+                print(json.dumps({"run_id": result.run_id, "stage": "sync", "dry_run": True,
+                                  "tasks": tasks, "count": len(tasks)}))
+            else:
+                t = Table(title=f"plan: {len(tasks)} requests")
+                for c in ("symbol", "timeframe", "kind", "start", "end", "provider", "reason"):
+                    t.add_column(c)
+                for task in tasks[:500]:
+                    t.add_row(*[str(task[c]) for c in ("symbol", "timeframe", "kind", "start",
+                                                       "end", "provider", "reason")])
+                out.print(t)
+            raise typer.Exit(0)
+        _emit(result, json_out)
+
+
+@app.command()
+def backfill(
+    segment: Annotated[str, typer.Argument(help="Segment (or asset type) to backfill.")],
+    start: Annotated[str, typer.Option(help="Earliest date wanted, e.g. 2010-01-01.")],
+    end: Annotated[str | None, typer.Option(help="End date (UTC, exclusive).")] = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Fill history back to --start in provider-sized chunks, committing as it goes."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from pipeline.stages.ingest import run_sync
+
+        with _progress("backfill", not json_out) as cb:
+            result = run_sync(settings, segments=[segment], start=start, end=end,
+                              timeframes=_csv(timeframes), symbols=_csv(symbols), progress=cb,
+                              trigger="backfill")
+        _emit(result, json_out)
+
+
+@app.command()
+def compute(
+    indicators: Annotated[str | None, typer.Option(help="e.g. 'sma(20),rsi(14)'.")] = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Recompute everything.")] = False,
+    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Compute indicators for every series whose bars changed since the last compute."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from pipeline.stages.compute import run_compute
+
+        specs = None
+        if indicators:
+            import re
+
+            specs = [s.strip() for s in re.split(r",(?![^()]*\))", indicators) if s.strip()]
+        with _progress("compute", not json_out) as cb:
+            result = run_compute(settings, indicators=specs, timeframes=_csv(timeframes),
+                                 symbols=_csv(symbols), full=full, progress=cb)
+        _emit(result, json_out)
+
+
+@app.command()
+def load(
+    tables: Annotated[str | None, typer.Option(help="Comma-separated lake tables.")] = None,
+    home: Home = None, dsn: Dsn = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Ship what changed in the lake since the last load into PostgreSQL."""
+    settings = _settings(home, dsn, config)
+    with _guard(settings):
+        from pipeline.stages.load import run_load
+
+        with _progress("load", not json_out) as cb:
+            result = run_load(settings, tables=_csv(tables), progress=cb)
+        _emit(result, json_out)
+
+
+@app.command()
+def daily(
+    home: Home = None, dsn: Dsn = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Universe refresh, sync of every segment, compute, load: one failing task never stops
+    the next."""
+    settings = _settings(home, dsn, config)
+    with _guard(settings):
+        from pipeline.orchestration import run_daily
+
+        with _progress("daily", not json_out) as cb:
+            result = run_daily(settings, progress=cb)
+        _emit(result, json_out)
+
+
+def _status_table(rows: list[dict]) -> None:
+    t = Table(title="sync status")
+    cols = {"segment": "segment", "timeframe": "tf", "kind": "kind", "symbols": "symbols",
+            "failed": "failed", "rows": "rows", "first_ts": "from", "last_ts": "to",
+            "freshness_hours": "age h", "overdue": "overdue", "last_error": "last error"}
+    for c, title in cols.items():
+        t.add_column(title, justify="right" if c in ("symbols", "failed", "rows", "overdue",
+                                                     "freshness_hours") else "left",
+                      overflow="fold")
+
+    def cell(c: str, v: object) -> str:
+        if v is None:
+            return ""
+        if c in ("first_ts", "last_ts"):
+            return str(v)[:16].replace("T", " ").removesuffix(" 00:00")
+        if c == "freshness_hours":
+            return f"{abs(float(v)):.1f}"
+        if c == "rows":
+            return f"{int(v):,}"
+        return str(v)[:80]
+
+    for r in rows:
+        t.add_row(*[cell(c, r.get(c)) for c in cols])
+    out.print(t)
+
+
+@app.command()
+def status(home: Home = None, config: ConfigFile = None, json_out: JsonOut = False) -> None:
+    """Per segment: coverage, freshness, overdue symbols and the last error."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from lake.store import Lake
+        from pipeline.reports import status as build
+
+        rows = build(settings, Lake(settings.home), settings.now or datetime.now(UTC))
+        if json_out:
+            print(json.dumps(rows, default=str))
+        elif not rows:
+            out.print("nothing synced yet: run `marketlake sync` (or `marketlake demo`)")
+        else:
+            _status_table(rows)
+
+
+@app.command()
+def logs(
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed tasks.")] = False,
+    task: Annotated[str | None, typer.Option(help="Task name contains this text.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Recent sync_logs rows, newest first."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from lake.store import Lake
+        from pipeline.reports import logs as read_logs
+
+        frame = read_logs(Lake(settings.home), limit=limit, failed=failed, task=task)
+        _print_frame(frame, "json" if json_out else "table", None)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="DuckDB SQL over the lake tables (as views).")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet.")] = "table",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+    home: Home = None, config: ConfigFile = None,
+) -> None:
+    """Run DuckDB SQL over every lake table."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        import duckdb
+
+        from lake.duck import connect
+        from lake.store import Lake
+        from pipeline.errors import ConfigError
+
+        con = connect(Lake(settings.home))
+        try:
+            frame = con.sql(sql).pl()
+        except duckdb.Error as exc:
+            raise ConfigError(f"query failed: {str(exc).splitlines()[0]}") from exc
+        except AttributeError as exc:  # a statement that returns no rows
+            raise ConfigError("query returned no result set") from exc
+        _print_frame(frame, fmt, out_file)
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help="Lake table, e.g. ohlcv.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write into.")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
+    start: Annotated[str | None, typer.Option(help="ts >= this date (UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="ts < this date (UTC).")] = None,
+    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Write a lake table as one clean parquet or CSV file."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from lake.store import Lake
+        from pipeline.planning import parse_when
+        from pipeline.stages.export import export_table
+
+        path, n = export_table(Lake(settings.home), table, out_dir, fmt=fmt,
+                               symbols=_csv(symbols), timeframes=_csv(timeframes),
+                               start=parse_when(start, "--start"), end=parse_when(end, "--end"))
+        if json_out:
+            print(json.dumps({"table": table, "path": str(path), "rows": n}))
+        else:
+            out.print(f"wrote {n:,} rows to {path}")
+
+
+@app.command()
+def maintain(
+    tables: Annotated[str | None, typer.Option(help="Comma-separated lake tables.")] = None,
+    vacuum_hours: Annotated[int, typer.Option(help="Keep files younger than this.")] = 168,
+    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+) -> None:
+    """Compact small files and vacuum files no recent version needs."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from lake.maintenance import maintain as run
+        from lake.store import Lake
+
+        report = run(Lake(settings.home), tables=_csv(tables), vacuum_hours=vacuum_hours)
+        if json_out:
+            print(json.dumps(report, default=str))
+        else:
+            for name, info in report.items():
+                out.print(f"{name}: {info}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,273 @@
+"""Every lake table, defined once: schema, key, partitions, and which columns count as a change.
+
+``period`` is a derived partition column: the year (``"2024"``) for daily and longer bars, the
+month (``"2024-05"``) for intraday bars, so a daily upsert touches one small partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+TIMEFRAMES = ("1m", "15m", "30m", "1h", "4h", "1D", "1W")
+INTRADAY = frozenset({"1m", "15m", "30m", "1h", "4h"})
+ASSET_TYPES = ("equity", "etf", "index", "crypto", "fx", "future", "option", "mutualfund")
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """A lake table: its arrow schema, unique key and partition columns."""
+
+    name: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+    partitions: tuple[str, ...] = ()
+    # columns that do not make a row "changed" (bookkeeping written on every touch)
+    bookkeeping: tuple[str, ...] = ("run_id",)
+    evolving: bool = False  # new columns may appear (indicators)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    @property
+    def value_columns(self) -> list[str]:
+        skip = set(self.key) | set(self.partitions) | set(self.bookkeeping)
+        return [c for c in self.schema.names if c not in skip]
+
+
+def _s(*fields: tuple[str, pa.DataType] | tuple[str, pa.DataType, bool]) -> pa.Schema:
+    out = []
+    for f in fields:
+        name, typ, *nullable = f
+        out.append(pa.field(name, typ, nullable=nullable[0] if nullable else True))
+    return pa.schema(out)
+
+
+INSTRUMENTS = TableDef(
+    "instruments",
+    _s(
+        ("symbol", pa.string(), False),
+        ("name", pa.string()),
+        ("asset_type", pa.string()),
+        ("exchange", pa.string()),
+        ("timezone", pa.string()),
+        ("currency", pa.string()),
+        ("sector", pa.string()),
+        ("industry", pa.string()),
+        ("is_etf", pa.bool_()),
+        ("underlying", pa.string()),
+        ("expiry", pa.date32()),
+        ("strike", pa.float64()),
+        ("option_type", pa.string()),
+        ("lot_size", pa.int64()),
+        ("active", pa.bool_()),
+        ("delisted_at", TS),
+        ("provider", pa.string()),
+        ("provider_symbols", pa.string()),  # JSON object provider -> provider's spelling
+        ("updated_at", TS),
+        ("run_id", pa.string()),
+    ),
+    key=("symbol",),
+    bookkeeping=("run_id", "updated_at"),
+)
+
+OHLCV = TableDef(
+    "ohlcv",
+    _s(
+        ("symbol", pa.string(), False),
+        ("timeframe", pa.string(), False),
+        ("ts", TS, False),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("adj_close", pa.float64()),
+        ("provider", pa.string()),
+        ("is_final", pa.bool_()),
+        ("ingested_at", TS),
+        ("run_id", pa.string()),
+        ("period", pa.string(), False),
+    ),
+    key=("symbol", "timeframe", "ts"),
+    partitions=("timeframe", "period"),
+    bookkeeping=("run_id", "ingested_at"),
+)
+
+CORPORATE_ACTIONS = TableDef(
+    "corporate_actions",
+    _s(
+        ("symbol", pa.string(), False),
+        ("ex_date", pa.date32(), False),
+        ("kind", pa.string(), False),
+        ("ratio", pa.float64()),
+        ("amount", pa.float64()),
+        ("currency", pa.string()),
+        ("provider", pa.string()),
+        ("ingested_at", TS),
+        ("run_id", pa.string()),
+    ),
+    key=("symbol", "ex_date", "kind"),
+    bookkeeping=("run_id", "ingested_at"),
+)
+
+PROFILES = TableDef(
+    "profiles",
+    _s(
+        ("symbol", pa.string(), False),
+        ("provider", pa.string(), False),
+        ("name", pa.string()),
+        ("description", pa.string()),
+        ("sector", pa.string()),
+        ("industry", pa.string()),
+        ("country", pa.string()),
+        ("website", pa.string()),
+        ("market_cap", pa.float64()),
+        ("volume_24h", pa.float64()),
+        ("icon_url", pa.string()),
+        ("icon_path", pa.string()),
+        ("raw", pa.string()),  # JSON
+        ("fetched_at", TS),
+        ("run_id", pa.string()),
+    ),
+    key=("symbol", "provider"),
+    bookkeeping=("run_id", "fetched_at"),
+)
+
+FUNDAMENTALS = TableDef(
+    "fundamentals",
+    _s(
+        ("symbol", pa.string(), False),
+        ("data_type", pa.string(), False),
+        ("period_end", pa.date32(), False),
+        ("item", pa.string(), False),
+        ("value", pa.float64()),
+        ("text", pa.string()),
+        ("raw", pa.string()),  # JSON, for types that are not tabular
+        ("provider", pa.string()),
+        ("fetched_at", TS),
+        ("run_id", pa.string()),
+    ),
+    key=("symbol", "data_type", "period_end", "item"),
+    partitions=("data_type",),
+    bookkeeping=("run_id", "fetched_at"),
+)
+
+MARKET_CACHE = TableDef(
+    "market_cache",
+    _s(
+        ("key", pa.string(), False),
+        ("value", pa.string()),  # JSON
+        ("provider", pa.string()),
+        ("fetched_at", TS),
+        ("expires_at", TS),
+        ("run_id", pa.string()),
+    ),
+    key=("key",),
+    bookkeeping=("run_id",),
+)
+
+INDICATORS = TableDef(
+    "indicators",
+    _s(
+        ("symbol", pa.string(), False),
+        ("timeframe", pa.string(), False),
+        ("ts", TS, False),
+        ("computed_at", TS),
+        ("run_id", pa.string()),
+        ("period", pa.string(), False),
+    ),
+    key=("symbol", "timeframe", "ts"),
+    partitions=("timeframe", "period"),
+    bookkeeping=("run_id", "computed_at"),
+    evolving=True,
+)
+
+SYNC_STATUS = TableDef(
+    "sync_status",
+    _s(
+        ("segment", pa.string(), False),
+        ("symbol", pa.string(), False),
+        ("timeframe", pa.string(), False),
+        ("kind", pa.string(), False),
+        ("provider", pa.string()),
+        ("first_ts", TS),
+        ("last_ts", TS),
+        ("rows", pa.int64()),
+        ("checked_from", TS),  # earliest start a provider was asked for and answered
+        ("last_attempt_at", TS),
+        ("last_success_at", TS),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("consecutive_failures", pa.int64()),
+        ("run_id", pa.string()),
+    ),
+    key=("segment", "symbol", "timeframe", "kind"),
+    bookkeeping=("run_id",),
+)
+
+SYNC_LOGS = TableDef(
+    "sync_logs",
+    _s(
+        ("run_id", pa.string(), False),
+        ("task_name", pa.string(), False),
+        ("stage", pa.string()),
+        ("status", pa.string()),
+        ("rows_updated", pa.int64()),
+        ("error_message", pa.string()),
+        ("started_at", TS),
+        ("completed_at", TS),
+        ("duration_seconds", pa.float64()),
+        ("trigger", pa.string()),
+        ("metadata", pa.string()),  # JSON
+    ),
+    key=("run_id", "task_name"),
+    bookkeeping=(),
+)
+
+QUARANTINE = TableDef(
+    "quarantine",
+    _s(
+        ("run_id", pa.string(), False),
+        ("table", pa.string(), False),
+        ("symbol", pa.string(), False),
+        ("ts", TS),
+        ("reason", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.string()),  # JSON of the rejected row
+        ("quarantined_at", TS),
+    ),
+    key=("run_id", "table", "symbol", "ts"),
+    bookkeeping=("quarantined_at",),
+)
+
+TABLES: dict[str, TableDef] = {
+    t.name: t
+    for t in (
+        INSTRUMENTS,
+        OHLCV,
+        CORPORATE_ACTIONS,
+        PROFILES,
+        FUNDAMENTALS,
+        MARKET_CACHE,
+        INDICATORS,
+        SYNC_STATUS,
+        SYNC_LOGS,
+        QUARANTINE,
+    )
+}
+
+
+def period_expr(timeframe_col: str = "timeframe", ts_col: str = "ts"):
+    """Polars expression for the ``period`` partition value of a bar."""
+    import polars as pl
+
+    return (
+        pl.when(pl.col(timeframe_col).is_in(list(INTRADAY)))
+        .then(pl.col(ts_col).dt.strftime("%Y-%m"))
+        .otherwise(pl.col(ts_col).dt.strftime("%Y"))
+        .alias("period")
+    )

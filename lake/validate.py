@@ -1,0 +1,80 @@
+"""Row rules checked before anything reaches a lake table; rejected rows get a reason.
+
+Bars: key columns non-null, ts timezone-aware UTC, prices finite and > 0,
+low <= min(open, close), max(open, close) <= high, volume >= 0. Duplicate keys inside one
+batch keep the latest fetch (the last row in arrival order).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.errors import ValidationError
+
+_PRICES = ("open", "high", "low", "close")
+
+
+def _reason_ohlcv() -> pl.Expr:
+    bad_price = [
+        pl.when(pl.col(c).is_null() | pl.col(c).is_nan() | pl.col(c).is_infinite())
+        .then(pl.lit(f"{c} is missing or not finite"))
+        .when(pl.col(c) <= 0)
+        .then(pl.lit(f"{c} is not positive"))
+        for c in _PRICES
+    ]
+    return pl.coalesce(
+        pl.when(pl.col("symbol").is_null() | (pl.col("symbol") == "")).then(
+            pl.lit("symbol is missing")
+        ),
+        pl.when(pl.col("ts").is_null()).then(pl.lit("ts is missing")),
+        *bad_price,
+        pl.when(pl.col("high") < pl.col("low")).then(pl.lit("high < low")),
+        pl.when(pl.col("low") > pl.min_horizontal("open", "close")).then(
+            pl.lit("low above open/close")
+        ),
+        pl.when(pl.col("high") < pl.max_horizontal("open", "close")).then(
+            pl.lit("high below open/close")
+        ),
+        pl.when(pl.col("volume").is_nan() | (pl.col("volume") < 0)).then(
+            pl.lit("volume is negative or NaN")
+        ),
+    )
+
+
+def check_ohlcv(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split bars into (good, rejected with a ``reason`` column)."""
+    dtype = frame.schema.get("ts")
+    if not isinstance(dtype, pl.Datetime) or dtype.time_zone is None:
+        raise ValidationError(f"ts must be a timezone-aware datetime, got {dtype}")
+    if dtype.time_zone != "UTC":
+        frame = frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
+    for c in (*_PRICES, "volume"):
+        if c in frame.columns:
+            frame = frame.with_columns(pl.col(c).cast(pl.Float64))
+    tagged = frame.with_columns(_reason_ohlcv().alias("reason"))
+    good = tagged.filter(pl.col("reason").is_null()).drop("reason")
+    bad = tagged.filter(pl.col("reason").is_not_null())
+    good = good.unique(subset=["symbol", "timeframe", "ts"], keep="last", maintain_order=True)
+    return good, bad
+
+
+def quarantine_rows(bad: pl.DataFrame, *, run_id: str, table: str, source: str,
+                    now) -> pl.DataFrame:
+    """Rejected rows in the ``quarantine`` table's shape (the row kept as JSON)."""
+    if bad.is_empty():
+        return pl.DataFrame()
+    payload = bad.drop("reason").select(
+        pl.struct(pl.all()).struct.json_encode().alias("row")
+    )
+    return pl.DataFrame(
+        {
+            "run_id": run_id,
+            "table": table,
+            "symbol": bad.get_column("symbol").fill_null(""),
+            "ts": bad.get_column("ts") if "ts" in bad.columns else None,
+            "reason": bad.get_column("reason"),
+            "source": source,
+            "row": payload.get_column("row"),
+            "quarantined_at": now,
+        }
+    ).with_columns(pl.col("quarantined_at").cast(pl.Datetime("us", "UTC")))

@@ -1,0 +1,286 @@
+"""What to fetch: wanted coverage minus what the lake holds, plus an overlap window.
+
+Coverage is computed from the lake itself in one query (first/last bar, rows and the first
+provisional bar per symbol and timeframe), so a plan can never disagree with the data, and a
+run killed at any point re-plans exactly what is missing. Each unit of work is one
+(symbol, timeframe, kind), split into chunks no wider than the provider allows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from lake.store import Lake
+from pipeline import timeframes as tfs
+from pipeline import universe
+from pipeline.config import SegmentSettings, Settings
+from pipeline.errors import ConfigError
+from pipeline.providers.base import KINDS, provider_class
+
+DEFAULT_LOOKBACK = {
+    "1m": timedelta(days=7),
+    "15m": timedelta(days=59),
+    "30m": timedelta(days=59),
+    "1h": timedelta(days=365),
+    "4h": timedelta(days=365),
+    "1D": timedelta(days=5 * 365),
+    "1W": timedelta(days=10 * 365),
+}
+SCOPES = ("all", "never", "stale")
+NO_TIMEFRAME = "-"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (symbol, timeframe, kind) to fetch, as ``chunks`` of [start, end)."""
+
+    segment: str
+    symbol: str
+    timeframe: str
+    kind: str
+    provider: str
+    reason: str
+    chunks: tuple[tuple[datetime, datetime], ...]
+    fetch_timeframe: str | None = None
+    provider_symbol: str | None = None
+    instrument: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def start(self) -> datetime:
+        return self.chunks[0][0]
+
+    @property
+    def end(self) -> datetime:
+        return self.chunks[-1][1]
+
+    @property
+    def task_name(self) -> str:
+        return f"sync:{self.kind}:{self.timeframe}:{self.symbol}"
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """The plan rows of ``sync --dry-run --json``, one per chunk."""
+        return [
+            {"symbol": self.symbol, "timeframe": self.timeframe, "kind": self.kind,
+             "start": s.isoformat(), "end": e.isoformat(), "provider": self.provider,
+             "reason": self.reason, "segment": self.segment}
+            for s, e in self.chunks
+        ]
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """The user's ask, as parsed from the command line."""
+
+    segments: tuple[str, ...] = ()
+    provider: str | None = None
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    scope: str = "all"
+    limit: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    force: bool = False
+
+
+def parse_when(value: str | datetime | None, name: str) -> datetime | None:
+    """ISO date or datetime (naive means UTC) -> aware UTC datetime."""
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo else (
+            value.replace(tzinfo=UTC) if isinstance(value, datetime) else None)
+    try:
+        dt = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: expected a date like 2024-01-31, got {value!r}") from exc
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def coverage(lake: Lake, symbols: list[str], timeframes: list[str]) -> pl.DataFrame:
+    """Per (symbol, timeframe): first_ts, last_ts, rows, first_provisional — one lake query."""
+    scan = lake.scan("ohlcv").filter(pl.col("timeframe").is_in(timeframes))
+    if symbols:
+        scan = scan.filter(pl.col("symbol").is_in(symbols))
+    return (
+        scan.group_by("symbol", "timeframe")
+        .agg(
+            pl.col("ts").min().alias("first_ts"),
+            pl.col("ts").max().alias("last_ts"),
+            pl.len().alias("rows"),
+            pl.col("ts").filter(~pl.col("is_final").fill_null(True)).min()
+            .alias("first_provisional"),
+        )
+        .collect()
+    )
+
+
+def _segments(settings: Settings, req: SyncRequest, instruments: pl.DataFrame
+              ) -> list[tuple[SegmentSettings, pl.DataFrame]]:
+    out = []
+    if req.segments:
+        for name in req.segments:
+            seg = settings.segments.get(name)
+            if seg is None:
+                if name in set(instruments.get_column("asset_type").to_list()) or name in (
+                        "equity", "etf", "index", "crypto", "fx", "future", "option"):
+                    seg = SegmentSettings(name=name, asset_types=(name,))
+                else:
+                    known = sorted(set(settings.segments) |
+                                   set(instruments.get_column("asset_type").unique().to_list()))
+                    raise ConfigError(f"unknown segment {name!r}; known: {', '.join(known)}")
+            sel = instruments
+            if seg.asset_types:
+                sel = sel.filter(pl.col("asset_type").is_in(list(seg.asset_types)))
+            if seg.symbols:
+                sel = sel.filter(pl.col("symbol").is_in(list(seg.symbols)))
+            out.append((seg, sel))
+        return out
+    for asset in sorted(set(instruments.get_column("asset_type").to_list())):
+        seg = settings.segments.get(asset) or SegmentSettings(name=asset, asset_types=(asset,))
+        out.append((seg, instruments.filter(pl.col("asset_type") == asset)))
+    return out
+
+
+def _chunks(start: datetime, end: datetime, width: timedelta | None
+            ) -> tuple[tuple[datetime, datetime], ...]:
+    if width is None or end - start <= width:
+        return ((start, end),)
+    out = []
+    s = start
+    while s < end:
+        e = min(s + width, end)
+        out.append((s, e))
+        s = e
+    return tuple(out)
+
+
+def _provider_symbol(row: Mapping[str, Any], provider: str) -> str | None:
+    raw = row.get("provider_symbols")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get(provider)
+    except (ValueError, AttributeError):
+        return None
+
+
+def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> list[Unit]:
+    """Every unit the request needs, ordered by symbol."""
+    if req.scope not in SCOPES:
+        raise ConfigError(f"--scope must be one of {', '.join(SCOPES)}, got {req.scope!r}")
+    bad_kinds = [k for k in req.kinds if k not in KINDS]
+    if bad_kinds:
+        raise ConfigError(f"unknown kind(s) {bad_kinds}; valid: {', '.join(KINDS)}")
+    tfs.check(req.timeframes)
+    end = min(req.end or now, now)
+    instruments = universe.load(lake, symbols=list(req.symbols) or None)
+    if instruments.is_empty():
+        return []
+    segs = _segments(settings, req, instruments)
+    if req.limit is not None:
+        keep = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})[:req.limit]
+        segs = [(seg, f.filter(pl.col("symbol").is_in(keep))) for seg, f in segs]
+
+    all_symbols = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})
+    all_tfs = sorted({tf for seg, _ in segs for tf in (req.timeframes or seg.timeframes)})
+    cov = {(r["symbol"], r["timeframe"]): r for r in
+           coverage(lake, all_symbols, all_tfs).iter_rows(named=True)}
+    status = {(r["segment"], r["symbol"], r["timeframe"], r["kind"]): r for r in
+              lake.scan("sync_status").filter(pl.col("symbol").is_in(all_symbols))
+              .collect().iter_rows(named=True)}
+    stale_before = now - timedelta(hours=settings.stale_after_hours)
+
+    units: list[Unit] = []
+    for seg, frame in segs:
+        kinds = req.kinds or seg.kinds
+        seg_tfs = req.timeframes or seg.timeframes
+        for row in frame.iter_rows(named=True):
+            pname = req.provider or seg.provider or row.get("provider") or "synthetic"
+            caps = provider_class(pname).capabilities
+            psym = _provider_symbol(row, pname)
+            for kind in kinds:
+                if kind not in caps.kinds:
+                    continue
+                if kind != "ohlcv":
+                    st = status.get((seg.name, row["symbol"], NO_TIMEFRAME, kind))
+                    fresh = st and st["status"] == "ok" and st["last_success_at"] and \
+                        st["last_success_at"] >= stale_before
+                    if req.scope == "never" and st and st["last_success_at"]:
+                        continue
+                    if fresh and not req.force:
+                        continue
+                    start = req.start or parse_when(seg.start, "segment start") or \
+                        now - DEFAULT_LOOKBACK["1D"]
+                    units.append(Unit(seg.name, row["symbol"], NO_TIMEFRAME, kind, pname,
+                                      "forced" if req.force else ("refresh" if st else "never"),
+                                      ((start, end),), None, psym, row))
+                    continue
+                for tf in seg_tfs:
+                    fetch_tf = tfs.source_for(tf, caps.timeframes)
+                    if fetch_tf is None:
+                        continue
+                    u = _plan_bars(seg.name, row, tf, fetch_tf, pname, psym, caps, req, settings,
+                                   cov.get((row["symbol"], tf)),
+                                   status.get((seg.name, row["symbol"], tf, "ohlcv")),
+                                   end, now, stale_before)
+                    if u is not None:
+                        units.append(u)
+    units.sort(key=lambda u: (u.symbol, u.timeframe, u.kind))
+    return units
+
+
+def _plan_bars(segment, row, tf, fetch_tf, pname, psym, caps, req: SyncRequest,
+               settings: Settings, cov, st, end, now, stale_before) -> Unit | None:
+    lookback = DEFAULT_LOOKBACK[tf]
+    start = req.start or parse_when(None, "") or end - lookback
+    hist = caps.history.get(fetch_tf)
+    if hist is not None:
+        start = max(start, now - hist)
+    start = tfs.floor(start, tf)
+    if start >= end:
+        return None
+    if req.force or cov is None:
+        if req.scope == "stale" and cov is not None and cov["last_ts"] >= stale_before:
+            return None
+        if cov is None and st is not None and st.get("checked_from") is not None \
+                and st["checked_from"] <= start and st["status"] == "ok" and not req.force:
+            # asked before and the provider had nothing: only the tail can be new
+            start = max(start, tfs.floor(st["last_attempt_at"] or start, tf))
+        reason = "forced" if req.force else "never synced"
+        return _unit(segment, row, tf, fetch_tf, pname, psym, caps, reason, start, end)
+    if req.scope == "never":
+        return None
+    if req.scope == "stale" and cov["last_ts"] >= stale_before and cov["first_provisional"] is None:
+        return None
+    chunks: list[tuple[datetime, datetime]] = []
+    reason = []
+    checked = st.get("checked_from") if st else None
+    if start < cov["first_ts"] and (checked is None or start < checked):
+        chunks.append((start, cov["first_ts"]))
+        reason.append("backfill")
+    step = tfs.DURATION[tf]
+    tail = cov["last_ts"] - step * settings.overlap_bars
+    if cov["first_provisional"] is not None:
+        tail = min(tail, cov["first_provisional"])
+        reason.append("provisional")
+    tail = max(tail, cov["first_ts"])
+    if cov["last_ts"] + step < end or cov["first_provisional"] is not None:
+        chunks.append((tail, end))
+        reason.append("update")
+    if not chunks:
+        return None
+    unit_chunks: list[tuple[datetime, datetime]] = []
+    for s, e in chunks:
+        unit_chunks.extend(_chunks(s, e, caps.max_range.get(fetch_tf)))
+    return Unit(segment, row["symbol"], tf, "ohlcv", pname, "+".join(dict.fromkeys(reason)),
+                tuple(unit_chunks), fetch_tf, psym, row)
+
+
+def _unit(segment, row, tf, fetch_tf, pname, psym, caps, reason, start, end) -> Unit:
+    return Unit(segment, row["symbol"], tf, "ohlcv", pname, reason,
+                _chunks(start, end, caps.max_range.get(fetch_tf)), fetch_tf, psym, row)

@@ -1,0 +1,61 @@
+"""A provider for tests: synthetic bars plus injected failures (like a mock transport).
+
+``options``: ``fail`` maps a symbol to ``transient`` (fails ``fail_times`` times, then
+succeeds), ``invalid``, ``auth``, ``bad`` (a malformed response) or ``corrupt`` (bars that
+break OHLC sanity); ``delay_s`` slows every fetch; ``calls`` counts requests per symbol.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import polars as pl
+
+from pipeline.errors import (
+    AuthError,
+    BadResponseError,
+    InvalidSymbolError,
+    TransientProviderError,
+)
+from pipeline.providers.base import FetchRequest
+from pipeline.providers.synthetic import SyntheticProvider
+
+
+class FakeProvider(SyntheticProvider):
+    name = "fake"
+
+    def __init__(self, settings=None, **kw) -> None:
+        super().__init__(settings, **kw)
+        self.fail = dict(self.settings.options.get("fail", {}))
+        self.fail_times = int(self.settings.options.get("fail_times", 1))
+        self.delay_s = float(self.settings.options.get("delay_s", 0.0))
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+        with self._lock:
+            self.calls[request.symbol] += 1
+            n = self.calls[request.symbol]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        mode = self.fail.get(request.symbol)
+        kw = {"provider": self.name, "symbol": request.symbol}
+        if mode == "transient" and n <= self.fail_times:
+            raise TransientProviderError(f"fake: HTTP 503 for {request.symbol}", **kw)
+        if mode == "invalid":
+            raise InvalidSymbolError(f"fake: HTTP 404 unknown symbol {request.symbol}", **kw)
+        if mode == "auth":
+            raise AuthError("fake: HTTP 401 invalid api key", **kw)
+        if mode == "bad":
+            raise BadResponseError(f"fake: truncated JSON body for {request.symbol}", **kw)
+        out = super().fetch_ohlcv(request)
+        if mode == "corrupt" and out.height:
+            out = out.with_columns(
+                pl.when(pl.int_range(pl.len()) == 0).then(-1.0).otherwise(pl.col("low"))
+                .alias("low"),
+                pl.when(pl.int_range(pl.len()) == 1).then(float("nan"))
+                .otherwise(pl.col("close")).alias("close"),
+            )
+        return out

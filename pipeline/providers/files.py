@@ -1,0 +1,155 @@
+"""CSV and parquet import with a column mapping.
+
+Options (``[providers.files]`` in marketlake.toml): ``path`` (a file or a directory of
+``*.csv``/``*.parquet``), ``mapping`` (lake column -> file column), ``timezone`` for naive
+timestamps (a file with naive timestamps and no timezone is rejected, never guessed),
+``timeframe`` (default ``1D``) and ``symbol`` (for files without a symbol column; otherwise the
+file's stem). Dates without a time are session dates (00:00 UTC, as the lake keys daily bars).
+A file that cannot be used (corrupt, empty, missing columns) is reported by :meth:`problems`
+and skipped; every other file still imports.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.errors import ConfigError, InvalidSymbolError, ValidationError
+from pipeline.providers.base import OHLCV_SCHEMA, Capabilities, FetchRequest, Provider
+
+REQUIRED = ("ts", "open", "high", "low", "close")
+_DEFAULT_NAMES = {
+    "symbol": ("symbol", "ticker"),
+    "ts": ("ts", "timestamp", "datetime", "date", "time"),
+    "open": ("open", "o"),
+    "high": ("high", "h"),
+    "low": ("low", "l"),
+    "close": ("close", "c"),
+    "volume": ("volume", "vol", "v"),
+    "adj_close": ("adj_close", "adj close", "adjclose"),
+}
+
+
+class FilesProvider(Provider):
+    name = "files"
+    capabilities = Capabilities(
+        kinds=frozenset({"ohlcv"}),
+        timeframes=("1m", "15m", "30m", "1h", "4h", "1D", "1W"),
+        default_concurrency=1,
+    )
+
+    def __init__(self, settings=None, **kw) -> None:
+        super().__init__(settings, **kw)
+        opts = self.settings.options
+        path = opts.get("path")
+        if not path:
+            raise ConfigError("files provider needs a path ([providers.files] path = ...)")
+        self.path = Path(str(path)).expanduser()
+        self.mapping = dict(opts.get("mapping", {}))
+        self.timezone = opts.get("timezone")
+        self.timeframe = opts.get("timeframe", "1D")
+        self.fixed_symbol = opts.get("symbol")
+        self._lock = threading.Lock()
+        self._frame: pl.DataFrame | None = None
+        self._problems: list[dict] = []
+
+    def _files(self) -> list[Path]:
+        if self.path.is_file():
+            return [self.path]
+        if self.path.is_dir():
+            return sorted(p for p in self.path.iterdir()
+                          if p.suffix.lower() in (".csv", ".parquet") and p.is_file())
+        raise ConfigError(f"files provider: {self.path} does not exist")
+
+    def _column(self, frame: pl.DataFrame, target: str) -> str | None:
+        if target in self.mapping:
+            return self.mapping[target] if self.mapping[target] in frame.columns else None
+        lower = {c.lower().strip(): c for c in frame.columns}
+        for n in _DEFAULT_NAMES[target]:
+            if n in lower:
+                return lower[n]
+        return None
+
+    def read_file(self, path: Path) -> pl.DataFrame:
+        """One file as lake-shaped bars, or ValidationError naming the file and problem."""
+        if path.stat().st_size == 0:
+            raise ValidationError(f"{path.name}: empty file")
+        try:
+            if path.suffix.lower() == ".parquet":
+                raw = pl.read_parquet(path)
+            else:
+                raw = pl.read_csv(path, try_parse_dates=True)
+        except Exception as exc:  # polars/arrow raise many types for a corrupt file
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValidationError(f"{path.name}: unreadable file ({first})") from exc
+        if raw.height == 0:
+            raise ValidationError(f"{path.name}: empty file")
+        cols = {t: self._column(raw, t) for t in _DEFAULT_NAMES}
+        missing = [t for t in REQUIRED if cols[t] is None]
+        if missing:
+            raise ValidationError(f"{path.name}: missing column(s) {missing}; "
+                                  f"found {raw.columns}")
+        ts = raw.get_column(cols["ts"])
+        if ts.dtype == pl.String:
+            try:
+                ts = ts.str.to_datetime(time_unit="us")
+            except Exception as exc:
+                raise ValidationError(f"{path.name}: cannot parse timestamps in "
+                                      f"{cols['ts']!r}") from exc
+        if ts.dtype == pl.Date:
+            ts = ts.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        elif isinstance(ts.dtype, pl.Datetime):
+            if ts.dtype.time_zone is None:
+                if not self.timezone:
+                    raise ValidationError(
+                        f"{path.name}: timestamps have no timezone; set "
+                        "[providers.files] timezone = \"Area/City\" to import them")
+                ts = ts.dt.replace_time_zone(self.timezone, ambiguous="earliest",
+                                             non_existent="null")
+            ts = ts.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+        else:
+            raise ValidationError(f"{path.name}: column {cols['ts']!r} is not a timestamp")
+        if cols["symbol"] is not None:
+            sym = raw.get_column(cols["symbol"]).cast(pl.String)
+        else:
+            sym = pl.Series([self.fixed_symbol or path.stem] * raw.height, dtype=pl.String)
+        out = pl.DataFrame({
+            "symbol": sym, "timeframe": self.timeframe, "ts": ts,
+            **{c: (raw.get_column(cols[c]).cast(pl.Float64, strict=False) if cols[c] else None)
+               for c in ("open", "high", "low", "close", "volume", "adj_close")},
+        }).with_columns(pl.lit(self.name).alias("provider"), pl.lit(True).alias("is_final"))
+        return out.select([pl.col(c).cast(t) for c, t in OHLCV_SCHEMA.items()])
+
+    def _load(self) -> pl.DataFrame:
+        with self._lock:
+            if self._frame is None:
+                frames = []
+                for path in self._files():
+                    try:
+                        frames.append(self.read_file(path))
+                    except ValidationError as exc:
+                        self._problems.append({"symbol": self.fixed_symbol or "",
+                                               "reason": str(exc), "source": str(path)})
+                self._frame = pl.concat(frames) if frames else pl.DataFrame(schema=OHLCV_SCHEMA)
+            return self._frame
+
+    def problems(self) -> list[dict]:
+        """Files that could not be imported: ``{symbol, reason, source}`` each."""
+        self._load()
+        return list(self._problems)
+
+    def symbols(self) -> list[str]:
+        return sorted(self._load().get_column("symbol").unique().drop_nulls().to_list())
+
+    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+        frame = self._load()
+        if request.timeframe != self.timeframe:
+            return frame.clear()
+        sel = frame.filter(pl.col("symbol") == request.remote_symbol)
+        if sel.is_empty() and request.remote_symbol not in set(frame.get_column("symbol")):
+            raise InvalidSymbolError(f"files: no rows for symbol {request.symbol!r} in "
+                                     f"{self.path}", provider=self.name, symbol=request.symbol)
+        return sel.filter((pl.col("ts") >= request.start) & (pl.col("ts") < request.end)
+                          ).with_columns(pl.lit(request.symbol).alias("symbol"))

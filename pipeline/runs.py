@@ -1,0 +1,125 @@
+"""Runs and their results: run ids, the frozen ``StageResult`` every stage returns, and the
+``sync_logs`` rows (one per task) written to the lake."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from lake.store import Lake, WriteResult
+from pipeline.redact import redact
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What one stage run did; ``to_json`` is the ``--json`` contract."""
+
+    run_id: str
+    stage: str
+    tasks_ok: int = 0
+    tasks_failed: int = 0
+    tasks_skipped: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    duration_seconds: float = 0.0
+    errors: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.tasks_failed == 0:
+            return "ok"
+        return "partial" if self.tasks_ok > 0 else "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "run_id": self.run_id,
+            "stage": self.stage,
+            "status": self.status,
+            "tasks": {"ok": self.tasks_ok, "failed": self.tasks_failed,
+                      "skipped": self.tasks_skipped},
+            "rows": {"inserted": self.inserted, "updated": self.updated,
+                     "unchanged": self.unchanged, "quarantined": self.quarantined},
+            "duration_seconds": round(self.duration_seconds, 3),
+            "errors": list(self.errors),
+        }
+        out.update(self.details)
+        return out
+
+
+class TaskLog:
+    """Collects ``sync_logs`` rows for one run and writes them to the lake in one commit."""
+
+    def __init__(self, run_id: str, stage: str, trigger: str = "cli",
+                 secrets_: tuple[str, ...] = ()) -> None:
+        self.run_id = run_id
+        self.stage = stage
+        self.trigger = trigger
+        self.secrets = secrets_
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        task_name: str,
+        *,
+        status: str,
+        rows_updated: int = 0,
+        error: str | None = None,
+        started_at: datetime,
+        completed_at: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        completed_at = completed_at or utcnow()
+        self.rows.append(
+            {
+                "run_id": self.run_id,
+                "task_name": task_name,
+                "stage": self.stage,
+                "status": status,
+                "rows_updated": int(rows_updated),
+                "error_message": redact(error, self.secrets) if error else None,
+                "started_at": started_at,
+                "completed_at": completed_at,
+                "duration_seconds": (completed_at - started_at).total_seconds(),
+                "trigger": self.trigger,
+                "metadata": redact(json.dumps(metadata or {}, default=str), self.secrets),
+            }
+        )
+
+    def flush(self, lake: Lake, *, assume_new: bool = False) -> WriteResult:
+        """Write the collected rows in one commit. ``assume_new`` is the caller's proof that
+        none of these task names was flushed before under this run_id (a blind append,
+        much cheaper than a MERGE)."""
+        if not self.rows:
+            return WriteResult("sync_logs")
+        frame = pl.DataFrame(self.rows, schema_overrides={
+            "started_at": pl.Datetime("us", "UTC"), "completed_at": pl.Datetime("us", "UTC")})
+        self.rows = []
+        return lake.upsert("sync_logs", frame, run_id=self.run_id, stage=self.stage,
+                           assume_new=assume_new)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0

@@ -1,0 +1,475 @@
+"""The sync stage: run a plan against providers and land the bars in the lake.
+
+Units (one symbol x timeframe x kind) are fetched with bounded concurrency; results are
+committed in batches (tens of commits for thousands of symbols). For each batch the fetched
+bars are validated (rejects go to ``quarantine``), diffed against the lake in one query
+(new / changed / unchanged per row), and only new and changed rows are written: a blind
+append when every row is new, else one MERGE. Bars that changed although both the stored and
+the fetched bar are final mean the provider re-adjusted history (a split or dividend): the
+symbol's whole history is re-fetched and replaced in one commit. Then ``sync_status`` and
+``sync_logs`` are written. Coverage is re-read from the lake on the next run, so a run killed
+at any point resumes exactly where its last commit ended.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from lake.store import Lake
+from lake.tables import period_expr
+from lake.validate import check_ohlcv, quarantine_rows
+from pipeline import timeframes as tfs
+from pipeline.config import Settings
+from pipeline.errors import (
+    AuthError,
+    MarketlakeError,
+    Transient,
+)
+from pipeline.planning import NO_TIMEFRAME, SyncRequest, Unit, coverage, plan
+from pipeline.providers.base import FetchRequest, Provider, provider_class
+from pipeline.redact import redact
+from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+
+Progress = Callable[..., None]
+_VALUES = ("open", "high", "low", "close", "volume", "adj_close", "is_final", "provider")
+READJUST_RTOL = 1e-6
+
+
+@dataclass
+class Outcome:
+    """What fetching one unit produced."""
+
+    unit: Unit
+    frame: pl.DataFrame | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    started_at: datetime = field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+
+class _Providers:
+    """One provider instance per name, shared by all workers; remembers aborted providers."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
+        self.now = now
+        self._lock = threading.Lock()
+        self._instances: dict[str, Provider] = {}
+        self.aborted: dict[str, str] = {}
+
+    def get(self, name: str) -> Provider:
+        with self._lock:
+            if name not in self._instances:
+                cls = provider_class(name)
+                clock = (lambda: self.now) if self.settings.now is not None else None
+                self._instances[name] = cls(self.settings.provider(name),
+                                            home=self.settings.home, clock=clock)
+            return self._instances[name]
+
+    def close(self) -> None:
+        for p in self._instances.values():
+            p.close()
+
+
+def _fetch(unit: Unit, providers: _Providers) -> Outcome:
+    out = Outcome(unit)
+    try:
+        if unit.provider in providers.aborted:
+            raise AuthError(f"skipped: {providers.aborted[unit.provider]}",
+                            provider=unit.provider, symbol=unit.symbol)
+        prov = providers.get(unit.provider)
+        out.frame = _fetch_unit(unit, prov, unit.chunks)
+    except AuthError as exc:
+        providers.aborted.setdefault(unit.provider, str(exc))
+        out.error, out.error_kind = str(exc), "auth"
+    except MarketlakeError as exc:
+        out.error, out.error_kind = str(exc), type(exc).__name__
+    except NotImplementedError as exc:
+        out.error, out.error_kind = str(exc), "unsupported"
+    except Exception as exc:  # a provider bug must not stop other symbols
+        out.error, out.error_kind = f"{type(exc).__name__}: {exc}", "internal"
+    out.completed_at = utcnow()
+    return out
+
+
+def _retrying(call: Callable[[], pl.DataFrame], prov: Provider) -> pl.DataFrame:
+    tries = max(1, prov.settings.max_retries)
+    for attempt in range(tries):
+        try:
+            return call()
+        except MarketlakeError as exc:
+            if not isinstance(exc, Transient) or attempt == tries - 1:
+                raise
+            wait_s = getattr(exc, "retry_after", None) or min(
+                prov.settings.backoff_base_s * 2**attempt, prov.settings.backoff_max_s)
+            prov.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
+def _fetch_unit(unit: Unit, prov: Provider, chunks) -> pl.DataFrame:
+    inst = dict(unit.instrument)
+    if unit.kind == "actions":
+        s, e = chunks[0][0], chunks[-1][1]
+        return _retrying(lambda: prov.fetch_actions(unit.symbol, inst, s, e), prov)
+    if unit.kind == "profile":
+        return _retrying(lambda: prov.fetch_profile(unit.symbol, inst), prov)
+    if unit.kind == "fundamentals":
+        return _retrying(lambda: prov.fetch_fundamentals(unit.symbol, inst), prov)
+    fetch_tf = unit.fetch_timeframe or unit.timeframe
+    parts = []
+    for s, e in chunks:
+        req = FetchRequest(unit.symbol, fetch_tf, s, e, unit.provider_symbol, inst)
+        parts.append(_retrying(lambda r=req: prov.fetch_ohlcv(r), prov))
+    frame = pl.concat(parts) if parts else pl.DataFrame()
+    if fetch_tf != unit.timeframe and not frame.is_empty():
+        frame = tfs.resample(frame, unit.timeframe)
+    return frame.with_columns(pl.lit(unit.symbol).alias("symbol"),
+                              pl.lit(unit.timeframe).alias("timeframe"))
+
+
+# -- committing a batch ------------------------------------------------------------------
+
+
+def _diff(lake: Lake, bars: pl.DataFrame) -> pl.DataFrame:
+    """Tag each fetched bar new / changed / unchanged against the lake (one scan)."""
+    keys = ["symbol", "timeframe", "ts"]
+    periods = bars.get_column("period").unique().to_list()
+    timeframes = bars.get_column("timeframe").unique().to_list()
+    symbols = bars.get_column("symbol").unique().to_list()
+    old = (
+        lake.scan("ohlcv")
+        .filter(pl.col("timeframe").is_in(timeframes) & pl.col("period").is_in(periods)
+                & pl.col("symbol").is_in(symbols) & (pl.col("ts") >= bars["ts"].min()))
+        .select(*keys, *[pl.col(c).alias(f"{c}__old") for c in _VALUES])
+        .collect()
+    )
+    j = bars.join(old, on=keys, how="left")
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in _VALUES])
+    rel = ((pl.col("close") - pl.col("close__old")).abs() / pl.col("close__old").abs())
+    return j.with_columns(
+        pl.when(pl.col("provider__old").is_null() & pl.col("close__old").is_null())
+        .then(pl.lit("new"))
+        .when(same).then(pl.lit("unchanged"))
+        .otherwise(pl.lit("changed")).alias("_state"),
+        (pl.col("is_final") & pl.col("is_final__old").fill_null(False)
+         & (rel > READJUST_RTOL)).fill_null(False).alias("_readjusted"),
+    ).drop([f"{c}__old" for c in _VALUES])
+
+
+@dataclass
+class Landed:
+    """What :func:`land_bars` did."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: pl.DataFrame = field(default_factory=pl.DataFrame)
+    readjusted: set[tuple[str, str]] = field(default_factory=set)
+    per_series: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+
+
+def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime) -> Landed:
+    """Validate fetched bars, diff them against the lake and write new/changed rows in one
+    commit (a blind append when all are new). Series whose final bars changed are reported in
+    ``readjusted`` and not written: the caller re-fetches and replaces them whole."""
+    good, bad = check_ohlcv(frame)
+    out = Landed(rejected=bad)
+    if good.is_empty():
+        return out
+    tagged = _diff(lake, good.with_columns(period_expr()))
+    out.readjusted = {tuple(r) for r in tagged.filter(pl.col("_readjusted"))
+                      .select("symbol", "timeframe").unique().iter_rows()}
+    for s, tf, state, n in tagged.group_by("symbol", "timeframe", "_state").len().iter_rows():
+        out.per_series.setdefault((s, tf), {})[state] = n
+    write = tagged.filter(pl.col("_state") != "unchanged")
+    if out.readjusted:
+        skip = pl.DataFrame(sorted(out.readjusted), schema=["symbol", "timeframe"], orient="row")
+        write = write.join(skip, on=["symbol", "timeframe"], how="anti")
+    out.unchanged = int((tagged.get_column("_state") == "unchanged").sum())
+    if write.is_empty():
+        return out
+    all_new = bool((write.get_column("_state") == "new").all())
+    write = write.drop("_state", "_readjusted").with_columns(
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+        pl.lit(run_id).alias("run_id"))
+    res = lake.upsert("ohlcv", write, run_id=run_id, stage="sync", assume_new=all_new)
+    out.inserted, out.updated = res.inserted, res.updated
+    return out
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self.rows = 0
+
+    def add(self, o: Outcome) -> None:
+        self.outcomes.append(o)
+        self.rows += 0 if o.frame is None else o.frame.height
+
+
+class Sync:
+    """One sync run: plan, fetch, commit in batches."""
+
+    def __init__(self, settings: Settings, req: SyncRequest, *, progress: Progress | None,
+                 trigger: str) -> None:
+        self.settings = settings
+        self.req = req
+        self.progress = progress or (lambda *a, **k: None)
+        self.lake = Lake(settings.home)
+        self.now = settings.now or utcnow()
+        self.run_id = new_run_id(self.now)
+        self.log = TaskLog(self.run_id, "sync", trigger, settings.secrets())
+        self.providers = _Providers(settings, self.now)
+        self.totals = dict(inserted=0, updated=0, unchanged=0, quarantined=0)
+        self.ok = self.failed = self.skipped = 0
+        self.errors: list[str] = []
+        self.events: list[dict[str, Any]] = []
+
+    def run(self, units: list[Unit]) -> StageResult:
+        watch = Stopwatch()
+        self.progress("start", total=len(units))
+        workers = max(1, self.settings.concurrency)
+        batch = _Batch()
+        try:
+            with ThreadPoolExecutor(max_workers=workers,
+                                    thread_name_prefix="marketlake-fetch") as pool:
+                pending: set[Future] = set()
+                it = iter(units)
+                exhausted = False
+                while pending or not exhausted:
+                    while not exhausted and len(pending) < workers * 4:
+                        u = next(it, None)
+                        if u is None:
+                            exhausted = True
+                            break
+                        pending.add(pool.submit(_fetch, u, self.providers))
+                    if not pending:
+                        break
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        o = fut.result()
+                        batch.add(o)
+                        self.progress("advance", symbol=o.unit.symbol, error=o.error,
+                                      rows=0 if o.frame is None else o.frame.height)
+                    if (len(batch.outcomes) >= self.settings.batch_tasks
+                            or batch.rows >= self.settings.batch_rows):
+                        self.commit(batch)
+                        batch = _Batch()
+            self.commit(batch)
+            self._file_problems()
+        finally:
+            self.providers.close()
+        return StageResult(
+            run_id=self.run_id, stage="sync", tasks_ok=self.ok, tasks_failed=self.failed,
+            tasks_skipped=self.skipped, duration_seconds=watch.elapsed,
+            errors=tuple(self.errors[:100]), details={"events": self.events} if self.events
+            else {}, **self.totals,
+        )
+
+    # -- the commit of one batch ------------------------------------------------------
+    def commit(self, batch: _Batch) -> None:
+        if not batch.outcomes:
+            return
+        now = utcnow()
+        good_units = [o for o in batch.outcomes if o.error is None]
+        bars = [o.frame for o in good_units if o.unit.kind == "ohlcv" and o.frame is not None
+                and not o.frame.is_empty()]
+        per_unit: dict[tuple[str, str], dict[str, int]] = {}
+        readjusted: set[tuple[str, str]] = set()
+        if bars:
+            landed = land_bars(self.lake, pl.concat(bars, how="diagonal_relaxed"),
+                               run_id=self.run_id, now=now)
+            if not landed.rejected.is_empty():
+                self._quarantine(landed.rejected, "ohlcv", "provider")
+            readjusted = landed.readjusted
+            per_unit = landed.per_series
+            self.totals["inserted"] += landed.inserted
+            self.totals["updated"] += landed.updated
+            self.totals["unchanged"] += landed.unchanged
+        for key in sorted(readjusted):
+            self._replace_history(key, batch, now)
+        self._other_kinds(good_units, now)
+        self._status_and_logs(batch, per_unit, now)
+
+    def _replace_history(self, key: tuple[str, str], batch: _Batch, now: datetime) -> None:
+        symbol, tf = key
+        unit = next(o.unit for o in batch.outcomes if (o.unit.symbol, o.unit.timeframe) == key)
+        cov = coverage(self.lake, [symbol], [tf])
+        start = cov["first_ts"][0] if cov.height else unit.start
+        start = min(start, unit.start)
+        try:
+            prov = self.providers.get(unit.provider)
+            from pipeline.planning import _chunks
+
+            caps = prov.capabilities
+            chunks = _chunks(start, unit.end, caps.max_range.get(unit.fetch_timeframe or tf))
+            frame = _fetch_unit(unit, prov, chunks)
+            good, bad = check_ohlcv(frame)
+            if not bad.is_empty():
+                self._quarantine(bad, "ohlcv", "provider")
+            good = good.with_columns(period_expr(),
+                                     pl.lit(now).cast(pl.Datetime("us", "UTC"))
+                                     .alias("ingested_at"), pl.lit(self.run_id).alias("run_id"))
+            res = self.lake.replace("ohlcv", good, scope=pl.DataFrame(
+                {"symbol": [symbol], "timeframe": [tf]}), run_id=self.run_id, stage="sync")
+            self.totals["inserted"] += res.inserted
+            self.totals["updated"] += res.updated
+            event = {"event": "history_replaced", "symbol": symbol, "timeframe": tf,
+                     "reason": "stored final bars differ from the provider's (re-adjusted)",
+                     "rows": good.height, "updated": res.updated, "deleted": res.deleted}
+        except MarketlakeError as exc:
+            event = {"event": "history_replace_failed", "symbol": symbol, "timeframe": tf,
+                     "error": redact(exc, self.settings.secrets())}
+        self.events.append(event)
+        self.log.add(f"sync:replace:{tf}:{symbol}", status="success" if "rows" in event
+                     else "failed", rows_updated=event.get("updated", 0),
+                     error=event.get("error"), started_at=now, metadata=event)
+
+    def _other_kinds(self, outcomes: list[Outcome], now: datetime) -> None:
+        tables = {"actions": "corporate_actions", "profile": "profiles",
+                  "fundamentals": "fundamentals"}
+        stamp = {"actions": "ingested_at", "profile": "fetched_at", "fundamentals": "fetched_at"}
+        for kind, table in tables.items():
+            frames = [o.frame for o in outcomes if o.unit.kind == kind and o.frame is not None
+                      and not o.frame.is_empty()]
+            if not frames:
+                continue
+            frame = pl.concat(frames, how="diagonal_relaxed").with_columns(
+                pl.lit(now).cast(pl.Datetime("us", "UTC")).alias(stamp[kind]),
+                pl.lit(self.run_id).alias("run_id"))
+            res = self.lake.upsert(table, frame, run_id=self.run_id, stage="sync")
+            self.totals["inserted"] += res.inserted
+            self.totals["updated"] += res.updated
+            self.totals["unchanged"] += res.unchanged
+
+    def _quarantine(self, bad: pl.DataFrame, table: str, source: str) -> None:
+        q = quarantine_rows(bad, run_id=self.run_id, table=table, source=source, now=utcnow())
+        if q.is_empty():
+            return
+        self.lake.upsert("quarantine", q, run_id=self.run_id, stage="sync")
+        self.totals["quarantined"] += bad.height
+        for sym, reason in bad.select("symbol", "reason").unique().head(20).iter_rows():
+            self.errors.append(f"{sym}: quarantined bar ({reason})")
+
+    def _file_problems(self) -> None:
+        for name, prov in self.providers._instances.items():
+            problems = getattr(prov, "problems", None)
+            if not callable(problems):
+                continue
+            for p in problems():
+                q = pl.DataFrame({"symbol": [p.get("symbol", "")], "reason": [p["reason"]],
+                                  "ts": pl.Series([None], dtype=pl.Datetime("us", "UTC"))})
+                self._quarantine(q, "ohlcv", p.get("source", name))
+                self.errors.append(p["reason"])
+
+    def _status_and_logs(self, batch: _Batch, per_unit, now: datetime) -> None:
+        units = [o.unit for o in batch.outcomes]
+        bar_units = [u for u in units if u.kind == "ohlcv"]
+        cov = {}
+        if bar_units:
+            c = coverage(self.lake, sorted({u.symbol for u in bar_units}),
+                         sorted({u.timeframe for u in bar_units}))
+            cov = {(r["symbol"], r["timeframe"]): r for r in c.iter_rows(named=True)}
+        old = {(r["segment"], r["symbol"], r["timeframe"], r["kind"]): r for r in
+               self.lake.scan("sync_status")
+               .filter(pl.col("symbol").is_in(sorted({u.symbol for u in units})))
+               .collect().iter_rows(named=True)}
+        rows = []
+        for o in batch.outcomes:
+            u = o.unit
+            prev = old.get((u.segment, u.symbol, u.timeframe, u.kind), {})
+            c = cov.get((u.symbol, u.timeframe), {})
+            counts = per_unit.get((u.symbol, u.timeframe), {}) if u.kind == "ohlcv" else {}
+            fetched = 0 if o.frame is None else o.frame.height
+            changed = counts.get("new", 0) + counts.get("changed", 0) if u.kind == "ohlcv" \
+                else fetched
+            if o.error is None:
+                self.ok += 1
+                status = "ok"
+                checked = min(x for x in (prev.get("checked_from"), u.start) if x is not None)
+                failures = 0
+            else:
+                self.failed += 1
+                status = "failed"
+                checked = prev.get("checked_from")
+                failures = int(prev.get("consecutive_failures") or 0) + 1
+                self.errors.append(redact(f"{u.symbol} {u.timeframe} {u.kind}: {o.error}",
+                                          self.settings.secrets()))
+            err = redact(o.error, self.settings.secrets()) if o.error else None
+            rows.append({
+                "segment": u.segment, "symbol": u.symbol, "timeframe": u.timeframe,
+                "kind": u.kind, "provider": u.provider,
+                "first_ts": c.get("first_ts"), "last_ts": c.get("last_ts"),
+                "rows": c.get("rows") if u.kind == "ohlcv" else (
+                    fetched if o.error is None else prev.get("rows")),
+                "checked_from": checked, "last_attempt_at": now,
+                "last_success_at": now if o.error is None else prev.get("last_success_at"),
+                "status": status, "error": err, "consecutive_failures": failures,
+                "run_id": self.run_id,
+            })
+            self.log.add(u.task_name, status="success" if o.error is None else "failed",
+                         rows_updated=changed, error=err, started_at=o.started_at,
+                         completed_at=o.completed_at,
+                         metadata={"provider": u.provider, "reason": u.reason,
+                                   "start": u.start.isoformat(), "end": u.end.isoformat(),
+                                   "fetched": fetched, "segment": u.segment, **counts})
+        schema = {"first_ts": pl.Datetime("us", "UTC"), "last_ts": pl.Datetime("us", "UTC"),
+                  "checked_from": pl.Datetime("us", "UTC"),
+                  "last_attempt_at": pl.Datetime("us", "UTC"),
+                  "last_success_at": pl.Datetime("us", "UTC"), "rows": pl.Int64,
+                  "consecutive_failures": pl.Int64, "error": pl.String}
+        frame = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
+        self.lake.upsert("sync_status", frame, run_id=self.run_id, stage="sync")
+        self.log.flush(self.lake)
+
+
+def run_sync(
+    settings: Settings,
+    *,
+    segments: tuple[str, ...] | list[str] = (),
+    provider: str | None = None,
+    symbols: list[str] | tuple[str, ...] | None = None,
+    timeframes: list[str] | tuple[str, ...] | None = None,
+    kinds: list[str] | tuple[str, ...] | None = None,
+    scope: str = "all",
+    limit: int | None = None,
+    start: str | datetime | None = None,
+    end: str | datetime | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    trigger: str = "cli",
+) -> StageResult:
+    """Fetch what the lake is missing and commit it; ``dry_run`` only plans."""
+    from pipeline.planning import parse_when
+
+    req = SyncRequest(
+        segments=tuple(segments), provider=provider, symbols=tuple(symbols or ()),
+        timeframes=tuple(timeframes or ()), kinds=tuple(kinds or ()), scope=scope,
+        limit=limit, start=parse_when(start, "--start"), end=parse_when(end, "--end"),
+        force=force,
+    )
+    if provider is not None:
+        provider_class(provider)  # unknown provider: a usage error before anything runs
+    sync = Sync(settings, req, progress=progress, trigger=trigger)
+    t0 = time.perf_counter()
+    units = plan(settings, sync.lake, req, sync.now)
+    if dry_run:
+        tasks = [t for u in units for t in u.tasks()]
+        return StageResult(run_id=sync.run_id, stage="sync", tasks_skipped=len(units),
+                           duration_seconds=time.perf_counter() - t0,
+                           details={"dry_run": True, "tasks": tasks})
+    return sync.run(units)
+
+
+
+
+__all__ = ["run_sync", "Sync", "NO_TIMEFRAME"]

@@ -1,0 +1,178 @@
+"""The universe: the ``instruments`` table, imported from CSV or added one by one.
+
+Symbols are data: anything printable up to 64 characters is kept as given (``BRK.B``,
+``BTC/IDR``, ``NSE_INDEX|Nifty 50``), only surrounding whitespace is stripped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from lake.store import Lake, WriteResult
+from lake.tables import ASSET_TYPES
+from pipeline.errors import UnknownSymbolError, ValidationError
+from pipeline.runs import utcnow
+
+DEFAULT_PROVIDER = {
+    "equity": "yahoo",
+    "etf": "yahoo",
+    "index": "yahoo",
+    "fx": "yahoo",
+    "future": "yahoo",
+    "mutualfund": "yahoo",
+    "crypto": "indodax",
+    "option": "upstox",
+}
+_ALIASES = {
+    "symbol": ("symbol", "ticker", "tickers", "code", "kode", "代码", "symbol_id"),
+    "name": ("name", "company", "company_name", "security", "description", "名称"),
+    "asset_type": ("asset_type", "type", "asset_class", "assettype"),
+    "exchange": ("exchange", "market", "venue"),
+    "is_etf": ("is_etf", "etf"),
+    "currency": ("currency",),
+    "timezone": ("timezone", "tz"),
+    "sector": ("sector",),
+    "industry": ("industry",),
+    "provider": ("provider",),
+}
+_TRUE = {"1", "true", "yes", "y", "t", "etf"}
+
+
+def check_symbol(symbol: object) -> str:
+    """A clean symbol, or ValidationError naming the problem."""
+    if symbol is None:
+        raise ValidationError("symbol is missing")
+    s = str(symbol).strip()
+    if not s:
+        raise ValidationError("symbol is empty")
+    if len(s) > 64:
+        raise ValidationError(f"symbol {s[:20]!r}... is longer than 64 characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in s):
+        raise ValidationError(f"symbol {s!r} contains control characters")
+    return s
+
+
+def _normalise(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    lower = {c.strip().lower(): c for c in frame.columns}
+    picked: dict[str, str] = {}
+    for target, names in _ALIASES.items():
+        for n in names:
+            if n in lower:
+                picked[target] = lower[n]
+                break
+    if "symbol" not in picked:
+        if not frame.columns:
+            raise ValidationError(f"{source}: no columns")
+        raise ValidationError(
+            f"{source}: no symbol column (expected one of: {', '.join(_ALIASES['symbol'])}); "
+            f"found {frame.columns}"
+        )
+    out = frame.select([pl.col(src).cast(pl.String).alias(t) for t, src in picked.items()])
+    return out
+
+
+def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    """Fill defaults (asset type, ETF flag, provider, timezone) for an instruments frame."""
+    n = rows.height
+    def col(name: str, default=None) -> pl.Series:
+        if name in rows.columns:
+            return rows.get_column(name)
+        return pl.Series(name, [default] * n, dtype=pl.String)
+
+    asset = col("asset_type").fill_null("equity").str.to_lowercase().str.strip_chars()
+    bad = sorted(set(asset.to_list()) - set(ASSET_TYPES))
+    if bad:
+        raise ValidationError(f"unknown asset type(s) {bad}; valid: {', '.join(ASSET_TYPES)}")
+    etf_raw = col("is_etf")
+    is_etf = (etf_raw.cast(pl.String).str.to_lowercase().is_in(list(_TRUE)).fill_null(False)
+              | (asset == "etf"))
+    provider = col("provider")
+    provider = pl.Series([p if p else DEFAULT_PROVIDER[a] for p, a in
+                          zip(provider.to_list(), asset.to_list(), strict=True)], dtype=pl.String)
+    now = utcnow()
+    return pl.DataFrame({
+        "symbol": rows.get_column("symbol"),
+        "name": col("name"),
+        "asset_type": asset,
+        "exchange": col("exchange"),
+        "timezone": col("timezone").fill_null(
+            pl.Series([("UTC" if a == "crypto" else "America/New_York")
+                       for a in asset.to_list()], dtype=pl.String)),
+        "currency": col("currency"),
+        "sector": col("sector"),
+        "industry": col("industry"),
+        "is_etf": is_etf,
+        "active": pl.Series([True] * n),
+        "provider": provider,
+        "provider_symbols": col("provider_symbols").fill_null("{}"),
+        "updated_at": pl.Series([now] * n, dtype=pl.Datetime("us", "UTC")),
+    })
+
+
+def import_csv(lake: Lake, path: Path, *, run_id: str, asset_type: str | None = None,
+               provider: str | None = None) -> tuple[WriteResult, list[str]]:
+    """Upsert the instruments listed in a CSV; returns the write and one line per bad row."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValidationError(f"{path}: empty file (no instruments)")
+    try:
+        raw = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
+    except FileNotFoundError as exc:
+        raise ValidationError(f"{path}: file not found") from exc
+    except (pl.exceptions.NoDataError, pl.exceptions.ComputeError) as exc:
+        raise ValidationError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
+    if raw.height == 0:
+        raise ValidationError(f"{path}: empty file (no instruments)")
+    rows = _normalise(raw, str(path))
+    problems: list[str] = []
+    keep: list[bool] = []
+    for i, sym in enumerate(rows.get_column("symbol").to_list(), start=2):
+        try:
+            check_symbol(sym)
+            keep.append(True)
+        except ValidationError as exc:
+            problems.append(f"{path}:{i}: {exc}")
+            keep.append(False)
+    rows = rows.filter(pl.Series(keep)).with_columns(pl.col("symbol").str.strip_chars())
+    if asset_type:
+        rows = rows.with_columns(pl.lit(asset_type).alias("asset_type"))
+    if provider:
+        rows = rows.with_columns(pl.lit(provider).alias("provider"))
+    dupes = rows.filter(pl.col("symbol").is_duplicated()).get_column("symbol").unique().to_list()
+    problems += [f"{path}: symbol {s!r} listed more than once (last row kept)" for s in dupes]
+    frame = instruments_frame(rows, run_id)
+    return lake.upsert("instruments", frame, run_id=run_id, stage="universe"), problems
+
+
+def add(lake: Lake, symbol: str, *, run_id: str, **fields: object) -> WriteResult:
+    """Add or update one instrument."""
+    row = {"symbol": check_symbol(symbol)}
+    row.update({k: (None if v is None else str(v)) for k, v in fields.items()
+                if k != "provider_symbols"})
+    if fields.get("provider_symbols"):
+        row["provider_symbols"] = json.dumps(fields["provider_symbols"])
+    frame = instruments_frame(pl.DataFrame([row], schema={k: pl.String for k in row}), run_id)
+    return lake.upsert("instruments", frame, run_id=run_id, stage="universe")
+
+
+def load(lake: Lake, *, symbols: list[str] | None = None, asset_types: list[str] | None = None,
+         active_only: bool = True) -> pl.DataFrame:
+    """The universe (optionally filtered); unknown ``symbols`` raise UnknownSymbolError."""
+    frame = lake.read("instruments")
+    if active_only and "active" in frame.columns:
+        frame = frame.filter(pl.col("active").fill_null(True))
+    if asset_types:
+        frame = frame.filter(pl.col("asset_type").is_in(asset_types))
+    if symbols:
+        wanted = [check_symbol(s) for s in symbols]
+        known = set(frame.get_column("symbol").to_list())
+        missing = [s for s in wanted if s not in known]
+        if missing:
+            raise UnknownSymbolError(
+                f"unknown symbol(s) {', '.join(repr(m) for m in missing)}: not in the universe "
+                "(add with `marketlake universe add SYMBOL` or `universe import FILE`)"
+            )
+        frame = frame.filter(pl.col("symbol").is_in(wanted))
+    return frame.sort("symbol")

@@ -1,0 +1,82 @@
+
+import polars as pl
+import pytest
+from tests_helpers import bars
+
+from lake import Lake
+from lake.tables import period_expr  # noqa: F401
+from pipeline.errors import LakeError
+
+HOSTILE = ["BRK.B", "BTC/IDR", "NSE_INDEX|Nifty 50", "../../etc/passwd", "x'; DROP TABLE ohlcv;--"]
+
+
+def test_upsert_counts_and_rerun_changes_nothing(home):
+    lake = Lake(home)
+    first = lake.upsert("ohlcv", bars(["A", "B"]), run_id="r1", stage="test")
+    assert (first.inserted, first.updated) == (6, 0)
+    again = lake.upsert("ohlcv", bars(["A", "B"]), run_id="r2", stage="test")
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 6)
+    changed = bars(["A"], close=2.0)
+    res = lake.upsert("ohlcv", changed, run_id="r3", stage="test")
+    assert (res.inserted, res.updated, res.unchanged) == (0, 3, 0)
+    assert lake.read("ohlcv").height == 6
+    assert lake.history("ohlcv", 1)[0]["run_id"] == "r3"
+    assert lake.history("ohlcv", 1)[0]["stage"] == "test"
+
+
+def test_duplicate_keys_in_one_batch_keep_the_last(home):
+    lake = Lake(home)
+    frame = pl.concat([bars(["A"], days=1, close=1.0), bars(["A"], days=1, close=5.0)])
+    lake.upsert("ohlcv", frame, run_id="r", stage="t")
+    lake.upsert("ohlcv", frame, run_id="r", stage="t")
+    out = lake.read("ohlcv")
+    assert out.height == 1 and out["close"][0] == 5.0
+
+
+def test_hostile_symbols_are_data_not_paths(home):
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(HOSTILE), run_id="r", stage="t")
+    lake.upsert("ohlcv", bars(HOSTILE, close=3.0), run_id="r2", stage="t")
+    got = lake.read("ohlcv")
+    assert sorted(got["symbol"].unique().to_list()) == sorted(HOSTILE)
+    assert (got["close"] == 3.0).all()
+    for path in home.rglob("*"):
+        assert "passwd" not in path.name and "DROP" not in str(path)
+        assert path.resolve().is_relative_to(home.resolve())
+
+
+def test_replace_scope_is_one_commit_and_leaves_other_symbols(home):
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(["A", "B"], days=4), run_id="r", stage="t")
+    v = lake.version("ohlcv")
+    new = bars(["A"], days=2, close=7.0)
+    res = lake.replace("ohlcv", new, scope=pl.DataFrame({"symbol": ["A"], "timeframe": ["1D"]}),
+                       run_id="r2", stage="t")
+    assert lake.version("ohlcv") == v + 1
+    assert (res.updated, res.deleted) == (2, 2)
+    got = lake.read("ohlcv")
+    assert got.filter(pl.col("symbol") == "A")["close"].to_list() == [7.0, 7.0]
+    assert got.filter(pl.col("symbol") == "B").height == 4
+
+
+def test_unsafe_partition_values_are_refused(home):
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(["A"]), run_id="r", stage="t")
+    evil = bars(["A"]).with_columns(pl.lit("1D') OR 1=1 --").alias("timeframe"))
+    with pytest.raises(LakeError, match="unsafe partition value"):
+        lake.upsert("ohlcv", evil, run_id="r", stage="t")
+
+
+def test_change_feed_and_time_travel(home):
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(["A"]), run_id="r", stage="t")
+    lake.upsert("ohlcv", bars(["A"], close=2.0), run_id="r", stage="t")
+    assert lake.read("ohlcv", version=0)["close"].to_list() == [1.0, 1.0, 1.0]
+    cdf = lake.changes("ohlcv", 1)
+    assert set(cdf["_change_type"]) == {"update_preimage", "update_postimage"}
+
+
+def test_empty_table_reads_with_schema(home):
+    lake = Lake(home)
+    assert lake.read("sync_status").is_empty()
+    assert "consecutive_failures" in lake.read("sync_status").columns

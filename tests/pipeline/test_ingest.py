@@ -1,0 +1,154 @@
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from lake import Lake
+from pipeline import universe
+from pipeline.config import ProviderSettings, load_settings
+from pipeline.errors import ConfigError, UnknownSymbolError
+from pipeline.stages.ingest import run_sync
+
+NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+HOSTILE = ["BRK.B", "BTC/IDR", "NSE_INDEX|Nifty 50", "../../etc/passwd", "x'; DROP TABLE ohlcv;--"]
+
+
+def setup(home, symbols=("AAA", "BBB", "CCC"), provider="synthetic", options=None, **kw):
+    settings = load_settings(home=home, env={}, now=NOW, **kw)
+    if options is not None:
+        providers = dict(settings.providers)
+        providers[provider] = ProviderSettings(provider, options=options, max_retries=2,
+                                               backoff_base_s=0.0)
+        settings = settings.with_(providers=providers)
+    lake = Lake(home)
+    for s in symbols:
+        universe.add(lake, s, run_id="u", provider=provider,
+                     asset_type="crypto" if "/" in s else "equity")
+    return settings, lake
+
+
+def test_second_sync_changes_nothing(home):
+    settings, lake = setup(home)
+    first = run_sync(settings, timeframes=["1D", "1W"], start="2025-01-01")
+    assert first.status == "ok" and first.inserted > 0
+    second = run_sync(settings, timeframes=["1D", "1W"], start="2025-01-01")
+    assert (second.inserted, second.updated) == (0, 0)
+    assert second.unchanged > 0
+    ohlcv = lake.read("ohlcv")
+    assert ohlcv.select("symbol", "timeframe", "ts").is_duplicated().sum() == 0
+    logs = lake.read("sync_logs")
+    assert logs.filter(pl.col("run_id") == second.run_id).height == 6  # one row per task
+    assert (logs["status"] == "success").all()
+
+
+def test_dry_run_plans_chunks_and_writes_nothing(home):
+    settings, lake = setup(home, symbols=("AAA",))
+    res = run_sync(settings, timeframes=["1m"], start="2026-10-25", dry_run=True)
+    tasks = res.details["tasks"]
+    assert len(tasks) >= 3  # 26 days of 1m bars in 8-day requests
+    assert {t["reason"] for t in tasks} == {"never synced"}
+    assert lake.read("ohlcv").is_empty()
+
+
+def test_overlap_refetch_replaces_provisional_bars(home):
+    settings, lake = setup(home, symbols=("AAA",))
+    run_sync(settings, timeframes=["1D"], start="2026-11-01")
+    last = lake.read("ohlcv").sort("ts").tail(1)
+    assert last["is_final"][0] is False
+    later = settings.with_(now=datetime(2026, 11, 21, 12, 0, tzinfo=UTC))
+    plan = run_sync(later, timeframes=["1D"], dry_run=True).details["tasks"]
+    assert "provisional" in plan[0]["reason"]
+    res = run_sync(later, timeframes=["1D"])
+    assert res.updated == 1  # the forming bar became final
+    assert lake.read("ohlcv").sort("ts")["is_final"].all()
+
+
+def test_failures_never_stop_other_symbols(home):
+    opts = {"fail": {"BAD": "invalid", "FLAKY": "transient", "UGLY": "bad", "CORR": "corrupt"}}
+    settings, lake = setup(home, symbols=("AAA", "BAD", "FLAKY", "UGLY", "CORR"),
+                           provider="fake", options=opts)
+    res = run_sync(settings, timeframes=["1D"], start="2026-10-01")
+    assert res.status == "partial" and (res.tasks_ok, res.tasks_failed) == (3, 2)
+    assert any("BAD" in e and "unknown symbol" in e for e in res.errors)
+    assert any("UGLY" in e and "truncated JSON" in e for e in res.errors)
+    landed = set(lake.read("ohlcv")["symbol"].unique())
+    assert landed == {"AAA", "FLAKY", "CORR"}  # FLAKY was retried
+    q = lake.read("quarantine")
+    assert set(q["symbol"]) == {"CORR"} and q.height == 2 and res.quarantined == 2
+    st = lake.read("sync_status").filter(pl.col("symbol") == "BAD")
+    assert st["status"][0] == "failed" and st["consecutive_failures"][0] == 1
+    again = run_sync(settings, timeframes=["1D"], start="2026-10-01")
+    st = lake.read("sync_status").filter(pl.col("symbol") == "BAD")
+    assert st["consecutive_failures"][0] == 2 and again.inserted == 0
+
+
+def test_auth_failure_aborts_only_that_provider(home):
+    settings, lake = setup(home, symbols=("AAA", "BBB", "CCC"), provider="fake",
+                           options={"fail": {"AAA": "auth"}})
+    settings = settings.with_(concurrency=1)
+    universe.add(lake, "SYN", run_id="u", provider="synthetic")
+    res = run_sync(settings, timeframes=["1D"], start="2026-11-01")
+    assert res.tasks_failed == 3 and res.tasks_ok == 1
+    assert set(lake.read("ohlcv")["symbol"].unique()) == {"SYN"}
+    assert sum("401" in e for e in res.errors) == 3
+
+
+def test_readjusted_history_is_replaced_in_one_commit(home):
+    settings, lake = setup(home, symbols=("AAA",))
+    run_sync(settings, timeframes=["1D"], start="2026-01-01")
+    # the provider now reports history halved, as after a 2:1 split adjustment
+    from pipeline.providers import synthetic
+
+    original = synthetic.SyntheticProvider.fetch_ohlcv
+
+    def halved(self, request):
+        f = original(self, request)
+        return f.with_columns([pl.col(c) / 2 for c in ("open", "high", "low", "close")])
+
+    synthetic.SyntheticProvider.fetch_ohlcv = halved
+    try:
+        before = lake.read("ohlcv").height
+        res = run_sync(settings.with_(now=datetime(2026, 11, 21, 12, tzinfo=UTC)),
+                       timeframes=["1D"], start="2026-01-01")
+    finally:
+        synthetic.SyntheticProvider.fetch_ohlcv = original
+    events = res.details["events"]
+    assert events[0]["event"] == "history_replaced" and events[0]["symbol"] == "AAA"
+    after = lake.read("ohlcv").sort("ts")
+    assert after.height == before
+    full = original(synthetic.SyntheticProvider(clock=lambda: NOW),
+                    __import__("pipeline.providers.base", fromlist=["FetchRequest"])
+                    .FetchRequest("AAA", "1D", datetime(2026, 1, 1, tzinfo=UTC), NOW))
+    assert after["close"].head(5).to_list() == (full["close"] / 2).head(5).to_list()
+    ops = [h["operation"] for h in lake.history("ohlcv", 2)]
+    assert ops[0] == "MERGE"
+
+
+def test_hostile_symbols_round_trip(home):
+    settings, lake = setup(home, symbols=HOSTILE)
+    res = run_sync(settings, timeframes=["1D"], start="2026-11-01")
+    assert res.status == "ok"
+    assert sorted(lake.read("ohlcv")["symbol"].unique()) == sorted(HOSTILE)
+    for path in home.rglob("*"):
+        assert path.resolve().is_relative_to(home.resolve())
+
+
+def test_unknown_symbols_and_bad_options_are_usage_errors(home):
+    settings, _ = setup(home)
+    with pytest.raises(UnknownSymbolError, match="'NOPE'"):
+        run_sync(settings, symbols=["NOPE"])
+    with pytest.raises(ConfigError, match="unknown timeframe"):
+        run_sync(settings, timeframes=["2h"])
+    with pytest.raises(ConfigError, match="--scope"):
+        run_sync(settings, scope="sometimes")
+    with pytest.raises(ConfigError, match="unknown provider"):
+        run_sync(settings, provider="nasdaq")
+
+
+def test_scope_never_and_limit(home):
+    settings, lake = setup(home, symbols=("AAA", "BBB", "CCC"))
+    run_sync(settings, timeframes=["1D"], start="2026-11-01", limit=1)
+    assert set(lake.read("ohlcv")["symbol"]) == {"AAA"}
+    plan = run_sync(settings, timeframes=["1D"], start="2026-11-01", scope="never",
+                    dry_run=True).details["tasks"]
+    assert {t["symbol"] for t in plan} == {"BBB", "CCC"}
