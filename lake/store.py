@@ -9,14 +9,20 @@ partition values, which come from fixed vocabularies and are checked, are.
 
 from __future__ import annotations
 
+import json
 import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction
 
 from lake.paths import ensure_home, table_path
 from lake.tables import TABLES, TableDef
@@ -50,6 +56,73 @@ class WriteResult:
     @property
     def changed(self) -> int:
         return self.inserted + self.updated + self.deleted
+
+
+_POLARS_SCHEMAS: dict[str, dict[str, pl.DataType]] = {}
+
+
+def _polars_schema(name: str) -> dict[str, pl.DataType]:
+    if name not in _POLARS_SCHEMAS:
+        _POLARS_SCHEMAS[name] = dict(pl.from_arrow(TABLES[name].schema.empty_table()).schema)
+    return _POLARS_SCHEMAS[name]
+
+
+def dedupe(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Rows with a unique key, the last of duplicates winning (arrival order = fetch order).
+
+    Fast path: bars arrive grouped by series with increasing ts, where no duplicate can
+    exist; only otherwise is a hash-based unique run.
+    """
+    if "ts" in key and len(key) > 1 and frame.height > 1:
+        series = [c for c in key if c != "ts"]
+        same = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in series])
+        new_run = (~same).fill_null(True)
+        probe = frame.select(
+            pl.when(same)
+            .then(pl.col("ts") > pl.col("ts").shift(1))
+            .otherwise(True)
+            .fill_null(True)
+            .all()
+            .alias("increasing"),
+            new_run.sum().alias("runs"),
+        )
+        if probe["increasing"][0]:
+            starts = frame.filter(new_run).select(series)
+            if starts.height == probe["runs"][0] and starts.n_unique() == starts.height:
+                return frame
+    return frame.unique(subset=key, keep="last", maintain_order=True)
+
+
+def _stats(frame: pl.DataFrame) -> str:
+    """Delta file statistics (record count, min/max of key-like columns, null counts)."""
+    mins: dict[str, object] = {}
+    maxs: dict[str, object] = {}
+    for c, dtype in frame.schema.items():
+        col = frame.get_column(c)
+        if col.null_count() == frame.height:
+            continue
+        if dtype == pl.String:
+            lo, hi = col.min(), col.max()
+            if len(hi) < 32:
+                mins[c], maxs[c] = lo, hi
+        elif isinstance(dtype, pl.Datetime):
+            lo, hi = col.min(), col.max()
+            mins[c] = lo.strftime("%Y-%m-%dT%H:%M:%S.") + f"{lo.microsecond // 1000:03d}Z"
+            hi_ms = -(-hi.microsecond // 1000)
+            if hi_ms == 1000:
+                maxs[c] = None
+            else:
+                maxs[c] = hi.strftime("%Y-%m-%dT%H:%M:%S.") + f"{hi_ms:03d}Z"
+            if maxs[c] is None:
+                del maxs[c], mins[c]
+        elif dtype.is_numeric():
+            lo, hi = col.min(), col.max()
+            if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+                mins[c], maxs[c] = lo, hi
+    nulls = {c: frame.get_column(c).null_count() for c in frame.columns}
+    return json.dumps(
+        {"numRecords": frame.height, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    )
 
 
 def _q(name: str) -> str:
@@ -132,33 +205,177 @@ class Lake:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise LakeError(f"{tdef.name}: frame does not fit the table schema: {exc}") from exc
 
-    # -- writes ---------------------------------------------------------------------
-    def _commit(self, run_id: str, stage: str,
-                extra: dict[str, str] | None = None) -> CommitProperties:
-        return CommitProperties(custom_metadata={"run_id": run_id, "stage": stage,
-                                                 **(extra or {})})
+    def to_polars(self, tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame with exactly the table's columns and types (cast in polars, no copy
+        through arrow)."""
+        schema = _polars_schema(tdef.name)
+        missing = [c for c in tdef.key if c not in frame.columns]
+        if missing:
+            raise LakeError(f"{tdef.name}: frame lacks key columns {missing}")
+        try:
+            return frame.select(
+                [
+                    (pl.col(c) if frame.schema[c] == t else pl.col(c).cast(t))
+                    if c in frame.columns
+                    else pl.lit(None, t).alias(c)
+                    for c, t in schema.items()
+                ]
+            )
+        except pl.exceptions.PolarsError as exc:
+            raise LakeError(f"{tdef.name}: frame does not fit the table schema: {exc}") from exc
 
-    def append(self, name: str, frame: pl.DataFrame, *, run_id: str, stage: str,
-               metadata: dict[str, str] | None = None) -> WriteResult:
-        """Blind append: only for rows provably absent from the table."""
+    # -- writes ---------------------------------------------------------------------
+    def _commit(
+        self, run_id: str, stage: str, extra: dict[str, str] | None = None
+    ) -> CommitProperties:
+        return CommitProperties(custom_metadata={"run_id": run_id, "stage": stage, **(extra or {})})
+
+    def append(
+        self,
+        name: str,
+        frame: pl.DataFrame,
+        *,
+        run_id: str,
+        stage: str,
+        metadata: dict[str, str] | None = None,
+    ) -> WriteResult:
+        """Blind append (only for rows provably absent from the table), one commit.
+
+        Files are written by polars (one per partition, in parallel) and then committed to the
+        Delta log with their statistics: until that commit they are invisible, so a crash
+        leaves only unreferenced files that ``maintain`` vacuums.
+        """
         tdef = TABLES[name]
         if frame.is_empty():
             return WriteResult(name)
+        if tdef.evolving:
+            return self._append_deltars(tdef, frame, run_id, stage, metadata)
+        dt = self.table(name) or self._create(tdef, tdef.schema)
+        data = self.to_polars(tdef, frame)
+        parts = (
+            data.partition_by(list(tdef.partitions), as_dict=True, maintain_order=True)
+            if tdef.partitions
+            else {(): data}
+        )
+        root = self.path(name)
+        cols = [c for c in tdef.schema.names if c not in tdef.partitions]
+
+        def write(item) -> AddAction:
+            key, part = item
+            values = {p: str(v) for p, v in zip(tdef.partitions, key, strict=True)}
+            for v in values.values():
+                _literal(v)
+            rel = "/".join(f"{p}={v}" for p, v in values.items())
+            rel = (rel + "/" if rel else "") + f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            body = part.select(cols)
+            body.write_parquet(target, compression="zstd", statistics=True)
+            return AddAction(
+                rel, target.stat().st_size, values, int(time.time() * 1000), True, _stats(body)
+            )
+
+        try:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                adds = list(pool.map(write, parts.items()))
+            dt.create_write_transaction(
+                adds,
+                "append",
+                dt.schema(),
+                list(tdef.partitions),
+                commit_properties=self._commit(run_id, stage, metadata),
+            )
+        except (DeltaError, OSError) as exc:
+            raise LakeError(f"append to {name} failed: {exc}") from exc
+        return WriteResult(name, inserted=data.height, version=self.version(name))
+
+    def _append_deltars(
+        self,
+        tdef: TableDef,
+        frame: pl.DataFrame,
+        run_id: str,
+        stage: str,
+        metadata: dict[str, str] | None,
+    ) -> WriteResult:
         data = self.to_arrow(tdef, frame)
-        dt = self.table(name)
+        dt = self.table(tdef.name)
         try:
             write_deltalake(
-                dt if dt is not None else str(self.path(name)),
+                dt if dt is not None else str(self.path(tdef.name)),
                 data,
                 mode="append",
                 partition_by=list(tdef.partitions) or None,
                 configuration=TABLE_CONFIG if dt is None else None,
-                schema_mode="merge" if tdef.evolving else None,
+                schema_mode="merge",
                 commit_properties=self._commit(run_id, stage, metadata),
             )
         except DeltaError as exc:
-            raise LakeError(f"append to {name} failed: {exc}") from exc
-        return WriteResult(name, inserted=data.num_rows, version=self.version(name))
+            raise LakeError(f"append to {tdef.name} failed: {exc}") from exc
+        return WriteResult(tdef.name, inserted=data.num_rows, version=self.version(tdef.name))
+
+    def may_overlap(self, name: str, frame: pl.DataFrame) -> bool:
+        """False only when the table's file statistics prove that no row of ``frame`` (by
+        partition, symbol and ts range) can already exist: then a blind append is safe."""
+        tdef = TABLES[name]
+        dt = self.table(name)
+        if dt is None:
+            return False
+        if not {"symbol", "ts"} <= set(frame.columns) or "ts" not in tdef.schema.names:
+            return True
+        files = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
+        if files.is_empty():
+            return False
+        need = ["min.symbol", "max.symbol", "min.ts", "max.ts"]
+        if (
+            any(c not in files.columns for c in need)
+            or files.select(pl.any_horizontal(pl.col(need).is_null()).any()).item()
+        ):
+            return True
+        if files.select((pl.col("max.symbol").str.len_chars() >= 32).any()).item():
+            return True  # string statistics may be truncated
+        group = [p for p in tdef.partitions if p in frame.columns]
+        ranges = (
+            frame.group_by(group)
+            if group
+            else frame.with_columns(pl.lit(1).alias("_g")).group_by("_g")
+        ).agg(
+            pl.col("ts").min().alias("lo_ts"),
+            pl.col("ts").max().alias("hi_ts"),
+            pl.col("symbol").min().alias("lo_sym"),
+            pl.col("symbol").max().alias("hi_sym"),
+        )
+        if ranges.select(pl.any_horizontal(pl.all().is_null()).any()).item():
+            return True
+        files = files.rename({f"partition.{p}": p for p in group})
+        files = files.with_columns([pl.col(p).cast(ranges.schema[p]) for p in group])
+        cand = (
+            files.join(ranges, on=group, how="inner") if group else files.join(ranges, how="cross")
+        )
+        cand = cand.filter(
+            (pl.col("min.ts") <= pl.col("hi_ts"))
+            & (pl.col("max.ts") >= pl.col("lo_ts"))
+            & (pl.col("min.symbol") <= pl.col("hi_sym"))
+            & (pl.col("max.symbol") >= pl.col("lo_sym"))
+        )
+        if cand.is_empty():
+            return False
+        # ranges intersect: check whether any batch symbol really falls inside a file's range
+        for key, part in frame.group_by(group) if group else [((), frame)]:
+            sel = cand
+            for p, v in zip(group, key, strict=True):
+                sel = sel.filter(pl.col(p) == v)
+            if sel.is_empty():
+                continue
+            syms = np.sort(part.get_column("symbol").unique().to_numpy().astype(str))
+            first = np.searchsorted(
+                syms, sel.get_column("min.symbol").to_numpy().astype(str), "left"
+            )
+            last = np.searchsorted(
+                syms, sel.get_column("max.symbol").to_numpy().astype(str), "right"
+            )
+            if (last > first).any():
+                return True
+        return False
 
     def upsert(
         self,
@@ -179,21 +396,22 @@ class Lake:
         tdef = TABLES[name]
         if frame.is_empty():
             return WriteResult(name)
-        frame = frame.unique(subset=list(tdef.key), keep="last", maintain_order=True)
-        if tdef.partitions or "ts" in frame.columns:
-            order = [c for c in (*tdef.partitions, *tdef.key) if c in frame.columns]
-            frame = frame.sort(order)
+        frame = dedupe(frame, list(tdef.key))
         dt = self.table(name)
-        if dt is None or assume_new:
+        if dt is None or assume_new or not self.may_overlap(name, frame):
             return self.append(name, frame, run_id=run_id, stage=stage, metadata=metadata)
+        frame = frame.sort([c for c in (*tdef.partitions, *tdef.key) if c in frame.columns])
         data = self.to_arrow(tdef, frame)
         on = [f"t.{_q(k)} = s.{_q(k)}" for k in tdef.key if k not in tdef.partitions]
         for p in tdef.partitions:
             values = sorted({str(v) for v in frame.get_column(p).unique().to_list()})
             on.append(f"t.{_q(p)} = s.{_q(p)}")
             on.append(f"t.{_q(p)} IN ({', '.join(_literal(v) for v in values)})")
-        value_cols = [c for c in data.schema.names if c not in tdef.key and c not in tdef.partitions
-                      and c not in tdef.bookkeeping]
+        value_cols = [
+            c
+            for c in data.schema.names
+            if c not in tdef.key and c not in tdef.partitions and c not in tdef.bookkeeping
+        ]
         changed = " OR ".join(f"(t.{_q(c)} IS DISTINCT FROM s.{_q(c)})" for c in value_cols)
         try:
             merger = dt.merge(
@@ -246,19 +464,28 @@ class Lake:
         src = pa.concat_tables(
             [
                 data.append_column(flag, pa.array([False] * data.num_rows, type=pa.bool_())),
-                self.to_arrow(tdef, stale).append_column(flag, pa.array([True] * stale.height,
-                                                                    type=pa.bool_())),
+                self.to_arrow(tdef, stale).append_column(
+                    flag, pa.array([True] * stale.height, type=pa.bool_())
+                ),
             ]
         )
         on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in key)
         cols = [c for c in data.schema.names]
-        value_cols = [c for c in cols if c not in key and c not in tdef.partitions
-                      and c not in tdef.bookkeeping]
+        value_cols = [
+            c
+            for c in cols
+            if c not in key and c not in tdef.partitions and c not in tdef.bookkeeping
+        ]
         changed = " OR ".join(f"(t.{_q(c)} IS DISTINCT FROM s.{_q(c)})" for c in value_cols)
         mapping = {_q(c): f"s.{_q(c)}" for c in cols}
         try:
-            merger = dt.merge(src, predicate=on, source_alias="s", target_alias="t",
-                              commit_properties=self._commit(run_id, stage))
+            merger = dt.merge(
+                src,
+                predicate=on,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=self._commit(run_id, stage),
+            )
             merger = merger.when_matched_delete(predicate=f"s.{flag}")
             if changed:
                 merger = merger.when_matched_update(
@@ -272,8 +499,9 @@ class Lake:
         inserted = int(metrics.get("num_target_rows_inserted", 0))
         updated = int(metrics.get("num_target_rows_updated", 0))
         deleted = int(metrics.get("num_target_rows_deleted", 0))
-        return WriteResult(name, inserted, updated, data.num_rows - inserted - updated, deleted,
-                           self.version(name))
+        return WriteResult(
+            name, inserted, updated, data.num_rows - inserted - updated, deleted, self.version(name)
+        )
 
     def delete_keys(self, name: str, keys: pl.DataFrame, *, run_id: str, stage: str) -> int:
         """Delete the rows whose key is in ``keys`` (one commit, keys bound as data)."""
@@ -284,8 +512,13 @@ class Lake:
         src = keys.select(list(tdef.key)).unique().to_arrow()
         on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in tdef.key)
         metrics = (
-            dt.merge(src, predicate=on, source_alias="s", target_alias="t",
-                     commit_properties=self._commit(run_id, stage))
+            dt.merge(
+                src,
+                predicate=on,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=self._commit(run_id, stage),
+            )
             .when_matched_delete()
             .execute()
         )
@@ -314,8 +547,11 @@ class Lake:
         dt = self.table(name)
         if dt is None:
             return self.empty(name)
-        reader = dt.load_cdf(starting_version=starting_version, ending_version=ending_version,
-                             allow_out_of_range=True)
+        reader = dt.load_cdf(
+            starting_version=starting_version,
+            ending_version=ending_version,
+            allow_out_of_range=True,
+        )
         return pl.from_arrow(pa.table(reader))
 
     def mark(self, name: str, *, run_id: str, stage: str, metadata: dict[str, str]) -> None:
@@ -324,9 +560,13 @@ class Lake:
         if dt is None:
             return
         try:
-            dt.create_write_transaction([], "append", dt.metadata().partition_columns,
-                                        dt.schema(),
-                                        commit_properties=self._commit(run_id, stage, metadata))
+            dt.create_write_transaction(
+                [],
+                "append",
+                dt.metadata().partition_columns,
+                dt.schema(),
+                commit_properties=self._commit(run_id, stage, metadata),
+            )
         except DeltaError as exc:
             raise LakeError(f"cannot record metadata on {name}: {exc}") from exc
 

@@ -271,3 +271,14 @@ def period_expr(timeframe_col: str = "timeframe", ts_col: str = "ts"):
         .otherwise(pl.col(ts_col).dt.strftime("%Y"))
         .alias("period")
     )
+
+
+def with_period(frame):
+    """``frame`` with its ``period`` partition column (cheaper than :func:`period_expr` when
+    no bar is intraday, the common case for bulk loads)."""
+    import polars as pl
+
+    tfs = set(frame.get_column("timeframe").unique().to_list())
+    if not tfs & INTRADAY:
+        return frame.with_columns(pl.col("ts").dt.year().cast(pl.String).alias("period"))
+    return frame.with_columns(period_expr())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from lake.store import dedupe
 from pipeline.errors import ValidationError
 
 _PRICES = ("open", "high", "low", "close")
@@ -41,6 +42,18 @@ def _reason_ohlcv() -> pl.Expr:
     )
 
 
+def _ok_ohlcv() -> pl.Expr:
+    finite = [pl.col(c).is_finite() & (pl.col(c) > 0) for c in _PRICES]
+    return pl.all_horizontal(
+        pl.col("symbol").is_not_null() & (pl.col("symbol") != ""),
+        pl.col("ts").is_not_null(),
+        *finite,
+        pl.col("low") <= pl.min_horizontal("open", "close"),
+        pl.col("high") >= pl.max_horizontal("open", "close"),
+        pl.col("volume").is_null() | (pl.col("volume") >= 0),
+    )
+
+
 def check_ohlcv(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split bars into (good, rejected with a ``reason`` column)."""
     dtype = frame.schema.get("ts")
@@ -51,10 +64,13 @@ def check_ohlcv(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     for c in (*_PRICES, "volume"):
         if c in frame.columns:
             frame = frame.with_columns(pl.col(c).cast(pl.Float64))
-    tagged = frame.with_columns(_reason_ohlcv().alias("reason"))
-    good = tagged.filter(pl.col("reason").is_null()).drop("reason")
-    bad = tagged.filter(pl.col("reason").is_not_null())
-    good = good.unique(subset=["symbol", "timeframe", "ts"], keep="last", maintain_order=True)
+    ok = frame.select(_ok_ohlcv().fill_null(False)).to_series()
+    if ok.all():  # the common case: no reasons to compute
+        good, bad = frame, frame.clear().with_columns(pl.lit(None, pl.String).alias("reason"))
+    else:
+        good = frame.filter(ok)
+        bad = frame.filter(~ok).with_columns(_reason_ohlcv().alias("reason"))
+    good = dedupe(good, ["symbol", "timeframe", "ts"])
     return good, bad
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from lake.store import Lake
-from lake.tables import period_expr
+from lake.tables import with_period
 from lake.validate import check_ohlcv, quarantine_rows
 from pipeline import timeframes as tfs
 from pipeline.config import Settings
@@ -184,7 +184,12 @@ def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime) ->
     out = Landed(rejected=bad)
     if good.is_empty():
         return out
-    tagged = _diff(lake, good.with_columns(period_expr()))
+    good = with_period(good)
+    if lake.may_overlap("ohlcv", good):
+        tagged = _diff(lake, good)
+    else:  # file statistics prove every row is new: no scan of the lake needed
+        tagged = good.with_columns(pl.lit("new").alias("_state"),
+                                   pl.lit(False).alias("_readjusted"))
     out.readjusted = {tuple(r) for r in tagged.filter(pl.col("_readjusted"))
                       .select("symbol", "timeframe").unique().iter_rows()}
     for s, tf, state, n in tagged.group_by("symbol", "timeframe", "_state").len().iter_rows():
@@ -315,7 +320,7 @@ class Sync:
             good, bad = check_ohlcv(frame)
             if not bad.is_empty():
                 self._quarantine(bad, "ohlcv", "provider")
-            good = good.with_columns(period_expr(),
+            good = with_period(good).with_columns(
                                      pl.lit(now).cast(pl.Datetime("us", "UTC"))
                                      .alias("ingested_at"), pl.lit(self.run_id).alias("run_id"))
             res = self.lake.replace("ohlcv", good, scope=pl.DataFrame(

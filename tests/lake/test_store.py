@@ -69,10 +69,11 @@ def test_unsafe_partition_values_are_refused(home):
 
 def test_change_feed_and_time_travel(home):
     lake = Lake(home)
-    lake.upsert("ohlcv", bars(["A"]), run_id="r", stage="t")
+    first = lake.upsert("ohlcv", bars(["A"]), run_id="r", stage="t").version
     lake.upsert("ohlcv", bars(["A"], close=2.0), run_id="r", stage="t")
-    assert lake.read("ohlcv", version=0)["close"].to_list() == [1.0, 1.0, 1.0]
-    cdf = lake.changes("ohlcv", 1)
+    assert lake.read("ohlcv", version=first)["close"].to_list() == [1.0, 1.0, 1.0]
+    assert set(lake.changes("ohlcv", first, first)["_change_type"]) == {"insert"}
+    cdf = lake.changes("ohlcv", first + 1)
     assert set(cdf["_change_type"]) == {"update_preimage", "update_postimage"}
 
 
