@@ -14,6 +14,8 @@ from cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
+SYMS = ["../../etc/passwd", "AAA", "BRK.B", "BTC/IDR", "NSE_INDEX|Nifty 50",
+        "x'; DROP TABLE ohlcv;--"]
 ENV = {"MARKETLAKE_NOW": "2026-11-20T18:00:00+00:00"}
 
 
@@ -55,18 +57,18 @@ def test_readme_commands_are_the_ci_commands():
 
 def test_universe_sync_status_logs_query_export(home, tmp_path):
     csv = tmp_path / "u.csv"
-    csv.write_text("symbol,name\nAAA,Alpha\nBRK.B,Berkshire\nx'; DROP TABLE ohlcv;--,Evil\n")
+    csv.write_text("symbol,name\nAAA,Alpha\nBRK.B,Berkshire\nx'; DROP TABLE ohlcv;--,Evil\n"
+                   "../../etc/passwd,Path\nNSE_INDEX|Nifty 50,Index\n")
     r = run(home, "universe", "import", str(csv), "--provider", "synthetic")
     assert r.exit_code == 0, r.output
     r = run(home, "universe", "add", "BTC/IDR", "--asset-type", "crypto",
             "--provider", "synthetic")
     assert r.exit_code == 0, r.output
     r = run(home, "universe", "list", "--json")
-    assert {row["symbol"] for row in last_json(r)} == {"AAA", "BRK.B", "BTC/IDR",
-                                                        "x'; DROP TABLE ohlcv;--"}
+    assert {row["symbol"] for row in last_json(r)} == set(SYMS)
     r = run(home, "sync", "--dry-run", "--json", "--start", "2026-06-01")
     plan = last_json(r)
-    assert r.exit_code == 0 and len(plan["tasks"]) == 4
+    assert r.exit_code == 0 and len(plan["tasks"]) == len(SYMS)
     assert set(plan["tasks"][0]) >= {"symbol", "timeframe", "kind", "start", "end", "provider",
                                      "reason"}
     r = run(home, "sync", "--json", "--start", "2026-06-01")
@@ -79,13 +81,13 @@ def test_universe_sync_status_logs_query_export(home, tmp_path):
     assert again["rows"]["inserted"] == 0 and again["rows"]["updated"] == 0
     r = run(home, "status", "--json")
     seg = {(s["segment"], s["timeframe"]): s for s in last_json(r)}
-    assert seg[("equity", "1D")]["symbols"] == 3 and seg[("crypto", "1D")]["failed"] == 0
+    assert seg[("equity", "1D")]["symbols"] == 5 and seg[("crypto", "1D")]["failed"] == 0
     r = run(home, "logs", "--json", "--task", "BRK.B")
     assert all("BRK.B" in row["task_name"] for row in last_json(r)) and r.exit_code == 0
     r = run(home, "query", "SELECT symbol, count(*) AS n FROM ohlcv GROUP BY 1 ORDER BY 1",
             "--format", "json")
     rows = last_json(r)
-    assert [x["symbol"] for x in rows] == ["AAA", "BRK.B", "BTC/IDR", "x'; DROP TABLE ohlcv;--"]
+    assert [x["symbol"] for x in rows] == sorted(SYMS)
     r = run(home, "query", "SELECT symbol FROM ohlcv LIMIT 1", "--format", "csv")
     assert r.stdout.startswith("symbol\n")
 
@@ -100,7 +102,9 @@ def test_universe_sync_status_logs_query_export(home, tmp_path):
     # DuckDB names the zone after its session setting ("Etc/UTC"): same instants
     d = d.with_columns(pl.col(pl.Datetime).dt.convert_time_zone("UTC"))
     assert a.equals(b) and a.equals(c) and a.equals(d)
-    assert "x'; DROP TABLE ohlcv;--" in set(a["symbol"])
+    assert set(a["symbol"]) == set(SYMS)
+    for path in home.rglob("*"):
+        assert path.resolve().is_relative_to(home.resolve())
     r = run(home, "export", "ohlcv", "--out", str(out), "--format", "csv", "--symbols", "BRK.B")
     assert r.exit_code == 0 and (out / "ohlcv.csv").read_text().count("BRK.B") > 100
     r = run(home, "maintain", "--json")
