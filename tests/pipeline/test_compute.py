@@ -1,0 +1,70 @@
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from lake import Lake
+from pipeline import universe
+from pipeline.config import load_settings
+from pipeline.errors import ConfigError
+from pipeline.stages.compute import last_watermark, run_compute
+from pipeline.stages.ingest import run_sync
+
+NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+SPECS = ["sma(20)", "ema(21)", "rsi(14)", "macd(12,26,9)", "atr(14)", "vwap", "pivots"]
+
+
+def setup(home, now=NOW):
+    settings = load_settings(home=home, env={}, now=now)
+    lake = Lake(home)
+    for s in ("AAA", "BBB", "BTC/USD"):
+        universe.add(lake, s, run_id="u", provider="synthetic",
+                     asset_type="crypto" if "/" in s else "equity")
+    return settings, lake
+
+
+def frame(lake):
+    cols = [c for c in lake.read("indicators").columns if c not in ("computed_at", "run_id")]
+    return lake.read("indicators").select(cols).sort("symbol", "timeframe", "ts")
+
+
+def test_incremental_compute_equals_full_recompute(home, tmp_path):
+    settings, lake = setup(home)
+    run_sync(settings, timeframes=["1D", "1h"], start="2025-06-01")
+    first = run_compute(settings, indicators=None)
+    assert first.status == "ok" and first.inserted > 0
+    assert last_watermark(lake) == lake.version("ohlcv")
+    again = run_compute(settings)
+    assert (again.inserted, again.updated) == (0, 0)
+
+    later = settings.with_(now=datetime(2026, 11, 24, 18, 0, tzinfo=UTC))
+    run_sync(later, timeframes=["1D", "1h"], start="2025-06-01")
+    inc = run_compute(later)
+    assert inc.details["series"] == 6 and inc.inserted > 0
+    incremental = frame(lake)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    s2, lake2 = setup(other)
+    run_sync(s2.with_(now=later.now), timeframes=["1D", "1h"], start="2025-06-01")
+    run_compute(s2, full=True)
+    full = frame(lake2)
+    assert incremental.height == full.height
+    assert incremental.equals(full)
+
+
+def test_compute_options_and_bad_specs(home):
+    settings, lake = setup(home)
+    run_sync(settings, timeframes=["1D"], start="2026-01-01")
+    res = run_compute(settings, indicators=SPECS, symbols=["AAA"])
+    cols = set(lake.read("indicators").columns)
+    assert {"sma_20", "ema_21", "rsi_14", "macd_hist_12_26_9", "vwap", "pivot_r3"} <= cols
+    assert set(lake.read("indicators")["symbol"]) == {"AAA"}
+    assert res.inserted == lake.read("indicators").height
+    first_rows = lake.read("indicators").sort("ts").head(19)
+    assert first_rows["sma_20"].null_count() == 19  # warm-up stored as nulls
+    with pytest.raises(ConfigError, match="sma"):
+        run_compute(settings, indicators=["smaa(20)"])
+    assert run_compute(settings, indicators=SPECS, symbols=["AAA"]).updated == 0
+    q = lake.read("indicators").join(lake.read("ohlcv"), on=["symbol", "timeframe", "ts"])
+    assert q.filter(pl.col("vwap").is_not_null()).height > 0
