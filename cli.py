@@ -109,6 +109,8 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
             def cb(event: str, **info: Any) -> None:
                 if event == "start":
                     bar.update(task, total=info.get("total"))
+                elif event == "table_done":
+                    bar.update(task, advance=1, info=str(info.get("table", "")))
                 elif event == "advance":
                     state["rows"] += info.get("rows", 0) or 0
                     state["errors"] += 1 if info.get("error") else 0

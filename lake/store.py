@@ -412,7 +412,11 @@ class Lake:
             for c in data.schema.names
             if c not in tdef.key and c not in tdef.partitions and c not in tdef.bookkeeping
         ]
-        changed = " OR ".join(f"(t.{_q(c)} IS DISTINCT FROM s.{_q(c)})" for c in value_cols)
+        existing = set(dt.schema().to_arrow().names) if tdef.evolving else set(data.schema.names)
+        # a column the table does not have yet (a new indicator) changes every non-null row
+        changed = " OR ".join(
+            f"(t.{_q(c)} IS DISTINCT FROM s.{_q(c)})" if c in existing else f"(s.{_q(c)} IS NOT NULL)"
+            for c in value_cols)
         try:
             merger = dt.merge(
                 data,

@@ -1,0 +1,21 @@
+-- Apply a staged delta in one statement: delete the keys flagged for deletion; insert the
+-- others when new, update them only when some column really differs (unchanged rows are
+-- not touched). Deleted and upserted keys are disjoint (one change per key is staged).
+WITH deleted AS (
+    DELETE FROM {target} AS t USING {staging} AS s
+    WHERE s._ml_delete AND {key_match}
+    RETURNING 1
+),
+upserted AS (
+    INSERT INTO {target} AS t ({columns})
+    SELECT {values}
+    FROM {staging} AS s
+    WHERE NOT s._ml_delete
+    ON CONFLICT ({key}) DO UPDATE SET {assignments}
+    WHERE ({target_values}) IS DISTINCT FROM ({excluded_values})
+    RETURNING (t.xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted),
+       count(*) FILTER (WHERE NOT inserted),
+       (SELECT count(*) FROM deleted)
+FROM upserted
