@@ -74,8 +74,12 @@ class _Providers:
                                             home=self.settings.home, clock=clock)
             return self._instances[name]
 
+    def instances(self) -> dict[str, Provider]:
+        with self._lock:
+            return dict(self._instances)
+
     def close(self) -> None:
-        for p in self._instances.values():
+        for p in self.instances().values():
             p.close()
 
 
@@ -365,7 +369,7 @@ class Sync:
             self.errors.append(f"{sym}: quarantined bar ({reason})")
 
     def _file_problems(self) -> None:
-        for name, prov in self.providers._instances.items():
+        for name, prov in self.providers.instances().items():
             problems = getattr(prov, "problems", None)
             if not callable(problems):
                 continue
