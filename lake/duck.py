@@ -14,6 +14,7 @@ import duckdb
 from lake.store import Lake
 from lake.tables import TABLES
 from pipeline.errors import LakeError
+from sql import load_sql
 
 
 def _local(uri: str) -> str:
@@ -39,8 +40,8 @@ def view_sql(name: str, files: list[str]) -> str:
         types = ", ".join(f"{_lit(p)}: 'VARCHAR'" for p in tdef.partitions)
         opts += f", hive_partitioning = true, hive_types = {{{types}}}"
     file_list = "[" + ", ".join(_lit(f) for f in files) + "]"
-    return (f'CREATE OR REPLACE VIEW "{name}" AS SELECT {cols} '  # noqa: S608
-            f"FROM read_parquet({file_list}, {opts})")
+    return load_sql("duckdb/table_view.sql").format(name=name, columns=cols, files=file_list,
+                                                    options=opts)
 
 
 def connect(lake: Lake, tables: list[str] | None = None) -> duckdb.DuckDBPyConnection:
@@ -59,5 +60,5 @@ def connect(lake: Lake, tables: list[str] | None = None) -> duckdb.DuckDBPyConne
             con.execute(view_sql(name, files))
         else:
             con.register(f"__{name}", TABLES[name].schema.empty_table())
-            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "__{name}"')  # noqa: S608
+            con.execute(load_sql("duckdb/empty_view.sql").format(name=name, relation=f"__{name}"))
     return con

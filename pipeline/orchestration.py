@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import duckdb
+
 from lake.duck import connect
 from lake.store import Lake
 from pipeline import universe
@@ -17,6 +19,7 @@ from pipeline.config import Settings
 from pipeline.errors import MarketlakeError
 from pipeline.redact import redact
 from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from sql import load_sql
 
 Progress = Callable[..., None]
 
@@ -153,19 +156,14 @@ def run_demo(settings: Settings, *, equities: int = 40,
     summary = _summarise("demo", run_id, results, watch)
     from pipeline.reports import status
 
-    sample_sql = (
-        "SELECT o.symbol, count(*) AS bars, max(o.ts)::DATE AS last_day, "
-        "round(arg_max(o.close, o.ts), 2) AS last_close, "
-        "round(arg_max(i.rsi_14, i.ts), 1) AS rsi_14 "
-        "FROM ohlcv o LEFT JOIN indicators i USING (symbol, timeframe, ts) "
-        "WHERE o.timeframe = '1D' GROUP BY o.symbol ORDER BY o.symbol LIMIT 8"
-    )
+    sample_sql = " ".join(
+        line for line in load_sql("duckdb/demo_sample.sql").splitlines()
+        if not line.startswith("--"))
     con = connect(lake, ["ohlcv", "indicators"])
     try:
         sample = con.sql(sample_sql).pl()
-    except Exception:  # no indicators yet (compute failed): show bars only
-        sample_sql = ("SELECT symbol, count(*) AS bars, max(ts)::DATE AS last_day "
-                      "FROM ohlcv WHERE timeframe = '1D' GROUP BY symbol ORDER BY symbol LIMIT 8")
+    except duckdb.Error:  # no indicators yet (compute failed): show bars only
+        sample_sql = "SELECT symbol, count(*) AS bars FROM ohlcv GROUP BY symbol ORDER BY 1 LIMIT 8"
         sample = con.sql(sample_sql).pl()
     return {
         "status": summary.status,
