@@ -96,6 +96,9 @@ class Provider(ABC):  # noqa: B024 - a base with optional methods, not all abstr
 
     name: str = "base"
     capabilities: Capabilities = Capabilities(kinds=frozenset(), timeframes=())
+    #: True when the provider retries transient errors itself (the shared HTTP layer does);
+    #: the ingest stage then does not retry on top of it.
+    retries_transient: bool = False
 
     def __init__(
         self,

@@ -105,7 +105,7 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
 
 
 def _retrying(call: Callable[[], pl.DataFrame], prov: Provider) -> pl.DataFrame:
-    tries = max(1, prov.settings.max_retries)
+    tries = 1 if prov.retries_transient else max(1, prov.settings.max_retries)
     for attempt in range(tries):
         try:
             return call()

@@ -1,0 +1,542 @@
+"""Yahoo Finance: equities, ETFs, funds, indices, FX, futures and crypto pairs.
+
+Two engines, one HTTP layer (:mod:`pipeline.providers.http`: shared client, token bucket,
+SPEC §6 retry/abort policy, ``MARKETLAKE_YAHOO_BASE_URL`` redirecting every request):
+
+- bars, corporate actions, profiles and the seven financial statements are read from Yahoo's
+  JSON endpoints directly (``/v8/finance/chart``, ``/v10/finance/quoteSummary``,
+  ``/ws/fundamentals-timeseries``; the same requests and JSON yfinance uses). The lake's keys
+  need what ``Ticker.history`` discards: the raw bar timestamps (to key daily bars by
+  exchange-local session date and to tell a live bar from a final one) and each event's own
+  ``date``. ``history`` also costs a time-zone request and ~10 ms of pandas per symbol and
+  serves past ranges from an in-process cache, which would hide a re-adjusted history from
+  the re-fetch that detects it;
+- the other extended data types, market status and the calendars go through yfinance's
+  accessors, whose HTTP is bridged into the same client (:mod:`pipeline.providers.yfbridge`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from pipeline.errors import (
+    AuthError,
+    BadResponseError,
+    ConfigError,
+    InvalidSymbolError,
+    ProviderError,
+    RateLimitedError,
+    TerminalProviderError,
+    TransientProviderError,
+)
+from pipeline.providers import yahoo_fundamentals as yfund
+from pipeline.providers import yfbridge
+from pipeline.providers.base import KINDS, Capabilities, FetchRequest, Provider
+from pipeline.providers.http import HttpClient, limiter_clock, retry_after_seconds
+from pipeline.providers.symbols import path_segment, provider_symbol
+from pipeline.providers.yahoo_chart import INTERVALS, parse_bars, parse_events
+
+log = logging.getLogger("marketlake.providers.yahoo")
+
+_HOSTS = {
+    "query1": "https://query1.finance.yahoo.com",
+    "query2": "https://query2.finance.yahoo.com",
+    "fc": "https://fc.yahoo.com",
+}
+_EVENTS = "div,splits,capitalGains"
+_CLASS_SUFFIX = re.compile(r"^([A-Z0-9&]+)\.([A-Z])$")
+_ONE_LETTER_EXCHANGES = frozenset({"L", "F", "V", "T"})  # London, Frankfurt, TSX-V, Tokyo
+_US_EXCHANGES = frozenset(
+    {
+        "NYSE",
+        "NASDAQ",
+        "NMS",
+        "NYQ",
+        "NGM",
+        "NCM",
+        "AMEX",
+        "ASE",
+        "ARCA",
+        "NYSEARCA",
+        "PCX",
+        "BATS",
+        "CBOE",
+        "OTC",
+        "US",
+    }
+)
+STATEMENT_START = datetime(2016, 12, 31, tzinfo=UTC)  # Yahoo keeps ~4 years / 5 quarters
+MARKET_CALENDARS = ("earnings", "ipo", "splits", "economic")
+
+
+def yahoo_symbol(symbol: str, instrument: Mapping[str, Any] | None = None) -> str:
+    """Yahoo's spelling: the instrument's ``provider_symbols["yahoo"]`` if set, else
+    ``BRK.B`` → ``BRK-B`` (share classes; ``VOD.L``-style exchange suffixes are kept),
+    ``BTC/USD`` → ``BTC-USD``, FX ``EUR/USD`` → ``EURUSD=X``."""
+    inst = instrument or {}
+    mapped = provider_symbol(inst, "yahoo")
+    if mapped:
+        return mapped
+    if "/" in symbol:
+        base, _, quote = symbol.partition("/")
+        return f"{base}{quote}=X" if inst.get("asset_type") == "fx" else f"{base}-{quote}"
+    m = _CLASS_SUFFIX.match(symbol)
+    if m:
+        exchange = str(inst.get("exchange") or "").upper()
+        if m.group(2) not in _ONE_LETTER_EXCHANGES or exchange in _US_EXCHANGES:
+            return f"{m.group(1)}-{m.group(2)}"
+    return symbol
+
+
+class YahooProvider(Provider):
+    """Yahoo Finance through its chart/quoteSummary/timeseries JSON and yfinance."""
+
+    retries_transient = True  # the shared HTTP layer applies the retry policy
+
+    name = "yahoo"
+    capabilities = Capabilities(
+        kinds=frozenset(KINDS),
+        timeframes=("1m", "15m", "30m", "1h", "1D", "1W"),  # 4h is resampled from 1h
+        max_range={
+            "1m": timedelta(days=8),
+            "15m": timedelta(days=60),
+            "30m": timedelta(days=60),
+            "1h": timedelta(days=730),
+            "1D": None,
+            "1W": None,
+        },
+        # how far back each interval reaches; one day inside Yahoo's edge (probes: 30 days
+        # back fails for 1m, 29 works; likewise 59/60 and 729/730)
+        history={
+            "1m": timedelta(days=29),
+            "15m": timedelta(days=59),
+            "30m": timedelta(days=59),
+            "1h": timedelta(days=729),
+            "1D": None,
+            "1W": None,
+        },
+        rate_limit_per_s=5.0,  # Yahoo publishes none; a conservative default, see marketlake.toml
+        default_concurrency=4,
+        asset_types=frozenset({"equity", "etf", "index", "fx", "future", "mutualfund", "crypto"}),
+    )
+
+    def __init__(
+        self, settings=None, *, home=None, clock=None, sleep=None, transport=None, rng=None
+    ) -> None:
+        super().__init__(settings, home=home, clock=clock, sleep=sleep)
+        caps = self.capabilities
+        self.http = HttpClient(
+            self.name,
+            self.settings,
+            rate_limit_per_s=caps.rate_limit_per_s,
+            concurrency=self.settings.concurrency or caps.default_concurrency,
+            transport=transport,
+            clock=limiter_clock(clock, sleep, self.clock),
+            sleep=self.sleep,
+            rng=rng,
+        )
+        self._crumb: str | None = None
+        self._crumb_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _url(self, host: str, path: str) -> str:
+        return (self.settings.base_url or _HOSTS[host]) + path
+
+    def _symbol(
+        self, symbol: str, instrument: Mapping[str, Any] | None, remote: str | None = None
+    ) -> str:
+        return remote or yahoo_symbol(symbol, instrument)
+
+    # -- bars and actions -----------------------------------------------------------------
+    def _chart(self, symbol: str, ysym: str, params: dict[str, Any]) -> Any:
+        url = self._url("query2", "/v8/finance/chart/" + path_segment(ysym))
+        return self.http.get_json(url, params=params, symbol=symbol)
+
+    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+        """Native bars in [start, end); see :mod:`pipeline.providers.yahoo_chart`."""
+        interval = INTERVALS.get(request.timeframe)
+        if interval is None:
+            raise TerminalProviderError(
+                f"yahoo {request.symbol}: timeframe {request.timeframe} is not native "
+                f"(native: {', '.join(self.capabilities.timeframes)})",
+                provider=self.name,
+                symbol=request.symbol,
+            )
+        ysym = self._symbol(request.symbol, request.instrument, request.provider_symbol)
+        start, end = request.start, request.end
+        if request.timeframe in ("1D", "1W"):
+            # sessions of one local date can open on the previous UTC day (Sydney,
+            # Auckland): ask a little wider, then filter on the session-date keys
+            start, end = start - timedelta(days=2), end + timedelta(days=2)
+        body = self._chart(
+            request.symbol,
+            ysym,
+            {
+                "period1": int(start.timestamp()),
+                "period2": int(end.timestamp()),
+                "interval": interval,
+                "includePrePost": "false",
+                "events": _EVENTS,
+            },
+        )
+        return parse_bars(
+            body,
+            symbol=request.symbol,
+            timeframe=request.timeframe,
+            start=request.start,
+            end=request.end,
+            now=self.clock(),
+            provider=self.name,
+        )
+
+    def fetch_actions(self, symbol, instrument, start, end) -> pl.DataFrame:
+        """Splits, dividends and capital gains with ex_date in [start, end).
+
+        Asked at 3-month granularity: Yahoo sends every event of the range with any interval,
+        and the coarse bars keep the answer small.
+        """
+        ysym = self._symbol(symbol, instrument)
+        body = self._chart(
+            symbol,
+            ysym,
+            {
+                "period1": int((start - timedelta(days=2)).timestamp()),
+                "period2": int((end + timedelta(days=2)).timestamp()),
+                "interval": "3mo",
+                "includePrePost": "false",
+                "events": _EVENTS,
+            },
+        )
+        return parse_events(body, symbol=symbol, start=start, end=end, provider=self.name)
+
+    # -- quoteSummary ---------------------------------------------------------------------------
+    def _get_crumb(self, symbol: str) -> str:
+        """Yahoo's session crumb (cookie from fc.yahoo.com, then ``getcrumb``); cached."""
+        with self._crumb_lock:
+            if self._crumb:
+                return self._crumb
+            try:
+                self.http.get(
+                    self._url("fc", "/"),
+                    symbol=symbol,
+                    check=False,
+                    headers={"Accept": "text/html"},
+                )
+            except TransientProviderError:
+                pass  # the cookie helps but is not required
+            resp = self.http.get(
+                self._url("query1", "/v1/test/getcrumb"),
+                symbol=symbol,
+                headers={"Accept": "text/plain"},
+            )
+            text = resp.text.strip()
+            if "Too Many Requests" in text:
+                raise RateLimitedError(
+                    f"yahoo {symbol}: getcrumb answered {text!r}",
+                    retry_after=retry_after_seconds(None),
+                    provider=self.name,
+                    symbol=symbol,
+                )
+            if not text or "<" in text or len(text) > 64:
+                raise BadResponseError(
+                    f"yahoo {symbol}: getcrumb returned no crumb", provider=self.name, symbol=symbol
+                )
+            self._crumb = text
+            self.http.add_secret(text)  # a session token: never logged
+            return text
+
+    def quote_summary(
+        self, symbol: str, modules: tuple[str, ...], instrument: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The ``quoteSummary`` result for ``modules`` (a stale crumb is refreshed once)."""
+        ysym = self._symbol(symbol, instrument)
+        url = self._url("query2", "/v10/finance/quoteSummary/" + path_segment(ysym))
+        params = {
+            "modules": ",".join(modules),
+            "formatted": "false",
+            "crumb": self._get_crumb(symbol),
+        }
+        try:
+            resp = self.http.get(url, params=params, symbol=symbol, abort_on_auth=False)
+        except AuthError:
+            with self._crumb_lock:
+                self._crumb = None
+            params["crumb"] = self._get_crumb(symbol)
+            resp = self.http.get(url, params=params, symbol=symbol)
+        body = self.http.parse_json(resp, symbol)
+        qs = body.get("quoteSummary") if isinstance(body, dict) else None
+        if not isinstance(qs, dict):
+            raise BadResponseError(
+                f"yahoo {symbol}: quoteSummary response without 'quoteSummary'",
+                provider=self.name,
+                symbol=symbol,
+            )
+        err = qs.get("error")
+        result = qs.get("result")
+        if err or not result:
+            desc = err.get("description") if isinstance(err, dict) else err
+            raise InvalidSymbolError(
+                f"yahoo {symbol}: quoteSummary: {desc or 'no result'}",
+                provider=self.name,
+                symbol=symbol,
+            )
+        return result[0]
+
+    def quote(self, symbol: str, instrument: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The v7 ``quote`` of one symbol (name, exchange, market cap); an empty result is an
+        unknown symbol."""
+        ysym = self._symbol(symbol, instrument)
+        body = self.http.get_json(
+            self._url("query1", "/v7/finance/quote"),
+            symbol=symbol,
+            params={"symbols": ysym, "crumb": self._get_crumb(symbol)},
+        )
+        resp = body.get("quoteResponse") if isinstance(body, dict) else None
+        if not isinstance(resp, dict):
+            raise BadResponseError(
+                f"yahoo {symbol}: quote response without 'quoteResponse'",
+                provider=self.name,
+                symbol=symbol,
+            )
+        result = [r for r in resp.get("result") or [] if isinstance(r, dict)]
+        if not result:
+            raise InvalidSymbolError(
+                f"yahoo {symbol}: unknown symbol (empty quote result)",
+                provider=self.name,
+                symbol=symbol,
+            )
+        return result[0]
+
+    def fetch_profile(self, symbol, instrument) -> pl.DataFrame:
+        """One ``profiles`` row from quoteSummary ``assetProfile`` + ``price`` (officers and
+        everything else stay in ``raw``). Indices, FX and futures have no quoteSummary
+        profile: for them the v7 quote supplies the name and exchange."""
+        try:
+            res = self.quote_summary(symbol, ("assetProfile", "price"), instrument)
+        except InvalidSymbolError as first:
+            try:
+                res = {"price": self.quote(symbol, instrument)}
+            except InvalidSymbolError:
+                raise first from None
+        asset = res.get("assetProfile") or res.get("summaryProfile") or {}
+        price = res.get("price") or {}
+
+        def num(v: Any) -> float | None:
+            v = v.get("raw") if isinstance(v, dict) else v
+            return float(v) if isinstance(v, int | float) else None
+
+        return pl.DataFrame(
+            [
+                {
+                    "symbol": symbol,
+                    "provider": self.name,
+                    "name": price.get("longName")
+                    or price.get("shortName")
+                    or instrument.get("name"),
+                    "description": asset.get("longBusinessSummary"),
+                    "sector": asset.get("sector"),
+                    "industry": asset.get("industry"),
+                    "country": asset.get("country"),
+                    "website": asset.get("website"),
+                    "market_cap": num(price.get("marketCap")),
+                    "volume_24h": None,
+                    "icon_url": None,
+                    "icon_path": None,
+                    "raw": json.dumps(res, sort_keys=True),
+                    "fetched_at": self.clock(),
+                }
+            ],
+            schema_overrides={
+                "fetched_at": pl.Datetime("us", "UTC"),
+                "market_cap": pl.Float64,
+                "volume_24h": pl.Float64,
+                "icon_url": pl.String,
+                "icon_path": pl.String,
+            },
+        )
+
+    # -- fundamentals -------------------------------------------------------------------------
+    def _statement(
+        self, symbol: str, ysym: str, data_type: str, now: datetime
+    ) -> list[dict[str, Any]]:
+        timescale, keys = yfund.statement_keys(data_type)
+        url = self._url(
+            "query2", "/ws/fundamentals-timeseries/v1/finance/timeseries/" + path_segment(ysym)
+        )
+        period2 = int((now + timedelta(days=1)).timestamp())
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(keys), yfund.TIMESERIES_CHUNK):
+            chunk = keys[i : i + yfund.TIMESERIES_CHUNK]
+            body = self.http.get_json(
+                url,
+                symbol=symbol,
+                params={
+                    "symbol": ysym,
+                    "type": ",".join(timescale + k for k in chunk),
+                    "period1": int(STATEMENT_START.timestamp()),
+                    "period2": period2,
+                },
+            )
+            if not isinstance(body, dict) or "timeseries" not in body:
+                raise BadResponseError(
+                    f"yahoo {symbol}: timeseries response without 'timeseries'",
+                    provider=self.name,
+                    symbol=symbol,
+                )
+            rows += yfund.parse_timeseries(
+                body,
+                symbol=symbol,
+                data_type=data_type,
+                timescale=timescale,
+                wanted=chunk,
+                fetched_at=now,
+                provider=self.name,
+            )
+        return rows
+
+    def _yfinance(self, symbol: str, action: str, call) -> Any:
+        """Run ``call()`` (yfinance code) with its HTTP routed through this provider, and
+        convert whatever it raises at this boundary."""
+        import requests
+
+        sess = yfbridge.session(self.home / "cache" / "yfinance" if self.home else None)
+        try:
+            with yfbridge.route(self.http, self.settings.base_url, symbol):
+                return call(sess)
+        except ProviderError:
+            raise
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            msg = self.http.clean(f"yahoo {symbol}: {action}: HTTP {status}")
+            if status in (401, 403):
+                self.http.abort(msg)
+                raise AuthError(msg, provider=self.name, symbol=symbol) from exc
+            if status in (400, 404):
+                raise InvalidSymbolError(msg, provider=self.name, symbol=symbol) from exc
+            if status == 429 or status >= 500:
+                raise TransientProviderError(msg, provider=self.name, symbol=symbol) from exc
+            raise TerminalProviderError(msg, provider=self.name, symbol=symbol) from exc
+        except Exception as exc:  # yfinance raises many foreign types on odd bodies
+            detail = self.http.clean(" ".join(str(exc).split())[:200])
+            raise BadResponseError(
+                f"yahoo {symbol}: {action}: {type(exc).__name__}: {detail}",
+                provider=self.name,
+                symbol=symbol,
+            ) from exc
+
+    def _accessor(
+        self, symbol: str, ysym: str, data_type: str, now: datetime
+    ) -> list[dict[str, Any]]:
+        import yfinance as yf
+
+        method = yfund.ACCESSORS[data_type][0]
+
+        def call(sess):
+            try:
+                return getattr(yf.Ticker(ysym, session=sess), method)()
+            except KeyError:  # the quoteSummary module is absent: Yahoo has no such data
+                return None
+
+        obj = self._yfinance(symbol, data_type, call)
+        return yfund.tidy(data_type, obj, symbol=symbol, fetched_at=now, provider=self.name)
+
+    def fetch_fundamentals(self, symbol, instrument, data_types=None) -> pl.DataFrame:
+        """Tidy ``fundamentals`` rows for ``data_types`` (default: all 23).
+
+        A type Yahoo has nothing for gives no rows; a type that fails terminally is logged and
+        skipped (the symbol fails only when every type does); auth and transient failures
+        propagate so the stage can stop or retry.
+        """
+        types = tuple(data_types or yfund.DATA_TYPES)
+        unknown = [t for t in types if t not in yfund.DATA_TYPES]
+        if unknown:
+            raise ConfigError(f"unknown fundamentals data type(s) {unknown}")
+        ysym = self._symbol(symbol, instrument)
+        now = self.clock()
+        rows: list[dict[str, Any]] = []
+        failures: list[TerminalProviderError] = []
+        for data_type in types:
+            try:
+                if data_type in yfund.STATEMENTS:
+                    rows += self._statement(symbol, ysym, data_type, now)
+                elif data_type == "dividends":
+                    actions = self.fetch_actions(
+                        symbol,
+                        instrument,
+                        datetime(1970, 1, 2, tzinfo=UTC),
+                        now + timedelta(days=1),
+                    )
+                    rows += yfund.dividends_rows(
+                        actions, symbol=symbol, fetched_at=now, provider=self.name
+                    )
+                else:
+                    rows += self._accessor(symbol, ysym, data_type, now)
+            except AuthError:
+                raise
+            except TerminalProviderError as exc:
+                log.warning("%s", exc)
+                failures.append(exc)
+        if failures and len(failures) == len(types):
+            raise failures[0]
+        return yfund.frame(rows)
+
+    # -- market status and calendars ----------------------------------------------------------
+    def fetch_market(self, key: str) -> str:
+        """JSON text for a ``market_cache`` key: ``status:<REGION>`` (Yahoo's ``markettime``,
+        the endpoint behind yfinance's ``Market.status``, kept as Yahoo sends it) or
+        ``calendar:earnings|ipo|splits|economic`` for the coming week (yfinance
+        ``Calendars``)."""
+        import yfinance as yf
+
+        kind, _, arg = key.partition(":")
+        if kind == "status":
+            body = self.http.get_json(
+                self._url("query1", "/v6/finance/markettime"),
+                symbol=key,
+                params={
+                    "formatted": "true",
+                    "key": "finance",
+                    "lang": "en-US",
+                    "market": arg or "US",
+                },
+            )
+            try:
+                status = body["finance"]["marketTimes"][0]["marketTime"][0]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise BadResponseError(
+                    f"yahoo {key}: markettime response without a market time",
+                    provider=self.name,
+                    symbol=key,
+                ) from exc
+            return json.dumps(status, sort_keys=True)
+        if kind == "calendar" and arg in MARKET_CALENDARS:
+            today = self.clock().date()
+
+            def call(sess):
+                cal = yf.Calendars(start=today, end=today + timedelta(days=7), session=sess)
+                getter = {
+                    "earnings": cal.get_earnings_calendar,
+                    "ipo": cal.get_ipo_info_calendar,
+                    "splits": cal.get_splits_calendar,
+                    "economic": cal.get_economic_events_calendar,
+                }[arg]
+                return getter(limit=100)
+
+            df = self._yfinance(key, key, call)
+            if df is None or len(df) == 0:
+                return "[]"
+            return df.reset_index().to_json(orient="records", date_format="iso")
+        raise ConfigError(
+            f"unknown market key {key!r}; use status:<REGION> or "
+            f"calendar:{'|'.join(MARKET_CALENDARS)}"
+        )
