@@ -2,8 +2,10 @@
 
 Where TA-Lib defines an indicator (SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, +DI, -DI, OBV) the
 kernels replicate its C arithmetic, seeding, warm-up NaNs and its Python wrapper's skipping of
-leading NaNs, so the values equal ``talib``'s. Supertrend, session VWAP, classic pivots and
-rolling Fibonacci levels document their formulas and sources in their modules.
+leading NaNs, so the values equal ``talib``'s (bit for bit with the TA-Lib 0.8 C library linked
+here; the tested contract is identical NaN positions and a relative difference <= 1e-9).
+Supertrend, session VWAP, classic pivots and rolling Fibonacci levels document their formulas
+and sources in their modules.
 
 Public API::
 
@@ -16,15 +18,20 @@ Public API::
 Kernel modules (each kernel ``f_into(inputs..., params..., outs...)`` writes into preallocated
 arrays; ``f(...)`` returns new ones): ``moving`` (sma, ema), ``momentum`` (rsi, macd),
 ``volatility`` (bbands, atr, supertrend), ``trend`` (adx/+di/-di), ``volume`` (obv, vwap),
-``levels`` (pivots, fib), ``sessions`` (local-date session ids).
+``levels`` (pivots, fib), ``sessions`` (local-date session ids); the polars side is
+``adapter`` (sorting, output-block recycling) and ``driver`` (the parallel numba driver).
 
-Numba caches compiled code next to the modules (``cache=True``); the cache of the parallel driver
-is not invalidated by edits to the kernel modules it calls, so delete ``kernels/__pycache__``
-after changing a kernel.
+Numba caches compiled code next to the modules (``cache=True``); since numba only watches each
+function's own file, ``kernels._cache`` drops the whole package cache whenever any kernel
+source changes.
 """
 
-from kernels.adapter import compute
-from kernels.registry import (
+from kernels._cache import invalidate_stale_cache
+
+invalidate_stale_cache()
+
+from kernels.adapter import compute  # noqa: E402
+from kernels.registry import (  # noqa: E402
     DEFAULT_INDICATORS,
     IndicatorSpec,
     IndicatorSpecError,

@@ -24,6 +24,10 @@ TA_EPSILON = 1e-14
 # numba options of every kernel: cached machine code, GIL released, and numpy's float error
 # model (x / 0 gives inf/NaN like C instead of raising and without a zero check per division)
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+# per-row helpers are inlined at numba level: LLVM would not always inline them, and a real
+# call (arrays are passed as multi-word structs, tuples returned through memory) costs more
+# than the step itself
+STEP = {**JIT, "inline": "always"}
 
 
 @intrinsic
@@ -33,7 +37,10 @@ def fma(typingctx, a, b, c):
 
     def codegen(context, builder, signature, args):
         d = ir.DoubleType()
-        vals = [context.cast(builder, v, t, types.float64) for v, t in zip(args, signature.args)]
+        vals = [
+            context.cast(builder, v, t, types.float64)
+            for v, t in zip(args, signature.args, strict=True)
+        ]
         fnty = ir.FunctionType(d, [d, d, d])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f64")
         return builder.call(fn, vals)
@@ -41,7 +48,7 @@ def fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@njit(**JIT)
+@njit(**STEP)
 def div_rn(a, b, inv_b):
     """``a / b`` correctly rounded -- bit-identical to the division -- from ``inv_b = 1.0 / b``.
 
@@ -55,7 +62,7 @@ def div_rn(a, b, inv_b):
     return fma(r, inv_b, q)
 
 
-@njit(**JIT)
+@njit(**STEP)
 def is_zero(v):
     """TA-Lib's ``TA_IS_ZERO``: ``-1e-14 < v < 1e-14`` (False for NaN)."""
     return -TA_EPSILON < v and v < TA_EPSILON
@@ -99,7 +106,7 @@ def fill_nan(out, start, stop):
         out[i] = NAN
 
 
-@njit(**JIT)
+@njit(**STEP)
 def true_range(high, low, prev_close):
     """TA-Lib's true range with its exact comparison order (a NaN previous close is ignored)."""
     tr = high - low

@@ -1,25 +1,29 @@
 """The parallel numba driver: all requested indicators for all symbols in one call.
 
 Rows are sorted by (symbol, ts) and symbol ``s`` owns rows ``offsets[s]:offsets[s+1]``. The
-driver runs ``prange`` over symbols; per symbol it runs every op of the plan on contiguous slices
-(inputs are cache-resident while all indicators of that symbol are computed) and writes into
-rows of one preallocated ``(n_columns, n_rows)`` output block, so no per-symbol Python, no
-concatenation and no copies. A plan row is ``(code, first output row, int params...)`` plus one
-float parameter; output rows of an op are consecutive, in the registry's column order.
+driver runs ``prange`` over groups of four symbols of similar length; per group it runs every
+op of the plan -- the recursive TA-Lib ones as ``*_lanes`` kernels that interleave the four
+series (see ``kernels.moving``), the others per symbol on contiguous slices -- while the
+group's inputs are cache-resident, and writes into rows of one preallocated
+``(n_columns, n_rows)`` output block: no per-symbol Python, no concatenation, no copies.
+A plan row is ``(code, first output row, int params...)`` plus one float parameter; output
+rows of an op are consecutive, in the registry's column order.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from kernels._common import JIT
 from kernels.levels import fib_into, pivots_into
-from kernels.momentum import macd_into, rsi_into
-from kernels.moving import ema_into, sma_into
+from kernels.momentum import macd_lanes, rsi_lanes
+from kernels.moving import ema_lanes, sma_lanes
 from kernels.sessions import session_ids_into
-from kernels.trend import adx_into
-from kernels.volatility import atr_into, bbands_into, supertrend_into
-from kernels.volume import obv_into, vwap_into
+from kernels.trend import adx_lanes
+from kernels.volatility import atr_lanes, bbands_lanes, supertrend_band_into
+from kernels.volume import obv_lanes, vwap_into
 
 SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, SUPERTREND, OBV, VWAP, PIVOTS, FIB = range(1, 13)
 CODES = {
@@ -39,7 +43,7 @@ CODES = {
 SESSION_CODES = (VWAP, PIVOTS)
 
 
-@njit(cache=True, nogil=True)
+@njit(**JIT)
 def scan_runs(run_id, ts):
     """Offsets of the runs of equal ``run_id`` and whether ``ts`` ascends within every run."""
     n = run_id.shape[0]
@@ -62,9 +66,69 @@ def scan_runs(run_id, ts):
     return offsets, ascending
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(**JIT)
+def scan_string_views(words, lens, data, ts):
+    """``scan_runs`` on an Arrow string-view column without materialising the strings.
+
+    ``words`` (n x 2 int64), ``lens`` (n x 4 int32) and ``data`` (n x 16 uint8) view the same
+    16-byte views; equal views mean equal strings, and strings of up to 12 bytes are inline, so
+    comparing the length and those bytes decides. Returns ``(offsets, ascending, ok)``;
+    ``ok`` is False (give up) when two adjacent longer strings would need their out-of-line
+    bytes compared."""
+    n = words.shape[0]
+    bounds = np.empty(n + 1, np.int64)
+    bounds[0] = 0
+    k = 0
+    ascending = True
+    for i in range(1, n):
+        same = words[i, 0] == words[i - 1, 0] and words[i, 1] == words[i - 1, 1]
+        if not same:
+            ln = lens[i, 0]
+            if ln == lens[i - 1, 0]:
+                if ln > 12:
+                    return bounds[:1], False, False
+                same = True
+                for j in range(4, 4 + ln):
+                    if data[i, j] != data[i - 1, j]:
+                        same = False
+                        break
+        if same:
+            if ts[i] < ts[i - 1]:
+                ascending = False
+        else:
+            k += 1
+            bounds[k] = i
+    if n:
+        k += 1
+        bounds[k] = n
+    return bounds[: k + 1].copy(), ascending, True
+
+
+def lane_groups(offsets: np.ndarray, n_threads: int | None = None) -> np.ndarray:
+    """Symbols in groups of four of similar length, ordered for balanced parallel work.
+
+    The ``*_lanes`` kernels interleave four series over their common length, so a group holds
+    symbols of similar length (-1 pads). ``prange`` hands each thread one contiguous, equal
+    share of the groups, so the groups (longest first) are dealt round-robin to the threads and
+    each thread's hand is laid out contiguously: equal counts and nearly equal rows per thread.
+    """
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")
+    n = order.shape[0]
+    g = (n + 3) // 4
+    t = max(1, numba.get_num_threads() if n_threads is None else n_threads)
+    padded = -(-g // t) * t  # multiple of the thread count
+    groups = np.full((padded, 4), -1, dtype=np.int64)
+    groups.ravel()[:n] = order
+    if t > 1:
+        groups = groups.reshape(padded // t, t, 4).transpose(1, 0, 2).reshape(padded, 4)
+    return np.ascontiguousarray(groups)
+
+
+@njit(parallel=True, **JIT)
 def run_plan(
     offsets,
+    groups,
     high,
     low,
     close,
@@ -79,83 +143,97 @@ def run_plan(
     fparams,
     out,
 ):
-    """Run every op of ``ops``/``fparams`` on every symbol slice, writing into ``out``."""
-    nsym = offsets.shape[0] - 1
+    """Run every op of ``ops``/``fparams`` on every symbol, writing into ``out``."""
     nops = ops.shape[0]
     need_sessions = False
     for k in range(nops):
         if ops[k, 0] == VWAP or ops[k, 0] == PIVOTS:
             need_sessions = True
-    for s in prange(nsym):
-        lo = offsets[s]
-        hi = offsets[s + 1]
-        h = high[lo:hi]
-        lw = low[lo:hi]
-        c = close[lo:hi]
-        v = volume[lo:hi]
-        if need_sessions:
-            sess = np.empty(hi - lo, np.int64)
-            z = sym_zone[s]
-            a = tz_ptr[z]
-            b = tz_ptr[z + 1]
-            session_ids_into(ts[lo:hi], tz_starts[a:b], tz_offsets[a:b], units_per_day, sess)
-        else:
-            sess = np.empty(0, np.int64)
+    for g in prange(groups.shape[0]):
+        lo = np.zeros(4, np.int64)
+        hi = np.zeros(4, np.int64)
+        for j in range(4):
+            s = groups[g, j]
+            if s >= 0:
+                lo[j] = offsets[s]
+                hi[j] = offsets[s + 1]
         for k in range(nops):
             code = ops[k, 0]
             r = ops[k, 1]
             p1 = ops[k, 2]
             if code == SMA:
-                sma_into(c, p1, out[r][lo:hi])
+                sma_lanes(close, p1, out[r], lo, hi)
             elif code == EMA:
-                ema_into(c, p1, out[r][lo:hi])
+                ema_lanes(close, p1, out[r], lo, hi)
             elif code == RSI:
-                rsi_into(c, p1, out[r][lo:hi])
+                rsi_lanes(close, p1, out[r], lo, hi)
             elif code == MACD:
-                macd_into(
-                    c, p1, ops[k, 3], ops[k, 4], out[r][lo:hi], out[r + 1][lo:hi], out[r + 2][lo:hi]
-                )
+                macd_lanes(close, p1, ops[k, 3], ops[k, 4], out[r], out[r + 1], out[r + 2], lo, hi)
             elif code == BBANDS:
-                bbands_into(
-                    c, p1, fparams[k], out[r][lo:hi], out[r + 1][lo:hi], out[r + 2][lo:hi]
-                )
+                bbands_lanes(close, p1, fparams[k], out[r], out[r + 1], out[r + 2], lo, hi)
             elif code == ATR:
-                atr_into(h, lw, c, p1, out[r][lo:hi])
+                atr_lanes(high, low, close, p1, out[r], lo, hi)
             elif code == ADX:
-                adx_into(h, lw, c, p1, out[r][lo:hi], out[r + 1][lo:hi], out[r + 2][lo:hi])
-            elif code == SUPERTREND:
-                supertrend_into(h, lw, c, p1, fparams[k], out[r][lo:hi], out[r + 1][lo:hi])
+                adx_lanes(high, low, close, p1, out[r], out[r + 1], out[r + 2], lo, hi)
             elif code == OBV:
-                obv_into(c, v, out[r][lo:hi])
-            elif code == VWAP:
-                vwap_into(h, lw, c, v, sess, out[r][lo:hi])
-            elif code == PIVOTS:
-                pivots_into(
-                    h,
-                    lw,
-                    c,
-                    sess,
-                    out[r][lo:hi],
-                    out[r + 1][lo:hi],
-                    out[r + 2][lo:hi],
-                    out[r + 3][lo:hi],
-                    out[r + 4][lo:hi],
-                    out[r + 5][lo:hi],
-                    out[r + 6][lo:hi],
-                )
-            elif code == FIB:
-                fib_into(
-                    h,
-                    lw,
-                    p1,
-                    out[r][lo:hi],
-                    out[r + 1][lo:hi],
-                    out[r + 2][lo:hi],
-                    out[r + 3][lo:hi],
-                    out[r + 4][lo:hi],
-                    out[r + 5][lo:hi],
-                    out[r + 6][lo:hi],
-                )
+                obv_lanes(close, volume, out[r], lo, hi)
+            elif code == SUPERTREND:
+                atr_lanes(high, low, close, p1, out[r], lo, hi)  # ATR into the line column
+                for j in range(4):
+                    a = lo[j]
+                    b = hi[j]
+                    supertrend_band_into(
+                        high[a:b], low[a:b], close[a:b], fparams[k], out[r][a:b], out[r + 1][a:b]
+                    )
+        for j in range(4):
+            s = groups[g, j]
+            if s < 0:
+                continue
+            a = lo[j]
+            b = hi[j]
+            h = high[a:b]
+            lw = low[a:b]
+            c = close[a:b]
+            if need_sessions:
+                sess = np.empty(b - a, np.int64)
+                z = sym_zone[s]
+                t0 = tz_ptr[z]
+                t1 = tz_ptr[z + 1]
+                session_ids_into(ts[a:b], tz_starts[t0:t1], tz_offsets[t0:t1], units_per_day, sess)
+            else:
+                sess = np.empty(0, np.int64)
+            for k in range(nops):
+                code = ops[k, 0]
+                r = ops[k, 1]
+                if code == VWAP:
+                    vwap_into(h, lw, c, volume[a:b], sess, out[r][a:b])
+                elif code == PIVOTS:
+                    pivots_into(
+                        h,
+                        lw,
+                        c,
+                        sess,
+                        out[r][a:b],
+                        out[r + 1][a:b],
+                        out[r + 2][a:b],
+                        out[r + 3][a:b],
+                        out[r + 4][a:b],
+                        out[r + 5][a:b],
+                        out[r + 6][a:b],
+                    )
+                elif code == FIB:
+                    fib_into(
+                        h,
+                        lw,
+                        ops[k, 2],
+                        out[r][a:b],
+                        out[r + 1][a:b],
+                        out[r + 2][a:b],
+                        out[r + 3][a:b],
+                        out[r + 4][a:b],
+                        out[r + 5][a:b],
+                        out[r + 6][a:b],
+                    )
 
 
-__all__ = ["CODES", "SESSION_CODES", "run_plan", "scan_runs"]
+__all__ = ["CODES", "SESSION_CODES", "lane_groups", "run_plan", "scan_runs", "scan_string_views"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, NAN, fill_nan
+from kernels._common import JIT, NAN, STEP, fill_nan
 
 FIB_LEVELS = (0, 236, 382, 500, 618, 786, 1000)
 
@@ -85,13 +85,13 @@ def pivots_into(high, low, close, session, out_p, out_r1, out_r2, out_r3, out_s1
         out_s3[i] = s3
 
 
-@njit(**JIT)
+@njit(**STEP)
 def _nanmax(a, b):
     # NaN-propagating max: NaN if either is NaN
     return a if (a != a or a > b) else b
 
 
-@njit(**JIT)
+@njit(**STEP)
 def _nanmin(a, b):
     return a if (a != a or a < b) else b
 
@@ -109,35 +109,42 @@ def fib_into(high, low, period, lv0, r236, r382, r500, r618, r786, lv1000):
         return
     # forward pass: running max/min within each block of w rows (blocks aligned at row 0),
     # NaN-propagating; lv0 / lv1000 hold the prefix extremes for now
-    for i in range(n):
-        h = high[i]
-        lo = low[i]
-        if i % w == 0:
-            lv0[i] = h
-            lv1000[i] = lo
-        else:
-            lv0[i] = _nanmax(h, lv0[i - 1])
-            lv1000[i] = _nanmin(lo, lv1000[i - 1])
+    for bs in range(0, n, w):
+        be = min(bs + w, n)
+        hh = high[bs]
+        ll = low[bs]
+        lv0[bs] = hh
+        lv1000[bs] = ll
+        for i in range(bs + 1, be):
+            hh = _nanmax(high[i], hh)
+            ll = _nanmin(low[i], ll)
+            lv0[i] = hh
+            lv1000[i] = ll
     # backward pass: max/min from row i to the end of its block (scratch in r236 / r382)
-    for i in range(n - 1, -1, -1):
-        h = high[i]
-        lo = low[i]
-        if i == n - 1 or (i + 1) % w == 0:
-            r236[i] = h
-            r382[i] = lo
-        else:
-            r236[i] = _nanmax(h, r236[i + 1])
-            r382[i] = _nanmin(lo, r382[i + 1])
+    for bs in range(0, n, w):
+        be = min(bs + w, n)
+        hh = high[be - 1]
+        ll = low[be - 1]
+        r236[be - 1] = hh
+        r382[be - 1] = ll
+        for i in range(be - 2, bs - 1, -1):
+            hh = _nanmax(high[i], hh)
+            ll = _nanmin(low[i], ll)
+            r236[i] = hh
+            r382[i] = ll
     # window [i-w+1, i] = suffix of one block + prefix of the next; walk downwards so the
     # suffix scratch at j = i-w+1 <= i is still intact when read
+    jm = (n - w) % w  # position of j = i - w + 1 in its block
     for i in range(n - 1, w - 2, -1):
         j = i - w + 1
-        if j % w == 0:
+        if jm == 0:
             hh = lv0[i]
             ll = lv1000[i]
+            jm = w - 1
         else:
             hh = _nanmax(r236[j], lv0[i])
             ll = _nanmin(r382[j], lv1000[i])
+            jm -= 1
         rng = hh - ll
         if rng != rng:
             hh = NAN

@@ -7,7 +7,8 @@ bit for bit (not merely approximately):
   first value at row ``n - 1``. A NaN inside the series poisons the running sum, so every later
   value is NaN, exactly as in TA-Lib.
 * EMA(n): ``k = 2 / (n + 1)``, seeded with the SMA of the first ``n`` values (TA-Lib's default
-  compatibility mode), then ``ema = (x - ema) * k + ema``; first value at row ``n - 1``.
+  compatibility mode), then ``ema = fma(x - ema, k, ema)`` (TA-Lib 0.8 fuses that multiply-add);
+  first value at row ``n - 1``.
   EMA(1) is a plain copy of the input (as TA-Lib).
 
 Leading NaNs are skipped like the TA-Lib Python wrapper does (see ``kernels._common``).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, div_rn, fill_nan, first_valid
+from kernels._common import JIT, STEP, div_rn, fill_nan, first_valid, fma
 
 
 @njit(**JIT)
@@ -46,19 +47,18 @@ def _sma_seed(x, lo, hi, period, out):
     return total, b, first
 
 
-@njit(**JIT)
-def _sma_step(x, out, i, total, trailing, p, inv):
-    total += x[i]
+@njit(**STEP)
+def _sma_step(total, xi, x_old, p, inv):
+    total += xi
     tmp = total
-    total -= x[trailing]
-    out[i] = div_rn(tmp, p, inv)  # == tmp / period, bit for bit
-    return total, trailing + 1
+    return total - x_old, div_rn(tmp, p, inv)  # == tmp / period, bit for bit
 
 
 @njit(**JIT)
 def _sma_run(x, out, start, stop, total, trailing, p, inv):
     for i in range(start, stop):
-        total, trailing = _sma_step(x, out, i, total, trailing, p, inv)
+        total, out[i] = _sma_step(total, x[i], x[trailing], p, inv)
+        trailing += 1
 
 
 @njit(**JIT)
@@ -81,10 +81,14 @@ def sma_lanes(x, period, out, lo, hi):
     t3, r3, a3 = _sma_seed(x, lo[3], hi[3], period, out)
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for k in range(m):
-        t0, r0 = _sma_step(x, out, a0 + k, t0, r0, p, inv)
-        t1, r1 = _sma_step(x, out, a1 + k, t1, r1, p, inv)
-        t2, r2 = _sma_step(x, out, a2 + k, t2, r2, p, inv)
-        t3, r3 = _sma_step(x, out, a3 + k, t3, r3, p, inv)
+        t0, out[a0 + k] = _sma_step(t0, x[a0 + k], x[r0 + k], p, inv)
+        t1, out[a1 + k] = _sma_step(t1, x[a1 + k], x[r1 + k], p, inv)
+        t2, out[a2 + k] = _sma_step(t2, x[a2 + k], x[r2 + k], p, inv)
+        t3, out[a3 + k] = _sma_step(t3, x[a3 + k], x[r3 + k], p, inv)
+    r0 += m
+    r1 += m
+    r2 += m
+    r3 += m
     _sma_run(x, out, a0 + m, hi[0], t0, r0, p, inv)
     _sma_run(x, out, a1 + m, hi[1], t1, r1, p, inv)
     _sma_run(x, out, a2 + m, hi[2], t2, r2, p, inv)
@@ -119,7 +123,7 @@ def _ema_seed(x, lo, hi, period, out):
 @njit(**JIT)
 def _ema_run(x, out, start, stop, prev, k):
     for i in range(start, stop):
-        prev = (x[i] - prev) * k + prev
+        prev = fma(x[i] - prev, k, prev)
         out[i] = prev
 
 
@@ -142,16 +146,16 @@ def ema_lanes(x, period, out, lo, hi):
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for j in range(m):
         i = a0 + j
-        e0 = (x[i] - e0) * k + e0
+        e0 = fma(x[i] - e0, k, e0)
         out[i] = e0
         i = a1 + j
-        e1 = (x[i] - e1) * k + e1
+        e1 = fma(x[i] - e1, k, e1)
         out[i] = e1
         i = a2 + j
-        e2 = (x[i] - e2) * k + e2
+        e2 = fma(x[i] - e2, k, e2)
         out[i] = e2
         i = a3 + j
-        e3 = (x[i] - e3) * k + e3
+        e3 = fma(x[i] - e3, k, e3)
         out[i] = e3
     _ema_run(x, out, a0 + m, hi[0], e0, k)
     _ema_run(x, out, a1 + m, hi[1], e1, k)

@@ -193,9 +193,7 @@ REGISTRY: dict[str, Indicator] = {
             "pivots",
             (),
             _HLC,
-            lambda sfx: tuple(
-                f"pivot_{k}" for k in ("p", "r1", "r2", "r3", "s1", "s2", "s3")
-            ),
+            lambda sfx: tuple(f"pivot_{k}" for k in ("p", "r1", "r2", "r3", "s1", "s2", "s3")),
             # NaN for the whole first session: one bar for daily data, more for intraday
             lambda: 1,
             "classic floor pivots from the previous session",

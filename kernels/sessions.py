@@ -110,11 +110,19 @@ def session_ids_into(ts, starts, offsets, units_per_day, out):
     j = np.searchsorted(starts, ts[0], side="right") - 1
     if j < 0:
         j = 0
+    day = 0
+    day_lo = 1  # empty [day_lo, day_hi): the first row computes its day
+    day_hi = 0
     for i in range(n):
         t = ts[i]
         while j + 1 < m and starts[j + 1] <= t:
             j += 1
-        out[i] = (t + offsets[j]) // units_per_day
+        lt = t + offsets[j]
+        if lt < day_lo or lt >= day_hi:  # new local day: one division per day, not per row
+            day = lt // units_per_day
+            day_lo = day * units_per_day
+            day_hi = day_lo + units_per_day
+        out[i] = day
 
 
 def session_ids(ts: np.ndarray, tz: str = "UTC", units_per_second: int = 1_000_000) -> np.ndarray:

@@ -18,6 +18,9 @@ gives exactly ``talib.ADX``, ``talib.PLUS_DI`` and ``talib.MINUS_DI`` (DI column
 ``n``, ADX at ``2n - 1``). A NaN high or low makes the smoothed TR NaN for good; from then on,
 as in TA-Lib, both DIs are 0 and ADX keeps its last value. A NaN close only drops out of the
 next true range.
+
+Divisions by the period use ``div_rn`` (same bits, no divide); seeds, steps and the four-series
+``adx_lanes`` variant as explained in ``kernels.moving``.
 """
 
 from __future__ import annotations
@@ -25,27 +28,35 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, div_rn, fill_nan, first_valid3, is_zero, true_range
+from kernels._common import JIT, STEP, div_rn, fill_nan, first_valid3, is_zero, true_range
+
+
+@njit(**STEP)
+def _dm(dp, dm):
+    # TA-Lib: "-DM if down > 0 and up < down, else +DM if up > 0 and up > down"; the two tests
+    # are exclusive and adding 0.0 is exact, so this branch-free form gives the same sums
+    is_m = (dm > 0.0) & (dp < dm)
+    is_p = (dp > 0.0) & (dp > dm)
+    return (dm if is_m else 0.0), (dp if is_p else 0.0)
 
 
 @njit(**JIT)
-def adx_into(high, low, close, period, out_adx, out_plus_di, out_minus_di):
-    """ADX, +DI and -DI (TA-Lib, Wilder smoothing) into the three outputs."""
-    n = close.shape[0]
-    if n == 0:
-        return
-    b = first_valid3(high, low, close)
+def _adx_seed(high, low, close, lo, hi, period, oa, op, om):
+    """Warm-up of rows lo:hi up to and including the first ADX row (DI rows from ``n`` on).
+
+    Returns ``(ph, pl, pc, pdm, mdm, trs, adx, i)``; the next step writes row ``i``."""
+    if hi <= lo:
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, hi
+    b = lo + first_valid3(high[lo:hi], low[lo:hi], close[lo:hi])
     di0 = b + period  # first DI row
     adx0 = b + 2 * period - 1  # first ADX row
-    fill_nan(out_plus_di, 0, min(di0, n))
-    fill_nan(out_minus_di, 0, min(di0, n))
-    fill_nan(out_adx, 0, min(adx0, n))
-    if di0 >= n:
-        return
-    # every "/ nn" below is div_rn(., nn, inv_n): the same bits as TA-Lib's division
+    fill_nan(op, lo, min(di0, hi))
+    fill_nan(om, lo, min(di0, hi))
+    fill_nan(oa, lo, min(adx0, hi))
+    if di0 >= hi:
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, hi
     nn = float(period)
     inv_n = 1.0 / nn
-    nm1 = nn - 1
     ph = high[b]
     pl = low[b]
     pc = close[b]
@@ -54,59 +65,135 @@ def adx_into(high, low, close, period, out_adx, out_plus_di, out_minus_di):
     trs = 0.0
     for i in range(b + 1, di0):
         h = high[i]
-        lo = low[i]
-        dp = h - ph
-        dm = pl - lo
+        lw = low[i]
+        m, p = _dm(h - ph, pl - lw)
         ph = h
-        pl = lo
-        if dm > 0 and dp < dm:
-            mdm += dm
-        elif dp > 0 and dp > dm:
-            pdm += dp
-        trs += true_range(h, lo, pc)
+        pl = lw
+        mdm += m
+        pdm += p
+        trs += true_range(h, lw, pc)
         pc = close[i]
     sum_dx = 0.0
-    adx = 0.0
-    for i in range(di0, n):
+    stop = min(adx0 + 1, hi)
+    for i in range(di0, stop):
         h = high[i]
-        lo = low[i]
-        dp = h - ph
-        dm = pl - lo
+        lw = low[i]
+        m, p = _dm(h - ph, pl - lw)
         ph = h
-        pl = lo
-        # TA-Lib: "-DM if down > 0 and up < down, else +DM if up > 0 and up > down"; the two
-        # tests are exclusive, and adding 0.0 is exact, so this branch-free form is identical
-        is_m = (dm > 0.0) & (dp < dm)
-        is_p = (dp > 0.0) & (dp > dm)
-        mdm = (mdm - div_rn(mdm, nn, inv_n)) + (dm if is_m else 0.0)
-        pdm = (pdm - div_rn(pdm, nn, inv_n)) + (dp if is_p else 0.0)
-        trs = trs - div_rn(trs, nn, inv_n) + true_range(h, lo, pc)
+        pl = lw
+        mdm = (mdm - div_rn(mdm, nn, inv_n)) + m
+        pdm = (pdm - div_rn(pdm, nn, inv_n)) + p
+        trs = trs - div_rn(trs, nn, inv_n) + true_range(h, lw, pc)
         pc = close[i]
-        dx = -1.0
         if trs > 0.0:
             rtr = 1.0 / trs
             mdi = 100.0 * div_rn(mdm, trs, rtr)
             pdi = 100.0 * div_rn(pdm, trs, rtr)
-            out_minus_di[i] = mdi
-            out_plus_di[i] = pdi
+            om[i] = mdi
+            op[i] = pdi
             s = mdi + pdi
             if not is_zero(s):
-                dx = 100.0 * (abs(mdi - pdi) / s)
+                sum_dx += 100.0 * (abs(mdi - pdi) / s)
         else:
-            out_minus_di[i] = 0.0
-            out_plus_di[i] = 0.0
-        if i < adx0:
-            if dx != -1.0:
-                sum_dx += dx
-        elif i == adx0:
-            if dx != -1.0:
-                sum_dx += dx
-            adx = sum_dx / nn
-            out_adx[i] = adx
-        else:
-            if dx != -1.0:
-                adx = div_rn(adx * nm1 + dx, nn, inv_n)
-            out_adx[i] = adx
+            om[i] = 0.0
+            op[i] = 0.0
+    if adx0 >= hi:
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, hi
+    adx = sum_dx / nn
+    oa[adx0] = adx
+    return ph, pl, pc, pdm, mdm, trs, adx, adx0 + 1
+
+
+@njit(**STEP)
+def _adx_step(ph, pl, pc, pdm, mdm, trs, adx, h, lw, c, nn, inv_n, nm1):
+    """One steady-state row. Returns the new state (7 values) and ``(-DI, +DI)``."""
+    m, p = _dm(h - ph, pl - lw)
+    mdm = (mdm - div_rn(mdm, nn, inv_n)) + m
+    pdm = (pdm - div_rn(pdm, nn, inv_n)) + p
+    trs = trs - div_rn(trs, nn, inv_n) + true_range(h, lw, pc)
+    mdi = 0.0
+    pdi = 0.0
+    if trs > 0.0:
+        rtr = 1.0 / trs
+        mdi = 100.0 * div_rn(mdm, trs, rtr)
+        pdi = 100.0 * div_rn(pdm, trs, rtr)
+        s = mdi + pdi
+        if not is_zero(s):
+            adx = div_rn(adx * nm1 + 100.0 * (abs(mdi - pdi) / s), nn, inv_n)
+    return h, lw, c, pdm, mdm, trs, adx, mdi, pdi
+
+
+@njit(**JIT)
+def _adx_run(high, low, close, oa, op, om, start, stop, st, period):
+    nn = float(period)
+    inv_n = 1.0 / nn
+    nm1 = nn - 1
+    ph, pl, pc, pdm, mdm, trs, adx = st
+    for i in range(start, stop):
+        ph, pl, pc, pdm, mdm, trs, adx, mdi, pdi = _adx_step(
+            ph, pl, pc, pdm, mdm, trs, adx, high[i], low[i], close[i], nn, inv_n, nm1
+        )
+        oa[i] = adx
+        op[i] = pdi
+        om[i] = mdi
+
+
+@njit(**JIT)
+def adx_into(high, low, close, period, out_adx, out_plus_di, out_minus_di):
+    """ADX, +DI and -DI (TA-Lib, Wilder smoothing) into the three outputs."""
+    n = close.shape[0]
+    a, b, c, d, e, f, g, i0 = _adx_seed(
+        high, low, close, 0, n, period, out_adx, out_plus_di, out_minus_di
+    )
+    _adx_run(
+        high, low, close, out_adx, out_plus_di, out_minus_di, i0, n, (a, b, c, d, e, f, g), period
+    )
+
+
+@njit(**JIT)
+def adx_lanes(high, low, close, period, oa, op, om, lo, hi):
+    """ADX/+DI/-DI of the four series in rows ``lo[j]:hi[j]`` (see ``kernels.moving``)."""
+    nn = float(period)
+    inv_n = 1.0 / nn
+    nm1 = nn - 1
+    h0, l0, c0, p0, m0, t0, x0, a0 = _adx_seed(high, low, close, lo[0], hi[0], period, oa, op, om)
+    h1, l1, c1, p1, m1, t1, x1, a1 = _adx_seed(high, low, close, lo[1], hi[1], period, oa, op, om)
+    h2, l2, c2, p2, m2, t2, x2, a2 = _adx_seed(high, low, close, lo[2], hi[2], period, oa, op, om)
+    h3, l3, c3, p3, m3, t3, x3, a3 = _adx_seed(high, low, close, lo[3], hi[3], period, oa, op, om)
+    m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
+    for j in range(m):
+        i = a0 + j
+        h0, l0, c0, p0, m0, t0, x0, mdi, pdi = _adx_step(
+            h0, l0, c0, p0, m0, t0, x0, high[i], low[i], close[i], nn, inv_n, nm1
+        )
+        oa[i] = x0
+        op[i] = pdi
+        om[i] = mdi
+        i = a1 + j
+        h1, l1, c1, p1, m1, t1, x1, mdi, pdi = _adx_step(
+            h1, l1, c1, p1, m1, t1, x1, high[i], low[i], close[i], nn, inv_n, nm1
+        )
+        oa[i] = x1
+        op[i] = pdi
+        om[i] = mdi
+        i = a2 + j
+        h2, l2, c2, p2, m2, t2, x2, mdi, pdi = _adx_step(
+            h2, l2, c2, p2, m2, t2, x2, high[i], low[i], close[i], nn, inv_n, nm1
+        )
+        oa[i] = x2
+        op[i] = pdi
+        om[i] = mdi
+        i = a3 + j
+        h3, l3, c3, p3, m3, t3, x3, mdi, pdi = _adx_step(
+            h3, l3, c3, p3, m3, t3, x3, high[i], low[i], close[i], nn, inv_n, nm1
+        )
+        oa[i] = x3
+        op[i] = pdi
+        om[i] = mdi
+    _adx_run(high, low, close, oa, op, om, a0 + m, hi[0], (h0, l0, c0, p0, m0, t0, x0), period)
+    _adx_run(high, low, close, oa, op, om, a1 + m, hi[1], (h1, l1, c1, p1, m1, t1, x1), period)
+    _adx_run(high, low, close, oa, op, om, a2 + m, hi[2], (h2, l2, c2, p2, m2, t2, x2), period)
+    _adx_run(high, low, close, oa, op, om, a3 + m, hi[3], (h3, l3, c3, p3, m3, t3, x3), period)
 
 
 @njit(**JIT)
@@ -120,4 +207,4 @@ def adx(high, low, close, period):
     return a, p, m
 
 
-__all__ = ["adx", "adx_into"]
+__all__ = ["adx", "adx_into", "adx_lanes"]

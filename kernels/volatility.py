@@ -1,5 +1,7 @@
 """Volatility: Bollinger Bands and ATR (TA-Lib replicas) and Supertrend (built on that ATR).
 
+Seeds, steps and four-series ``*_lanes`` variants as explained in ``kernels.moving``.
+
 * BBANDS(n, k) = ``talib.BBANDS(x, n, k, k, matype=0)``: middle = SMA(n) (running sum);
   population standard deviation from TA-Lib's cancellation-free running variance of the data
   shifted by a reference value, re-centred on the window mean every ``32 n`` rows or when
@@ -8,8 +10,8 @@
 * ATR(n) = ``talib.ATR``: true range ``max(h - l, |h - c[-1]|, |l - c[-1]|)`` (TA-Lib's
   comparison order, so a NaN previous close is ignored), first ATR = mean of the ``n`` true
   ranges of rows ``1..n``, then Wilder smoothing ``atr = fma(b, atr, a * tr)`` with
-  ``b = (n - 1) / n``, ``a = 1 - b``; first value at row ``n`` (``n = 1``: the plain true range
-  from row 1, as TA-Lib).
+  ``b = (n - 1) / n``, ``a = 1 - b``; first value at row ``n``. (For ``n = 1`` that is the true
+  range from row 1 on -- but, as in TA-Lib, a NaN stays in the recurrence: ``0 * NaN``.)
 * Supertrend(n, m) -- Olivier Seban's Supertrend, in the form of TradingView's
   ``ta.supertrend`` (Pine Script v5 reference), with the ATR above (Wilder, TA-Lib seeded)::
 
@@ -26,8 +28,8 @@
   On the first valid bar the final bands equal the basic bands. ``supertrend_dir`` is +1.0
   (uptrend) / -1.0 (downtrend); TradingView's own sign is the opposite (-1 = up). Both outputs
   are NaN during the ATR warm-up and wherever ATR or hl2 is NaN (with TA-Lib's ATR a NaN high or
-  low makes every later ATR NaN); a NaN close fails every comparison, so the bands and the
-  direction are carried over that bar.
+  low makes every later ATR NaN). A NaN close fails every comparison: the direction is kept on
+  that bar, and on the next one the bands follow the basic-band tests alone.
 """
 
 from __future__ import annotations
@@ -37,29 +39,34 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, NAN, div_rn, fill_nan, first_valid, first_valid3, fma, true_range
+from kernels._common import (
+    JIT,
+    NAN,
+    STEP,
+    div_rn,
+    fill_nan,
+    first_valid,
+    first_valid3,
+    fma,
+    true_range,
+)
 
 
 @njit(**JIT)
-def bbands_into(x, period, k, out_upper, out_middle, out_lower):
-    """Bollinger Bands (SMA middle, population sd, symmetric ``k``) into the three outputs."""
-    n = x.shape[0]
-    if n == 0:
-        return
-    b = first_valid(x)
-    lb = period - 1
-    first = b + lb
-    if first >= n:
-        fill_nan(out_upper, 0, n)
-        fill_nan(out_middle, 0, n)
-        fill_nan(out_lower, 0, n)
-        return
-    fill_nan(out_upper, 0, first)
-    fill_nan(out_middle, 0, first)
-    fill_nan(out_lower, 0, first)
-    inv = 1.0 / period
-    p = float(period)
-    trailing = b
+def _bb_seed(x, lo, hi, period, out_u, out_m, out_l):
+    """Warm-up of x[lo:hi]. Returns ``(ma, v1, v2, shift, rows_to_reseed, i)``."""
+    if hi <= lo:
+        return 0.0, 0.0, 0.0, 0.0, 0, hi
+    b = lo + first_valid(x[lo:hi])
+    first = b + period - 1
+    if first >= hi:
+        fill_nan(out_u, lo, hi)
+        fill_nan(out_m, lo, hi)
+        fill_nan(out_l, lo, hi)
+        return 0.0, 0.0, 0.0, 0.0, 0, hi
+    fill_nan(out_u, lo, first)
+    fill_nan(out_m, lo, first)
+    fill_nan(out_l, lo, first)
     shift = x[b]
     ma = 0.0
     v1 = 0.0
@@ -69,87 +76,225 @@ def bbands_into(x, period, k, out_upper, out_middle, out_lower):
         t = x[j] - shift
         v1 += t
         v2 += t * t
-    reseed_every = 32 * period
-    left = reseed_every
-    for i in range(first, n):
-        xi = x[i]
-        ma += xi
-        t = xi - shift
+    return ma, v1, v2, shift, 32 * period, first
+
+
+@njit(**STEP)
+def _bb_step(ma, v1, v2, xi, old, shift, p, inv):
+    """One row: add ``xi``, read mean and variance, drop ``old`` (the row leaving the window).
+
+    Returns ``(ma, v1, v2, mid, var, sq)``, ``sq`` the squared shifted value just dropped."""
+    ma += xi
+    t = xi - shift
+    v1 += t
+    v2 += t * t
+    m1 = v1 * inv
+    var = v2 * inv - m1 * m1
+    mid = div_rn(ma, p, inv)  # == ma / period
+    ma -= old
+    t = old - shift
+    v1 -= t
+    t = t * t
+    v2 -= t
+    return ma, v1, v2, mid, var, t
+
+
+@njit(**STEP)
+def _bb_needs_reseed(var, v2, sq, inv, left):
+    return var < 0.000001 * (v2 * inv) or sq > 1000000.0 * v2 or left <= 0
+
+
+@njit(**JIT)
+def _bb_reseed(x, i, period, inv):
+    """TA-Lib's reseed at row ``i``: re-centre on the window mean, rebuild both sums, and
+    return ``(shift, v1, v2, var)`` (the oldest window row already removed from v1, v2)."""
+    ws = i - period + 1
+    t = 0.0
+    for j in range(ws, i + 1):
+        t += x[j]
+    shift = t * inv
+    v1 = 0.0
+    v2 = 0.0
+    for j in range(ws, i + 1):
+        t = x[j] - shift
         v1 += t
         v2 += t * t
-        m1 = v1 * inv
-        var = v2 * inv - m1 * m1
-        mid = div_rn(ma, p, inv)  # == ma / period
-        old = x[trailing]
-        ma -= old
-        t = old - shift
-        v1 -= t
-        t = t * t
-        v2 -= t
-        trailing += 1
+    m1 = v1 * inv
+    var = v2 * inv - m1 * m1
+    if var < 0.000000000001 * (v2 * inv):
+        var = 0.0
+    t = x[ws] - shift
+    v1 -= t
+    v2 -= t * t
+    return shift, v1, v2, var
+
+
+@njit(**STEP)
+def _bb_sd(var, k):
+    return (math.sqrt(var) if var != 0.0 else 0.0) * k
+
+
+@njit(**JIT)
+def _bb_run(x, ou, om, ol, start, stop, st, period, k):
+    p = float(period)
+    inv = 1.0 / p
+    lb = period - 1
+    every = 32 * period
+    ma, v1, v2, sh, left = st
+    for i in range(start, stop):
+        ma, v1, v2, mid, var, sq = _bb_step(ma, v1, v2, x[i], x[i - lb], sh, p, inv)
         left -= 1
-        if var < 0.000001 * (v2 * inv) or t > 1000000.0 * v2 or left <= 0:
-            # TA-Lib's reseed: re-centre on the window mean and rebuild both sums
-            left = reseed_every
-            ws = i - lb
-            t = 0.0
-            for j in range(ws, i + 1):
-                t += x[j]
-            shift = t * inv
-            v1 = 0.0
-            v2 = 0.0
-            for j in range(ws, i + 1):
-                t = x[j] - shift
-                v1 += t
-                v2 += t * t
-            m1 = v1 * inv
-            var = v2 * inv - m1 * m1
-            if var < 0.000000000001 * (v2 * inv):
-                var = 0.0
-            t = x[ws] - shift
-            v1 -= t
-            v2 -= t * t
-        sd = (math.sqrt(var) if var != 0.0 else 0.0) * k
-        out_middle[i] = mid
-        out_upper[i] = mid + sd
-        out_lower[i] = mid - sd
+        if _bb_needs_reseed(var, v2, sq, inv, left):
+            left = every
+            sh, v1, v2, var = _bb_reseed(x, i, period, inv)
+        sd = _bb_sd(var, k)
+        om[i] = mid
+        ou[i] = mid + sd
+        ol[i] = mid - sd
+
+
+@njit(**JIT)
+def bbands_into(x, period, k, out_upper, out_middle, out_lower):
+    """Bollinger Bands (SMA middle, population sd, symmetric ``k``) into the three outputs."""
+    n = x.shape[0]
+    ma, v1, v2, sh, left, i0 = _bb_seed(x, 0, n, period, out_upper, out_middle, out_lower)
+    _bb_run(x, out_upper, out_middle, out_lower, i0, n, (ma, v1, v2, sh, left), period, k)
+
+
+@njit(**JIT)
+def bbands_lanes(x, period, k, ou, om, ol, lo, hi):
+    """Bollinger Bands of the four series ``x[lo[j]:hi[j]]`` (see ``kernels.moving``)."""
+    p = float(period)
+    inv = 1.0 / p
+    lb = period - 1
+    every = 32 * period
+    m0, b0, c0, s0, e0, a0 = _bb_seed(x, lo[0], hi[0], period, ou, om, ol)
+    m1, b1, c1, s1, e1, a1 = _bb_seed(x, lo[1], hi[1], period, ou, om, ol)
+    m2, b2, c2, s2, e2, a2 = _bb_seed(x, lo[2], hi[2], period, ou, om, ol)
+    m3, b3, c3, s3, e3, a3 = _bb_seed(x, lo[3], hi[3], period, ou, om, ol)
+    m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
+    for j in range(m):
+        i = a0 + j
+        m0, b0, c0, mid, var, sq = _bb_step(m0, b0, c0, x[i], x[i - lb], s0, p, inv)
+        e0 -= 1
+        if _bb_needs_reseed(var, c0, sq, inv, e0):
+            e0 = every
+            s0, b0, c0, var = _bb_reseed(x, i, period, inv)
+        sd = _bb_sd(var, k)
+        om[i] = mid
+        ou[i] = mid + sd
+        ol[i] = mid - sd
+        i = a1 + j
+        m1, b1, c1, mid, var, sq = _bb_step(m1, b1, c1, x[i], x[i - lb], s1, p, inv)
+        e1 -= 1
+        if _bb_needs_reseed(var, c1, sq, inv, e1):
+            e1 = every
+            s1, b1, c1, var = _bb_reseed(x, i, period, inv)
+        sd = _bb_sd(var, k)
+        om[i] = mid
+        ou[i] = mid + sd
+        ol[i] = mid - sd
+        i = a2 + j
+        m2, b2, c2, mid, var, sq = _bb_step(m2, b2, c2, x[i], x[i - lb], s2, p, inv)
+        e2 -= 1
+        if _bb_needs_reseed(var, c2, sq, inv, e2):
+            e2 = every
+            s2, b2, c2, var = _bb_reseed(x, i, period, inv)
+        sd = _bb_sd(var, k)
+        om[i] = mid
+        ou[i] = mid + sd
+        ol[i] = mid - sd
+        i = a3 + j
+        m3, b3, c3, mid, var, sq = _bb_step(m3, b3, c3, x[i], x[i - lb], s3, p, inv)
+        e3 -= 1
+        if _bb_needs_reseed(var, c3, sq, inv, e3):
+            e3 = every
+            s3, b3, c3, var = _bb_reseed(x, i, period, inv)
+        sd = _bb_sd(var, k)
+        om[i] = mid
+        ou[i] = mid + sd
+        ol[i] = mid - sd
+    _bb_run(x, ou, om, ol, a0 + m, hi[0], (m0, b0, c0, s0, e0), period, k)
+    _bb_run(x, ou, om, ol, a1 + m, hi[1], (m1, b1, c1, s1, e1), period, k)
+    _bb_run(x, ou, om, ol, a2 + m, hi[2], (m2, b2, c2, s2, e2), period, k)
+    _bb_run(x, ou, om, ol, a3 + m, hi[3], (m3, b3, c3, s3, e3), period, k)
+
+
+@njit(**JIT)
+def _atr_seed(high, low, close, lo, hi, period, out):
+    """Warm-up of rows lo:hi and the first ATR. Returns ``(atr, i)``."""
+    if hi <= lo:
+        return 0.0, hi
+    b = lo + first_valid3(high[lo:hi], low[lo:hi], close[lo:hi])
+    first = b + period
+    if first >= hi:
+        fill_nan(out, lo, hi)
+        return 0.0, hi
+    fill_nan(out, lo, first)
+    total = 0.0
+    for i in range(b + 1, first + 1):
+        total += true_range(high[i], low[i], close[i - 1])
+    prev = total / period
+    out[first] = prev
+    return prev, first + 1
+
+
+@njit(**JIT)
+def _atr_run(high, low, close, out, start, stop, prev, alpha, beta):
+    for i in range(start, stop):
+        prev = fma(beta, prev, alpha * true_range(high[i], low[i], close[i - 1]))
+        out[i] = prev
 
 
 @njit(**JIT)
 def atr_into(high, low, close, period, out):
     """Wilder ATR (TA-Lib seeding) into ``out``; NaN for the first ``period`` rows."""
     n = close.shape[0]
-    if n == 0:
-        return
-    b = first_valid3(high, low, close)
-    first = b + period
-    if first >= n:
-        fill_nan(out, 0, n)
-        return
-    fill_nan(out, 0, first)
-    if period <= 1:
-        for i in range(first, n):
-            out[i] = true_range(high[i], low[i], close[i - 1])
-        return
-    total = 0.0
-    for i in range(b + 1, first + 1):
-        total += true_range(high[i], low[i], close[i - 1])
-    prev = total / period
-    out[first] = prev
+    prev, i0 = _atr_seed(high, low, close, 0, n, period, out)
+    beta = (period - 1) / period
+    _atr_run(high, low, close, out, i0, n, prev, 1.0 - beta, beta)
+
+
+@njit(**JIT)
+def atr_lanes(high, low, close, period, out, lo, hi):
+    """ATR of the four series in rows ``lo[j]:hi[j]`` (see ``kernels.moving`` on lanes)."""
     beta = (period - 1) / period
     alpha = 1.0 - beta
-    for i in range(first + 1, n):
-        prev = fma(beta, prev, alpha * true_range(high[i], low[i], close[i - 1]))
-        out[i] = prev
+    e0, a0 = _atr_seed(high, low, close, lo[0], hi[0], period, out)
+    e1, a1 = _atr_seed(high, low, close, lo[1], hi[1], period, out)
+    e2, a2 = _atr_seed(high, low, close, lo[2], hi[2], period, out)
+    e3, a3 = _atr_seed(high, low, close, lo[3], hi[3], period, out)
+    m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
+    for j in range(m):
+        i = a0 + j
+        e0 = fma(beta, e0, alpha * true_range(high[i], low[i], close[i - 1]))
+        out[i] = e0
+        i = a1 + j
+        e1 = fma(beta, e1, alpha * true_range(high[i], low[i], close[i - 1]))
+        out[i] = e1
+        i = a2 + j
+        e2 = fma(beta, e2, alpha * true_range(high[i], low[i], close[i - 1]))
+        out[i] = e2
+        i = a3 + j
+        e3 = fma(beta, e3, alpha * true_range(high[i], low[i], close[i - 1]))
+        out[i] = e3
+    _atr_run(high, low, close, out, a0 + m, hi[0], e0, alpha, beta)
+    _atr_run(high, low, close, out, a1 + m, hi[1], e1, alpha, beta)
+    _atr_run(high, low, close, out, a2 + m, hi[2], e2, alpha, beta)
+    _atr_run(high, low, close, out, a3 + m, hi[3], e3, alpha, beta)
 
 
 @njit(**JIT)
 def supertrend_into(high, low, close, period, mult, out_st, out_dir):
     """Supertrend line and direction (+1 up / -1 down) into ``out_st`` / ``out_dir``."""
-    n = close.shape[0]
-    if n == 0:
-        return
     atr_into(high, low, close, period, out_st)  # out_st doubles as the ATR buffer
+    supertrend_band_into(high, low, close, mult, out_st, out_dir)
+
+
+@njit(**JIT)
+def supertrend_band_into(high, low, close, mult, out_st, out_dir):
+    """Second Supertrend pass: ``out_st`` holds the ATR on entry, the Supertrend on exit."""
+    n = close.shape[0]
     started = False
     up = False
     fu = 0.0
@@ -218,4 +363,14 @@ def supertrend(high, low, close, period, mult):
     return st, d
 
 
-__all__ = ["atr", "atr_into", "bbands", "bbands_into", "supertrend", "supertrend_into"]
+__all__ = [
+    "atr",
+    "atr_into",
+    "atr_lanes",
+    "bbands",
+    "bbands_into",
+    "bbands_lanes",
+    "supertrend",
+    "supertrend_band_into",
+    "supertrend_into",
+]

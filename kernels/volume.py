@@ -18,27 +18,61 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, NAN, fill_nan, first_valid2
+from kernels._common import JIT, NAN, STEP, fill_nan, first_valid2
+
+
+@njit(**JIT)
+def _obv_seed(close, volume, lo, hi, out):
+    """Leading-NaN skip of rows lo:hi. Returns ``(obv, prev_close, i)``."""
+    if hi <= lo:
+        return 0.0, 0.0, hi
+    b = lo + first_valid2(close[lo:hi], volume[lo:hi])
+    fill_nan(out, lo, b)
+    return volume[b], close[b], b
+
+
+@njit(**STEP)
+def _obv_step(obv, prev, c, v):
+    # branch-free form of TA-Lib's "up: += v, down: -= v, flat: keep" (x + v - 0.0, x + 0.0 - v
+    # and x + 0.0 - 0.0 are exactly those results; a NaN volume only counts on a move)
+    return obv + (v if c > prev else 0.0) - (v if c < prev else 0.0), c
+
+
+@njit(**JIT)
+def _obv_run(close, volume, out, start, stop, obv, prev):
+    for i in range(start, stop):
+        obv, prev = _obv_step(obv, prev, close[i], volume[i])
+        out[i] = obv
 
 
 @njit(**JIT)
 def obv_into(close, volume, out):
     """On-balance volume (TA-Lib) into ``out``."""
-    n = close.shape[0]
-    if n == 0:
-        return
-    b = first_valid2(close, volume)
-    fill_nan(out, 0, b)
-    obv = volume[b]
-    prev = close[b]
-    for i in range(b, n):
-        c = close[i]
-        v = volume[i]
-        # branch-free form of TA-Lib's "up: += v, down: -= v, flat: keep" (x + v - 0.0, x + 0.0
-        # - v and x + 0.0 - 0.0 are exactly those results; a NaN volume only counts on a move)
-        obv = obv + (v if c > prev else 0.0) - (v if c < prev else 0.0)
-        out[i] = obv
-        prev = c
+    obv, prev, i0 = _obv_seed(close, volume, 0, close.shape[0], out)
+    _obv_run(close, volume, out, i0, close.shape[0], obv, prev)
+
+
+@njit(**JIT)
+def obv_lanes(close, volume, out, lo, hi):
+    """OBV of the four series in rows ``lo[j]:hi[j]`` (see ``kernels.moving`` on lanes)."""
+    o0, p0, a0 = _obv_seed(close, volume, lo[0], hi[0], out)
+    o1, p1, a1 = _obv_seed(close, volume, lo[1], hi[1], out)
+    o2, p2, a2 = _obv_seed(close, volume, lo[2], hi[2], out)
+    o3, p3, a3 = _obv_seed(close, volume, lo[3], hi[3], out)
+    m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
+    for j in range(m):
+        o0, p0 = _obv_step(o0, p0, close[a0 + j], volume[a0 + j])
+        out[a0 + j] = o0
+        o1, p1 = _obv_step(o1, p1, close[a1 + j], volume[a1 + j])
+        out[a1 + j] = o1
+        o2, p2 = _obv_step(o2, p2, close[a2 + j], volume[a2 + j])
+        out[a2 + j] = o2
+        o3, p3 = _obv_step(o3, p3, close[a3 + j], volume[a3 + j])
+        out[a3 + j] = o3
+    _obv_run(close, volume, out, a0 + m, hi[0], o0, p0)
+    _obv_run(close, volume, out, a1 + m, hi[1], o1, p1)
+    _obv_run(close, volume, out, a2 + m, hi[2], o2, p2)
+    _obv_run(close, volume, out, a3 + m, hi[3], o3, p3)
 
 
 @njit(**JIT)
@@ -80,4 +114,4 @@ def vwap(high, low, close, volume, session):
     return out
 
 
-__all__ = ["obv", "obv_into", "vwap", "vwap_into"]
+__all__ = ["obv", "obv_into", "obv_lanes", "vwap", "vwap_into"]
