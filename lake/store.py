@@ -25,7 +25,14 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from lake.paths import ensure_home, table_path
-from lake.tables import TABLES, TableDef
+from lake.tables import (
+    TABLES,
+    TableDef,
+    period_of_code,
+    single_timeframe,
+    with_period,
+    with_period_code,
+)
 from pipeline.errors import LakeError
 
 _SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -61,9 +68,17 @@ class WriteResult:
 _POLARS_SCHEMAS: dict[str, dict[str, pl.DataType]] = {}
 
 
+def _polars_type(t: pa.DataType) -> pl.DataType:
+    if pa.types.is_timestamp(t):
+        return pl.Datetime(t.unit, t.tz)
+    simple = {pa.string(): pl.String(), pa.float64(): pl.Float64(), pa.bool_(): pl.Boolean(),
+              pa.int64(): pl.Int64(), pa.date32(): pl.Date()}
+    return simple[t]
+
+
 def _polars_schema(name: str) -> dict[str, pl.DataType]:
     if name not in _POLARS_SCHEMAS:
-        _POLARS_SCHEMAS[name] = dict(pl.from_arrow(TABLES[name].schema.empty_table()).schema)
+        _POLARS_SCHEMAS[name] = {f.name: _polars_type(f.type) for f in TABLES[name].schema}
     return _POLARS_SCHEMAS[name]
 
 
@@ -251,12 +266,31 @@ class Lake:
         if tdef.evolving:
             return self._append_deltars(tdef, frame, run_id, stage, metadata)
         dt = self.table(name) or self._create(tdef, tdef.schema)
-        data = self.to_polars(tdef, frame)
-        parts = (
-            data.partition_by(list(tdef.partitions), as_dict=True, maintain_order=True)
-            if tdef.partitions
-            else {(): data}
-        )
+        if "period" in tdef.partitions and "period" not in frame.columns:
+            # partition on an integer code; the period string exists only in the paths
+            frame = with_period_code(frame).with_columns(pl.lit("", pl.String).alias("period"))
+            data = self.to_polars(tdef, frame).with_columns(frame.get_column("_pcode"))
+            keys = [p if p != "period" else "_pcode" for p in tdef.partitions]
+            one = single_timeframe(data) if "timeframe" in keys else None
+            if one is not None:  # one timeframe: partition on the integer code only
+                keys.remove("timeframe")
+                parts = {(one, period_of_code(k[0])): part for k, part in
+                         data.partition_by(keys, as_dict=True, maintain_order=True).items()}
+                keys = []
+            if keys:
+                parts = {
+                    tuple(period_of_code(v) if k == "_pcode" else v
+                          for k, v in zip(keys, key, strict=True)): part
+                    for key, part in data.partition_by(keys, as_dict=True,
+                                                       maintain_order=True).items()
+                }
+        else:
+            data = self.to_polars(tdef, frame)
+            parts = (
+                data.partition_by(list(tdef.partitions), as_dict=True, maintain_order=True)
+                if tdef.partitions
+                else {(): data}
+            )
         root = self.path(name)
         cols = [c for c in tdef.schema.names if c not in tdef.partitions]
 
@@ -313,9 +347,10 @@ class Lake:
             raise LakeError(f"append to {tdef.name} failed: {exc}") from exc
         return WriteResult(tdef.name, inserted=data.num_rows, version=self.version(tdef.name))
 
-    def may_overlap(self, name: str, frame: pl.DataFrame) -> bool:
+    def may_overlap(self, name: str, frame: pl.DataFrame, timeframe: str | None = None) -> bool:
         """False only when the table's file statistics prove that no row of ``frame`` (by
-        partition, symbol and ts range) can already exist: then a blind append is safe."""
+        partition, symbol and ts range) can already exist: then a blind append is safe.
+        ``timeframe``: the frame's only timeframe, when the caller knows it."""
         tdef = TABLES[name]
         dt = self.table(name)
         if dt is None:
@@ -326,31 +361,43 @@ class Lake:
         if files.is_empty():
             return False
         need = ["min.symbol", "max.symbol", "min.ts", "max.ts"]
-        if (
-            any(c not in files.columns for c in need)
-            or files.select(pl.any_horizontal(pl.col(need).is_null()).any()).item()
-        ):
+        if any(c not in files.columns for c in need) or files.select(
+            pl.any_horizontal(pl.col(need).is_null()).any()
+        ).item():
             return True
         if files.select((pl.col("max.symbol").str.len_chars() >= 32).any()).item():
             return True  # string statistics may be truncated
-        group = [p for p in tdef.partitions if p in frame.columns]
-        ranges = (
-            frame.group_by(group)
-            if group
-            else frame.with_columns(pl.lit(1).alias("_g")).group_by("_g")
-        ).agg(
-            pl.col("ts").min().alias("lo_ts"),
-            pl.col("ts").max().alias("hi_ts"),
-            pl.col("symbol").min().alias("lo_sym"),
-            pl.col("symbol").max().alias("hi_sym"),
-        )
+        # partition keys of the batch; ``period`` as an integer code (cheap on big batches)
+        coded = "period" in tdef.partitions and "period" not in frame.columns
+        keys = [p for p in tdef.partitions if p in frame.columns]
+        if "timeframe" in keys:
+            timeframe = timeframe or single_timeframe(frame)
+            if timeframe is not None:
+                keys.remove("timeframe")
+        if coded:
+            frame = with_period_code(frame, timeframe)
+            keys.append("_pcode")
+        if not keys:
+            frame, keys = frame.with_columns(pl.lit(1).alias("_all")), ["_all"]
+        # ts ranges per partition; the symbol range of the whole batch (string aggregations
+        # per group are the expensive part on millions of rows)
+        symbols = frame.get_column("symbol")
+        ranges = frame.group_by(keys).agg(
+            pl.col("ts").min().alias("lo_ts"), pl.col("ts").max().alias("hi_ts")
+        ).with_columns(pl.lit(symbols.min()).alias("lo_sym"), pl.lit(symbols.max()).alias("hi_sym"))
+        if timeframe is not None and "timeframe" in tdef.partitions:
+            ranges = ranges.with_columns(pl.lit(timeframe).alias("timeframe"))
         if ranges.select(pl.any_horizontal(pl.all().is_null()).any()).item():
             return True
-        files = files.rename({f"partition.{p}": p for p in group})
-        files = files.with_columns([pl.col(p).cast(ranges.schema[p]) for p in group])
-        cand = (
-            files.join(ranges, on=group, how="inner") if group else files.join(ranges, how="cross")
-        )
+        if coded:  # back to the partition's string, on the few aggregated rows only
+            ranges = ranges.with_columns(
+                pl.col("_pcode").map_elements(period_of_code, return_dtype=pl.String)
+                .alias("period"))
+        parts = [p for p in tdef.partitions if p in ranges.columns]
+        files = files.rename({f"partition.{p}": p for p in parts})
+        files = files.with_columns([pl.col(p).cast(ranges.schema[p]) for p in parts])
+        cand = files.join(ranges, on=parts, how="inner") if parts else files.join(
+            ranges, how="cross")
         cand = cand.filter(
             (pl.col("min.ts") <= pl.col("hi_ts"))
             & (pl.col("max.ts") >= pl.col("lo_ts"))
@@ -359,21 +406,20 @@ class Lake:
         )
         if cand.is_empty():
             return False
-        # ranges intersect: check whether any batch symbol really falls inside a file's range
-        for key, part in frame.group_by(group) if group else [((), frame)]:
+        # ranges intersect: does any batch symbol really fall inside a candidate file's range?
+        for key, part in frame.group_by(keys):
             sel = cand
-            for p, v in zip(group, key, strict=True):
-                sel = sel.filter(pl.col(p) == v)
+            for k, v in zip(keys, key, strict=True):
+                if k == "_pcode":
+                    sel = sel.filter(pl.col("period") == period_of_code(v))
+                elif k != "_all":
+                    sel = sel.filter(pl.col(k) == v)
             if sel.is_empty():
                 continue
             syms = np.sort(part.get_column("symbol").unique().to_numpy().astype(str))
-            first = np.searchsorted(
-                syms, sel.get_column("min.symbol").to_numpy().astype(str), "left"
-            )
-            last = np.searchsorted(
-                syms, sel.get_column("max.symbol").to_numpy().astype(str), "right"
-            )
-            if (last > first).any():
+            lo = np.searchsorted(syms, sel.get_column("min.symbol").to_numpy().astype(str), "left")
+            hi = np.searchsorted(syms, sel.get_column("max.symbol").to_numpy().astype(str), "right")
+            if (hi > lo).any():
                 return True
         return False
 
@@ -396,10 +442,13 @@ class Lake:
         tdef = TABLES[name]
         if frame.is_empty():
             return WriteResult(name)
-        frame = dedupe(frame, list(tdef.key))
+        if not assume_new:  # the caller proved new keys, and they are unique
+            frame = dedupe(frame, list(tdef.key))
         dt = self.table(name)
         if dt is None or assume_new or not self.may_overlap(name, frame):
             return self.append(name, frame, run_id=run_id, stage=stage, metadata=metadata)
+        if "period" in tdef.partitions and "period" not in frame.columns:
+            frame = with_period(frame)
         frame = frame.sort([c for c in (*tdef.partitions, *tdef.key) if c in frame.columns])
         data = self.to_arrow(tdef, frame)
         on = [f"t.{_q(k)} = s.{_q(k)}" for k in tdef.key if k not in tdef.partitions]

@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from lake.store import Lake
-from lake.tables import with_period
+from lake.tables import single_timeframe, with_period, with_period_code
 from lake.validate import check_ohlcv, quarantine_rows
 from pipeline import timeframes as tfs
 from pipeline.config import Settings
@@ -180,6 +180,22 @@ class Landed:
     per_series: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
 
+def _series_counts(tagged: pl.DataFrame, timeframe: str | None
+                   ) -> dict[tuple[str, str], dict[str, int]]:
+    """Rows per (symbol, timeframe) and state; a linear run-length pass when the batch is all
+    new and of one timeframe (bulk loads), a group-by otherwise."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    if timeframe is not None and (tagged.get_column("_state") == "new").all():
+        runs = tagged.select(pl.col("symbol").rle()).unnest("symbol")
+        for n, sym in runs.iter_rows():
+            cell = out.setdefault((sym, timeframe), {})
+            cell["new"] = cell.get("new", 0) + n
+        return out
+    for s, tf, state, n in tagged.group_by("symbol", "timeframe", "_state").len().iter_rows():
+        out.setdefault((s, tf), {})[state] = n
+    return out
+
+
 def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime) -> Landed:
     """Validate fetched bars, diff them against the lake and write new/changed rows in one
     commit (a blind append when all are new). Series whose final bars changed are reported in
@@ -188,16 +204,17 @@ def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime) ->
     out = Landed(rejected=bad)
     if good.is_empty():
         return out
-    good = with_period(good)
-    if lake.may_overlap("ohlcv", good):
+    timeframe = single_timeframe(good)
+    good = with_period_code(good, timeframe)
+    if lake.may_overlap("ohlcv", good, timeframe):
+        good = with_period(good.drop("_pcode"))
         tagged = _diff(lake, good)
     else:  # file statistics prove every row is new: no scan of the lake needed
         tagged = good.with_columns(pl.lit("new").alias("_state"),
                                    pl.lit(False).alias("_readjusted"))
     out.readjusted = {tuple(r) for r in tagged.filter(pl.col("_readjusted"))
                       .select("symbol", "timeframe").unique().iter_rows()}
-    for s, tf, state, n in tagged.group_by("symbol", "timeframe", "_state").len().iter_rows():
-        out.per_series.setdefault((s, tf), {})[state] = n
+    out.per_series = _series_counts(tagged, timeframe)
     write = tagged.filter(pl.col("_state") != "unchanged")
     if out.readjusted:
         skip = pl.DataFrame(sorted(out.readjusted), schema=["symbol", "timeframe"], orient="row")
