@@ -146,7 +146,7 @@ def _segments(settings: Settings, req: SyncRequest, instruments: pl.DataFrame
     return out
 
 
-def _chunks(start: datetime, end: datetime, width: timedelta | None
+def split_range(start: datetime, end: datetime, width: timedelta | None
             ) -> tuple[tuple[datetime, datetime], ...]:
     if width is None or end - start <= width:
         return ((start, end),)
@@ -276,11 +276,11 @@ def _plan_bars(segment, row, tf, fetch_tf, pname, psym, caps, req: SyncRequest,
         return None
     unit_chunks: list[tuple[datetime, datetime]] = []
     for s, e in chunks:
-        unit_chunks.extend(_chunks(s, e, caps.max_range.get(fetch_tf)))
+        unit_chunks.extend(split_range(s, e, caps.max_range.get(fetch_tf)))
     return Unit(segment, row["symbol"], tf, "ohlcv", pname, "+".join(dict.fromkeys(reason)),
                 tuple(unit_chunks), fetch_tf, psym, row)
 
 
 def _unit(segment, row, tf, fetch_tf, pname, psym, caps, reason, start, end) -> Unit:
     return Unit(segment, row["symbol"], tf, "ohlcv", pname, reason,
-                _chunks(start, end, caps.max_range.get(fetch_tf)), fetch_tf, psym, row)
+                split_range(start, end, caps.max_range.get(fetch_tf)), fetch_tf, psym, row)

@@ -33,7 +33,7 @@ from pipeline.errors import (
     MarketlakeError,
     Transient,
 )
-from pipeline.planning import NO_TIMEFRAME, SyncRequest, Unit, coverage, plan
+from pipeline.planning import NO_TIMEFRAME, SyncRequest, Unit, coverage, plan, split_range
 from pipeline.providers.base import FetchRequest, Provider, provider_class
 from pipeline.redact import redact
 from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
@@ -333,10 +333,8 @@ class Sync:
         start = min(start, unit.start)
         try:
             prov = self.providers.get(unit.provider)
-            from pipeline.planning import _chunks
-
             caps = prov.capabilities
-            chunks = _chunks(start, unit.end, caps.max_range.get(unit.fetch_timeframe or tf))
+            chunks = split_range(start, unit.end, caps.max_range.get(unit.fetch_timeframe or tf))
             frame = _fetch_unit(unit, prov, chunks)
             good, bad = check_ohlcv(frame)
             if not bad.is_empty():
