@@ -66,7 +66,8 @@ def main() -> None:
         t = time.perf_counter()
         inserted = 0
         for i in range(0, rows, per):
-            inserted += land_bars(lake, frame.slice(i, per), run_id="bench", now=now).inserted
+            inserted += land_bars(lake, frame.slice(i, per), run_id="bench", now=now,
+                                  timeframe="1D").inserted
         ingest = time.perf_counter() - t
         assert inserted == rows, (inserted, rows)
 

@@ -108,11 +108,18 @@ def dedupe(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     return frame.unique(subset=key, keep="last", maintain_order=True)
 
 
+# columns whose min/max readers use to skip files (key-like and price columns)
+_STATS_COLUMNS = {"symbol", "ts", "ex_date", "period_end", "key", "segment", "run_id",
+                  "open", "high", "low", "close", "volume"}
+
+
 def _stats(frame: pl.DataFrame) -> str:
     """Delta file statistics (record count, min/max of key-like columns, null counts)."""
     mins: dict[str, object] = {}
     maxs: dict[str, object] = {}
     for c, dtype in frame.schema.items():
+        if c not in _STATS_COLUMNS:
+            continue
         col = frame.get_column(c)
         if col.null_count() == frame.height:
             continue

@@ -196,15 +196,17 @@ def _series_counts(tagged: pl.DataFrame, timeframe: str | None
     return out
 
 
-def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime) -> Landed:
+def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime,
+              timeframe: str | None = None) -> Landed:
     """Validate fetched bars, diff them against the lake and write new/changed rows in one
     commit (a blind append when all are new). Series whose final bars changed are reported in
-    ``readjusted`` and not written: the caller re-fetches and replaces them whole."""
+    ``readjusted`` and not written: the caller re-fetches and replaces them whole.
+    ``timeframe``: the batch's only timeframe when the caller knows it (saves a scan)."""
     good, bad = check_ohlcv(frame)
     out = Landed(rejected=bad)
     if good.is_empty():
         return out
-    timeframe = single_timeframe(good)
+    timeframe = timeframe or single_timeframe(good)
     good = with_period_code(good, timeframe)
     if lake.may_overlap("ohlcv", good, timeframe):
         good = with_period(good.drop("_pcode"))
@@ -311,7 +313,9 @@ class Sync:
         per_unit: dict[tuple[str, str], dict[str, int]] = {}
         readjusted: set[tuple[str, str]] = set()
         if bars:
+            units_tf = {o.unit.timeframe for o in good_units if o.unit.kind == "ohlcv"}
             landed = land_bars(self.lake, pl.concat(bars, how="diagonal_relaxed"),
+                               timeframe=units_tf.pop() if len(units_tf) == 1 else None,
                                run_id=self.run_id, now=now)
             if not landed.rejected.is_empty():
                 self._quarantine(landed.rejected, "ohlcv", "provider")
