@@ -48,6 +48,29 @@ ACTIONS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+PROFILE_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "provider": pl.String(),
+    "name": pl.String(),
+    "description": pl.String(),
+    "sector": pl.String(),
+    "industry": pl.String(),
+    "country": pl.String(),
+    "website": pl.String(),
+    "market_cap": pl.Float64(),
+    "volume_24h": pl.Float64(),
+    "icon_url": pl.String(),
+    "icon_path": pl.String(),
+    "raw": pl.String(),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+
+
+def profile_row(**fields: object) -> pl.DataFrame:
+    """One ``profiles`` row; fields left out are null, every column typed as the lake's."""
+    return pl.DataFrame([{c: fields.get(c) for c in PROFILE_SCHEMA}], schema=PROFILE_SCHEMA)
+
+
 def empty_ohlcv() -> pl.DataFrame:
     return pl.DataFrame(schema=OHLCV_SCHEMA)
 
@@ -120,8 +143,9 @@ class Provider(ABC):  # noqa: B024 - a base with optional methods, not all abstr
         """Bars of ``request.timeframe`` (a native one) with ts in [start, end)."""
         raise NotImplementedError(f"{self.name} does not provide ohlcv")
 
-    def fetch_actions(self, symbol: str, instrument: Mapping[str, Any], start: datetime,
-                      end: datetime) -> pl.DataFrame:
+    def fetch_actions(
+        self, symbol: str, instrument: Mapping[str, Any], start: datetime, end: datetime
+    ) -> pl.DataFrame:
         """Splits, dividends and capital gains with ex_date in [start, end)."""
         raise NotImplementedError(f"{self.name} does not provide corporate actions")
 
@@ -129,8 +153,9 @@ class Provider(ABC):  # noqa: B024 - a base with optional methods, not all abstr
         """One profiles row (lake schema)."""
         raise NotImplementedError(f"{self.name} does not provide profiles")
 
-    def fetch_fundamentals(self, symbol: str, instrument: Mapping[str, Any],
-                           data_types: tuple[str, ...] | None = None) -> pl.DataFrame:
+    def fetch_fundamentals(
+        self, symbol: str, instrument: Mapping[str, Any], data_types: tuple[str, ...] | None = None
+    ) -> pl.DataFrame:
         """Rows of the ``fundamentals`` table (tidy long form)."""
         raise NotImplementedError(f"{self.name} does not provide fundamentals")
 

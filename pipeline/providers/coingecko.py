@@ -25,7 +25,7 @@ import polars as pl
 from lake.atomic import atomic_write_bytes
 from lake.paths import media_path
 from pipeline.errors import BadResponseError, InvalidSymbolError, ProviderError
-from pipeline.providers.base import Capabilities, Provider
+from pipeline.providers.base import Capabilities, Provider, profile_row
 from pipeline.providers.http import HttpClient, limiter_clock, with_origin
 from pipeline.providers.symbols import path_segment, provider_symbol
 
@@ -171,34 +171,21 @@ class CoinGeckoProvider(Provider):
             v = (market.get(key) or {}).get("usd")
             return float(v) if isinstance(v, int | float) else None
 
-        return pl.DataFrame(
-            [
-                {
-                    "symbol": symbol,
-                    "provider": self.name,
-                    "name": doc.get("name"),
-                    "description": (doc.get("description") or {}).get("en") or None,
-                    "sector": "Digital Assets",
-                    "industry": ", ".join(doc.get("categories") or []) or None,
-                    "country": doc.get("country_origin") or None,
-                    "website": next(iter((doc.get("links") or {}).get("homepage") or []), None)
-                    or None,
-                    "market_cap": usd("market_cap"),
-                    "volume_24h": usd("total_volume"),
-                    "icon_url": icon_url,
-                    "icon_path": icon_path,
-                    "raw": json.dumps(doc, sort_keys=True),
-                    "fetched_at": self.clock(),
-                }
-            ],
-            schema_overrides={
-                "fetched_at": pl.Datetime("us", "UTC"),
-                "market_cap": pl.Float64,
-                "volume_24h": pl.Float64,
-                "icon_path": pl.String,
-                "country": pl.String,
-                "website": pl.String,
-            },
+        return profile_row(
+            symbol=symbol,
+            provider=self.name,
+            name=doc.get("name"),
+            description=(doc.get("description") or {}).get("en") or None,
+            sector="Digital Assets",
+            industry=", ".join(doc.get("categories") or []) or None,
+            country=doc.get("country_origin") or None,
+            website=next(iter((doc.get("links") or {}).get("homepage") or []), None) or None,
+            market_cap=usd("market_cap"),
+            volume_24h=usd("total_volume"),
+            icon_url=icon_url,
+            icon_path=icon_path,
+            raw=json.dumps(doc, sort_keys=True),
+            fetched_at=self.clock(),
         )
 
     def _icon(self, coin_id: str, url: str) -> str | None:

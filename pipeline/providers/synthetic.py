@@ -30,6 +30,7 @@ from pipeline.providers.base import (
     FetchRequest,
     Provider,
     empty_ohlcv,
+    profile_row,
 )
 
 ORIGIN = date(2000, 1, 3)
@@ -260,13 +261,13 @@ class SyntheticProvider(Provider):
         sectors = ["Technology", "Health Care", "Financials", "Energy", "Industrials",
                    "Consumer Discretionary", "Utilities", "Materials"]
         sector = "Digital Assets" if p.crypto else sectors[p.h % len(sectors)]
-        return pl.DataFrame({
-            "symbol": [symbol], "provider": [self.name],
-            "name": [instrument.get("name") or f"{symbol} Synthetic"],
-            "description": [f"Synthetic instrument {symbol} (seed {self.seed})."],
-            "sector": [sector], "industry": [sector + " (synthetic)"], "country": ["US"],
-            "market_cap": [p.price0 * p.volume0 * 50.0],
-        })
+        return profile_row(
+            symbol=symbol, provider=self.name,
+            name=instrument.get("name") or f"{symbol} Synthetic",
+            description=f"Synthetic instrument {symbol} (seed {self.seed}).",
+            sector=sector, industry=sector + " (synthetic)", country="US",
+            market_cap=p.price0 * p.volume0 * 50.0, fetched_at=self.clock(),
+        )
 
 
 @lru_cache(maxsize=4096)

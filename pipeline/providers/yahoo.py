@@ -39,7 +39,7 @@ from pipeline.errors import (
 )
 from pipeline.providers import yahoo_fundamentals as yfund
 from pipeline.providers import yfbridge
-from pipeline.providers.base import KINDS, Capabilities, FetchRequest, Provider
+from pipeline.providers.base import KINDS, Capabilities, FetchRequest, Provider, profile_row
 from pipeline.providers.http import HttpClient, limiter_clock, retry_after_seconds
 from pipeline.providers.symbols import path_segment, provider_symbol
 from pipeline.providers.yahoo_chart import INTERVALS, parse_bars, parse_events
@@ -335,34 +335,21 @@ class YahooProvider(Provider):
             v = v.get("raw") if isinstance(v, dict) else v
             return float(v) if isinstance(v, int | float) else None
 
-        return pl.DataFrame(
-            [
-                {
-                    "symbol": symbol,
-                    "provider": self.name,
-                    "name": price.get("longName")
-                    or price.get("shortName")
-                    or instrument.get("name"),
-                    "description": asset.get("longBusinessSummary"),
-                    "sector": asset.get("sector"),
-                    "industry": asset.get("industry"),
-                    "country": asset.get("country"),
-                    "website": asset.get("website"),
-                    "market_cap": num(price.get("marketCap")),
-                    "volume_24h": None,
-                    "icon_url": None,
-                    "icon_path": None,
-                    "raw": json.dumps(res, sort_keys=True),
-                    "fetched_at": self.clock(),
-                }
-            ],
-            schema_overrides={
-                "fetched_at": pl.Datetime("us", "UTC"),
-                "market_cap": pl.Float64,
-                "volume_24h": pl.Float64,
-                "icon_url": pl.String,
-                "icon_path": pl.String,
-            },
+        return profile_row(
+            symbol=symbol,
+            provider=self.name,
+            name=price.get("longName") or price.get("shortName") or instrument.get("name"),
+            description=asset.get("longBusinessSummary"),
+            sector=asset.get("sector"),
+            industry=asset.get("industry"),
+            country=asset.get("country"),
+            website=asset.get("website"),
+            market_cap=num(price.get("marketCap")),
+            volume_24h=None,
+            icon_url=None,
+            icon_path=None,
+            raw=json.dumps(res, sort_keys=True),
+            fetched_at=self.clock(),
         )
 
     # -- fundamentals -------------------------------------------------------------------------
