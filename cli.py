@@ -32,10 +32,13 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 Home = Annotated[Path | None, typer.Option("--home", help="Lake root (env MARKETLAKE_HOME).")]
-Dsn = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL DSN (env MARKETLAKE_DSN).",
-                                         show_default=False)]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="Settings file "
-                                                 "(default ./marketlake.toml).")]
+Dsn = Annotated[
+    str | None,
+    typer.Option("--dsn", help="PostgreSQL DSN (env MARKETLAKE_DSN).", show_default=False),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="Settings file (default ./marketlake.toml).")
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object last on stdout.")]
 
 
@@ -46,19 +49,19 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def _settings(home: Path | None, dsn: str | None, config: Path | None, **overrides: Any):
-    from pipeline.config import load_settings
+    from marketlake.pipeline.config import load_settings
 
     now = os.environ.get("MARKETLAKE_NOW")  # pin the clock (reproducible runs and tests)
     if now:
-        from pipeline.planning import parse_when
+        from marketlake.pipeline.planning import parse_when
 
         overrides["now"] = parse_when(now, "MARKETLAKE_NOW")
     return load_settings(home=home, dsn=dsn, config_file=config, **overrides)
 
 
 def _fail(exc: BaseException, secrets: tuple[str, ...] = ()) -> typer.Exit:
-    from pipeline.errors import MarketlakeError
-    from pipeline.redact import redact
+    from marketlake.errors import MarketlakeError
+    from marketlake.pipeline.redact import redact
 
     code = exc.exit_code if isinstance(exc, MarketlakeError) else 1
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -101,9 +104,16 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
         )
 
         state = {"rows": 0, "errors": 0}
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=err, transient=False) as bar:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        ) as bar:
             task = bar.add_task(label, total=None, info="")
 
             def cb(event: str, **info: Any) -> None:
@@ -114,8 +124,9 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
                 elif event == "advance":
                     state["rows"] += info.get("rows", 0) or 0
                     state["errors"] += 1 if info.get("error") else 0
-                    bar.update(task, advance=1,
-                               info=f"{state['rows']:,} rows, {state['errors']} errors")
+                    bar.update(
+                        task, advance=1, info=f"{state['rows']:,} rows, {state['errors']} errors"
+                    )
 
             yield cb
         return
@@ -128,9 +139,12 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
         elif event == "advance":
             counter["done"] += 1
             if counter["done"] >= counter["next"] or info.get("error"):
-                err.print(f"{label}: {counter['done']}/{counter['total']}"
-                          + (f" - {info.get('symbol')}: {info['error']}" if info.get("error")
-                             else ""), highlight=False, markup=False)
+                err.print(
+                    f"{label}: {counter['done']}/{counter['total']}"
+                    + (f" - {info.get('symbol')}: {info['error']}" if info.get("error") else ""),
+                    highlight=False,
+                    markup=False,
+                )
                 counter["next"] = counter["done"] + max(1, counter["total"] // 10)
 
     yield plain
@@ -143,13 +157,32 @@ def _emit(result, as_json: bool) -> None:
         print(json.dumps(data, default=str))
     else:
         t = Table(title=f"{data['stage']} {data['run_id']}: {data['status']}")
-        for col in ("tasks ok", "failed", "skipped", "inserted", "updated", "unchanged",
-                    "quarantined", "seconds"):
+        for col in (
+            "tasks ok",
+            "failed",
+            "skipped",
+            "inserted",
+            "updated",
+            "unchanged",
+            "quarantined",
+            "seconds",
+        ):
             t.add_column(col, justify="right")
-        t.add_row(*map(str, (data["tasks"]["ok"], data["tasks"]["failed"],
-                             data["tasks"]["skipped"], data["rows"]["inserted"],
-                             data["rows"]["updated"], data["rows"]["unchanged"],
-                             data["rows"]["quarantined"], data["duration_seconds"])))
+        t.add_row(
+            *map(
+                str,
+                (
+                    data["tasks"]["ok"],
+                    data["tasks"]["failed"],
+                    data["tasks"]["skipped"],
+                    data["rows"]["inserted"],
+                    data["rows"]["updated"],
+                    data["rows"]["unchanged"],
+                    data["rows"]["quarantined"],
+                    data["duration_seconds"],
+                ),
+            )
+        )
         out.print(t)
         for e in data["errors"][:20]:
             err.print(f"  [red]x[/] {e}", highlight=False)
@@ -158,7 +191,7 @@ def _emit(result, as_json: bool) -> None:
 
 def _print_frame(frame, fmt: str, dest: Path | None) -> None:
     """Write a polars frame as table / csv / json / parquet."""
-    from lake.atomic import atomic_write
+    from marketlake.lake.atomic import atomic_write
 
     if fmt == "parquet":
         if dest is None:
@@ -196,14 +229,16 @@ def _print_frame(frame, fmt: str, dest: Path | None) -> None:
 
 @app.command()
 def demo(
-    home: Home = None, dsn: Dsn = None, config: ConfigFile = None,
+    home: Home = None,
+    dsn: Dsn = None,
+    config: ConfigFile = None,
     symbols: Annotated[int, typer.Option(help="Number of synthetic equities.")] = 40,
     json_out: JsonOut = False,
 ) -> None:
     """Run the whole pipeline offline on a synthetic market and show where everything is."""
     settings = _settings(home, dsn, config)
     with _guard(settings):
-        from pipeline.orchestration import run_demo
+        from marketlake.pipeline.orchestration import run_demo
 
         with _progress("demo", not json_out) as cb:
             report = run_demo(settings, equities=symbols, progress=cb)
@@ -213,14 +248,17 @@ def demo(
             raise typer.Exit(0 if report["status"] == "ok" else 1)
         out.print(f"\n[bold]Lake:[/] {report['lake']}")
         for step in report["steps"]:
-            out.print(f"  {step['stage']:<9} {step['status']:<8} "
-                      f"inserted={step['rows']['inserted']:,} updated={step['rows']['updated']:,}"
-                      f" unchanged={step['rows']['unchanged']:,} "
-                      f"({step['duration_seconds']:.1f}s)", highlight=False)
+            out.print(
+                f"  {step['stage']:<9} {step['status']:<8} "
+                f"inserted={step['rows']['inserted']:,} updated={step['rows']['updated']:,}"
+                f" unchanged={step['rows']['unchanged']:,} "
+                f"({step['duration_seconds']:.1f}s)",
+                highlight=False,
+            )
         _status_table(report["status_rows"])
         out.print(f"\n[bold]Sample query:[/] {report['sample_sql']}")
         _print_frame(report["sample"], "table", None)
-        out.print("\nTry: marketlake query \"SELECT timeframe, count(*) FROM ohlcv GROUP BY 1\"")
+        out.print('\nTry: marketlake query "SELECT timeframe, count(*) FROM ohlcv GROUP BY 1"')
         raise typer.Exit(0 if report["status"] == "ok" else 1)
 
 
@@ -229,81 +267,115 @@ def universe_import(
     file: Annotated[Path, typer.Argument(help="CSV with a symbol/ticker column.")],
     asset_type: Annotated[str | None, typer.Option(help="Asset type for every row.")] = None,
     provider: Annotated[str | None, typer.Option(help="Default provider for every row.")] = None,
-    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Import instruments from a CSV (e.g. a Russell 2000 list)."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from lake.store import Lake
-        from pipeline import universe
-        from pipeline.runs import new_run_id
+        from marketlake.lake.store import Lake
+        from marketlake.pipeline import universe
+        from marketlake.pipeline.runs import new_run_id
 
-        res, problems = universe.import_csv(Lake(settings.home), file, run_id=new_run_id(),
-                                            asset_type=asset_type, provider=provider)
+        res, problems = universe.import_csv(
+            Lake(settings.home), file, run_id=new_run_id(), asset_type=asset_type, provider=provider
+        )
         for p in problems:
             err.print(f"[yellow]skipped:[/] {p}", highlight=False)
         if json_out:
-            print(json.dumps({"inserted": res.inserted, "updated": res.updated,
-                              "unchanged": res.unchanged, "problems": problems}))
+            print(
+                json.dumps(
+                    {
+                        "inserted": res.inserted,
+                        "updated": res.updated,
+                        "unchanged": res.unchanged,
+                        "problems": problems,
+                    }
+                )
+            )
         else:
-            out.print(f"instruments: {res.inserted} added, {res.updated} updated, "
-                      f"{res.unchanged} unchanged")
+            out.print(
+                f"instruments: {res.inserted} added, {res.updated} updated, "
+                f"{res.unchanged} unchanged"
+            )
 
 
 @universe_app.command("add")
 def universe_add(
     symbol: Annotated[str, typer.Argument(help="Canonical symbol, e.g. BRK.B or BTC/IDR.")],
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
-    asset_type: Annotated[str, typer.Option(help="equity, etf, index, crypto, fx, "
-                                            "future, option.")] = "equity",
+    asset_type: Annotated[
+        str, typer.Option(help="equity, etf, index, crypto, fx, future, option.")
+    ] = "equity",
     exchange: Annotated[str | None, typer.Option(help="Exchange code.")] = None,
     etf: Annotated[bool, typer.Option("--etf", help="Mark as ETF.")] = False,
     provider: Annotated[str | None, typer.Option(help="Default provider.")] = None,
     timezone: Annotated[str | None, typer.Option(help="Exchange timezone.")] = None,
     currency: Annotated[str | None, typer.Option(help="Trading currency.")] = None,
-    home: Home = None, config: ConfigFile = None,
+    home: Home = None,
+    config: ConfigFile = None,
 ) -> None:
     """Add (or update) one instrument."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from lake.store import Lake
-        from pipeline import universe
-        from pipeline.runs import new_run_id
+        from marketlake.lake.store import Lake
+        from marketlake.pipeline import universe
+        from marketlake.pipeline.runs import new_run_id
 
-        res = universe.add(Lake(settings.home), symbol, run_id=new_run_id(), name=name,
-                           asset_type=asset_type, exchange=exchange, is_etf=str(etf),
-                           provider=provider, timezone=timezone, currency=currency)
-        out.print(f"{symbol}: {'added' if res.inserted else 'updated' if res.updated else 'unchanged'}",
-                  highlight=False, markup=False)
+        res = universe.add(
+            Lake(settings.home),
+            symbol,
+            run_id=new_run_id(),
+            name=name,
+            asset_type=asset_type,
+            exchange=exchange,
+            is_etf=str(etf),
+            provider=provider,
+            timezone=timezone,
+            currency=currency,
+        )
+        out.print(
+            f"{symbol}: {'added' if res.inserted else 'updated' if res.updated else 'unchanged'}",
+            highlight=False,
+            markup=False,
+        )
 
 
 @universe_app.command("list")
 def universe_list(
     asset_type: Annotated[str | None, typer.Option(help="Only this asset type.")] = None,
-    home: Home = None, config: ConfigFile = None,
+    home: Home = None,
+    config: ConfigFile = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     json_out: JsonOut = False,
 ) -> None:
     """List the universe."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from lake.store import Lake
-        from pipeline import universe
+        from marketlake.lake.store import Lake
+        from marketlake.pipeline import universe
 
-        frame = universe.load(Lake(settings.home), asset_types=[asset_type] if asset_type
-                              else None, active_only=False)
-        frame = frame.select("symbol", "name", "asset_type", "exchange", "is_etf", "provider",
-                             "timezone", "active")
+        frame = universe.load(
+            Lake(settings.home), asset_types=[asset_type] if asset_type else None, active_only=False
+        )
+        frame = frame.select(
+            "symbol", "name", "asset_type", "exchange", "is_etf", "provider", "timezone", "active"
+        )
         _print_frame(frame, "json" if json_out else fmt, None)
 
 
 @app.command()
 def sync(
     segments: Annotated[list[str] | None, typer.Argument(help="Segments (default: all).")] = None,
-    provider: Annotated[str | None, typer.Option(help="Use this provider for every symbol.")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Use this provider for every symbol.")
+    ] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
     timeframes: Annotated[str | None, typer.Option(help="Comma-separated, e.g. 1D,1h.")] = None,
-    kinds: Annotated[str | None, typer.Option(help="ohlcv, actions, profile, fundamentals.")] = None,
+    kinds: Annotated[
+        str | None, typer.Option(help="ohlcv, actions, profile, fundamentals.")
+    ] = None,
     scope: Annotated[str, typer.Option(help="all, never (never synced) or stale.")] = "all",
     limit: Annotated[int | None, typer.Option(help="At most this many symbols.")] = None,
     start: Annotated[str | None, typer.Option(help="Start date (UTC), e.g. 2020-01-01.")] = None,
@@ -311,30 +383,64 @@ def sync(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-fetch the whole range.")] = False,
     concurrency: Annotated[int | None, typer.Option(help="Parallel requests.")] = None,
-    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Fetch what the lake is missing (plus an overlap window) and commit it."""
     settings = _settings(home, None, config, concurrency=concurrency)
     with _guard(settings):
-        from pipeline.stages.ingest import run_sync
+        from marketlake.pipeline.stages.ingest import run_sync
 
         with _progress("sync", not json_out and not dry_run) as cb:
-            result = run_sync(settings, segments=segments or (), provider=provider,
-                              symbols=_csv(symbols), timeframes=_csv(timeframes),
-                              kinds=_csv(kinds), scope=scope, limit=limit, start=start, end=end,
-                              force=force, dry_run=dry_run, progress=cb)
+            result = run_sync(
+                settings,
+                segments=segments or (),
+                provider=provider,
+                symbols=_csv(symbols),
+                timeframes=_csv(timeframes),
+                kinds=_csv(kinds),
+                scope=scope,
+                limit=limit,
+                start=start,
+                end=end,
+                force=force,
+                dry_run=dry_run,
+                progress=cb,
+            )
         if dry_run:
             tasks = result.details["tasks"]
             if json_out:
-                print(json.dumps({"run_id": result.run_id, "stage": "sync", "dry_run": True,
-                                  "tasks": tasks, "count": len(tasks)}))
+                print(
+                    json.dumps(
+                        {
+                            "run_id": result.run_id,
+                            "stage": "sync",
+                            "dry_run": True,
+                            "tasks": tasks,
+                            "count": len(tasks),
+                        }
+                    )
+                )
             else:
                 t = Table(title=f"plan: {len(tasks)} requests")
                 for c in ("symbol", "timeframe", "kind", "start", "end", "provider", "reason"):
                     t.add_column(c)
                 for task in tasks[:500]:
-                    t.add_row(*[str(task[c]) for c in ("symbol", "timeframe", "kind", "start",
-                                                       "end", "provider", "reason")])
+                    t.add_row(
+                        *[
+                            str(task[c])
+                            for c in (
+                                "symbol",
+                                "timeframe",
+                                "kind",
+                                "start",
+                                "end",
+                                "provider",
+                                "reason",
+                            )
+                        ]
+                    )
                 out.print(t)
             raise typer.Exit(0)
         _emit(result, json_out)
@@ -347,17 +453,26 @@ def backfill(
     end: Annotated[str | None, typer.Option(help="End date (UTC, exclusive).")] = None,
     timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
-    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Fill history back to --start in provider-sized chunks, committing as it goes."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from pipeline.stages.ingest import run_sync
+        from marketlake.pipeline.stages.ingest import run_sync
 
         with _progress("backfill", not json_out) as cb:
-            result = run_sync(settings, segments=[segment], start=start, end=end,
-                              timeframes=_csv(timeframes), symbols=_csv(symbols), progress=cb,
-                              trigger="backfill")
+            result = run_sync(
+                settings,
+                segments=[segment],
+                start=start,
+                end=end,
+                timeframes=_csv(timeframes),
+                symbols=_csv(symbols),
+                progress=cb,
+                trigger="backfill",
+            )
         _emit(result, json_out)
 
 
@@ -367,12 +482,14 @@ def compute(
     timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute everything.")] = False,
-    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Compute indicators for every series whose bars changed since the last compute."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from pipeline.stages.compute import run_compute
+        from marketlake.pipeline.stages.compute import run_compute
 
         specs = None
         if indicators:
@@ -380,20 +497,29 @@ def compute(
 
             specs = [s.strip() for s in re.split(r",(?![^()]*\))", indicators) if s.strip()]
         with _progress("compute", not json_out) as cb:
-            result = run_compute(settings, indicators=specs, timeframes=_csv(timeframes),
-                                 symbols=_csv(symbols), full=full, progress=cb)
+            result = run_compute(
+                settings,
+                indicators=specs,
+                timeframes=_csv(timeframes),
+                symbols=_csv(symbols),
+                full=full,
+                progress=cb,
+            )
         _emit(result, json_out)
 
 
 @app.command()
 def load(
     tables: Annotated[str | None, typer.Option(help="Comma-separated lake tables.")] = None,
-    home: Home = None, dsn: Dsn = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    dsn: Dsn = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Ship what changed in the lake since the last load into PostgreSQL."""
     settings = _settings(home, dsn, config)
     with _guard(settings):
-        from pipeline.stages.load import run_load
+        from marketlake.pipeline.stages.load import run_load
 
         with _progress("load", not json_out) as cb:
             result = run_load(settings, tables=_csv(tables), progress=cb)
@@ -402,13 +528,16 @@ def load(
 
 @app.command()
 def daily(
-    home: Home = None, dsn: Dsn = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    dsn: Dsn = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Universe refresh, sync of every segment, compute, load: one failing task never stops
     the next."""
     settings = _settings(home, dsn, config)
     with _guard(settings):
-        from pipeline.orchestration import run_daily
+        from marketlake.pipeline.orchestration import run_daily
 
         with _progress("daily", not json_out) as cb:
             result = run_daily(settings, progress=cb)
@@ -417,13 +546,27 @@ def daily(
 
 def _status_table(rows: list[dict]) -> None:
     t = Table(title="sync status")
-    cols = {"segment": "segment", "timeframe": "tf", "kind": "kind", "symbols": "symbols",
-            "failed": "failed", "rows": "rows", "first_ts": "from", "last_ts": "to",
-            "freshness_hours": "age h", "overdue": "overdue", "last_error": "last error"}
+    cols = {
+        "segment": "segment",
+        "timeframe": "tf",
+        "kind": "kind",
+        "symbols": "symbols",
+        "failed": "failed",
+        "rows": "rows",
+        "first_ts": "from",
+        "last_ts": "to",
+        "freshness_hours": "age h",
+        "overdue": "overdue",
+        "last_error": "last error",
+    }
     for c, title in cols.items():
-        t.add_column(title, justify="right" if c in ("symbols", "failed", "rows", "overdue",
-                                                     "freshness_hours") else "left",
-                      overflow="fold")
+        t.add_column(
+            title,
+            justify="right"
+            if c in ("symbols", "failed", "rows", "overdue", "freshness_hours")
+            else "left",
+            overflow="fold",
+        )
 
     def cell(c: str, v: object) -> str:
         if v is None:
@@ -446,8 +589,8 @@ def status(home: Home = None, config: ConfigFile = None, json_out: JsonOut = Fal
     """Per segment: coverage, freshness, overdue symbols and the last error."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from lake.store import Lake
-        from pipeline.reports import status as build
+        from marketlake.lake.store import Lake
+        from marketlake.pipeline.reports import status as build
 
         rows = build(settings, Lake(settings.home), settings.now or datetime.now(UTC))
         if json_out:
@@ -463,13 +606,15 @@ def logs(
     failed: Annotated[bool, typer.Option("--failed", help="Only failed tasks.")] = False,
     task: Annotated[str | None, typer.Option(help="Task name contains this text.")] = None,
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
-    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Recent sync_logs rows, newest first."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from lake.store import Lake
-        from pipeline.reports import logs as read_logs
+        from marketlake.lake.store import Lake
+        from marketlake.pipeline.reports import logs as read_logs
 
         frame = read_logs(Lake(settings.home), limit=limit, failed=failed, task=task)
         _print_frame(frame, "json" if json_out else "table", None)
@@ -480,16 +625,17 @@ def query(
     sql: Annotated[str, typer.Argument(help="DuckDB SQL over the lake tables (as views).")],
     fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet.")] = "table",
     out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
-    home: Home = None, config: ConfigFile = None,
+    home: Home = None,
+    config: ConfigFile = None,
 ) -> None:
     """Run DuckDB SQL over every lake table."""
     settings = _settings(home, None, config)
     with _guard(settings):
         import duckdb
 
-        from lake.duck import connect
-        from lake.store import Lake
-        from pipeline.errors import ConfigError
+        from marketlake.errors import ConfigError
+        from marketlake.lake.duck import connect
+        from marketlake.lake.store import Lake
 
         con = connect(Lake(settings.home))
         try:
@@ -510,18 +656,27 @@ def export(
     timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
     start: Annotated[str | None, typer.Option(help="ts >= this date (UTC).")] = None,
     end: Annotated[str | None, typer.Option(help="ts < this date (UTC).")] = None,
-    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Write a lake table as one clean parquet or CSV file."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from lake.store import Lake
-        from pipeline.planning import parse_when
-        from pipeline.stages.export import export_table
+        from marketlake.lake.store import Lake
+        from marketlake.pipeline.planning import parse_when
+        from marketlake.pipeline.stages.export import export_table
 
-        path, n = export_table(Lake(settings.home), table, out_dir, fmt=fmt,
-                               symbols=_csv(symbols), timeframes=_csv(timeframes),
-                               start=parse_when(start, "--start"), end=parse_when(end, "--end"))
+        path, n = export_table(
+            Lake(settings.home),
+            table,
+            out_dir,
+            fmt=fmt,
+            symbols=_csv(symbols),
+            timeframes=_csv(timeframes),
+            start=parse_when(start, "--start"),
+            end=parse_when(end, "--end"),
+        )
         if json_out:
             print(json.dumps({"table": table, "path": str(path), "rows": n}))
         else:
@@ -532,13 +687,15 @@ def export(
 def maintain(
     tables: Annotated[str | None, typer.Option(help="Comma-separated lake tables.")] = None,
     vacuum_hours: Annotated[int, typer.Option(help="Keep files younger than this.")] = 168,
-    home: Home = None, config: ConfigFile = None, json_out: JsonOut = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Compact small files and vacuum files no recent version needs."""
     settings = _settings(home, None, config)
     with _guard(settings):
-        from lake.maintenance import maintain as run
-        from lake.store import Lake
+        from marketlake.lake.maintenance import maintain as run
+        from marketlake.lake.store import Lake
 
         report = run(Lake(settings.home), tables=_csv(tables), vacuum_hours=vacuum_hours)
         if json_out:

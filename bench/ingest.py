@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -20,10 +19,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lake import Lake  # noqa: E402
-from pipeline.stages.ingest import land_bars  # noqa: E402
+from marketlake.lake import Lake  # noqa: E402
+from marketlake.pipeline.stages.ingest import land_bars  # noqa: E402
 
 
 def make_bars(symbols: int, days: int, seed: int = 1) -> pl.DataFrame:
@@ -36,14 +33,21 @@ def make_bars(symbols: int, days: int, seed: int = 1) -> pl.DataFrame:
     low = np.minimum(open_, close) * (1 - rng.random(n) * 0.01)
     start = np.datetime64("2006-01-02", "us")
     ts = start + (np.tile(np.arange(days), symbols) * 86_400_000_000).astype("timedelta64[us]")
-    return pl.DataFrame({
-        "symbol": np.repeat([f"S{i:05d}" for i in range(symbols)], days),
-        "timeframe": "1D",
-        "ts": pl.Series(ts).dt.replace_time_zone("UTC"),
-        "open": open_, "high": high, "low": low, "close": close,
-        "volume": rng.integers(1_000, 1_000_000, n).astype(np.float64),
-        "adj_close": close, "provider": "bench", "is_final": True,
-    })
+    return pl.DataFrame(
+        {
+            "symbol": np.repeat([f"S{i:05d}" for i in range(symbols)], days),
+            "timeframe": "1D",
+            "ts": pl.Series(ts).dt.replace_time_zone("UTC"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.integers(1_000, 1_000_000, n).astype(np.float64),
+            "adj_close": close,
+            "provider": "bench",
+            "is_final": True,
+        }
+    )
 
 
 def main() -> None:
@@ -66,13 +70,15 @@ def main() -> None:
         t = time.perf_counter()
         inserted = 0
         for i in range(0, rows, per):
-            inserted += land_bars(lake, frame.slice(i, per), run_id="bench", now=now,
-                                  timeframe="1D").inserted
+            inserted += land_bars(
+                lake, frame.slice(i, per), run_id="bench", now=now, timeframe="1D"
+            ).inserted
         ingest = time.perf_counter() - t
         assert inserted == rows, (inserted, rows)
 
         day = make_bars(args.symbols, 1, seed=2).with_columns(
-            pl.lit(datetime(2030, 1, 2, tzinfo=UTC)).alias("ts"))
+            pl.lit(datetime(2030, 1, 2, tzinfo=UTC)).alias("ts")
+        )
         t = time.perf_counter()
         land_bars(lake, day, run_id="bench-day", now=now)
         daily = time.perf_counter() - t
@@ -82,13 +88,16 @@ def main() -> None:
         assert again.inserted == again.updated == 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"rows: {rows:,} ({args.symbols} symbols x {args.days} days), "
-          f"{args.batches} lake commits")
+    print(
+        f"rows: {rows:,} ({args.symbols} symbols x {args.days} days), {args.batches} lake commits"
+    )
     print(f"plain polars write_parquet : {plain:7.2f} s  {rows / plain:12,.0f} rows/s")
     print(f"marketlake ingest (lake)    : {ingest:7.2f} s  {rows / ingest:12,.0f} rows/s")
     print(f"ratio ingest / plain        : {plain / ingest:7.2f}  (target >= 0.5)")
-    print(f"one new day ({args.symbols} symbols) upsert: {daily * 1000:7.0f} ms; "
-          f"re-run (0 changes): {rerun * 1000:7.0f} ms")
+    print(
+        f"one new day ({args.symbols} symbols) upsert: {daily * 1000:7.0f} ms; "
+        f"re-run (0 changes): {rerun * 1000:7.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +32,6 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TALIB_SET = [
     "sma(20)",
@@ -172,8 +169,8 @@ def main() -> None:
     import numba
 
     t = time.perf_counter()
-    import kernels
-    from kernels.adapter import sort_frame
+    from marketlake import kernels
+    from marketlake.kernels.adapter import sort_frame
 
     t_import = time.perf_counter() - t
 
@@ -194,7 +191,7 @@ def main() -> None:
         f"threading layer {numba.threading_layer()}"
     )
 
-    from kernels import adapter
+    from marketlake.kernels import adapter
 
     def run_a():
         return kernels.compute(frame, TALIB_SET)

@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -29,13 +28,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lake.store import Lake  # noqa: E402
-from lake.tables import period_expr  # noqa: E402
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.postgres import Serving  # noqa: E402
-from pipeline.stages.load import run_load  # noqa: E402
+from marketlake.lake.store import Lake  # noqa: E402
+from marketlake.lake.tables import period_expr  # noqa: E402
+from marketlake.pipeline.config import load_settings  # noqa: E402
+from marketlake.pipeline.postgres import Serving  # noqa: E402
+from marketlake.pipeline.stages.load import run_load  # noqa: E402
 
 DSN = os.environ.get("MARKETLAKE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 START = datetime(2015, 1, 1, tzinfo=UTC)

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import sys
 import tempfile
 import time
 import zlib
@@ -29,8 +28,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 YEAR = 2024
 SESSION_OPEN_UTC = 14 * 3600 + 30 * 60  # 09:30 New York (winter time; close enough here)
@@ -135,11 +132,11 @@ def main() -> None:
     args = ap.parse_args()
     concurrency = args.concurrency or max(2, math.ceil(args.rate * args.latency * 2))
 
-    from lake.store import Lake
-    from pipeline import universe
-    from pipeline.config import ProviderSettings, Settings
-    from pipeline.runs import new_run_id
-    from pipeline.stages.ingest import run_sync
+    from marketlake.lake.store import Lake
+    from marketlake.pipeline import universe
+    from marketlake.pipeline.config import ProviderSettings, Settings
+    from marketlake.pipeline.runs import new_run_id
+    from marketlake.pipeline.stages.ingest import run_sync
 
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()

@@ -23,15 +23,11 @@ arrays; ``f(...)`` returns new ones): ``moving`` (sma, ema), ``momentum`` (rsi, 
 
 Numba caches compiled code next to the modules (``cache=True``); since numba only watches each
 function's own file, ``kernels._cache`` drops the whole package cache whenever any kernel
-source changes.
+source changed, once per process before the first ``compute`` (importing writes nothing).
 """
 
-from kernels._cache import invalidate_stale_cache
-
-invalidate_stale_cache()
-
-from kernels.adapter import compute  # noqa: E402
-from kernels.registry import (  # noqa: E402
+from marketlake.kernels.adapter import compute
+from marketlake.kernels.registry import (
     DEFAULT_INDICATORS,
     IndicatorSpec,
     IndicatorSpecError,

@@ -2,9 +2,10 @@
 
 Numba invalidates a cached function only when *its own* source file changes. The driver and
 the lane kernels inline helpers from other modules (``kernels._common`` ...), so an edit there
-would leave stale machine code in use. On import we fingerprint every ``kernels/*.py`` (name,
-size, mtime) and, when the fingerprint differs from the one stored next to the cache, delete
-the package's cache files (``kernels/__pycache__/*.nbi|*.nbc``) so numba recompiles.
+would leave stale machine code in use. Before the first compute of a process (never at import)
+we fingerprint every ``kernels/*.py`` (name, size, mtime) and, when the fingerprint differs from
+the one stored next to the cache, delete the package's cache files
+(``kernels/__pycache__/*.nbi|*.nbc``) so numba recompiles.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ def fingerprint() -> str:
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+_checked = False
+
+
+def ensure_fresh_cache() -> None:
+    """Run :func:`invalidate_stale_cache` once per process, before the first kernel call."""
+    global _checked
+    if not _checked:
+        _checked = True
+        invalidate_stale_cache()
 
 
 def invalidate_stale_cache() -> bool:

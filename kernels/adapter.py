@@ -15,7 +15,6 @@ Warm-up rows are NaN (not null).
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -24,7 +23,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from kernels.driver import (
+from marketlake.kernels._cache import ensure_fresh_cache
+from marketlake.kernels.driver import (
     CODES,
     SESSION_CODES,
     lane_groups,
@@ -32,8 +32,8 @@ from kernels.driver import (
     scan_runs,
     scan_string_views,
 )
-from kernels.registry import IndicatorSpec, resolve
-from kernels.sessions import DAY_S, check_tz, tz_tables
+from marketlake.kernels.registry import IndicatorSpec, resolve
+from marketlake.kernels.sessions import DAY_S, check_tz, tz_tables
 
 _UNITS_PER_SECOND = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000}
 
@@ -45,8 +45,8 @@ class BlockPool:
     third of a default-size ``compute``). The returned polars columns are zero-copy views of
     the block, so the block is free again once no column references it (its reference count
     drops back to the pool's own). Only blocks of at least ``min_bytes`` are pooled and at most
-    ``max_bytes`` are kept (least recently used first out); set the environment variable
-    ``MARKETLAKE_KERNELS_POOL_MB=0`` to disable, or call ``clear()``.
+    ``max_bytes`` are kept (least recently used first out); set ``POOL.max_bytes = 0`` to
+    disable, or call ``clear()``.
     """
 
     def __init__(self, max_bytes: int, min_bytes: int = 16 << 20) -> None:
@@ -93,7 +93,7 @@ class BlockPool:
             self._blocks.clear()
 
 
-POOL = BlockPool(int(os.environ.get("MARKETLAKE_KERNELS_POOL_MB", "2048")) << 20)
+POOL = BlockPool(2048 << 20)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -219,6 +219,7 @@ def compute(
     UTC); a bar's session is its local calendar date there (VWAP reset, pivots). Symbols shorter
     than an indicator's warm-up get NaN.
     """
+    ensure_fresh_cache()
     specs = resolve(indicators)
     if not isinstance(frame, pl.DataFrame):
         raise TypeError(f"compute expects a polars DataFrame, got {type(frame).__name__}")

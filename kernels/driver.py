@@ -16,14 +16,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from kernels._common import JIT
-from kernels.levels import fib_into, pivots_into
-from kernels.momentum import macd_lanes, rsi_lanes
-from kernels.moving import ema_lanes, sma_lanes
-from kernels.sessions import session_ids_into
-from kernels.trend import adx_lanes
-from kernels.volatility import atr_lanes, bbands_lanes, supertrend_band_into
-from kernels.volume import obv_lanes, vwap_into
+from marketlake.kernels._common import JIT
+from marketlake.kernels.levels import fib_into, pivots_into
+from marketlake.kernels.momentum import macd_lanes, rsi_lanes
+from marketlake.kernels.moving import ema_lanes, sma_lanes
+from marketlake.kernels.sessions import session_ids_into
+from marketlake.kernels.trend import adx_lanes
+from marketlake.kernels.volatility import atr_lanes, bbands_lanes, supertrend_band_into
+from marketlake.kernels.volume import obv_lanes, vwap_into
 
 SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, SUPERTREND, OBV, VWAP, PIVOTS, FIB = range(1, 13)
 CODES = {

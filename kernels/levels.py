@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, NAN, STEP, fill_nan
+from marketlake.kernels._common import JIT, NAN, STEP, fill_nan
 
 FIB_LEVELS = (0, 236, 382, 500, 618, 786, 1000)
 

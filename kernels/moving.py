@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, STEP, div_rn, fill_nan, first_valid, fma
+from marketlake.kernels._common import JIT, STEP, div_rn, fill_nan, first_valid, fma
 
 
 @njit(**JIT)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT
+from marketlake.kernels._common import JIT
 
 DAY_S = 86_400
 INT64_MIN = np.iinfo(np.int64).min

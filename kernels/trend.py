@@ -28,7 +28,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, STEP, div_rn, fill_nan, first_valid3, is_zero, true_range
+from marketlake.kernels._common import (
+    JIT,
+    STEP,
+    div_rn,
+    fill_nan,
+    first_valid3,
+    is_zero,
+    true_range,
+)
 
 
 @njit(**STEP)

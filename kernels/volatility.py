@@ -39,7 +39,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels._common import (
+from marketlake.kernels._common import (
     JIT,
     NAN,
     STEP,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels._common import JIT, NAN, STEP, fill_nan, first_valid2
+from marketlake.kernels._common import JIT, NAN, STEP, fill_nan, first_valid2
 
 
 @njit(**JIT)

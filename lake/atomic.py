@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from lake.paths import fsync_dir
+from marketlake.lake.paths import fsync_dir
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:

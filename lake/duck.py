@@ -11,10 +11,10 @@ from urllib.parse import unquote, urlparse
 
 import duckdb
 
-from lake.store import Lake
-from lake.tables import TABLES
-from pipeline.errors import LakeError
-from sql import load_sql
+from marketlake.errors import LakeError
+from marketlake.lake.store import Lake
+from marketlake.lake.tables import TABLES
+from marketlake.sql import load_sql
 
 
 def _local(uri: str) -> str:
@@ -40,8 +40,9 @@ def view_sql(name: str, files: list[str]) -> str:
         types = ", ".join(f"{_lit(p)}: 'VARCHAR'" for p in tdef.partitions)
         opts += f", hive_partitioning = true, hive_types = {{{types}}}"
     file_list = "[" + ", ".join(_lit(f) for f in files) + "]"
-    return load_sql("duckdb/table_view.sql").format(name=name, columns=cols, files=file_list,
-                                                    options=opts)
+    return load_sql("duckdb/table_view.sql").format(
+        name=name, columns=cols, files=file_list, options=opts
+    )
 
 
 def connect(lake: Lake, tables: list[str] | None = None) -> duckdb.DuckDBPyConnection:

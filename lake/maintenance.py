@@ -6,13 +6,19 @@ from typing import Any
 
 from deltalake.exceptions import DeltaError
 
-from lake.store import Lake
-from lake.tables import TABLES
-from pipeline.errors import LakeError
+from marketlake.errors import LakeError
+from marketlake.lake.store import Lake
+from marketlake.lake.tables import TABLES
 
 
-def maintain(lake: Lake, *, tables: list[str] | None = None, vacuum_hours: int = 168,
-             optimize: bool = True, vacuum: bool = True) -> dict[str, dict[str, Any]]:
+def maintain(
+    lake: Lake,
+    *,
+    tables: list[str] | None = None,
+    vacuum_hours: int = 168,
+    optimize: bool = True,
+    vacuum: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Compact small files (z-ordered by symbol, ts where a table has them), checkpoint the
     log, and delete files no version younger than ``vacuum_hours`` references."""
     out: dict[str, dict[str, Any]] = {}
@@ -29,8 +35,9 @@ def maintain(lake: Lake, *, tables: list[str] | None = None, vacuum_hours: int =
                 info["files_removed"] = m.get("numFilesRemoved", 0)
                 dt.create_checkpoint()
             if vacuum:
-                removed = dt.vacuum(retention_hours=vacuum_hours, dry_run=False,
-                                    enforce_retention_duration=False)
+                removed = dt.vacuum(
+                    retention_hours=vacuum_hours, dry_run=False, enforce_retention_duration=False
+                )
                 info["vacuumed_files"] = len(removed)
         except DeltaError as exc:
             raise LakeError(f"maintenance of {name} failed: {exc}") from exc

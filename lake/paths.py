@@ -10,7 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
-from pipeline.errors import HomeNotWritableError
+from marketlake.errors import HomeNotWritableError
 
 
 def ensure_home(home: Path) -> Path:

@@ -24,8 +24,9 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction
 
-from lake.paths import ensure_home, table_path
-from lake.tables import (
+from marketlake.errors import LakeError
+from marketlake.lake.paths import ensure_home, table_path
+from marketlake.lake.tables import (
     TABLES,
     TableDef,
     period_of_code,
@@ -33,7 +34,6 @@ from lake.tables import (
     with_period,
     with_period_code,
 )
-from pipeline.errors import LakeError
 
 _SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 TABLE_CONFIG = {"delta.enableChangeDataFeed": "true"}
@@ -71,8 +71,13 @@ _POLARS_SCHEMAS: dict[str, dict[str, pl.DataType]] = {}
 def _polars_type(t: pa.DataType) -> pl.DataType:
     if pa.types.is_timestamp(t):
         return pl.Datetime(t.unit, t.tz)
-    simple = {pa.string(): pl.String(), pa.float64(): pl.Float64(), pa.bool_(): pl.Boolean(),
-              pa.int64(): pl.Int64(), pa.date32(): pl.Date()}
+    simple = {
+        pa.string(): pl.String(),
+        pa.float64(): pl.Float64(),
+        pa.bool_(): pl.Boolean(),
+        pa.int64(): pl.Int64(),
+        pa.date32(): pl.Date(),
+    }
     return simple[t]
 
 
@@ -109,8 +114,20 @@ def dedupe(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
 
 
 # columns whose min/max readers use to skip files (key-like and price columns)
-_STATS_COLUMNS = {"symbol", "ts", "ex_date", "period_end", "key", "segment", "run_id",
-                  "open", "high", "low", "close", "volume"}
+_STATS_COLUMNS = {
+    "symbol",
+    "ts",
+    "ex_date",
+    "period_end",
+    "key",
+    "segment",
+    "run_id",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+}
 
 
 def _stats(frame: pl.DataFrame) -> str:
@@ -281,15 +298,22 @@ class Lake:
             one = single_timeframe(data) if "timeframe" in keys else None
             if one is not None:  # one timeframe: partition on the integer code only
                 keys.remove("timeframe")
-                parts = {(one, period_of_code(k[0])): part for k, part in
-                         data.partition_by(keys, as_dict=True, maintain_order=True).items()}
+                parts = {
+                    (one, period_of_code(k[0])): part
+                    for k, part in data.partition_by(
+                        keys, as_dict=True, maintain_order=True
+                    ).items()
+                }
                 keys = []
             if keys:
                 parts = {
-                    tuple(period_of_code(v) if k == "_pcode" else v
-                          for k, v in zip(keys, key, strict=True)): part
-                    for key, part in data.partition_by(keys, as_dict=True,
-                                                       maintain_order=True).items()
+                    tuple(
+                        period_of_code(v) if k == "_pcode" else v
+                        for k, v in zip(keys, key, strict=True)
+                    ): part
+                    for key, part in data.partition_by(
+                        keys, as_dict=True, maintain_order=True
+                    ).items()
                 }
         else:
             data = self.to_polars(tdef, frame)
@@ -368,9 +392,10 @@ class Lake:
         if files.is_empty():
             return False
         need = ["min.symbol", "max.symbol", "min.ts", "max.ts"]
-        if any(c not in files.columns for c in need) or files.select(
-            pl.any_horizontal(pl.col(need).is_null()).any()
-        ).item():
+        if (
+            any(c not in files.columns for c in need)
+            or files.select(pl.any_horizontal(pl.col(need).is_null()).any()).item()
+        ):
             return True
         if files.select((pl.col("max.symbol").str.len_chars() >= 32).any()).item():
             return True  # string statistics may be truncated
@@ -389,22 +414,29 @@ class Lake:
         # ts ranges per partition; the symbol range of the whole batch (string aggregations
         # per group are the expensive part on millions of rows)
         symbols = frame.get_column("symbol")
-        ranges = frame.group_by(keys).agg(
-            pl.col("ts").min().alias("lo_ts"), pl.col("ts").max().alias("hi_ts")
-        ).with_columns(pl.lit(symbols.min()).alias("lo_sym"), pl.lit(symbols.max()).alias("hi_sym"))
+        ranges = (
+            frame.group_by(keys)
+            .agg(pl.col("ts").min().alias("lo_ts"), pl.col("ts").max().alias("hi_ts"))
+            .with_columns(
+                pl.lit(symbols.min()).alias("lo_sym"), pl.lit(symbols.max()).alias("hi_sym")
+            )
+        )
         if timeframe is not None and "timeframe" in tdef.partitions:
             ranges = ranges.with_columns(pl.lit(timeframe).alias("timeframe"))
         if ranges.select(pl.any_horizontal(pl.all().is_null()).any()).item():
             return True
         if coded:  # back to the partition's string, on the few aggregated rows only
             ranges = ranges.with_columns(
-                pl.col("_pcode").map_elements(period_of_code, return_dtype=pl.String)
-                .alias("period"))
+                pl.col("_pcode")
+                .map_elements(period_of_code, return_dtype=pl.String)
+                .alias("period")
+            )
         parts = [p for p in tdef.partitions if p in ranges.columns]
         files = files.rename({f"partition.{p}": p for p in parts})
         files = files.with_columns([pl.col(p).cast(ranges.schema[p]) for p in parts])
-        cand = files.join(ranges, on=parts, how="inner") if parts else files.join(
-            ranges, how="cross")
+        cand = (
+            files.join(ranges, on=parts, how="inner") if parts else files.join(ranges, how="cross")
+        )
         cand = cand.filter(
             (pl.col("min.ts") <= pl.col("hi_ts"))
             & (pl.col("max.ts") >= pl.col("lo_ts"))
@@ -471,8 +503,11 @@ class Lake:
         existing = set(dt.schema().to_arrow().names) if tdef.evolving else set(data.schema.names)
         # a column the table does not have yet (a new indicator) changes every non-null row
         changed = " OR ".join(
-            f"(t.{_q(c)} IS DISTINCT FROM s.{_q(c)})" if c in existing else f"(s.{_q(c)} IS NOT NULL)"
-            for c in value_cols)
+            f"(t.{_q(c)} IS DISTINCT FROM s.{_q(c)})"
+            if c in existing
+            else f"(s.{_q(c)} IS NOT NULL)"
+            for c in value_cols
+        )
         try:
             merger = dt.merge(
                 data,

@@ -279,9 +279,12 @@ def period_code():
     import polars as pl
 
     year = pl.col("ts").dt.year().cast(pl.Int32)
-    return (pl.when(pl.col("timeframe").is_in(list(INTRADAY)))
-            .then(year * 100 + pl.col("ts").dt.month().cast(pl.Int32))
-            .otherwise(year).alias("_pcode"))
+    return (
+        pl.when(pl.col("timeframe").is_in(list(INTRADAY)))
+        .then(year * 100 + pl.col("ts").dt.month().cast(pl.Int32))
+        .otherwise(year)
+        .alias("_pcode")
+    )
 
 
 def single_timeframe(frame) -> str | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from lake.store import dedupe
-from pipeline.errors import ValidationError
+from marketlake.errors import ValidationError
+from marketlake.lake.store import dedupe
 
 _PRICES = ("open", "high", "low", "close")
 
@@ -74,14 +74,13 @@ def check_ohlcv(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return good, bad
 
 
-def quarantine_rows(bad: pl.DataFrame, *, run_id: str, table: str, source: str,
-                    now) -> pl.DataFrame:
+def quarantine_rows(
+    bad: pl.DataFrame, *, run_id: str, table: str, source: str, now
+) -> pl.DataFrame:
     """Rejected rows in the ``quarantine`` table's shape (the row kept as JSON)."""
     if bad.is_empty():
         return pl.DataFrame()
-    payload = bad.drop("reason").select(
-        pl.struct(pl.all()).struct.json_encode().alias("row")
-    )
+    payload = bad.drop("reason").select(pl.struct(pl.all()).struct.json_encode().alias("row"))
     return pl.DataFrame(
         {
             "run_id": run_id,

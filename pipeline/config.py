@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import platformdirs
 
-from pipeline.errors import ConfigError
+from marketlake.errors import ConfigError
 
 PROVIDER_NAMES = ("synthetic", "files", "yahoo", "coingecko", "indodax", "upstox", "fmp")
 SECRET_ENV = {
@@ -182,7 +182,8 @@ def load_settings(
         "overlap_bars": _int(sync.get("overlap_bars", 3), "sync.overlap_bars", 0),
         "stale_after_hours": float(sync.get("stale_after_hours", 24.0)),
         "pg_schema": str(cfg.get("postgres", {}).get("schema", "marketlake")),
-        "universe_file": Path(cfg["universe"]["file"]) if cfg.get("universe", {}).get("file")
+        "universe_file": Path(cfg["universe"]["file"])
+        if cfg.get("universe", {}).get("file")
         else None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

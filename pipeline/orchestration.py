@@ -12,14 +12,14 @@ from typing import Any
 
 import duckdb
 
-from lake.duck import connect
-from lake.store import Lake
-from pipeline import universe
-from pipeline.config import Settings
-from pipeline.errors import MarketlakeError
-from pipeline.redact import redact
-from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
-from sql import load_sql
+from marketlake.errors import MarketlakeError
+from marketlake.lake.duck import connect
+from marketlake.lake.store import Lake
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import Settings
+from marketlake.pipeline.redact import redact
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.sql import load_sql
 
 Progress = Callable[..., None]
 
@@ -41,8 +41,9 @@ def demo_symbols(n: int) -> list[str]:
     return out
 
 
-def _step(name: str, fn: Callable[[], StageResult], log: TaskLog, results: list,
-          settings: Settings) -> StageResult | None:
+def _step(
+    name: str, fn: Callable[[], StageResult], log: TaskLog, results: list, settings: Settings
+) -> StageResult | None:
     started = utcnow()
     try:
         res = fn()
@@ -51,10 +52,14 @@ def _step(name: str, fn: Callable[[], StageResult], log: TaskLog, results: list,
         log.add(f"daily:{name}", status="failed", error=msg, started_at=started)
         results.append({"stage": name, "status": "failed", "error": msg})
         return None
-    log.add(f"daily:{name}", status="success" if res.status == "ok" else "failed",
-            rows_updated=res.inserted + res.updated, started_at=started,
-            error="; ".join(res.errors[:5]) or None,
-            metadata={"run_id": res.run_id, **res.to_json()["rows"]})
+    log.add(
+        f"daily:{name}",
+        status="success" if res.status == "ok" else "failed",
+        rows_updated=res.inserted + res.updated,
+        started_at=started,
+        error="; ".join(res.errors[:5]) or None,
+        metadata={"run_id": res.run_id, **res.to_json()["rows"]},
+    )
     results.append(res)
     return res
 
@@ -66,17 +71,23 @@ def _summarise(stage: str, run_id: str, results: list, watch: Stopwatch) -> Stag
     errors = [f"{r['stage']}: {r['error']}" for r in results if isinstance(r, dict)]
     errors += [e for r in rs for e in r.errors][:50]
     return StageResult(
-        run_id=run_id, stage=stage, tasks_ok=ok, tasks_failed=failed,
-        inserted=sum(r.inserted for r in rs), updated=sum(r.updated for r in rs),
-        unchanged=sum(r.unchanged for r in rs), quarantined=sum(r.quarantined for r in rs),
-        duration_seconds=watch.elapsed, errors=tuple(errors),
+        run_id=run_id,
+        stage=stage,
+        tasks_ok=ok,
+        tasks_failed=failed,
+        inserted=sum(r.inserted for r in rs),
+        updated=sum(r.updated for r in rs),
+        unchanged=sum(r.unchanged for r in rs),
+        quarantined=sum(r.quarantined for r in rs),
+        duration_seconds=watch.elapsed,
+        errors=tuple(errors),
         details={"steps": [r.to_json() if isinstance(r, StageResult) else r for r in results]},
     )
 
 
 def run_daily(settings: Settings, *, progress: Progress | None = None) -> StageResult:
     """Universe refresh -> sync each segment -> compute -> load (when a DSN is set)."""
-    from pipeline.stages.ingest import run_sync
+    from marketlake.pipeline.stages.ingest import run_sync
 
     watch = Stopwatch()
     run_id = new_run_id()
@@ -84,18 +95,33 @@ def run_daily(settings: Settings, *, progress: Progress | None = None) -> StageR
     log = TaskLog(run_id, "daily", "daily", settings.secrets())
     results: list = []
     if settings.universe_file is not None:
+
         def refresh() -> StageResult:
             w = Stopwatch()
             res, problems = universe.import_csv(lake, settings.universe_file, run_id=run_id)
-            return StageResult(run_id, "universe", tasks_ok=1, inserted=res.inserted,
-                               updated=res.updated, unchanged=res.unchanged,
-                               duration_seconds=w.elapsed, errors=tuple(problems))
+            return StageResult(
+                run_id,
+                "universe",
+                tasks_ok=1,
+                inserted=res.inserted,
+                updated=res.updated,
+                unchanged=res.unchanged,
+                duration_seconds=w.elapsed,
+                errors=tuple(problems),
+            )
+
         _step("universe", refresh, log, results, settings)
     segments = list(settings.segments) or sorted(
-        set(universe.load(lake).get_column("asset_type").to_list()))
+        set(universe.load(lake).get_column("asset_type").to_list())
+    )
     for seg in segments:
-        _step(f"sync:{seg}", lambda s=seg: run_sync(settings, segments=[s], progress=progress,
-                                                     trigger="daily"), log, results, settings)
+        _step(
+            f"sync:{seg}",
+            lambda s=seg: run_sync(settings, segments=[s], progress=progress, trigger="daily"),
+            log,
+            results,
+            settings,
+        )
     _step("compute", lambda: _compute(settings, progress), log, results, settings)
     if settings.dsn:
         _step("load", lambda: _load(settings, progress), log, results, settings)
@@ -104,22 +130,23 @@ def run_daily(settings: Settings, *, progress: Progress | None = None) -> StageR
 
 
 def _compute(settings: Settings, progress: Progress | None, **kw: Any) -> StageResult:
-    from pipeline.stages.compute import run_compute
+    from marketlake.pipeline.stages.compute import run_compute
 
     return run_compute(settings, progress=progress, **kw)
 
 
 def _load(settings: Settings, progress: Progress | None) -> StageResult:
-    from pipeline.stages.load import run_load
+    from marketlake.pipeline.stages.load import run_load
 
     return run_load(settings, progress=progress, trigger="demo")
 
 
-def run_demo(settings: Settings, *, equities: int = 40,
-             progress: Progress | None = None) -> dict[str, Any]:
+def run_demo(
+    settings: Settings, *, equities: int = 40, progress: Progress | None = None
+) -> dict[str, Any]:
     """The whole pipeline on the synthetic market: universe, sync (years of daily bars, weeks
     of hourly bars), compute, load when a DSN is set; returns what to show."""
-    from pipeline.stages.ingest import run_sync
+    from marketlake.pipeline.stages.ingest import run_sync
 
     watch = Stopwatch()
     lake = Lake(settings.home)
@@ -128,37 +155,69 @@ def run_demo(settings: Settings, *, equities: int = 40,
     syms = demo_symbols(equities)
     import polars as pl
 
-    rows = pl.DataFrame({
-        "symbol": [*syms, *_DEMO_ETFS, *DEMO_CRYPTO],
-        "name": [f"{s} Corp (synthetic)" for s in syms] + [f"{s} ETF (synthetic)"
-                                                          for s in _DEMO_ETFS]
-        + [f"{s} (synthetic)" for s in DEMO_CRYPTO],
-        "asset_type": ["equity"] * len(syms) + ["etf"] * len(_DEMO_ETFS)
-        + ["crypto"] * len(DEMO_CRYPTO),
-        "exchange": ["SYNX"] * (len(syms) + len(_DEMO_ETFS)) + ["SYNC"] * len(DEMO_CRYPTO),
-        "provider": ["synthetic"] * (len(syms) + len(_DEMO_ETFS) + len(DEMO_CRYPTO)),
-    })
-    lake.upsert("instruments", universe.instruments_frame(rows, run_id), run_id=run_id,
-                stage="universe")
+    rows = pl.DataFrame(
+        {
+            "symbol": [*syms, *_DEMO_ETFS, *DEMO_CRYPTO],
+            "name": [f"{s} Corp (synthetic)" for s in syms]
+            + [f"{s} ETF (synthetic)" for s in _DEMO_ETFS]
+            + [f"{s} (synthetic)" for s in DEMO_CRYPTO],
+            "asset_type": ["equity"] * len(syms)
+            + ["etf"] * len(_DEMO_ETFS)
+            + ["crypto"] * len(DEMO_CRYPTO),
+            "exchange": ["SYNX"] * (len(syms) + len(_DEMO_ETFS)) + ["SYNC"] * len(DEMO_CRYPTO),
+            "provider": ["synthetic"] * (len(syms) + len(_DEMO_ETFS) + len(DEMO_CRYPTO)),
+        }
+    )
+    lake.upsert(
+        "instruments", universe.instruments_frame(rows, run_id), run_id=run_id, stage="universe"
+    )
     now = settings.now or utcnow()
     results: list = []
-    _step("sync", lambda: run_sync(settings, timeframes=["1D", "1W"],
-                                   kinds=["ohlcv", "actions", "profile"],
-                                   start=now - timedelta(days=3 * 365), progress=progress,
-                                   trigger="demo"), log, results, settings)
-    _step("sync", lambda: run_sync(settings, timeframes=["1h"], start=now - timedelta(days=28),
-                                   progress=progress, trigger="demo"), log, results, settings)
-    _step("compute", lambda: _compute(settings, progress, timeframes=["1D", "1h"]), log,
-          results, settings)
+    _step(
+        "sync",
+        lambda: run_sync(
+            settings,
+            timeframes=["1D", "1W"],
+            kinds=["ohlcv", "actions", "profile"],
+            start=now - timedelta(days=3 * 365),
+            progress=progress,
+            trigger="demo",
+        ),
+        log,
+        results,
+        settings,
+    )
+    _step(
+        "sync",
+        lambda: run_sync(
+            settings,
+            timeframes=["1h"],
+            start=now - timedelta(days=28),
+            progress=progress,
+            trigger="demo",
+        ),
+        log,
+        results,
+        settings,
+    )
+    _step(
+        "compute",
+        lambda: _compute(settings, progress, timeframes=["1D", "1h"]),
+        log,
+        results,
+        settings,
+    )
     if settings.dsn:
         _step("load", lambda: _load(settings, progress), log, results, settings)
     log.flush(lake)
     summary = _summarise("demo", run_id, results, watch)
-    from pipeline.reports import status
+    from marketlake.pipeline.reports import status
 
     sample_sql = " ".join(
-        line for line in load_sql("duckdb/demo_sample.sql").splitlines()
-        if not line.startswith("--"))
+        line
+        for line in load_sql("duckdb/demo_sample.sql").splitlines()
+        if not line.startswith("--")
+    )
     con = connect(lake, ["ohlcv", "indicators"])
     try:
         sample = con.sql(sample_sql).pl()
@@ -169,10 +228,18 @@ def run_demo(settings: Settings, *, equities: int = 40,
         "status": summary.status,
         "run_id": run_id,
         "lake": str(settings.lake),
-        "steps": [r.to_json() if isinstance(r, StageResult) else
-                  {"stage": r["stage"], "status": "failed", "error": r["error"],
-                   "rows": {"inserted": 0, "updated": 0, "unchanged": 0},
-                   "duration_seconds": 0.0} for r in results],
+        "steps": [
+            r.to_json()
+            if isinstance(r, StageResult)
+            else {
+                "stage": r["stage"],
+                "status": "failed",
+                "error": r["error"],
+                "rows": {"inserted": 0, "updated": 0, "unchanged": 0},
+                "duration_seconds": 0.0,
+            }
+            for r in results
+        ],
         "status_rows": status(settings, lake, now),
         "sample_sql": sample_sql,
         "sample": sample,

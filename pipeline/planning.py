@@ -16,12 +16,12 @@ from typing import Any
 
 import polars as pl
 
-from lake.store import Lake
-from pipeline import timeframes as tfs
-from pipeline import universe
-from pipeline.config import SegmentSettings, Settings
-from pipeline.errors import ConfigError
-from pipeline.providers.base import KINDS, provider_class
+from marketlake.errors import ConfigError
+from marketlake.lake.store import Lake
+from marketlake.pipeline import timeframes as tfs
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import SegmentSettings, Settings
+from marketlake.pipeline.providers.base import KINDS, provider_class
 
 DEFAULT_LOOKBACK = {
     "1m": timedelta(days=7),
@@ -66,9 +66,16 @@ class Unit:
     def tasks(self) -> list[dict[str, Any]]:
         """The plan rows of ``sync --dry-run --json``, one per chunk."""
         return [
-            {"symbol": self.symbol, "timeframe": self.timeframe, "kind": self.kind,
-             "start": s.isoformat(), "end": e.isoformat(), "provider": self.provider,
-             "reason": self.reason, "segment": self.segment}
+            {
+                "symbol": self.symbol,
+                "timeframe": self.timeframe,
+                "kind": self.kind,
+                "start": s.isoformat(),
+                "end": e.isoformat(),
+                "provider": self.provider,
+                "reason": self.reason,
+                "segment": self.segment,
+            }
             for s, e in self.chunks
         ]
 
@@ -92,8 +99,11 @@ class SyncRequest:
 def parse_when(value: str | datetime | None, name: str) -> datetime | None:
     """ISO date or datetime (naive means UTC) -> aware UTC datetime."""
     if value is None or isinstance(value, datetime):
-        return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo else (
-            value.replace(tzinfo=UTC) if isinstance(value, datetime) else None)
+        return (
+            value.astimezone(UTC)
+            if isinstance(value, datetime) and value.tzinfo
+            else (value.replace(tzinfo=UTC) if isinstance(value, datetime) else None)
+        )
     try:
         dt = datetime.fromisoformat(str(value))
     except ValueError as exc:
@@ -112,26 +122,38 @@ def coverage(lake: Lake, symbols: list[str], timeframes: list[str]) -> pl.DataFr
             pl.col("ts").min().alias("first_ts"),
             pl.col("ts").max().alias("last_ts"),
             pl.len().alias("rows"),
-            pl.col("ts").filter(~pl.col("is_final").fill_null(True)).min()
+            pl.col("ts")
+            .filter(~pl.col("is_final").fill_null(True))
+            .min()
             .alias("first_provisional"),
         )
         .collect()
     )
 
 
-def _segments(settings: Settings, req: SyncRequest, instruments: pl.DataFrame
-              ) -> list[tuple[SegmentSettings, pl.DataFrame]]:
+def _segments(
+    settings: Settings, req: SyncRequest, instruments: pl.DataFrame
+) -> list[tuple[SegmentSettings, pl.DataFrame]]:
     out = []
     if req.segments:
         for name in req.segments:
             seg = settings.segments.get(name)
             if seg is None:
                 if name in set(instruments.get_column("asset_type").to_list()) or name in (
-                        "equity", "etf", "index", "crypto", "fx", "future", "option"):
+                    "equity",
+                    "etf",
+                    "index",
+                    "crypto",
+                    "fx",
+                    "future",
+                    "option",
+                ):
                     seg = SegmentSettings(name=name, asset_types=(name,))
                 else:
-                    known = sorted(set(settings.segments) |
-                                   set(instruments.get_column("asset_type").unique().to_list()))
+                    known = sorted(
+                        set(settings.segments)
+                        | set(instruments.get_column("asset_type").unique().to_list())
+                    )
                     raise ConfigError(f"unknown segment {name!r}; known: {', '.join(known)}")
             sel = instruments
             if seg.asset_types:
@@ -146,8 +168,9 @@ def _segments(settings: Settings, req: SyncRequest, instruments: pl.DataFrame
     return out
 
 
-def split_range(start: datetime, end: datetime, width: timedelta | None
-            ) -> tuple[tuple[datetime, datetime], ...]:
+def split_range(
+    start: datetime, end: datetime, width: timedelta | None
+) -> tuple[tuple[datetime, datetime], ...]:
     if width is None or end - start <= width:
         return ((start, end),)
     out = []
@@ -183,16 +206,22 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
         return []
     segs = _segments(settings, req, instruments)
     if req.limit is not None:
-        keep = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})[:req.limit]
+        keep = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})[: req.limit]
         segs = [(seg, f.filter(pl.col("symbol").is_in(keep))) for seg, f in segs]
 
     all_symbols = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})
     all_tfs = sorted({tf for seg, _ in segs for tf in (req.timeframes or seg.timeframes)})
-    cov = {(r["symbol"], r["timeframe"]): r for r in
-           coverage(lake, all_symbols, all_tfs).iter_rows(named=True)}
-    status = {(r["segment"], r["symbol"], r["timeframe"], r["kind"]): r for r in
-              lake.scan("sync_status").filter(pl.col("symbol").is_in(all_symbols))
-              .collect().iter_rows(named=True)}
+    cov = {
+        (r["symbol"], r["timeframe"]): r
+        for r in coverage(lake, all_symbols, all_tfs).iter_rows(named=True)
+    }
+    status = {
+        (r["segment"], r["symbol"], r["timeframe"], r["kind"]): r
+        for r in lake.scan("sync_status")
+        .filter(pl.col("symbol").is_in(all_symbols))
+        .collect()
+        .iter_rows(named=True)
+    }
     stale_before = now - timedelta(hours=settings.stale_after_hours)
 
     units: list[Unit] = []
@@ -208,34 +237,78 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
                     continue
                 if kind != "ohlcv":
                     st = status.get((seg.name, row["symbol"], NO_TIMEFRAME, kind))
-                    fresh = st and st["status"] == "ok" and st["last_success_at"] and \
-                        st["last_success_at"] >= stale_before
+                    fresh = (
+                        st
+                        and st["status"] == "ok"
+                        and st["last_success_at"]
+                        and st["last_success_at"] >= stale_before
+                    )
                     if req.scope == "never" and st and st["last_success_at"]:
                         continue
                     if fresh and not req.force:
                         continue
-                    start = req.start or parse_when(seg.start, "segment start") or \
-                        now - DEFAULT_LOOKBACK["1D"]
-                    units.append(Unit(seg.name, row["symbol"], NO_TIMEFRAME, kind, pname,
-                                      "forced" if req.force else ("refresh" if st else "never"),
-                                      ((start, end),), None, psym, row))
+                    start = (
+                        req.start
+                        or parse_when(seg.start, "segment start")
+                        or now - DEFAULT_LOOKBACK["1D"]
+                    )
+                    units.append(
+                        Unit(
+                            seg.name,
+                            row["symbol"],
+                            NO_TIMEFRAME,
+                            kind,
+                            pname,
+                            "forced" if req.force else ("refresh" if st else "never"),
+                            ((start, end),),
+                            None,
+                            psym,
+                            row,
+                        )
+                    )
                     continue
                 for tf in seg_tfs:
                     fetch_tf = tfs.source_for(tf, caps.timeframes)
                     if fetch_tf is None:
                         continue
-                    u = _plan_bars(seg.name, row, tf, fetch_tf, pname, psym, caps, req, settings,
-                                   cov.get((row["symbol"], tf)),
-                                   status.get((seg.name, row["symbol"], tf, "ohlcv")),
-                                   end, now, stale_before)
+                    u = _plan_bars(
+                        seg.name,
+                        row,
+                        tf,
+                        fetch_tf,
+                        pname,
+                        psym,
+                        caps,
+                        req,
+                        settings,
+                        cov.get((row["symbol"], tf)),
+                        status.get((seg.name, row["symbol"], tf, "ohlcv")),
+                        end,
+                        now,
+                        stale_before,
+                    )
                     if u is not None:
                         units.append(u)
     units.sort(key=lambda u: (u.symbol, u.timeframe, u.kind))
     return units
 
 
-def _plan_bars(segment, row, tf, fetch_tf, pname, psym, caps, req: SyncRequest,
-               settings: Settings, cov, st, end, now, stale_before) -> Unit | None:
+def _plan_bars(
+    segment,
+    row,
+    tf,
+    fetch_tf,
+    pname,
+    psym,
+    caps,
+    req: SyncRequest,
+    settings: Settings,
+    cov,
+    st,
+    end,
+    now,
+    stale_before,
+) -> Unit | None:
     lookback = DEFAULT_LOOKBACK[tf]
     start = req.start or parse_when(None, "") or end - lookback
     hist = caps.history.get(fetch_tf)
@@ -247,8 +320,14 @@ def _plan_bars(segment, row, tf, fetch_tf, pname, psym, caps, req: SyncRequest,
     if req.force or cov is None:
         if req.scope == "stale" and cov is not None and cov["last_ts"] >= stale_before:
             return None
-        if cov is None and st is not None and st.get("checked_from") is not None \
-                and st["checked_from"] <= start and st["status"] == "ok" and not req.force:
+        if (
+            cov is None
+            and st is not None
+            and st.get("checked_from") is not None
+            and st["checked_from"] <= start
+            and st["status"] == "ok"
+            and not req.force
+        ):
             # asked before and the provider had nothing: only the tail can be new
             start = max(start, tfs.floor(st["last_attempt_at"] or start, tf))
         reason = "forced" if req.force else "never synced"
@@ -277,10 +356,30 @@ def _plan_bars(segment, row, tf, fetch_tf, pname, psym, caps, req: SyncRequest,
     unit_chunks: list[tuple[datetime, datetime]] = []
     for s, e in chunks:
         unit_chunks.extend(split_range(s, e, caps.max_range.get(fetch_tf)))
-    return Unit(segment, row["symbol"], tf, "ohlcv", pname, "+".join(dict.fromkeys(reason)),
-                tuple(unit_chunks), fetch_tf, psym, row)
+    return Unit(
+        segment,
+        row["symbol"],
+        tf,
+        "ohlcv",
+        pname,
+        "+".join(dict.fromkeys(reason)),
+        tuple(unit_chunks),
+        fetch_tf,
+        psym,
+        row,
+    )
 
 
 def _unit(segment, row, tf, fetch_tf, pname, psym, caps, reason, start, end) -> Unit:
-    return Unit(segment, row["symbol"], tf, "ohlcv", pname, reason,
-                split_range(start, end, caps.max_range.get(fetch_tf)), fetch_tf, psym, row)
+    return Unit(
+        segment,
+        row["symbol"],
+        tf,
+        "ohlcv",
+        pname,
+        reason,
+        split_range(start, end, caps.max_range.get(fetch_tf)),
+        fetch_tf,
+        psym,
+        row,
+    )

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pipeline.config import Settings
-from pipeline.errors import (
+from marketlake.errors import (
     ConfigError,
     ConnectionConfigError,
     LoadError,
@@ -33,8 +32,9 @@ from pipeline.errors import (
     Transient,
     TransientLoadError,
 )
-from pipeline.redact import redact
-from sql import list_sql, load_sql
+from marketlake.pipeline.config import Settings
+from marketlake.pipeline.redact import redact
+from marketlake.sql import list_sql, load_sql
 
 log = logging.getLogger("marketlake.postgres")
 

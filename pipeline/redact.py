@@ -6,7 +6,10 @@ import re
 
 _PATTERNS = [
     # scheme://user:password@host  -> scheme://user:***@host
-    (re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<post>@)"), "***"),
+    (
+        re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<post>@)"),
+        "***",
+    ),
     # password=..., apikey=..., token=... in DSNs, query strings and headers
     (
         re.compile(

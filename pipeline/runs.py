@@ -12,8 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from lake.store import Lake, WriteResult
-from pipeline.redact import redact
+from marketlake.lake.store import Lake, WriteResult
+from marketlake.pipeline.redact import redact
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -53,10 +53,17 @@ class StageResult:
             "run_id": self.run_id,
             "stage": self.stage,
             "status": self.status,
-            "tasks": {"ok": self.tasks_ok, "failed": self.tasks_failed,
-                      "skipped": self.tasks_skipped},
-            "rows": {"inserted": self.inserted, "updated": self.updated,
-                     "unchanged": self.unchanged, "quarantined": self.quarantined},
+            "tasks": {
+                "ok": self.tasks_ok,
+                "failed": self.tasks_failed,
+                "skipped": self.tasks_skipped,
+            },
+            "rows": {
+                "inserted": self.inserted,
+                "updated": self.updated,
+                "unchanged": self.unchanged,
+                "quarantined": self.quarantined,
+            },
             "duration_seconds": round(self.duration_seconds, 3),
             "errors": list(self.errors),
         }
@@ -67,8 +74,9 @@ class StageResult:
 class TaskLog:
     """Collects ``sync_logs`` rows for one run and writes them to the lake in one commit."""
 
-    def __init__(self, run_id: str, stage: str, trigger: str = "cli",
-                 secrets_: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, run_id: str, stage: str, trigger: str = "cli", secrets_: tuple[str, ...] = ()
+    ) -> None:
         self.run_id = run_id
         self.stage = stage
         self.trigger = trigger
@@ -109,11 +117,17 @@ class TaskLog:
         much cheaper than a MERGE)."""
         if not self.rows:
             return WriteResult("sync_logs")
-        frame = pl.DataFrame(self.rows, schema_overrides={
-            "started_at": pl.Datetime("us", "UTC"), "completed_at": pl.Datetime("us", "UTC")})
+        frame = pl.DataFrame(
+            self.rows,
+            schema_overrides={
+                "started_at": pl.Datetime("us", "UTC"),
+                "completed_at": pl.Datetime("us", "UTC"),
+            },
+        )
         self.rows = []
-        return lake.upsert("sync_logs", frame, run_id=self.run_id, stage=self.stage,
-                           assume_new=assume_new)
+        return lake.upsert(
+            "sync_logs", frame, run_id=self.run_id, stage=self.stage, assume_new=assume_new
+        )
 
 
 class Stopwatch:

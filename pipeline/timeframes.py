@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from lake.tables import INTRADAY, TIMEFRAMES
-from pipeline.errors import ConfigError
+from marketlake.errors import ConfigError
+from marketlake.lake.tables import INTRADAY, TIMEFRAMES
 
 DURATION: dict[str, timedelta] = {
     "1m": timedelta(minutes=1),

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import polars as pl
 
-from lake.store import Lake, WriteResult
-from lake.tables import ASSET_TYPES
-from pipeline.errors import UnknownSymbolError, ValidationError
-from pipeline.runs import utcnow
+from marketlake.errors import UnknownSymbolError, ValidationError
+from marketlake.lake.store import Lake, WriteResult
+from marketlake.lake.tables import ASSET_TYPES
+from marketlake.pipeline.runs import utcnow
 
 DEFAULT_PROVIDER = {
     "equity": "yahoo",
@@ -77,6 +77,7 @@ def _normalise(frame: pl.DataFrame, source: str) -> pl.DataFrame:
 def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
     """Fill defaults (asset type, ETF flag, provider, timezone) for an instruments frame."""
     n = rows.height
+
     def col(name: str, default=None) -> pl.Series:
         if name in rows.columns:
             return rows.get_column(name)
@@ -87,33 +88,50 @@ def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
     if bad:
         raise ValidationError(f"unknown asset type(s) {bad}; valid: {', '.join(ASSET_TYPES)}")
     etf_raw = col("is_etf")
-    is_etf = (etf_raw.cast(pl.String).str.to_lowercase().is_in(list(_TRUE)).fill_null(False)
-              | (asset == "etf"))
+    is_etf = etf_raw.cast(pl.String).str.to_lowercase().is_in(list(_TRUE)).fill_null(False) | (
+        asset == "etf"
+    )
     provider = col("provider")
-    provider = pl.Series([p if p else DEFAULT_PROVIDER[a] for p, a in
-                          zip(provider.to_list(), asset.to_list(), strict=True)], dtype=pl.String)
+    provider = pl.Series(
+        [
+            p if p else DEFAULT_PROVIDER[a]
+            for p, a in zip(provider.to_list(), asset.to_list(), strict=True)
+        ],
+        dtype=pl.String,
+    )
     now = utcnow()
-    return pl.DataFrame({
-        "symbol": rows.get_column("symbol"),
-        "name": col("name"),
-        "asset_type": asset,
-        "exchange": col("exchange"),
-        "timezone": col("timezone").fill_null(
-            pl.Series([("UTC" if a == "crypto" else "America/New_York")
-                       for a in asset.to_list()], dtype=pl.String)),
-        "currency": col("currency"),
-        "sector": col("sector"),
-        "industry": col("industry"),
-        "is_etf": is_etf,
-        "active": pl.Series([True] * n),
-        "provider": provider,
-        "provider_symbols": col("provider_symbols").fill_null("{}"),
-        "updated_at": pl.Series([now] * n, dtype=pl.Datetime("us", "UTC")),
-    })
+    return pl.DataFrame(
+        {
+            "symbol": rows.get_column("symbol"),
+            "name": col("name"),
+            "asset_type": asset,
+            "exchange": col("exchange"),
+            "timezone": col("timezone").fill_null(
+                pl.Series(
+                    [("UTC" if a == "crypto" else "America/New_York") for a in asset.to_list()],
+                    dtype=pl.String,
+                )
+            ),
+            "currency": col("currency"),
+            "sector": col("sector"),
+            "industry": col("industry"),
+            "is_etf": is_etf,
+            "active": pl.Series([True] * n),
+            "provider": provider,
+            "provider_symbols": col("provider_symbols").fill_null("{}"),
+            "updated_at": pl.Series([now] * n, dtype=pl.Datetime("us", "UTC")),
+        }
+    )
 
 
-def import_csv(lake: Lake, path: Path, *, run_id: str, asset_type: str | None = None,
-               provider: str | None = None) -> tuple[WriteResult, list[str]]:
+def import_csv(
+    lake: Lake,
+    path: Path,
+    *,
+    run_id: str,
+    asset_type: str | None = None,
+    provider: str | None = None,
+) -> tuple[WriteResult, list[str]]:
     """Upsert the instruments listed in a CSV; returns the write and one line per bad row."""
     if path.is_file() and path.stat().st_size == 0:
         raise ValidationError(f"{path}: empty file (no instruments)")
@@ -149,16 +167,22 @@ def import_csv(lake: Lake, path: Path, *, run_id: str, asset_type: str | None = 
 def add(lake: Lake, symbol: str, *, run_id: str, **fields: object) -> WriteResult:
     """Add or update one instrument."""
     row = {"symbol": check_symbol(symbol)}
-    row.update({k: (None if v is None else str(v)) for k, v in fields.items()
-                if k != "provider_symbols"})
+    row.update(
+        {k: (None if v is None else str(v)) for k, v in fields.items() if k != "provider_symbols"}
+    )
     if fields.get("provider_symbols"):
         row["provider_symbols"] = json.dumps(fields["provider_symbols"])
     frame = instruments_frame(pl.DataFrame([row], schema={k: pl.String for k in row}), run_id)
     return lake.upsert("instruments", frame, run_id=run_id, stage="universe")
 
 
-def load(lake: Lake, *, symbols: list[str] | None = None, asset_types: list[str] | None = None,
-         active_only: bool = True) -> pl.DataFrame:
+def load(
+    lake: Lake,
+    *,
+    symbols: list[str] | None = None,
+    asset_types: list[str] | None = None,
+    active_only: bool = True,
+) -> pl.DataFrame:
     """The universe (optionally filtered); unknown ``symbols`` raise UnknownSymbolError."""
     frame = lake.read("instruments")
     if active_only and "active" in frame.columns:

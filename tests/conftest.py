@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests_helpers import fixtures_dir, in_ci, require
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("MARKETLAKE_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -25,10 +25,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def provider_fixtures() -> Path:
-    path = FIXTURES / "providers"
-    if not path.is_dir():
-        pytest.skip(f"recorded provider responses not found at {path}")
-    return path
+    return require(fixtures_dir() / "providers", "recorded provider responses")
 
 
 def _pg_available(dsn: str) -> str | None:
@@ -49,7 +46,7 @@ def pg_server_dsn() -> str:
     why = _pg_available(dsn)
     if why is not None:
         msg = f"PostgreSQL not reachable at MARKETLAKE_TEST_DSN ({why})"
-        if os.environ.get("MARKETLAKE_REQUIRE_POSTGRES") == "1":
+        if os.environ.get("MARKETLAKE_REQUIRE_POSTGRES") == "1" or in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
     return dsn
@@ -67,3 +64,13 @@ def pg_dsn(pg_server_dsn: str):
     yield pg_server_dsn, schema
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI a skipped test is a failed run: a missing fixture, server or browser never
+    passes unnoticed."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if in_ci() and skipped and session.exitstatus == 0:
+        reporter.write_line(f"CI: {skipped} test(s) skipped; failing the run", red=True)
+        session.exitstatus = 1

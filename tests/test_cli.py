@@ -10,12 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from marketlake.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-SYMS = ["../../etc/passwd", "AAA", "BRK.B", "BTC/IDR", "NSE_INDEX|Nifty 50",
-        "x'; DROP TABLE ohlcv;--"]
+SYMS = [
+    "../../etc/passwd",
+    "AAA",
+    "BRK.B",
+    "BTC/IDR",
+    "NSE_INDEX|Nifty 50",
+    "x'; DROP TABLE ohlcv;--",
+]
 ENV = {"MARKETLAKE_NOW": "2026-11-20T18:00:00+00:00"}
 
 
@@ -57,25 +63,32 @@ def test_readme_commands_are_the_ci_commands():
 
 def test_universe_sync_status_logs_query_export(home, tmp_path):
     csv = tmp_path / "u.csv"
-    csv.write_text("symbol,name\nAAA,Alpha\nBRK.B,Berkshire\nx'; DROP TABLE ohlcv;--,Evil\n"
-                   "../../etc/passwd,Path\nNSE_INDEX|Nifty 50,Index\n")
+    csv.write_text(
+        "symbol,name\nAAA,Alpha\nBRK.B,Berkshire\nx'; DROP TABLE ohlcv;--,Evil\n"
+        "../../etc/passwd,Path\nNSE_INDEX|Nifty 50,Index\n"
+    )
     r = run(home, "universe", "import", str(csv), "--provider", "synthetic")
     assert r.exit_code == 0, r.output
-    r = run(home, "universe", "add", "BTC/IDR", "--asset-type", "crypto",
-            "--provider", "synthetic")
+    r = run(home, "universe", "add", "BTC/IDR", "--asset-type", "crypto", "--provider", "synthetic")
     assert r.exit_code == 0, r.output
     r = run(home, "universe", "list", "--json")
     assert {row["symbol"] for row in last_json(r)} == set(SYMS)
     r = run(home, "sync", "--dry-run", "--json", "--start", "2026-06-01")
     plan = last_json(r)
     assert r.exit_code == 0 and len(plan["tasks"]) == len(SYMS)
-    assert set(plan["tasks"][0]) >= {"symbol", "timeframe", "kind", "start", "end", "provider",
-                                     "reason"}
+    assert set(plan["tasks"][0]) >= {
+        "symbol",
+        "timeframe",
+        "kind",
+        "start",
+        "end",
+        "provider",
+        "reason",
+    }
     r = run(home, "sync", "--json", "--start", "2026-06-01")
     res = last_json(r)
     assert r.exit_code == 0 and res["status"] == "ok" and res["rows"]["inserted"] > 400
-    assert set(res) >= {"run_id", "stage", "status", "tasks", "rows", "duration_seconds",
-                        "errors"}
+    assert set(res) >= {"run_id", "stage", "status", "tasks", "rows", "duration_seconds", "errors"}
     r = run(home, "sync", "--json", "--start", "2026-06-01")
     again = last_json(r)
     assert again["rows"]["inserted"] == 0 and again["rows"]["updated"] == 0
@@ -84,8 +97,13 @@ def test_universe_sync_status_logs_query_export(home, tmp_path):
     assert seg[("equity", "1D")]["symbols"] == 5 and seg[("crypto", "1D")]["failed"] == 0
     r = run(home, "logs", "--json", "--task", "BRK.B")
     assert all("BRK.B" in row["task_name"] for row in last_json(r)) and r.exit_code == 0
-    r = run(home, "query", "SELECT symbol, count(*) AS n FROM ohlcv GROUP BY 1 ORDER BY 1",
-            "--format", "json")
+    r = run(
+        home,
+        "query",
+        "SELECT symbol, count(*) AS n FROM ohlcv GROUP BY 1 ORDER BY 1",
+        "--format",
+        "json",
+    )
     rows = last_json(r)
     assert [x["symbol"] for x in rows] == sorted(SYMS)
     r = run(home, "query", "SELECT symbol FROM ohlcv LIMIT 1", "--format", "csv")

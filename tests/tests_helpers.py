@@ -1,17 +1,52 @@
-"""Small builders shared by tests."""
+"""Small builders shared by tests, and the one place that finds the recorded fixtures."""
 
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
+import pytest
 
-from lake.tables import period_expr
+from marketlake.lake.tables import period_expr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixtures_dir() -> Path:
+    """``$MARKETLAKE_FIXTURES``, else ``../shared/fixtures`` beside the checkout."""
+    return Path(os.environ.get("MARKETLAKE_FIXTURES") or ROOT.parent / "shared" / "fixtures")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(path: Path, what: str) -> Path:
+    """``path`` if it exists; otherwise skip locally, but fail under CI (never a silent skip)."""
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path} (set MARKETLAKE_FIXTURES)"
+    if in_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)
 
 
 def bars(symbols, days=3, start=datetime(2024, 1, 1, tzinfo=UTC), close=1.0, tf="1D"):
     rows = []
     for s in symbols:
         for d in range(days):
-            rows.append({"symbol": s, "timeframe": tf, "ts": start + timedelta(days=d),
-                         "open": close, "high": close + 1, "low": close, "close": close,
-                         "volume": 10.0, "provider": "t", "is_final": True})
+            rows.append(
+                {
+                    "symbol": s,
+                    "timeframe": tf,
+                    "ts": start + timedelta(days=d),
+                    "open": close,
+                    "high": close + 1,
+                    "low": close,
+                    "close": close,
+                    "volume": 10.0,
+                    "provider": "t",
+                    "is_final": True,
+                }
+            )
     return pl.DataFrame(rows).with_columns(period_expr())

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.config import ProviderSettings
+from marketlake.pipeline.config import ProviderSettings
 
 KINDS = ("ohlcv", "actions", "profile", "fundamentals", "market")
 
@@ -174,14 +174,14 @@ class Provider(ABC):  # noqa: B024 - a base with optional methods, not all abstr
 
 
 _REGISTRY: dict[str, str] = {
-    "synthetic": "pipeline.providers.synthetic:SyntheticProvider",
-    "files": "pipeline.providers.files:FilesProvider",
-    "fake": "pipeline.providers.fake:FakeProvider",
-    "yahoo": "pipeline.providers.yahoo:YahooProvider",
-    "coingecko": "pipeline.providers.coingecko:CoinGeckoProvider",
-    "indodax": "pipeline.providers.indodax:IndodaxProvider",
-    "upstox": "pipeline.providers.upstox:UpstoxProvider",
-    "fmp": "pipeline.providers.fmp:FmpProvider",
+    "synthetic": "marketlake.pipeline.providers.synthetic:SyntheticProvider",
+    "files": "marketlake.pipeline.providers.files:FilesProvider",
+    "fake": "marketlake.pipeline.providers.fake:FakeProvider",
+    "yahoo": "marketlake.pipeline.providers.yahoo:YahooProvider",
+    "coingecko": "marketlake.pipeline.providers.coingecko:CoinGeckoProvider",
+    "indodax": "marketlake.pipeline.providers.indodax:IndodaxProvider",
+    "upstox": "marketlake.pipeline.providers.upstox:UpstoxProvider",
+    "fmp": "marketlake.pipeline.providers.fmp:FmpProvider",
 }
 
 
@@ -189,7 +189,7 @@ def provider_class(name: str) -> type[Provider]:
     """The provider class registered under ``name``."""
     from importlib import import_module
 
-    from pipeline.errors import ConfigError
+    from marketlake.errors import ConfigError
 
     target = _REGISTRY.get(name)
     if target is None:

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from lake.atomic import atomic_write_bytes
-from lake.paths import media_path
-from pipeline.errors import BadResponseError, InvalidSymbolError, ProviderError
-from pipeline.providers.base import Capabilities, Provider, profile_row
-from pipeline.providers.http import HttpClient, limiter_clock, with_origin
-from pipeline.providers.symbols import path_segment, provider_symbol
+from marketlake.errors import BadResponseError, InvalidSymbolError, ProviderError
+from marketlake.lake.atomic import atomic_write_bytes
+from marketlake.lake.paths import media_path
+from marketlake.pipeline.providers.base import Capabilities, Provider, profile_row
+from marketlake.pipeline.providers.http import HttpClient, limiter_clock, with_origin
+from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
 
 log = logging.getLogger("marketlake.providers.coingecko")
 

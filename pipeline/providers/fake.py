@@ -13,14 +13,14 @@ from collections import Counter
 
 import polars as pl
 
-from pipeline.errors import (
+from marketlake.errors import (
     AuthError,
     BadResponseError,
     InvalidSymbolError,
     TransientProviderError,
 )
-from pipeline.providers.base import FetchRequest
-from pipeline.providers.synthetic import SyntheticProvider
+from marketlake.pipeline.providers.base import FetchRequest
+from marketlake.pipeline.providers.synthetic import SyntheticProvider
 
 
 class FakeProvider(SyntheticProvider):
@@ -53,9 +53,13 @@ class FakeProvider(SyntheticProvider):
         out = super().fetch_ohlcv(request)
         if mode == "corrupt" and out.height:
             out = out.with_columns(
-                pl.when(pl.int_range(pl.len()) == 0).then(-1.0).otherwise(pl.col("low"))
+                pl.when(pl.int_range(pl.len()) == 0)
+                .then(-1.0)
+                .otherwise(pl.col("low"))
                 .alias("low"),
-                pl.when(pl.int_range(pl.len()) == 1).then(float("nan"))
-                .otherwise(pl.col("close")).alias("close"),
+                pl.when(pl.int_range(pl.len()) == 1)
+                .then(float("nan"))
+                .otherwise(pl.col("close"))
+                .alias("close"),
             )
         return out

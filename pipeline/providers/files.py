@@ -16,8 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.errors import ConfigError, InvalidSymbolError, ValidationError
-from pipeline.providers.base import OHLCV_SCHEMA, Capabilities, FetchRequest, Provider
+from marketlake.errors import ConfigError, InvalidSymbolError, ValidationError
+from marketlake.pipeline.providers.base import OHLCV_SCHEMA, Capabilities, FetchRequest, Provider
 
 REQUIRED = ("ts", "open", "high", "low", "close")
 _DEFAULT_NAMES = {
@@ -59,8 +59,11 @@ class FilesProvider(Provider):
         if self.path.is_file():
             return [self.path]
         if self.path.is_dir():
-            return sorted(p for p in self.path.iterdir()
-                          if p.suffix.lower() in (".csv", ".parquet") and p.is_file())
+            return sorted(
+                p
+                for p in self.path.iterdir()
+                if p.suffix.lower() in (".csv", ".parquet") and p.is_file()
+            )
         raise ConfigError(f"files provider: {self.path} does not exist")
 
     def _column(self, frame: pl.DataFrame, target: str) -> str | None:
@@ -89,15 +92,15 @@ class FilesProvider(Provider):
         cols = {t: self._column(raw, t) for t in _DEFAULT_NAMES}
         missing = [t for t in REQUIRED if cols[t] is None]
         if missing:
-            raise ValidationError(f"{path.name}: missing column(s) {missing}; "
-                                  f"found {raw.columns}")
+            raise ValidationError(f"{path.name}: missing column(s) {missing}; found {raw.columns}")
         ts = raw.get_column(cols["ts"])
         if ts.dtype == pl.String:
             try:
                 ts = ts.str.to_datetime(time_unit="us")
             except Exception as exc:
-                raise ValidationError(f"{path.name}: cannot parse timestamps in "
-                                      f"{cols['ts']!r}") from exc
+                raise ValidationError(
+                    f"{path.name}: cannot parse timestamps in {cols['ts']!r}"
+                ) from exc
         if ts.dtype == pl.Date:
             ts = ts.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
         elif isinstance(ts.dtype, pl.Datetime):
@@ -105,9 +108,11 @@ class FilesProvider(Provider):
                 if not self.timezone:
                     raise ValidationError(
                         f"{path.name}: timestamps have no timezone; set "
-                        "[providers.files] timezone = \"Area/City\" to import them")
-                ts = ts.dt.replace_time_zone(self.timezone, ambiguous="earliest",
-                                             non_existent="null")
+                        '[providers.files] timezone = "Area/City" to import them'
+                    )
+                ts = ts.dt.replace_time_zone(
+                    self.timezone, ambiguous="earliest", non_existent="null"
+                )
             ts = ts.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
         else:
             raise ValidationError(f"{path.name}: column {cols['ts']!r} is not a timestamp")
@@ -115,11 +120,17 @@ class FilesProvider(Provider):
             sym = raw.get_column(cols["symbol"]).cast(pl.String)
         else:
             sym = pl.Series([self.fixed_symbol or path.stem] * raw.height, dtype=pl.String)
-        out = pl.DataFrame({
-            "symbol": sym, "timeframe": self.timeframe, "ts": ts,
-            **{c: (raw.get_column(cols[c]).cast(pl.Float64, strict=False) if cols[c] else None)
-               for c in ("open", "high", "low", "close", "volume", "adj_close")},
-        }).with_columns(pl.lit(self.name).alias("provider"), pl.lit(True).alias("is_final"))
+        out = pl.DataFrame(
+            {
+                "symbol": sym,
+                "timeframe": self.timeframe,
+                "ts": ts,
+                **{
+                    c: (raw.get_column(cols[c]).cast(pl.Float64, strict=False) if cols[c] else None)
+                    for c in ("open", "high", "low", "close", "volume", "adj_close")
+                },
+            }
+        ).with_columns(pl.lit(self.name).alias("provider"), pl.lit(True).alias("is_final"))
         return out.select([pl.col(c).cast(t) for c, t in OHLCV_SCHEMA.items()])
 
     def _load(self) -> pl.DataFrame:
@@ -130,8 +141,13 @@ class FilesProvider(Provider):
                     try:
                         frames.append(self.read_file(path))
                     except ValidationError as exc:
-                        self._problems.append({"symbol": self.fixed_symbol or "",
-                                               "reason": str(exc), "source": str(path)})
+                        self._problems.append(
+                            {
+                                "symbol": self.fixed_symbol or "",
+                                "reason": str(exc),
+                                "source": str(path),
+                            }
+                        )
                 self._frame = pl.concat(frames) if frames else pl.DataFrame(schema=OHLCV_SCHEMA)
             return self._frame
 
@@ -149,7 +165,11 @@ class FilesProvider(Provider):
             return frame.clear()
         sel = frame.filter(pl.col("symbol") == request.remote_symbol)
         if sel.is_empty() and request.remote_symbol not in set(frame.get_column("symbol")):
-            raise InvalidSymbolError(f"files: no rows for symbol {request.symbol!r} in "
-                                     f"{self.path}", provider=self.name, symbol=request.symbol)
-        return sel.filter((pl.col("ts") >= request.start) & (pl.col("ts") < request.end)
-                          ).with_columns(pl.lit(request.symbol).alias("symbol"))
+            raise InvalidSymbolError(
+                f"files: no rows for symbol {request.symbol!r} in {self.path}",
+                provider=self.name,
+                symbol=request.symbol,
+            )
+        return sel.filter(
+            (pl.col("ts") >= request.start) & (pl.col("ts") < request.end)
+        ).with_columns(pl.lit(request.symbol).alias("symbol"))

@@ -31,8 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from pipeline.config import ProviderSettings
-from pipeline.errors import (
+from marketlake.errors import (
     AuthError,
     BadResponseError,
     InvalidSymbolError,
@@ -40,7 +39,8 @@ from pipeline.errors import (
     TerminalProviderError,
     TransientProviderError,
 )
-from pipeline.redact import redact
+from marketlake.pipeline.config import ProviderSettings
+from marketlake.pipeline.redact import redact
 
 DEFAULT_RETRY_AFTER_S = 10.0
 MAX_RETRY_AFTER_S = 900.0

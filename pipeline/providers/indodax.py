@@ -19,17 +19,17 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.errors import BadResponseError, InvalidSymbolError, TerminalProviderError
-from pipeline.providers.base import (
+from marketlake.errors import BadResponseError, InvalidSymbolError, TerminalProviderError
+from marketlake.pipeline.providers.base import (
     OHLCV_SCHEMA,
     Capabilities,
     FetchRequest,
     Provider,
     empty_ohlcv,
 )
-from pipeline.providers.http import HttpClient, limiter_clock
-from pipeline.providers.symbols import path_segment, provider_symbol
-from pipeline.timeframes import DURATION, floor
+from marketlake.pipeline.providers.http import HttpClient, limiter_clock
+from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
+from marketlake.pipeline.timeframes import DURATION, floor
 
 BASE_URL = "https://indodax.com"
 TF = {"1m": "1", "15m": "15", "30m": "30", "1h": "60", "4h": "240", "1D": "1D", "1W": "1W"}

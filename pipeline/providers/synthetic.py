@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from pipeline.providers.base import (
+from marketlake.pipeline.providers.base import (
     ACTIONS_SCHEMA,
     OHLCV_SCHEMA,
     Capabilities,
@@ -86,7 +86,8 @@ def holidays(year: int) -> frozenset[date]:
     """NYSE-style holidays of ``year`` (fixed-date ones observed on the nearest weekday)."""
     juneteenth = {_observed(date(year, 6, 19))} if year >= 2022 else set()
     return frozenset(
-        juneteenth | {
+        juneteenth
+        | {
             _easter(year) - timedelta(days=2),  # Good Friday
             _observed(date(year, 1, 1)),
             _nth_weekday(year, 1, 0, 3),  # Martin Luther King Jr. Day
@@ -138,8 +139,14 @@ class SyntheticProvider(Provider):
     capabilities = Capabilities(
         kinds=frozenset({"ohlcv", "actions", "profile"}),
         timeframes=("1m", "15m", "30m", "1h", "4h", "1D"),
-        max_range={"1m": timedelta(days=8), "15m": timedelta(days=60), "30m": timedelta(days=60),
-                   "1h": timedelta(days=365), "4h": timedelta(days=365), "1D": None},
+        max_range={
+            "1m": timedelta(days=8),
+            "15m": timedelta(days=60),
+            "30m": timedelta(days=60),
+            "1h": timedelta(days=365),
+            "4h": timedelta(days=365),
+            "1D": None,
+        },
         default_concurrency=2,
         asset_types=frozenset({"equity", "etf", "index", "crypto", "fx", "future"}),
     )
@@ -163,29 +170,30 @@ class SyntheticProvider(Provider):
         last_day = end.date()
         days = self.daily(request.symbol, crypto, last_day)
         if request.timeframe == "1D":
-            out = days.filter(
-                (pl.col("ts") >= request.start) & (pl.col("ts") < end)
-            )
+            out = days.filter((pl.col("ts") >= request.start) & (pl.col("ts") < end))
             close_local = time(0, 0) if crypto else time(16, 0)
             tz = UTC if crypto else NY
             finals = [
-                datetime.combine(d, close_local, tzinfo=tz) + (timedelta(days=1) if crypto
-                                                               else timedelta(0)) <= now
+                datetime.combine(d, close_local, tzinfo=tz)
+                + (timedelta(days=1) if crypto else timedelta(0))
+                <= now
                 for d in out.get_column("date").to_list()
             ]
             out = out.with_columns(pl.Series("is_final", finals, dtype=pl.Boolean))
             return self._finish(out, request)
         return self._intraday(request, days, end, crypto, now)
 
-    def _intraday(self, req: FetchRequest, days: pl.DataFrame, end: datetime, crypto: bool,
-                  now: datetime) -> pl.DataFrame:
+    def _intraday(
+        self, req: FetchRequest, days: pl.DataFrame, end: datetime, crypto: bool, now: datetime
+    ) -> pl.DataFrame:
         step = _MINUTES[req.timeframe]
         first = (req.start - timedelta(days=1)).date()
         sel = days.filter(pl.col("date") >= first)
         pieces = []
         p = _Profile(self.seed, req.symbol, crypto)
-        for d, o, h, lo, c, v in sel.select("date", "open", "high", "low", "close",
-                                           "volume").iter_rows():
+        for d, o, h, lo, c, v in sel.select(
+            "date", "open", "high", "low", "close", "volume"
+        ).iter_rows():
             if crypto:
                 t0 = datetime.combine(d, time(0, 0), tzinfo=UTC)
                 n = 1440
@@ -219,12 +227,20 @@ class SyntheticProvider(Provider):
                 b_vol = np.round(b_vol)
             ts = [t0 + timedelta(minutes=step * i) for i in range(k)]
             bar_end = [min(t + timedelta(minutes=step), t0 + timedelta(minutes=n)) for t in ts]
-            pieces.append(pl.DataFrame({
-                "ts": pl.Series(ts, dtype=pl.Datetime("us", "UTC")),
-                "open": b_open, "high": b_high, "low": b_low, "close": b_close,
-                "volume": b_vol, "adj_close": b_close,
-                "is_final": [e <= now for e in bar_end],
-            }))
+            pieces.append(
+                pl.DataFrame(
+                    {
+                        "ts": pl.Series(ts, dtype=pl.Datetime("us", "UTC")),
+                        "open": b_open,
+                        "high": b_high,
+                        "low": b_low,
+                        "close": b_close,
+                        "volume": b_vol,
+                        "adj_close": b_close,
+                        "is_final": [e <= now for e in bar_end],
+                    }
+                )
+            )
         if not pieces:
             return empty_ohlcv()
         out = pl.concat(pieces).filter((pl.col("ts") >= req.start) & (pl.col("ts") < end))
@@ -243,30 +259,59 @@ class SyntheticProvider(Provider):
         p = _Profile(self.seed, symbol, crypto)
         rows = []
         if p.split_date and start.date() <= p.split_date < end.date():
-            rows.append({"symbol": symbol, "ex_date": p.split_date, "kind": "split",
-                         "ratio": p.split_ratio, "amount": None})
+            rows.append(
+                {
+                    "symbol": symbol,
+                    "ex_date": p.split_date,
+                    "kind": "split",
+                    "ratio": p.split_ratio,
+                    "amount": None,
+                }
+            )
         days = self.daily(symbol, crypto, min(end, self.clock()).date())
         divs = days.filter(pl.col("dividend") > 0)
         for d, amount in divs.select("date", "dividend").iter_rows():
             if start.date() <= d < end.date():
-                rows.append({"symbol": symbol, "ex_date": d, "kind": "dividend", "ratio": None,
-                             "amount": amount})
-        frame = pl.DataFrame(rows, schema={k: v for k, v in ACTIONS_SCHEMA.items()
-                                           if k not in ("currency", "provider")})
-        return frame.with_columns(pl.lit("USD").alias("currency"),
-                                  pl.lit(self.name).alias("provider"))
+                rows.append(
+                    {
+                        "symbol": symbol,
+                        "ex_date": d,
+                        "kind": "dividend",
+                        "ratio": None,
+                        "amount": amount,
+                    }
+                )
+        frame = pl.DataFrame(
+            rows,
+            schema={k: v for k, v in ACTIONS_SCHEMA.items() if k not in ("currency", "provider")},
+        )
+        return frame.with_columns(
+            pl.lit("USD").alias("currency"), pl.lit(self.name).alias("provider")
+        )
 
     def fetch_profile(self, symbol, instrument) -> pl.DataFrame:
         p = _Profile(self.seed, symbol, is_crypto(symbol, instrument))
-        sectors = ["Technology", "Health Care", "Financials", "Energy", "Industrials",
-                   "Consumer Discretionary", "Utilities", "Materials"]
+        sectors = [
+            "Technology",
+            "Health Care",
+            "Financials",
+            "Energy",
+            "Industrials",
+            "Consumer Discretionary",
+            "Utilities",
+            "Materials",
+        ]
         sector = "Digital Assets" if p.crypto else sectors[p.h % len(sectors)]
         return profile_row(
-            symbol=symbol, provider=self.name,
+            symbol=symbol,
+            provider=self.name,
             name=instrument.get("name") or f"{symbol} Synthetic",
             description=f"Synthetic instrument {symbol} (seed {self.seed}).",
-            sector=sector, industry=sector + " (synthetic)", country="US",
-            market_cap=p.price0 * p.volume0 * 50.0, fetched_at=self.clock(),
+            sector=sector,
+            industry=sector + " (synthetic)",
+            country="US",
+            market_cap=p.price0 * p.volume0 * 50.0,
+            fetched_at=self.clock(),
         )
 
 
@@ -318,11 +363,18 @@ def _daily_path(seed: int, symbol: str, crypto: bool, last_year: int) -> pl.Data
     factor = np.where(dividend > 0, 1.0 - dividend / prev, 1.0)
     adj = np.cumprod(factor[::-1])[::-1]
     adj = np.concatenate([adj[1:], [1.0]])
-    return pl.DataFrame({
-        "date": darr.astype("datetime64[D]"),
-        "open": open_, "high": high, "low": low, "close": close, "volume": volume,
-        "adj_close": close * adj, "dividend": dividend,
-    }).with_columns(
+    return pl.DataFrame(
+        {
+            "date": darr.astype("datetime64[D]"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+            "adj_close": close * adj,
+            "dividend": dividend,
+        }
+    ).with_columns(
         pl.col("date").cast(pl.Date),
         pl.col("date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("ts"),
     )

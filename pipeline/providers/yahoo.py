@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.errors import (
+from marketlake.errors import (
     AuthError,
     BadResponseError,
     ConfigError,
@@ -37,12 +37,18 @@ from pipeline.errors import (
     TerminalProviderError,
     TransientProviderError,
 )
-from pipeline.providers import yahoo_fundamentals as yfund
-from pipeline.providers import yfbridge
-from pipeline.providers.base import KINDS, Capabilities, FetchRequest, Provider, profile_row
-from pipeline.providers.http import HttpClient, limiter_clock, retry_after_seconds
-from pipeline.providers.symbols import path_segment, provider_symbol
-from pipeline.providers.yahoo_chart import INTERVALS, parse_bars, parse_events
+from marketlake.pipeline.providers import yahoo_fundamentals as yfund
+from marketlake.pipeline.providers import yfbridge
+from marketlake.pipeline.providers.base import (
+    KINDS,
+    Capabilities,
+    FetchRequest,
+    Provider,
+    profile_row,
+)
+from marketlake.pipeline.providers.http import HttpClient, limiter_clock, retry_after_seconds
+from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
+from marketlake.pipeline.providers.yahoo_chart import INTERVALS, parse_bars, parse_events
 
 log = logging.getLogger("marketlake.providers.yahoo")
 

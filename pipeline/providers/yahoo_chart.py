@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from pipeline.errors import BadResponseError, InvalidSymbolError, TerminalProviderError
-from pipeline.providers.base import ACTIONS_SCHEMA, empty_actions, empty_ohlcv
-from pipeline.timeframes import DURATION
+from marketlake.errors import BadResponseError, InvalidSymbolError, TerminalProviderError
+from marketlake.pipeline.providers.base import ACTIONS_SCHEMA, empty_actions, empty_ohlcv
+from marketlake.pipeline.timeframes import DURATION
 
 INTERVALS = {"1m": "1m", "15m": "15m", "30m": "30m", "1h": "1h", "1D": "1d", "1W": "1wk"}
 _DAILY = {"1D", "1W"}

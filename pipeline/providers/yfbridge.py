@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from pipeline.errors import TerminalProviderError
-from pipeline.providers.http import HttpClient, with_origin
+from marketlake.errors import TerminalProviderError
+from marketlake.pipeline.providers.http import HttpClient, with_origin
 
 _local = threading.local()
 _install_lock = threading.Lock()

@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import polars as pl
 
-from lake.store import Lake
-from lake.tables import period_expr
-from pipeline import timeframes as tfs
-from pipeline.config import Settings
-from pipeline.errors import ConfigError, LakeError
-from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.errors import ConfigError, LakeError
+from marketlake.lake.store import Lake
+from marketlake.lake.tables import period_expr
+from marketlake.pipeline import timeframes as tfs
+from marketlake.pipeline.config import Settings
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
@@ -60,7 +60,7 @@ def run_compute(
     trigger: str = "cli",
 ) -> StageResult:
     """Recompute indicators where bars changed and merge the rows that differ."""
-    import kernels
+    from marketlake import kernels
 
     progress = progress or (lambda *a, **k: None)
     watch = Stopwatch()
@@ -86,65 +86,118 @@ def run_compute(
     if symbols:
         todo = todo.filter(pl.col("symbol").is_in(symbols))
     todo = todo.sort("timeframe", "symbol")
-    tz = {r[0]: r[1] or "UTC" for r in lake.read("instruments").select("symbol", "timezone")
-          .iter_rows()}
+    tz = {
+        r[0]: r[1] or "UTC"
+        for r in lake.read("instruments").select("symbol", "timezone").iter_rows()
+    }
     totals = {"inserted": 0, "updated": 0, "unchanged": 0}
     ok = failed = 0
     errors: list[str] = []
     progress("start", total=todo.height)
     groups = todo.group_by("timeframe", maintain_order=True).agg(pl.col("symbol"))
-    batches = [(tf, syms[i:i + BATCH_SYMBOLS]) for tf, syms in groups.iter_rows()
-               for i in range(0, len(syms), BATCH_SYMBOLS)]
+    batches = [
+        (tf, syms[i : i + BATCH_SYMBOLS])
+        for tf, syms in groups.iter_rows()
+        for i in range(0, len(syms), BATCH_SYMBOLS)
+    ]
     for n, (tf, syms) in enumerate(batches):
         started = utcnow()
         try:
-            res = _batch(lake, series, tf, syms, indicators, columns, tz, run_id,
-                         last=n == len(batches) - 1, upto=upto)
+            res = _batch(
+                lake,
+                series,
+                tf,
+                syms,
+                indicators,
+                columns,
+                tz,
+                run_id,
+                last=n == len(batches) - 1,
+                upto=upto,
+            )
             for k in totals:
                 totals[k] += res[k]
             ok += len(syms)
-            log.add(f"compute:{tf}:{len(syms)} symbols", status="success",
-                    rows_updated=res["inserted"] + res["updated"], started_at=started,
-                    metadata={"symbols": len(syms), **res})
+            log.add(
+                f"compute:{tf}:{len(syms)} symbols",
+                status="success",
+                rows_updated=res["inserted"] + res["updated"],
+                started_at=started,
+                metadata={"symbols": len(syms), **res},
+            )
         except (LakeError, ValueError) as exc:
             failed += len(syms)
             errors.append(f"{tf} {syms[0]}..: {exc}")
-            log.add(f"compute:{tf}:{len(syms)} symbols", status="failed", error=str(exc),
-                    started_at=started)
+            log.add(
+                f"compute:{tf}:{len(syms)} symbols",
+                status="failed",
+                error=str(exc),
+                started_at=started,
+            )
         progress("advance", advance=len(syms), symbol=f"{tf}", rows=0)
     if not batches and since is not None and since < upto and not failed:
         lake.mark("indicators", run_id=run_id, stage="compute", metadata={WATERMARK: str(upto)})
     log.flush(lake)
-    return StageResult(run_id, "compute", tasks_ok=ok, tasks_failed=failed,
-                       duration_seconds=watch.elapsed, errors=tuple(errors),
-                       details={"ohlcv_version": upto, "series": todo.height}, **totals)
+    return StageResult(
+        run_id,
+        "compute",
+        tasks_ok=ok,
+        tasks_failed=failed,
+        duration_seconds=watch.elapsed,
+        errors=tuple(errors),
+        details={"ohlcv_version": upto, "series": todo.height},
+        **totals,
+    )
 
 
-def _batch(lake: Lake, series: pl.LazyFrame, tf: str, syms: list[str], indicators, columns,
-           tz: dict[str, str], run_id: str, *, last: bool, upto: int) -> dict[str, int]:
-    import kernels
+def _batch(
+    lake: Lake,
+    series: pl.LazyFrame,
+    tf: str,
+    syms: list[str],
+    indicators,
+    columns,
+    tz: dict[str, str],
+    run_id: str,
+    *,
+    last: bool,
+    upto: int,
+) -> dict[str, int]:
+    from marketlake import kernels
 
-    bars = (series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-            .select("symbol", "ts", "open", "high", "low", "close", "volume").collect())
+    bars = (
+        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
+        .select("symbol", "ts", "open", "high", "low", "close", "volume")
+        .collect()
+    )
     out = kernels.compute(bars, indicators, session_tz={s: tz.get(s, "UTC") for s in syms})
     new = out.select(
-        "symbol", pl.lit(tf).alias("timeframe"), "ts",
+        "symbol",
+        pl.lit(tf).alias("timeframe"),
+        "ts",
         *[pl.col(c).fill_nan(None) for c in columns],
     ).with_columns(period_expr())
-    old = (lake.scan("indicators").filter((pl.col("timeframe") == tf)
-                                          & pl.col("symbol").is_in(syms)))
+    old = lake.scan("indicators").filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
     old_cols = old.collect_schema().names()
     have = [c for c in columns if c in old_cols]
     old = old.select(*KEY, *[pl.col(c).alias(f"{c}__old") for c in have]).collect()
     old = old.with_columns(pl.lit(True).alias("__exists"))
     j = new.join(old, on=KEY, how="left")
     same = pl.col("__exists").fill_null(False) & pl.all_horizontal(
-        [pl.col(c).eq_missing(pl.col(f"{c}__old")) if c in have else pl.col(c).is_null()
-         for c in columns])
+        [
+            pl.col(c).eq_missing(pl.col(f"{c}__old")) if c in have else pl.col(c).is_null()
+            for c in columns
+        ]
+    )
     j = j.with_columns(same.alias("__same"))
-    write = j.filter(~pl.col("__same")).select(new.columns).with_columns(
-        pl.lit(utcnow()).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
-        pl.lit(run_id).alias("run_id"))
+    write = (
+        j.filter(~pl.col("__same"))
+        .select(new.columns)
+        .with_columns(
+            pl.lit(utcnow()).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
+            pl.lit(run_id).alias("run_id"),
+        )
+    )
     unchanged = j.height - write.height
     meta = {WATERMARK: str(upto)} if last else None
     if write.is_empty():
@@ -152,5 +205,8 @@ def _batch(lake: Lake, series: pl.LazyFrame, tf: str, syms: list[str], indicator
             lake.mark("indicators", run_id=run_id, stage="compute", metadata=meta)
         return {"inserted": 0, "updated": 0, "unchanged": unchanged}
     res = lake.upsert("indicators", write, run_id=run_id, stage="compute", metadata=meta)
-    return {"inserted": res.inserted, "updated": res.updated,
-            "unchanged": unchanged + res.unchanged}
+    return {
+        "inserted": res.inserted,
+        "updated": res.updated,
+        "unchanged": unchanged + res.unchanged,
+    }

@@ -8,15 +8,23 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from lake.atomic import atomic_write
-from lake.store import Lake
-from lake.tables import TABLES
-from pipeline.errors import ConfigError
+from marketlake.errors import ConfigError
+from marketlake.lake.atomic import atomic_write
+from marketlake.lake.store import Lake
+from marketlake.lake.tables import TABLES
 
 
-def export_table(lake: Lake, table: str, out_dir: Path, *, fmt: str = "parquet",
-                 symbols: list[str] | None = None, timeframes: list[str] | None = None,
-                 start: datetime | None = None, end: datetime | None = None) -> tuple[Path, int]:
+def export_table(
+    lake: Lake,
+    table: str,
+    out_dir: Path,
+    *,
+    fmt: str = "parquet",
+    symbols: list[str] | None = None,
+    timeframes: list[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> tuple[Path, int]:
     """Write ``out_dir/<table>.<fmt>`` atomically; returns the path and the row count."""
     if table not in TABLES:
         raise ConfigError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")

@@ -23,20 +23,27 @@ from typing import Any
 
 import polars as pl
 
-from lake.store import Lake
-from lake.tables import single_timeframe, with_period, with_period_code
-from lake.validate import check_ohlcv, quarantine_rows
-from pipeline import timeframes as tfs
-from pipeline.config import Settings
-from pipeline.errors import (
+from marketlake.errors import (
     AuthError,
     MarketlakeError,
     Transient,
 )
-from pipeline.planning import NO_TIMEFRAME, SyncRequest, Unit, coverage, plan, split_range
-from pipeline.providers.base import FetchRequest, Provider, provider_class
-from pipeline.redact import redact
-from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.lake.store import Lake
+from marketlake.lake.tables import single_timeframe, with_period, with_period_code
+from marketlake.lake.validate import check_ohlcv, quarantine_rows
+from marketlake.pipeline import timeframes as tfs
+from marketlake.pipeline.config import Settings
+from marketlake.pipeline.planning import (
+    NO_TIMEFRAME,
+    SyncRequest,
+    Unit,
+    coverage,
+    plan,
+    split_range,
+)
+from marketlake.pipeline.providers.base import FetchRequest, Provider, provider_class
+from marketlake.pipeline.redact import redact
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
 
 Progress = Callable[..., None]
 _VALUES = ("open", "high", "low", "close", "volume", "adj_close", "is_final", "provider")
@@ -70,8 +77,9 @@ class _Providers:
             if name not in self._instances:
                 cls = provider_class(name)
                 clock = (lambda: self.now) if self.settings.now is not None else None
-                self._instances[name] = cls(self.settings.provider(name),
-                                            home=self.settings.home, clock=clock)
+                self._instances[name] = cls(
+                    self.settings.provider(name), home=self.settings.home, clock=clock
+                )
             return self._instances[name]
 
     def instances(self) -> dict[str, Provider]:
@@ -87,8 +95,11 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
     out = Outcome(unit)
     try:
         if unit.provider in providers.aborted:
-            raise AuthError(f"skipped: {providers.aborted[unit.provider]}",
-                            provider=unit.provider, symbol=unit.symbol)
+            raise AuthError(
+                f"skipped: {providers.aborted[unit.provider]}",
+                provider=unit.provider,
+                symbol=unit.symbol,
+            )
         prov = providers.get(unit.provider)
         out.frame = _fetch_unit(unit, prov, unit.chunks)
     except AuthError as exc:
@@ -113,7 +124,8 @@ def _retrying(call: Callable[[], pl.DataFrame], prov: Provider) -> pl.DataFrame:
             if not isinstance(exc, Transient) or attempt == tries - 1:
                 raise
             wait_s = getattr(exc, "retry_after", None) or min(
-                prov.settings.backoff_base_s * 2**attempt, prov.settings.backoff_max_s)
+                prov.settings.backoff_base_s * 2**attempt, prov.settings.backoff_max_s
+            )
             prov.sleep(wait_s)
     raise AssertionError("unreachable")
 
@@ -135,8 +147,9 @@ def _fetch_unit(unit: Unit, prov: Provider, chunks) -> pl.DataFrame:
     frame = pl.concat(parts) if parts else pl.DataFrame()
     if fetch_tf != unit.timeframe and not frame.is_empty():
         frame = tfs.resample(frame, unit.timeframe)
-    return frame.with_columns(pl.lit(unit.symbol).alias("symbol"),
-                              pl.lit(unit.timeframe).alias("timeframe"))
+    return frame.with_columns(
+        pl.lit(unit.symbol).alias("symbol"), pl.lit(unit.timeframe).alias("timeframe")
+    )
 
 
 # -- committing a batch ------------------------------------------------------------------
@@ -150,21 +163,28 @@ def _diff(lake: Lake, bars: pl.DataFrame) -> pl.DataFrame:
     symbols = bars.get_column("symbol").unique().to_list()
     old = (
         lake.scan("ohlcv")
-        .filter(pl.col("timeframe").is_in(timeframes) & pl.col("period").is_in(periods)
-                & pl.col("symbol").is_in(symbols) & (pl.col("ts") >= bars["ts"].min()))
+        .filter(
+            pl.col("timeframe").is_in(timeframes)
+            & pl.col("period").is_in(periods)
+            & pl.col("symbol").is_in(symbols)
+            & (pl.col("ts") >= bars["ts"].min())
+        )
         .select(*keys, *[pl.col(c).alias(f"{c}__old") for c in _VALUES])
         .collect()
     )
     j = bars.join(old, on=keys, how="left")
     same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in _VALUES])
-    rel = ((pl.col("close") - pl.col("close__old")).abs() / pl.col("close__old").abs())
+    rel = (pl.col("close") - pl.col("close__old")).abs() / pl.col("close__old").abs()
     return j.with_columns(
         pl.when(pl.col("provider__old").is_null() & pl.col("close__old").is_null())
         .then(pl.lit("new"))
-        .when(same).then(pl.lit("unchanged"))
-        .otherwise(pl.lit("changed")).alias("_state"),
-        (pl.col("is_final") & pl.col("is_final__old").fill_null(False)
-         & (rel > READJUST_RTOL)).fill_null(False).alias("_readjusted"),
+        .when(same)
+        .then(pl.lit("unchanged"))
+        .otherwise(pl.lit("changed"))
+        .alias("_state"),
+        (pl.col("is_final") & pl.col("is_final__old").fill_null(False) & (rel > READJUST_RTOL))
+        .fill_null(False)
+        .alias("_readjusted"),
     ).drop([f"{c}__old" for c in _VALUES])
 
 
@@ -180,8 +200,9 @@ class Landed:
     per_series: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
 
-def _series_counts(tagged: pl.DataFrame, timeframe: str | None
-                   ) -> dict[tuple[str, str], dict[str, int]]:
+def _series_counts(
+    tagged: pl.DataFrame, timeframe: str | None
+) -> dict[tuple[str, str], dict[str, int]]:
     """Rows per (symbol, timeframe) and state; a linear run-length pass when the batch is all
     new and of one timeframe (bulk loads), a group-by otherwise."""
     out: dict[tuple[str, str], dict[str, int]] = {}
@@ -196,8 +217,9 @@ def _series_counts(tagged: pl.DataFrame, timeframe: str | None
     return out
 
 
-def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime,
-              timeframe: str | None = None) -> Landed:
+def land_bars(
+    lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime, timeframe: str | None = None
+) -> Landed:
     """Validate fetched bars, diff them against the lake and write new/changed rows in one
     commit (a blind append when all are new). Series whose final bars changed are reported in
     ``readjusted`` and not written: the caller re-fetches and replaces them whole.
@@ -212,10 +234,16 @@ def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime,
         good = with_period(good.drop("_pcode"))
         tagged = _diff(lake, good)
     else:  # file statistics prove every row is new: no scan of the lake needed
-        tagged = good.with_columns(pl.lit("new").alias("_state"),
-                                   pl.lit(False).alias("_readjusted"))
-    out.readjusted = {tuple(r) for r in tagged.filter(pl.col("_readjusted"))
-                      .select("symbol", "timeframe").unique().iter_rows()}
+        tagged = good.with_columns(
+            pl.lit("new").alias("_state"), pl.lit(False).alias("_readjusted")
+        )
+    out.readjusted = {
+        tuple(r)
+        for r in tagged.filter(pl.col("_readjusted"))
+        .select("symbol", "timeframe")
+        .unique()
+        .iter_rows()
+    }
     out.per_series = _series_counts(tagged, timeframe)
     write = tagged.filter(pl.col("_state") != "unchanged")
     if out.readjusted:
@@ -227,7 +255,8 @@ def land_bars(lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime,
     all_new = bool((write.get_column("_state") == "new").all())
     write = write.drop("_state", "_readjusted").with_columns(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
-        pl.lit(run_id).alias("run_id"))
+        pl.lit(run_id).alias("run_id"),
+    )
     res = lake.upsert("ohlcv", write, run_id=run_id, stage="sync", assume_new=all_new)
     out.inserted, out.updated = res.inserted, res.updated
     return out
@@ -246,8 +275,9 @@ class _Batch:
 class Sync:
     """One sync run: plan, fetch, commit in batches."""
 
-    def __init__(self, settings: Settings, req: SyncRequest, *, progress: Progress | None,
-                 trigger: str) -> None:
+    def __init__(
+        self, settings: Settings, req: SyncRequest, *, progress: Progress | None, trigger: str
+    ) -> None:
         self.settings = settings
         self.req = req
         self.progress = progress or (lambda *a, **k: None)
@@ -267,8 +297,9 @@ class Sync:
         workers = max(1, self.settings.concurrency)
         batch = _Batch()
         try:
-            with ThreadPoolExecutor(max_workers=workers,
-                                    thread_name_prefix="marketlake-fetch") as pool:
+            with ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="marketlake-fetch"
+            ) as pool:
                 pending: set[Future] = set()
                 it = iter(units)
                 exhausted = False
@@ -285,10 +316,16 @@ class Sync:
                     for fut in done:
                         o = fut.result()
                         batch.add(o)
-                        self.progress("advance", symbol=o.unit.symbol, error=o.error,
-                                      rows=0 if o.frame is None else o.frame.height)
-                    if (len(batch.outcomes) >= self.settings.batch_tasks
-                            or batch.rows >= self.settings.batch_rows):
+                        self.progress(
+                            "advance",
+                            symbol=o.unit.symbol,
+                            error=o.error,
+                            rows=0 if o.frame is None else o.frame.height,
+                        )
+                    if (
+                        len(batch.outcomes) >= self.settings.batch_tasks
+                        or batch.rows >= self.settings.batch_rows
+                    ):
                         self.commit(batch)
                         batch = _Batch()
             self.commit(batch)
@@ -296,10 +333,15 @@ class Sync:
         finally:
             self.providers.close()
         return StageResult(
-            run_id=self.run_id, stage="sync", tasks_ok=self.ok, tasks_failed=self.failed,
-            tasks_skipped=self.skipped, duration_seconds=watch.elapsed,
-            errors=tuple(self.errors[:100]), details={"events": self.events} if self.events
-            else {}, **self.totals,
+            run_id=self.run_id,
+            stage="sync",
+            tasks_ok=self.ok,
+            tasks_failed=self.failed,
+            tasks_skipped=self.skipped,
+            duration_seconds=watch.elapsed,
+            errors=tuple(self.errors[:100]),
+            details={"events": self.events} if self.events else {},
+            **self.totals,
         )
 
     # -- the commit of one batch ------------------------------------------------------
@@ -308,15 +350,22 @@ class Sync:
             return
         now = utcnow()
         good_units = [o for o in batch.outcomes if o.error is None]
-        bars = [o.frame for o in good_units if o.unit.kind == "ohlcv" and o.frame is not None
-                and not o.frame.is_empty()]
+        bars = [
+            o.frame
+            for o in good_units
+            if o.unit.kind == "ohlcv" and o.frame is not None and not o.frame.is_empty()
+        ]
         per_unit: dict[tuple[str, str], dict[str, int]] = {}
         readjusted: set[tuple[str, str]] = set()
         if bars:
             units_tf = {o.unit.timeframe for o in good_units if o.unit.kind == "ohlcv"}
-            landed = land_bars(self.lake, pl.concat(bars, how="diagonal_relaxed"),
-                               timeframe=units_tf.pop() if len(units_tf) == 1 else None,
-                               run_id=self.run_id, now=now)
+            landed = land_bars(
+                self.lake,
+                pl.concat(bars, how="diagonal_relaxed"),
+                timeframe=units_tf.pop() if len(units_tf) == 1 else None,
+                run_id=self.run_id,
+                now=now,
+            )
             if not landed.rejected.is_empty():
                 self._quarantine(landed.rejected, "ohlcv", "provider")
             readjusted = landed.readjusted
@@ -344,35 +393,63 @@ class Sync:
             if not bad.is_empty():
                 self._quarantine(bad, "ohlcv", "provider")
             good = with_period(good).with_columns(
-                                     pl.lit(now).cast(pl.Datetime("us", "UTC"))
-                                     .alias("ingested_at"), pl.lit(self.run_id).alias("run_id"))
-            res = self.lake.replace("ohlcv", good, scope=pl.DataFrame(
-                {"symbol": [symbol], "timeframe": [tf]}), run_id=self.run_id, stage="sync")
+                pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+                pl.lit(self.run_id).alias("run_id"),
+            )
+            res = self.lake.replace(
+                "ohlcv",
+                good,
+                scope=pl.DataFrame({"symbol": [symbol], "timeframe": [tf]}),
+                run_id=self.run_id,
+                stage="sync",
+            )
             self.totals["inserted"] += res.inserted
             self.totals["updated"] += res.updated
-            event = {"event": "history_replaced", "symbol": symbol, "timeframe": tf,
-                     "reason": "stored final bars differ from the provider's (re-adjusted)",
-                     "rows": good.height, "updated": res.updated, "deleted": res.deleted}
+            event = {
+                "event": "history_replaced",
+                "symbol": symbol,
+                "timeframe": tf,
+                "reason": "stored final bars differ from the provider's (re-adjusted)",
+                "rows": good.height,
+                "updated": res.updated,
+                "deleted": res.deleted,
+            }
         except MarketlakeError as exc:
-            event = {"event": "history_replace_failed", "symbol": symbol, "timeframe": tf,
-                     "error": redact(exc, self.settings.secrets())}
+            event = {
+                "event": "history_replace_failed",
+                "symbol": symbol,
+                "timeframe": tf,
+                "error": redact(exc, self.settings.secrets()),
+            }
         self.events.append(event)
-        self.log.add(f"sync:replace:{tf}:{symbol}", status="success" if "rows" in event
-                     else "failed", rows_updated=event.get("updated", 0),
-                     error=event.get("error"), started_at=now, metadata=event)
+        self.log.add(
+            f"sync:replace:{tf}:{symbol}",
+            status="success" if "rows" in event else "failed",
+            rows_updated=event.get("updated", 0),
+            error=event.get("error"),
+            started_at=now,
+            metadata=event,
+        )
 
     def _other_kinds(self, outcomes: list[Outcome], now: datetime) -> None:
-        tables = {"actions": "corporate_actions", "profile": "profiles",
-                  "fundamentals": "fundamentals"}
+        tables = {
+            "actions": "corporate_actions",
+            "profile": "profiles",
+            "fundamentals": "fundamentals",
+        }
         stamp = {"actions": "ingested_at", "profile": "fetched_at", "fundamentals": "fetched_at"}
         for kind, table in tables.items():
-            frames = [o.frame for o in outcomes if o.unit.kind == kind and o.frame is not None
-                      and not o.frame.is_empty()]
+            frames = [
+                o.frame
+                for o in outcomes
+                if o.unit.kind == kind and o.frame is not None and not o.frame.is_empty()
+            ]
             if not frames:
                 continue
             frame = pl.concat(frames, how="diagonal_relaxed").with_columns(
                 pl.lit(now).cast(pl.Datetime("us", "UTC")).alias(stamp[kind]),
-                pl.lit(self.run_id).alias("run_id"))
+                pl.lit(self.run_id).alias("run_id"),
+            )
             res = self.lake.upsert(table, frame, run_id=self.run_id, stage="sync")
             self.totals["inserted"] += res.inserted
             self.totals["updated"] += res.updated
@@ -393,8 +470,13 @@ class Sync:
             if not callable(problems):
                 continue
             for p in problems():
-                q = pl.DataFrame({"symbol": [p.get("symbol", "")], "reason": [p["reason"]],
-                                  "ts": pl.Series([None], dtype=pl.Datetime("us", "UTC"))})
+                q = pl.DataFrame(
+                    {
+                        "symbol": [p.get("symbol", "")],
+                        "reason": [p["reason"]],
+                        "ts": pl.Series([None], dtype=pl.Datetime("us", "UTC")),
+                    }
+                )
                 self._quarantine(q, "ohlcv", p.get("source", name))
                 self.errors.append(p["reason"])
 
@@ -403,13 +485,19 @@ class Sync:
         bar_units = [u for u in units if u.kind == "ohlcv"]
         cov = {}
         if bar_units:
-            c = coverage(self.lake, sorted({u.symbol for u in bar_units}),
-                         sorted({u.timeframe for u in bar_units}))
+            c = coverage(
+                self.lake,
+                sorted({u.symbol for u in bar_units}),
+                sorted({u.timeframe for u in bar_units}),
+            )
             cov = {(r["symbol"], r["timeframe"]): r for r in c.iter_rows(named=True)}
-        old = {(r["segment"], r["symbol"], r["timeframe"], r["kind"]): r for r in
-               self.lake.scan("sync_status")
-               .filter(pl.col("symbol").is_in(sorted({u.symbol for u in units})))
-               .collect().iter_rows(named=True)}
+        old = {
+            (r["segment"], r["symbol"], r["timeframe"], r["kind"]): r
+            for r in self.lake.scan("sync_status")
+            .filter(pl.col("symbol").is_in(sorted({u.symbol for u in units})))
+            .collect()
+            .iter_rows(named=True)
+        }
         rows = []
         for o in batch.outcomes:
             u = o.unit
@@ -417,8 +505,9 @@ class Sync:
             c = cov.get((u.symbol, u.timeframe), {})
             counts = per_unit.get((u.symbol, u.timeframe), {}) if u.kind == "ohlcv" else {}
             fetched = 0 if o.frame is None else o.frame.height
-            changed = counts.get("new", 0) + counts.get("changed", 0) if u.kind == "ohlcv" \
-                else fetched
+            changed = (
+                counts.get("new", 0) + counts.get("changed", 0) if u.kind == "ohlcv" else fetched
+            )
             if o.error is None:
                 self.ok += 1
                 status = "ok"
@@ -429,31 +518,58 @@ class Sync:
                 status = "failed"
                 checked = prev.get("checked_from")
                 failures = int(prev.get("consecutive_failures") or 0) + 1
-                self.errors.append(redact(f"{u.symbol} {u.timeframe} {u.kind}: {o.error}",
-                                          self.settings.secrets()))
+                self.errors.append(
+                    redact(f"{u.symbol} {u.timeframe} {u.kind}: {o.error}", self.settings.secrets())
+                )
             err = redact(o.error, self.settings.secrets()) if o.error else None
-            rows.append({
-                "segment": u.segment, "symbol": u.symbol, "timeframe": u.timeframe,
-                "kind": u.kind, "provider": u.provider,
-                "first_ts": c.get("first_ts"), "last_ts": c.get("last_ts"),
-                "rows": c.get("rows") if u.kind == "ohlcv" else (
-                    fetched if o.error is None else prev.get("rows")),
-                "checked_from": checked, "last_attempt_at": now,
-                "last_success_at": now if o.error is None else prev.get("last_success_at"),
-                "status": status, "error": err, "consecutive_failures": failures,
-                "run_id": self.run_id,
-            })
-            self.log.add(u.task_name, status="success" if o.error is None else "failed",
-                         rows_updated=changed, error=err, started_at=o.started_at,
-                         completed_at=o.completed_at,
-                         metadata={"provider": u.provider, "reason": u.reason,
-                                   "start": u.start.isoformat(), "end": u.end.isoformat(),
-                                   "fetched": fetched, "segment": u.segment, **counts})
-        schema = {"first_ts": pl.Datetime("us", "UTC"), "last_ts": pl.Datetime("us", "UTC"),
-                  "checked_from": pl.Datetime("us", "UTC"),
-                  "last_attempt_at": pl.Datetime("us", "UTC"),
-                  "last_success_at": pl.Datetime("us", "UTC"), "rows": pl.Int64,
-                  "consecutive_failures": pl.Int64, "error": pl.String}
+            rows.append(
+                {
+                    "segment": u.segment,
+                    "symbol": u.symbol,
+                    "timeframe": u.timeframe,
+                    "kind": u.kind,
+                    "provider": u.provider,
+                    "first_ts": c.get("first_ts"),
+                    "last_ts": c.get("last_ts"),
+                    "rows": c.get("rows")
+                    if u.kind == "ohlcv"
+                    else (fetched if o.error is None else prev.get("rows")),
+                    "checked_from": checked,
+                    "last_attempt_at": now,
+                    "last_success_at": now if o.error is None else prev.get("last_success_at"),
+                    "status": status,
+                    "error": err,
+                    "consecutive_failures": failures,
+                    "run_id": self.run_id,
+                }
+            )
+            self.log.add(
+                u.task_name,
+                status="success" if o.error is None else "failed",
+                rows_updated=changed,
+                error=err,
+                started_at=o.started_at,
+                completed_at=o.completed_at,
+                metadata={
+                    "provider": u.provider,
+                    "reason": u.reason,
+                    "start": u.start.isoformat(),
+                    "end": u.end.isoformat(),
+                    "fetched": fetched,
+                    "segment": u.segment,
+                    **counts,
+                },
+            )
+        schema = {
+            "first_ts": pl.Datetime("us", "UTC"),
+            "last_ts": pl.Datetime("us", "UTC"),
+            "checked_from": pl.Datetime("us", "UTC"),
+            "last_attempt_at": pl.Datetime("us", "UTC"),
+            "last_success_at": pl.Datetime("us", "UTC"),
+            "rows": pl.Int64,
+            "consecutive_failures": pl.Int64,
+            "error": pl.String,
+        }
         frame = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
         self.lake.upsert("sync_status", frame, run_id=self.run_id, stage="sync")
         self.log.flush(self.lake)
@@ -477,12 +593,18 @@ def run_sync(
     trigger: str = "cli",
 ) -> StageResult:
     """Fetch what the lake is missing and commit it; ``dry_run`` only plans."""
-    from pipeline.planning import parse_when
+    from marketlake.pipeline.planning import parse_when
 
     req = SyncRequest(
-        segments=tuple(segments), provider=provider, symbols=tuple(symbols or ()),
-        timeframes=tuple(timeframes or ()), kinds=tuple(kinds or ()), scope=scope,
-        limit=limit, start=parse_when(start, "--start"), end=parse_when(end, "--end"),
+        segments=tuple(segments),
+        provider=provider,
+        symbols=tuple(symbols or ()),
+        timeframes=tuple(timeframes or ()),
+        kinds=tuple(kinds or ()),
+        scope=scope,
+        limit=limit,
+        start=parse_when(start, "--start"),
+        end=parse_when(end, "--end"),
         force=force,
     )
     if provider is not None:
@@ -492,12 +614,14 @@ def run_sync(
     units = plan(settings, sync.lake, req, sync.now)
     if dry_run:
         tasks = [t for u in units for t in u.tasks()]
-        return StageResult(run_id=sync.run_id, stage="sync", tasks_skipped=len(units),
-                           duration_seconds=time.perf_counter() - t0,
-                           details={"dry_run": True, "tasks": tasks})
+        return StageResult(
+            run_id=sync.run_id,
+            stage="sync",
+            tasks_skipped=len(units),
+            duration_seconds=time.perf_counter() - t0,
+            details={"dry_run": True, "tasks": tasks},
+        )
     return sync.run(units)
-
-
 
 
 __all__ = ["run_sync", "Sync", "NO_TIMEFRAME"]

@@ -30,13 +30,13 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from lake.store import Lake
-from lake.tables import TABLES, TableDef
-from pipeline.config import Settings
-from pipeline.errors import ConfigError, LoadError, MarketlakeError
-from pipeline.postgres import Serving, quote_ident, retry
-from pipeline.redact import redact
-from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.errors import ConfigError, LoadError, MarketlakeError
+from marketlake.lake.store import Lake
+from marketlake.lake.tables import TABLES, TableDef
+from marketlake.pipeline.config import Settings
+from marketlake.pipeline.postgres import Serving, quote_ident, retry
+from marketlake.pipeline.redact import redact
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
 
 log = logging.getLogger("marketlake.load")
 

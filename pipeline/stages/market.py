@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from lake.store import Lake
-from pipeline.config import Settings
-from pipeline.errors import ProviderError
-from pipeline.redact import redact
-from pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.errors import ProviderError
+from marketlake.lake.store import Lake
+from marketlake.pipeline.config import Settings
+from marketlake.pipeline.redact import redact
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
 
 STAGE = "market"
 DEFAULT_KEYS = (

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
+from tests_helpers import fixtures_dir, require
 
-YAHOO = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "providers" / "yahoo"
+YAHOO = fixtures_dir() / "providers" / "yahoo"
 FIXTURES = {
     "MSFT": "chart_MSFT_1d_2021-02-01_2022-01-31_dividends.cassette.json",
     "NVDA": "chart_NVDA_1d_2021-02-01_2022-01-31_split_4for1.cassette.json",
@@ -19,9 +18,7 @@ REL_TOL = 1e-9
 
 def yahoo_ohlcv(symbol: str) -> dict[str, np.ndarray]:
     """OHLCV arrays (float64, None -> NaN) and ``ts`` (int64 seconds) of a recorded response."""
-    path = YAHOO / FIXTURES[symbol]
-    if not path.is_file():
-        pytest.skip(f"recorded Yahoo response not found: {path}")
+    path = require(YAHOO / FIXTURES[symbol], "recorded Yahoo response")
     result = json.loads(path.read_text())["response"]["bodyJson"]["chart"]["result"][0]
     quote = result["indicators"]["quote"][0]
     out = {

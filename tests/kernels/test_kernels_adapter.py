@@ -8,14 +8,14 @@ import pytest
 import talib
 from kernels_testdata import assert_matches, frame_of, random_walk
 
-import kernels
-from kernels.levels import fib
-from kernels.momentum import macd, rsi
-from kernels.moving import ema, sma
-from kernels.sessions import session_ids
-from kernels.trend import adx
-from kernels.volatility import atr, bbands, supertrend
-from kernels.volume import obv, vwap
+from marketlake import kernels
+from marketlake.kernels.levels import fib
+from marketlake.kernels.momentum import macd, rsi
+from marketlake.kernels.moving import ema, sma
+from marketlake.kernels.sessions import session_ids
+from marketlake.kernels.trend import adx
+from marketlake.kernels.volatility import atr, bbands, supertrend
+from marketlake.kernels.volume import obv, vwap
 
 LENGTHS = {"AAA": 900, "BBB": 333, "CCC": 35, "DDD": 7, "EEE": 1}
 
@@ -192,7 +192,7 @@ def test_duplicate_timestamps_are_kept(sorted_frame):
 
 
 def test_output_blocks_are_recycled_once_dropped(sorted_frame, monkeypatch):
-    from kernels.adapter import POOL
+    from marketlake.kernels.adapter import POOL
 
     monkeypatch.setattr(POOL, "min_bytes", 0)
     POOL.clear()
@@ -219,7 +219,7 @@ def test_output_blocks_are_recycled_once_dropped(sorted_frame, monkeypatch):
 @pytest.mark.parametrize("long_names", [False, True])
 def test_symbol_runs_from_string_views(long_names):
     """Run detection on the Arrow string views (inline <= 12 bytes, else the rle_id fallback)."""
-    from kernels.adapter import _runs
+    from marketlake.kernels.adapter import _runs
 
     names = ["", "A", "AB", "AB.C", "ÄÖÜ", "ABCDEFGHIJKL", "ABCDEFGHIJKM", "BRK-B", "X" * 12]
     if long_names:

@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 import talib
 
-import kernels
-from kernels.levels import fib, pivots
-from kernels.sessions import session_ids
-from kernels.volatility import supertrend
-from kernels.volume import vwap
+from marketlake import kernels
+from marketlake.kernels.levels import fib, pivots
+from marketlake.kernels.sessions import session_ids
+from marketlake.kernels.volatility import supertrend
+from marketlake.kernels.volume import vwap
 
 NAN = np.nan
 

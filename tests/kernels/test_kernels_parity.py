@@ -13,12 +13,12 @@ import pytest
 import talib
 from kernels_testdata import assert_matches, frame_of, random_walk, yahoo_ohlcv
 
-import kernels
-from kernels.momentum import macd, rsi
-from kernels.moving import ema, sma
-from kernels.trend import adx
-from kernels.volatility import atr, bbands
-from kernels.volume import obv
+from marketlake import kernels
+from marketlake.kernels.momentum import macd, rsi
+from marketlake.kernels.moving import ema, sma
+from marketlake.kernels.trend import adx
+from marketlake.kernels.volatility import atr, bbands
+from marketlake.kernels.volume import obv
 
 DEFAULT_SPECS = [
     "sma(20)",

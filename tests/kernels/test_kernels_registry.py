@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import kernels
-from kernels import IndicatorSpecError
+from marketlake import kernels
+from marketlake.kernels import IndicatorSpecError
 
 DEFAULT_COLUMNS = [
     "sma_9",

@@ -1,7 +1,7 @@
 from tests_helpers import bars
 
-from lake import Lake
-from lake.duck import connect
+from marketlake.lake import Lake
+from marketlake.lake.duck import connect
 
 
 def test_views_over_every_table_even_empty(home):
@@ -16,6 +16,7 @@ def test_query_sees_partitions_and_hostile_symbols(home):
     lake.upsert("ohlcv", bars(["x'; DROP TABLE ohlcv;--", "BTC/IDR"]), run_id="r", stage="t")
     lake.upsert("ohlcv", bars(["BTC/IDR"], close=2.0), run_id="r", stage="t")
     con = connect(lake)
-    rows = con.execute("select symbol, timeframe, period, max(close) from ohlcv group by all "
-                   "order by symbol").fetchall()
+    rows = con.execute(
+        "select symbol, timeframe, period, max(close) from ohlcv group by all order by symbol"
+    ).fetchall()
     assert rows == [("BTC/IDR", "1D", "2024", 2.0), ("x'; DROP TABLE ohlcv;--", "1D", "2024", 1.0)]

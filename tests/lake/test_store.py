@@ -1,11 +1,10 @@
-
 import polars as pl
 import pytest
 from tests_helpers import bars
 
-from lake import Lake
-from lake.tables import period_expr  # noqa: F401
-from pipeline.errors import LakeError
+from marketlake.errors import LakeError
+from marketlake.lake import Lake
+from marketlake.lake.tables import period_expr  # noqa: F401
 
 HOSTILE = ["BRK.B", "BTC/IDR", "NSE_INDEX|Nifty 50", "../../etc/passwd", "x'; DROP TABLE ohlcv;--"]
 
@@ -50,8 +49,13 @@ def test_replace_scope_is_one_commit_and_leaves_other_symbols(home):
     lake.upsert("ohlcv", bars(["A", "B"], days=4), run_id="r", stage="t")
     v = lake.version("ohlcv")
     new = bars(["A"], days=2, close=7.0)
-    res = lake.replace("ohlcv", new, scope=pl.DataFrame({"symbol": ["A"], "timeframe": ["1D"]}),
-                       run_id="r2", stage="t")
+    res = lake.replace(
+        "ohlcv",
+        new,
+        scope=pl.DataFrame({"symbol": ["A"], "timeframe": ["1D"]}),
+        run_id="r2",
+        stage="t",
+    )
     assert lake.version("ohlcv") == v + 1
     assert (res.updated, res.deleted) == (2, 2)
     got = lake.read("ohlcv")

@@ -3,15 +3,23 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from lake.validate import check_ohlcv, quarantine_rows
-from pipeline.errors import ValidationError
+from marketlake.errors import ValidationError
+from marketlake.lake.validate import check_ohlcv, quarantine_rows
 
 T = datetime(2024, 1, 2, tzinfo=UTC)
 
 
 def frame(**over):
-    base = {"symbol": ["A"], "timeframe": ["1D"], "ts": [T], "open": [10.0], "high": [11.0],
-            "low": [9.0], "close": [10.5], "volume": [100.0]}
+    base = {
+        "symbol": ["A"],
+        "timeframe": ["1D"],
+        "ts": [T],
+        "open": [10.0],
+        "high": [11.0],
+        "low": [9.0],
+        "close": [10.5],
+        "volume": [100.0],
+    }
     base.update(over)
     return pl.DataFrame(base)
 

@@ -3,12 +3,12 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from lake import Lake
-from pipeline import universe
-from pipeline.config import load_settings
-from pipeline.errors import ConfigError
-from pipeline.stages.compute import last_watermark, run_compute
-from pipeline.stages.ingest import run_sync
+from marketlake.errors import ConfigError
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.stages.compute import last_watermark, run_compute
+from marketlake.pipeline.stages.ingest import run_sync
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 SPECS = ["sma(20)", "ema(21)", "rsi(14)", "macd(12,26,9)", "atr(14)", "vwap", "pivots"]
@@ -18,8 +18,9 @@ def setup(home, now=NOW):
     settings = load_settings(home=home, env={}, now=now)
     lake = Lake(home)
     for s in ("AAA", "BBB", "BTC/USD"):
-        universe.add(lake, s, run_id="u", provider="synthetic",
-                     asset_type="crypto" if "/" in s else "equity")
+        universe.add(
+            lake, s, run_id="u", provider="synthetic", asset_type="crypto" if "/" in s else "equity"
+        )
     return settings, lake
 
 

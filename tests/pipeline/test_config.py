@@ -2,14 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.errors import ConfigError
-from pipeline.redact import redact
+from marketlake.errors import ConfigError
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.redact import redact
 
 
 def test_precedence_flag_env_file_default(tmp_path):
     (tmp_path / "marketlake.toml").write_text(
-        'home = "/from/file"\n[sync]\nconcurrency = 3\n[providers.yahoo]\nbase_url = "http://file"\n')
+        'home = "/from/file"\n[sync]\nconcurrency = 3\n[providers.yahoo]\nbase_url = "http://file"\n'
+    )
     s = load_settings(env={}, cwd=tmp_path)
     assert s.home == Path("/from/file") and s.concurrency == 3
     assert s.provider("yahoo").base_url == "http://file"
@@ -32,8 +33,10 @@ def test_bad_config_is_a_usage_error(tmp_path):
 
 
 def test_secrets_are_redacted(tmp_path):
-    env = {"MARKETLAKE_FMP_API_KEY": "sekrit-key-123", "MARKETLAKE_DSN":
-           "postgresql://app:hunter22@db:5432/x"}
+    env = {
+        "MARKETLAKE_FMP_API_KEY": "sekrit-key-123",
+        "MARKETLAKE_DSN": "postgresql://app:hunter22@db:5432/x",
+    }
     s = load_settings(env=env, cwd=tmp_path)
     text = f"GET /dcf?apikey=sekrit-key-123 failed; dsn={s.dsn}; token: abc.def"
     out = redact(text, s.secrets())

@@ -3,12 +3,12 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from lake import Lake
-from pipeline import universe
-from pipeline.config import ProviderSettings, load_settings
-from pipeline.errors import ValidationError
-from pipeline.providers.files import FilesProvider
-from pipeline.stages.ingest import run_sync
+from marketlake.errors import ValidationError
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import ProviderSettings, load_settings
+from marketlake.pipeline.providers.files import FilesProvider
+from marketlake.pipeline.stages.ingest import run_sync
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -25,8 +25,14 @@ def write_csv(path, rows):
     return path
 
 
-GOOD = {"Date": ["2024-01-02", "2024-01-03"], "Open": [10.0, 11.0], "High": [12.0, 12.5],
-        "Low": [9.5, 10.5], "Close": [11.0, 12.0], "Volume": [100, 200]}
+GOOD = {
+    "Date": ["2024-01-02", "2024-01-03"],
+    "Open": [10.0, 11.0],
+    "High": [12.0, 12.5],
+    "Low": [9.5, 10.5],
+    "Close": [11.0, 12.0],
+    "Volume": [100, 200],
+}
 
 
 def test_import_directory_with_mapping_and_problems(home, tmp_path):
@@ -55,23 +61,43 @@ def test_import_directory_with_mapping_and_problems(home, tmp_path):
 
 
 def test_naive_timestamps_need_a_timezone(tmp_path):
-    path = write_csv(tmp_path / "AAA.csv", {**GOOD, "Date": ["2024-01-02 09:30",
-                                                             "2024-01-02 09:31"]})
+    path = write_csv(
+        tmp_path / "AAA.csv", {**GOOD, "Date": ["2024-01-02 09:30", "2024-01-02 09:31"]}
+    )
     p = FilesProvider(ProviderSettings("files", options={"path": str(path)}))
     with pytest.raises(ValidationError, match="AAA.csv: timestamps have no timezone"):
         p.read_file(path)
-    p = FilesProvider(ProviderSettings("files", options={"path": str(path), "timeframe": "1m",
-                                                         "timezone": "America/New_York"}))
+    p = FilesProvider(
+        ProviderSettings(
+            "files", options={"path": str(path), "timeframe": "1m", "timezone": "America/New_York"}
+        )
+    )
     f = p.read_file(path)
     assert f["ts"][0] == datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
 
 
 def test_column_mapping_and_parquet(tmp_path):
     path = tmp_path / "prices.parquet"
-    pl.DataFrame({"ticker": ["BRK.B"], "when": [datetime(2024, 1, 2, tzinfo=UTC)],
-                  "o": [1.0], "hi": [2.0], "lo": [0.5], "px": [1.5]}).write_parquet(path)
-    p = FilesProvider(ProviderSettings("files", options={
-        "path": str(path), "mapping": {"ts": "when", "high": "hi", "low": "lo", "close": "px"}}))
+    pl.DataFrame(
+        {
+            "ticker": ["BRK.B"],
+            "when": [datetime(2024, 1, 2, tzinfo=UTC)],
+            "o": [1.0],
+            "hi": [2.0],
+            "lo": [0.5],
+            "px": [1.5],
+        }
+    ).write_parquet(path)
+    p = FilesProvider(
+        ProviderSettings(
+            "files",
+            options={
+                "path": str(path),
+                "mapping": {"ts": "when", "high": "hi", "low": "lo", "close": "px"},
+            },
+        )
+    )
     f = p.read_file(path)
     assert f.select("symbol", "open", "high", "low", "close").rows() == [
-        ("BRK.B", 1.0, 2.0, 0.5, 1.5)]
+        ("BRK.B", 1.0, 2.0, 0.5, 1.5)
+    ]

@@ -3,11 +3,11 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from lake import Lake
-from pipeline import universe
-from pipeline.config import ProviderSettings, load_settings
-from pipeline.errors import ConfigError, UnknownSymbolError
-from pipeline.stages.ingest import run_sync
+from marketlake.errors import ConfigError, UnknownSymbolError
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import ProviderSettings, load_settings
+from marketlake.pipeline.stages.ingest import run_sync
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 HOSTILE = ["BRK.B", "BTC/IDR", "NSE_INDEX|Nifty 50", "../../etc/passwd", "x'; DROP TABLE ohlcv;--"]
@@ -17,13 +17,15 @@ def setup(home, symbols=("AAA", "BBB", "CCC"), provider="synthetic", options=Non
     settings = load_settings(home=home, env={}, now=NOW, **kw)
     if options is not None:
         providers = dict(settings.providers)
-        providers[provider] = ProviderSettings(provider, options=options, max_retries=2,
-                                               backoff_base_s=0.0)
+        providers[provider] = ProviderSettings(
+            provider, options=options, max_retries=2, backoff_base_s=0.0
+        )
         settings = settings.with_(providers=providers)
     lake = Lake(home)
     for s in symbols:
-        universe.add(lake, s, run_id="u", provider=provider,
-                     asset_type="crypto" if "/" in s else "equity")
+        universe.add(
+            lake, s, run_id="u", provider=provider, asset_type="crypto" if "/" in s else "equity"
+        )
     return settings, lake
 
 
@@ -65,8 +67,9 @@ def test_overlap_refetch_replaces_provisional_bars(home):
 
 def test_failures_never_stop_other_symbols(home):
     opts = {"fail": {"BAD": "invalid", "FLAKY": "transient", "UGLY": "bad", "CORR": "corrupt"}}
-    settings, lake = setup(home, symbols=("AAA", "BAD", "FLAKY", "UGLY", "CORR"),
-                           provider="fake", options=opts)
+    settings, lake = setup(
+        home, symbols=("AAA", "BAD", "FLAKY", "UGLY", "CORR"), provider="fake", options=opts
+    )
     res = run_sync(settings, timeframes=["1D"], start="2026-10-01")
     assert res.status == "partial" and (res.tasks_ok, res.tasks_failed) == (3, 2)
     assert any("BAD" in e and "unknown symbol" in e for e in res.errors)
@@ -83,8 +86,9 @@ def test_failures_never_stop_other_symbols(home):
 
 
 def test_auth_failure_aborts_only_that_provider(home):
-    settings, lake = setup(home, symbols=("AAA", "BBB", "CCC"), provider="fake",
-                           options={"fail": {"AAA": "auth"}})
+    settings, lake = setup(
+        home, symbols=("AAA", "BBB", "CCC"), provider="fake", options={"fail": {"AAA": "auth"}}
+    )
     settings = settings.with_(concurrency=1)
     universe.add(lake, "SYN", run_id="u", provider="synthetic")
     res = run_sync(settings, timeframes=["1D"], start="2026-11-01")
@@ -97,7 +101,7 @@ def test_readjusted_history_is_replaced_in_one_commit(home):
     settings, lake = setup(home, symbols=("AAA",))
     run_sync(settings, timeframes=["1D"], start="2026-01-01")
     # the provider now reports history halved, as after a 2:1 split adjustment
-    from pipeline.providers import synthetic
+    from marketlake.pipeline.providers import synthetic
 
     original = synthetic.SyntheticProvider.fetch_ohlcv
 
@@ -108,17 +112,23 @@ def test_readjusted_history_is_replaced_in_one_commit(home):
     synthetic.SyntheticProvider.fetch_ohlcv = halved
     try:
         before = lake.read("ohlcv").height
-        res = run_sync(settings.with_(now=datetime(2026, 11, 21, 12, tzinfo=UTC)),
-                       timeframes=["1D"], start="2026-01-01")
+        res = run_sync(
+            settings.with_(now=datetime(2026, 11, 21, 12, tzinfo=UTC)),
+            timeframes=["1D"],
+            start="2026-01-01",
+        )
     finally:
         synthetic.SyntheticProvider.fetch_ohlcv = original
     events = res.details["events"]
     assert events[0]["event"] == "history_replaced" and events[0]["symbol"] == "AAA"
     after = lake.read("ohlcv").sort("ts")
     assert after.height == before
-    full = original(synthetic.SyntheticProvider(clock=lambda: NOW),
-                    __import__("pipeline.providers.base", fromlist=["FetchRequest"])
-                    .FetchRequest("AAA", "1D", datetime(2026, 1, 1, tzinfo=UTC), NOW))
+    full = original(
+        synthetic.SyntheticProvider(clock=lambda: NOW),
+        __import__("marketlake.pipeline.providers.base", fromlist=["FetchRequest"]).FetchRequest(
+            "AAA", "1D", datetime(2026, 1, 1, tzinfo=UTC), NOW
+        ),
+    )
     assert after["close"].head(5).to_list() == (full["close"] / 2).head(5).to_list()
     ops = [h["operation"] for h in lake.history("ohlcv", 2)]
     assert ops[0] == "MERGE"
@@ -149,6 +159,7 @@ def test_scope_never_and_limit(home):
     settings, lake = setup(home, symbols=("AAA", "BBB", "CCC"))
     run_sync(settings, timeframes=["1D"], start="2026-11-01", limit=1)
     assert set(lake.read("ohlcv")["symbol"]) == {"AAA"}
-    plan = run_sync(settings, timeframes=["1D"], start="2026-11-01", scope="never",
-                    dry_run=True).details["tasks"]
+    plan = run_sync(
+        settings, timeframes=["1D"], start="2026-11-01", scope="never", dry_run=True
+    ).details["tasks"]
     assert {t["symbol"] for t in plan} == {"BBB", "CCC"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lake import Lake
-from pipeline import universe
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = [f"K{i:03d}" for i in range(70)] + ["BRK.B", "x'; DROP TABLE ohlcv;--"]
@@ -20,8 +20,11 @@ ARGS = ["sync", "--timeframes", "1D", "--start", "2019-01-01", "--json"]
 
 
 def _env(home: Path) -> dict:
-    return {**os.environ, "MARKETLAKE_HOME": str(home), "PYTHONPATH": str(ROOT),
-            "MARKETLAKE_NOW": "2026-11-20T18:00:00+00:00"}
+    return {
+        **os.environ,
+        "MARKETLAKE_HOME": str(home),
+        "MARKETLAKE_NOW": "2026-11-20T18:00:00+00:00",
+    }
 
 
 def _prepare(home: Path, cwd: Path) -> None:
@@ -32,8 +35,14 @@ def _prepare(home: Path, cwd: Path) -> None:
 
 
 def _sync(home: Path, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *ARGS], cwd=cwd, env=_env(home),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "marketlake.cli", *ARGS],
+        cwd=cwd,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _commits(home: Path) -> int:
@@ -42,8 +51,19 @@ def _commits(home: Path) -> int:
 
 
 def _state(home: Path) -> pl.DataFrame:
-    cols = ["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "adj_close",
-            "is_final", "provider"]
+    cols = [
+        "symbol",
+        "timeframe",
+        "ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "adj_close",
+        "is_final",
+        "provider",
+    ]
     return Lake(home).read("ohlcv").select(cols).sort("symbol", "timeframe", "ts")
 
 
@@ -58,9 +78,13 @@ def test_kill_9_then_rerun_equals_a_clean_run(tmp_path):
     rng = random.Random(7)
     kills = 0
     for _ in range(2):
-        proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *ARGS], cwd=killed,
-                                env=_env(killed), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "marketlake.cli", *ARGS],
+            cwd=killed,
+            env=_env(killed),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         target = _commits(killed) + rng.randint(1, 3)
         deadline = time.time() + 120
         while _commits(killed) < target and proc.poll() is None and time.time() < deadline:

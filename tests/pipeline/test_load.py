@@ -18,11 +18,11 @@ import polars as pl
 import psycopg
 import pytest
 
-from lake.store import Lake
-from lake.tables import TABLES, period_expr
-from pipeline.config import load_settings
-from pipeline.errors import ConfigError, ConnectionConfigError
-from pipeline.stages.load import APPLICATION_NAME, run_load
+from marketlake.errors import ConfigError, ConnectionConfigError
+from marketlake.lake.store import Lake
+from marketlake.lake.tables import TABLES, period_expr
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.stages.load import APPLICATION_NAME, run_load
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,12 +318,12 @@ def test_kill_9_at_random_points_then_a_rerun_converges(home, pg_dsn):
     dsn, schema = pg_dsn
     code = (
         "import sys\n"
-        "from pipeline.config import load_settings\n"
-        "from pipeline.stages.load import run_load\n"
+        "from marketlake.pipeline.config import load_settings\n"
+        "from marketlake.pipeline.stages.load import run_load\n"
         "run_load(load_settings(home=sys.argv[1], dsn=sys.argv[2], env={})"
         ".with_(pg_schema=sys.argv[3]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     rng = random.Random(7)
     interrupted = 0
     with psycopg.connect(dsn, autocommit=True) as watch:

@@ -2,10 +2,10 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from lake import Lake
-from pipeline import universe
-from pipeline.config import ProviderSettings, SegmentSettings, load_settings
-from pipeline.orchestration import demo_symbols, run_daily
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import ProviderSettings, SegmentSettings, load_settings
+from marketlake.pipeline.orchestration import demo_symbols, run_daily
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 

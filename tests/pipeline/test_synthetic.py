@@ -2,17 +2,18 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from pipeline.providers.base import FetchRequest
-from pipeline.providers.synthetic import SyntheticProvider, holidays
+from marketlake.pipeline.providers.base import FetchRequest
+from marketlake.pipeline.providers.synthetic import SyntheticProvider, holidays
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 
 
 def provider(seed=42):
-    from pipeline.config import ProviderSettings
+    from marketlake.pipeline.config import ProviderSettings
 
-    return SyntheticProvider(ProviderSettings("synthetic", options={"seed": seed}),
-                             clock=lambda: NOW)
+    return SyntheticProvider(
+        ProviderSettings("synthetic", options={"seed": seed}), clock=lambda: NOW
+    )
 
 
 def req(sym, tf, start, end=NOW, **inst):
@@ -22,8 +23,9 @@ def req(sym, tf, start, end=NOW, **inst):
 def test_values_do_not_depend_on_the_requested_range():
     p = provider()
     wide = p.fetch_ohlcv(req("AAPL", "1D", datetime(2020, 1, 1, tzinfo=UTC)))
-    narrow = p.fetch_ohlcv(req("AAPL", "1D", datetime(2024, 3, 1, tzinfo=UTC),
-                               datetime(2024, 4, 1, tzinfo=UTC)))
+    narrow = p.fetch_ohlcv(
+        req("AAPL", "1D", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
+    )
     j = narrow.join(wide, on="ts")
     assert j.height == narrow.height > 15
     assert (j["close"] == j["close_right"]).all() and (j["volume"] == j["volume_right"]).all()
@@ -41,23 +43,33 @@ def test_seed_changes_the_market():
 
 def test_equities_skip_weekends_and_holidays_crypto_does_not():
     p = provider()
-    eq = p.fetch_ohlcv(req("AAPL", "1D", datetime(2024, 1, 1, tzinfo=UTC),
-                           datetime(2025, 1, 1, tzinfo=UTC)))
+    eq = p.fetch_ohlcv(
+        req("AAPL", "1D", datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    )
     days = [t.date() for t in eq["ts"].to_list()]
     assert all(d.weekday() < 5 for d in days)
     assert date(2024, 12, 25) not in days and date(2024, 7, 4) not in days
     assert date(2024, 11, 28) in holidays(2024)  # Thanksgiving
     assert len(days) == 252  # as on the NYSE in 2024
-    btc = p.fetch_ohlcv(req("BTC/USD", "1D", datetime(2024, 1, 1, tzinfo=UTC),
-                            datetime(2025, 1, 1, tzinfo=UTC), asset_type="crypto"))
+    btc = p.fetch_ohlcv(
+        req(
+            "BTC/USD",
+            "1D",
+            datetime(2024, 1, 1, tzinfo=UTC),
+            datetime(2025, 1, 1, tzinfo=UTC),
+            asset_type="crypto",
+        )
+    )
     assert btc.height == 366
 
 
 def test_ohlc_sanity_and_daily_keys_at_midnight_utc():
     p = provider()
     f = p.fetch_ohlcv(req("MSFT", "1D", datetime(2015, 1, 1, tzinfo=UTC)))
-    sane = f.select((pl.col("low") <= pl.min_horizontal("open", "close"))
-                    & (pl.col("high") >= pl.max_horizontal("open", "close")))
+    sane = f.select(
+        (pl.col("low") <= pl.min_horizontal("open", "close"))
+        & (pl.col("high") >= pl.max_horizontal("open", "close"))
+    )
     assert sane.to_series().all()
     assert (f["volume"] >= 0).all()
     assert (f["ts"].dt.hour() == 0).all()
@@ -66,11 +78,19 @@ def test_ohlc_sanity_and_daily_keys_at_midnight_utc():
 
 def test_intraday_bars_align_to_the_session_open():
     p = provider()
-    h = p.fetch_ohlcv(req("AAPL", "1h", datetime(2026, 11, 16, tzinfo=UTC),
-                          datetime(2026, 11, 17, tzinfo=UTC)))
+    h = p.fetch_ohlcv(
+        req("AAPL", "1h", datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC))
+    )
     # 09:30 New York = 14:30 UTC in November; 7 bars, the last one 30 minutes long
     assert [t.strftime("%H:%M") for t in h["ts"]] == [
-        "14:30", "15:30", "16:30", "17:30", "18:30", "19:30", "20:30"]
+        "14:30",
+        "15:30",
+        "16:30",
+        "17:30",
+        "18:30",
+        "19:30",
+        "20:30",
+    ]
     m = p.fetch_ohlcv(req("ETH/USD", "15m", NOW - timedelta(hours=2), asset_type="crypto"))
     assert m.height == 8 and m["is_final"].all()  # NOW is on a bar boundary
     later = NOW + timedelta(minutes=7)

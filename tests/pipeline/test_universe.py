@@ -1,15 +1,17 @@
 import polars as pl
 import pytest
 
-from lake import Lake
-from pipeline import universe
-from pipeline.errors import UnknownSymbolError, ValidationError
+from marketlake.errors import UnknownSymbolError, ValidationError
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
 
 
 def test_import_russell_style_csv(home, tmp_path):
     path = tmp_path / "russell.csv"
-    path.write_text("Ticker,Company,Sector,ETF\nAAPL,Apple,Technology,no\n IWM ,iShares R2K,,yes\n"
-                    "BRK.B,Berkshire,Financials,\n,missing,,\nAAPL,Apple Inc,Technology,no\n")
+    path.write_text(
+        "Ticker,Company,Sector,ETF\nAAPL,Apple,Technology,no\n IWM ,iShares R2K,,yes\n"
+        "BRK.B,Berkshire,Financials,\n,missing,,\nAAPL,Apple Inc,Technology,no\n"
+    )
     lake = Lake(home)
     res, problems = universe.import_csv(lake, path, run_id="r")
     assert res.inserted == 3
@@ -26,8 +28,11 @@ def test_import_russell_style_csv(home, tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("", "empty file"), ("name,sector\nApple,Tech\n", "no symbol column"),
-     ("symbol,asset_type\nX,stonks\n", "unknown asset type")],
+    [
+        ("", "empty file"),
+        ("name,sector\nApple,Tech\n", "no symbol column"),
+        ("symbol,asset_type\nX,stonks\n", "unknown asset type"),
+    ],
 )
 def test_bad_universe_files(home, tmp_path, content, message):
     path = tmp_path / "u.csv"

@@ -7,11 +7,11 @@ import threading
 import psycopg
 import pytest
 
-from lake.tables import TABLES
-from pipeline.config import load_settings
-from pipeline.errors import ConfigError, LoadError
-from pipeline.postgres import Serving, migrations, quote_ident, render
-from sql import load_sql
+from marketlake.errors import ConfigError, LoadError
+from marketlake.lake.tables import TABLES
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.postgres import Serving, migrations, quote_ident, render
+from marketlake.sql import load_sql
 
 pytestmark = pytest.mark.postgres
 

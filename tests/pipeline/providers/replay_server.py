@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipeline.config import ProviderSettings
+from marketlake.pipeline.config import ProviderSettings
 
 
 @dataclass

@@ -9,9 +9,9 @@ from datetime import date
 import pytest
 from replay_server import FakeClock, Reply, load_recording, settings_for
 
-from pipeline.errors import AuthError, InvalidSymbolError, RateLimitedError
-from pipeline.providers.base import provider_class
-from pipeline.providers.coingecko import CoinGeckoProvider, icon_file_name
+from marketlake.errors import AuthError, InvalidSymbolError, RateLimitedError
+from marketlake.pipeline.providers.base import provider_class
+from marketlake.pipeline.providers.coingecko import CoinGeckoProvider, icon_file_name
 
 KEY = "CG-demo-key-0123456789"
 

@@ -14,8 +14,7 @@ import httpx
 import pytest
 from replay_server import FakeClock, Reply, load_recording, settings_for
 
-from pipeline.config import ProviderSettings
-from pipeline.errors import (
+from marketlake.errors import (
     AuthError,
     BadResponseError,
     InvalidSymbolError,
@@ -24,15 +23,16 @@ from pipeline.errors import (
     Transient,
     TransientProviderError,
 )
-from pipeline.providers.http import (
+from marketlake.pipeline.config import ProviderSettings
+from marketlake.pipeline.providers.http import (
     HttpClient,
     RateLimiter,
     error_detail,
     retry_after_seconds,
     with_origin,
 )
-from pipeline.providers.symbols import path_segment
-from pipeline.providers.yahoo import YahooProvider
+from marketlake.pipeline.providers.symbols import path_segment
+from marketlake.pipeline.providers.yahoo import YahooProvider
 
 SECRET = "sk-live-0123456789abcdef"
 

@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 from replay_server import FakeClock, load_recording, settings_for
 
-from pipeline.config import ProviderSettings
-from pipeline.errors import InvalidSymbolError
-from pipeline.providers.base import OHLCV_SCHEMA, FetchRequest, provider_class
-from pipeline.providers.indodax import IndodaxProvider, pair_parts
+from marketlake.errors import InvalidSymbolError
+from marketlake.pipeline.config import ProviderSettings
+from marketlake.pipeline.providers.base import OHLCV_SCHEMA, FetchRequest, provider_class
+from marketlake.pipeline.providers.indodax import IndodaxProvider, pair_parts
 
 HISTORY = "/tradingview/history_v2"
 

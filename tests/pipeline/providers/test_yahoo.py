@@ -13,14 +13,19 @@ import polars as pl
 import pytest
 from replay_server import FakeClock, Reply, settings_for
 
-from pipeline.errors import (
+from marketlake.errors import (
     BadResponseError,
     InvalidSymbolError,
     RateLimitedError,
     TerminalProviderError,
 )
-from pipeline.providers.base import ACTIONS_SCHEMA, OHLCV_SCHEMA, FetchRequest, provider_class
-from pipeline.providers.yahoo import YahooProvider, yahoo_symbol
+from marketlake.pipeline.providers.base import (
+    ACTIONS_SCHEMA,
+    OHLCV_SCHEMA,
+    FetchRequest,
+    provider_class,
+)
+from marketlake.pipeline.providers.yahoo import YahooProvider, yahoo_symbol
 
 CHART = "/v8/finance/chart/"
 
@@ -432,7 +437,7 @@ def test_yfinance_404_becomes_invalid_symbol(replay, yahoo_dir, yahoo):
 
 
 def test_bridge_refuses_non_yahoo_hosts(replay, yahoo):
-    from pipeline.providers import yfbridge
+    from marketlake.pipeline.providers import yfbridge
 
     sess = yfbridge.session(yahoo.home / "cache" / "yfinance")
     with yfbridge.route(yahoo.http, yahoo.settings.base_url, "AAPL"):
@@ -474,7 +479,7 @@ def test_tidy_flattens_yfinance_shapes():
     (built here by hand: no recording of these endpoints exists)."""
     import pandas as pd
 
-    from pipeline.providers.yahoo_fundamentals import frame, tidy
+    from marketlake.pipeline.providers.yahoo_fundamentals import frame, tidy
 
     at = datetime(2025, 3, 3, 12, tzinfo=UTC)
 

@@ -10,10 +10,10 @@ import polars as pl
 from replay_server import settings_for
 from typer.testing import CliRunner
 
-from cli import app
-from lake.store import Lake
-from pipeline.providers.base import OHLCV_SCHEMA, FetchRequest
-from pipeline.providers.yahoo import YahooProvider
+from marketlake.cli import app
+from marketlake.lake.store import Lake
+from marketlake.pipeline.providers.base import OHLCV_SCHEMA, FetchRequest
+from marketlake.pipeline.providers.yahoo import YahooProvider
 
 AAPL = "chart_AAPL_1d_2020-08-31_2020-11-07_split_and_dividends.cassette.json"
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from lake.store import Lake
-from pipeline.config import ProviderSettings, Settings
-from pipeline.errors import TransientProviderError
-from pipeline.providers.yahoo import YahooProvider
-from pipeline.stages.market import refresh_market, ttl
+from marketlake.errors import TransientProviderError
+from marketlake.lake.store import Lake
+from marketlake.pipeline.config import ProviderSettings, Settings
+from marketlake.pipeline.providers.yahoo import YahooProvider
+from marketlake.pipeline.stages.market import refresh_market, ttl
 
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
 KEYS = ("status:US", "calendar:earnings")
