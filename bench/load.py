@@ -31,7 +31,7 @@ import polars as pl
 from marketlake.lake.store import Lake  # noqa: E402
 from marketlake.lake.tables import period_expr  # noqa: E402
 from marketlake.pipeline.config import load_settings  # noqa: E402
-from marketlake.pipeline.postgres import Serving  # noqa: E402
+from marketlake.pipeline.serving import Serving  # noqa: E402
 from marketlake.pipeline.stages.load import run_load  # noqa: E402
 
 DSN = os.environ.get("MARKETLAKE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")

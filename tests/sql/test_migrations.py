@@ -10,7 +10,7 @@ import pytest
 from marketlake.errors import ConfigError, LoadError
 from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import load_settings
-from marketlake.pipeline.postgres import Serving, migrations, quote_ident, render
+from marketlake.pipeline.serving import Serving, migrations, quote_ident, render
 from marketlake.sql import load_sql
 
 pytestmark = pytest.mark.postgres
