@@ -1,25 +1,37 @@
 """Orchestration: the daily run and the offline demo, built from the stages.
 
-Each step is its own task: a failing step is logged to ``sync_logs`` and the next step still
-runs (the seeds' "task-level resilience").
+Each step is its own task: a step that raises anything (our errors, a library's, a Rust
+panic) becomes a :class:`TaskError` raised from its cause, is logged to ``sync_logs`` with its
+stage, run_id and cause, and the next step still runs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import duckdb
 
-from marketlake.errors import MarketlakeError
+from marketlake.errors import TaskError
 from marketlake.lake.duck import connect
 from marketlake.lake.store import Lake
 from marketlake.pipeline import universe
 from marketlake.pipeline.config import Settings
-from marketlake.pipeline.redact import redact
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.pipeline.runs import (
+    StageResult,
+    Stopwatch,
+    TaskLog,
+    new_run_id,
+    survivable,
+    task_error,
+    utcnow,
+)
 from marketlake.sql import load_sql
+
+log = logging.getLogger("marketlake.orchestration")
 
 Progress = Callable[..., None]
 
@@ -41,92 +53,148 @@ def demo_symbols(n: int) -> list[str]:
     return out
 
 
-def _step(
-    name: str, fn: Callable[[], StageResult], log: TaskLog, results: list, settings: Settings
-) -> StageResult | None:
-    started = utcnow()
-    try:
-        res = fn()
-    except MarketlakeError as exc:
-        msg = redact(exc, settings.secrets())
-        log.add(f"daily:{name}", status="failed", error=msg, started_at=started)
-        results.append({"stage": name, "status": "failed", "error": msg})
-        return None
-    log.add(
-        f"daily:{name}",
-        status="success" if res.status == "ok" else "failed",
-        rows_updated=res.inserted + res.updated,
-        started_at=started,
-        error="; ".join(res.errors[:5]) or None,
-        metadata={"run_id": res.run_id, **res.to_json()["rows"]},
-    )
-    results.append(res)
-    return res
+@dataclass(frozen=True)
+class StepFailure:
+    """A step that raised: its :class:`TaskError`, raised from the original error."""
+
+    stage: str
+    error: TaskError
+    duration_seconds: float = 0.0
+    status = "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        cause = self.error.__cause__
+        return {
+            "stage": self.stage,
+            "status": "failed",
+            "error": str(self.error),
+            "cause": type(cause).__name__ if cause is not None else None,
+            "rows": {"inserted": 0, "updated": 0, "unchanged": 0, "quarantined": 0},
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
 
 
-def _summarise(stage: str, run_id: str, results: list, watch: Stopwatch) -> StageResult:
-    ok = sum(1 for r in results if isinstance(r, StageResult) and r.status == "ok")
-    failed = len(results) - ok
-    rs = [r for r in results if isinstance(r, StageResult)]
-    errors = [f"{r['stage']}: {r['error']}" for r in results if isinstance(r, dict)]
-    errors += [e for r in rs for e in r.errors][:50]
-    return StageResult(
-        run_id=run_id,
-        stage=stage,
-        tasks_ok=ok,
-        tasks_failed=failed,
-        inserted=sum(r.inserted for r in rs),
-        updated=sum(r.updated for r in rs),
-        unchanged=sum(r.unchanged for r in rs),
-        quarantined=sum(r.quarantined for r in rs),
-        duration_seconds=watch.elapsed,
-        errors=tuple(errors),
-        details={"steps": [r.to_json() if isinstance(r, StageResult) else r for r in results]},
-    )
+class _Steps:
+    """The steps of one orchestrated run: each is one task; whatever a step raises is logged
+    (stage, run_id, cause) and the next step still runs."""
+
+    def __init__(self, settings: Settings, stage: str, run_id: str) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.run_id = run_id
+        self.secrets = settings.secrets()
+        self.log = TaskLog(run_id, stage, stage, self.secrets)
+        self.results: list[StageResult | StepFailure] = []
+
+    def run(self, name: str, fn: Callable[[], StageResult | None]) -> StageResult | None:
+        started = utcnow()
+        watch = Stopwatch()
+        try:
+            res = fn()
+        except BaseException as exc:
+            if not survivable(exc):
+                raise
+            err = task_error(exc, stage=name, run_id=self.run_id, secrets=self.secrets)
+            log.error("%s step %s failed: %s", self.stage, name, err)
+            self.log.add(
+                f"{self.stage}:{name}",
+                status="failed",
+                error=str(err),
+                started_at=started,
+                metadata={"step": name, "run_id": self.run_id, "cause": type(exc).__name__},
+            )
+            self.results.append(StepFailure(name, err, watch.elapsed))
+            return None
+        if res is None:  # nothing to do (e.g. no provider offers market data)
+            return None
+        self.log.add(
+            f"{self.stage}:{name}",
+            status="success" if res.status == "ok" else "failed",
+            rows_updated=res.inserted + res.updated,
+            started_at=started,
+            error="; ".join(str(e) for e in res.errors[:5]) or None,
+            metadata={"run_id": res.run_id, **res.to_json()["rows"]},
+        )
+        self.results.append(res)
+        return res
+
+    def flush(self, lake: Lake) -> None:
+        self.log.flush(lake)
+
+    def summary(self, watch: Stopwatch) -> StageResult:
+        rs = [r for r in self.results if isinstance(r, StageResult)]
+        ok = sum(1 for r in rs if r.status == "ok")
+        errors: list[str | TaskError] = [
+            r.error for r in self.results if isinstance(r, StepFailure)
+        ]
+        errors += [e for r in rs for e in r.errors][:50]
+        return StageResult(
+            run_id=self.run_id,
+            stage=self.stage,
+            tasks_ok=ok,
+            tasks_failed=len(self.results) - ok,
+            inserted=sum(r.inserted for r in rs),
+            updated=sum(r.updated for r in rs),
+            unchanged=sum(r.unchanged for r in rs),
+            quarantined=sum(r.quarantined for r in rs),
+            duration_seconds=watch.elapsed,
+            errors=tuple(errors),
+            details={"steps": [r.to_json() for r in self.results]},
+        )
 
 
 def run_daily(settings: Settings, *, progress: Progress | None = None) -> StageResult:
-    """Universe refresh -> sync each segment -> compute -> load (when a DSN is set)."""
+    """Universe refresh -> sync each segment -> market status and calendars -> compute ->
+    load (when a DSN is set). Each step is one task; a failing step never stops the next, and
+    the run's own ``sync_logs`` rows are written whatever happened."""
     from marketlake.pipeline.stages.ingest import run_sync
+    from marketlake.pipeline.stages.market import run_market
 
     watch = Stopwatch()
-    run_id = new_run_id()
+    run_id = new_run_id(settings.now)
     lake = Lake(settings.home)
-    log = TaskLog(run_id, "daily", "daily", settings.secrets())
-    results: list = []
-    if settings.universe_file is not None:
-
-        def refresh() -> StageResult:
-            w = Stopwatch()
-            res, problems = universe.import_csv(lake, settings.universe_file, run_id=run_id)
-            return StageResult(
-                run_id,
-                "universe",
-                tasks_ok=1,
-                inserted=res.inserted,
-                updated=res.updated,
-                unchanged=res.unchanged,
-                duration_seconds=w.elapsed,
-                errors=tuple(problems),
+    steps = _Steps(settings, "daily", run_id)
+    try:
+        if settings.universe_file is not None:
+            steps.run("universe", lambda: _refresh_universe(settings, lake, run_id))
+        try:
+            segments = list(settings.segments) or sorted(
+                set(universe.load(lake).get_column("asset_type").to_list())
             )
+        except Exception as exc:  # an unreadable universe fails the sync step, not the run
+            segments = []
+            steps.run("sync", lambda e=exc: _raise(e))
+        for seg in segments:
+            steps.run(
+                f"sync:{seg}",
+                lambda s=seg: run_sync(settings, segments=[s], progress=progress, trigger="daily"),
+            )
+        steps.run("market", lambda: run_market(settings, trigger="daily", required=False))
+        steps.run("compute", lambda: _compute(settings, progress))
+        if settings.dsn:
+            steps.run("load", lambda: _load(settings, progress, trigger="daily"))
+    finally:
+        steps.flush(lake)
+    return steps.summary(watch)
 
-        _step("universe", refresh, log, results, settings)
-    segments = list(settings.segments) or sorted(
-        set(universe.load(lake).get_column("asset_type").to_list())
+
+def _raise(exc: BaseException) -> StageResult:
+    raise exc
+
+
+def _refresh_universe(settings: Settings, lake: Lake, run_id: str) -> StageResult:
+    w = Stopwatch()
+    res, problems = universe.import_csv(lake, settings.universe_file, run_id=run_id)
+    return StageResult(
+        run_id,
+        "universe",
+        tasks_ok=1,
+        inserted=res.inserted,
+        updated=res.updated,
+        unchanged=res.unchanged,
+        duration_seconds=w.elapsed,
+        errors=tuple(problems),
     )
-    for seg in segments:
-        _step(
-            f"sync:{seg}",
-            lambda s=seg: run_sync(settings, segments=[s], progress=progress, trigger="daily"),
-            log,
-            results,
-            settings,
-        )
-    _step("compute", lambda: _compute(settings, progress), log, results, settings)
-    if settings.dsn:
-        _step("load", lambda: _load(settings, progress), log, results, settings)
-    log.flush(lake)
-    return _summarise("daily", run_id, results, watch)
 
 
 def _compute(settings: Settings, progress: Progress | None, **kw: Any) -> StageResult:
@@ -135,10 +203,10 @@ def _compute(settings: Settings, progress: Progress | None, **kw: Any) -> StageR
     return run_compute(settings, progress=progress, **kw)
 
 
-def _load(settings: Settings, progress: Progress | None) -> StageResult:
+def _load(settings: Settings, progress: Progress | None, *, trigger: str) -> StageResult:
     from marketlake.pipeline.stages.load import run_load
 
-    return run_load(settings, progress=progress, trigger="demo")
+    return run_load(settings, progress=progress, trigger=trigger)
 
 
 def run_demo(
@@ -150,8 +218,7 @@ def run_demo(
 
     watch = Stopwatch()
     lake = Lake(settings.home)
-    run_id = new_run_id()
-    log = TaskLog(run_id, "demo", "demo", settings.secrets())
+    run_id = new_run_id(settings.now)
     syms = demo_symbols(equities)
     import polars as pl
 
@@ -172,45 +239,35 @@ def run_demo(
         "instruments", universe.instruments_frame(rows, run_id), run_id=run_id, stage="universe"
     )
     now = settings.now or utcnow()
-    results: list = []
-    _step(
-        "sync",
-        lambda: run_sync(
-            settings,
-            timeframes=["1D", "1W"],
-            kinds=["ohlcv", "actions", "profile"],
-            start=now - timedelta(days=3 * 365),
-            progress=progress,
-            trigger="demo",
-        ),
-        log,
-        results,
-        settings,
-    )
-    _step(
-        "sync",
-        lambda: run_sync(
-            settings,
-            timeframes=["1h"],
-            start=now - timedelta(days=28),
-            progress=progress,
-            trigger="demo",
-        ),
-        log,
-        results,
-        settings,
-    )
-    _step(
-        "compute",
-        lambda: _compute(settings, progress, timeframes=["1D", "1h"]),
-        log,
-        results,
-        settings,
-    )
-    if settings.dsn:
-        _step("load", lambda: _load(settings, progress), log, results, settings)
-    log.flush(lake)
-    summary = _summarise("demo", run_id, results, watch)
+    steps = _Steps(settings, "demo", run_id)
+    try:
+        steps.run(
+            "sync:1D,1W",
+            lambda: run_sync(
+                settings,
+                timeframes=["1D", "1W"],
+                kinds=["ohlcv", "actions", "profile"],
+                start=now - timedelta(days=3 * 365),
+                progress=progress,
+                trigger="demo",
+            ),
+        )
+        steps.run(
+            "sync:1h",
+            lambda: run_sync(
+                settings,
+                timeframes=["1h"],
+                start=now - timedelta(days=28),
+                progress=progress,
+                trigger="demo",
+            ),
+        )
+        steps.run("compute", lambda: _compute(settings, progress, timeframes=["1D", "1h"]))
+        if settings.dsn:
+            steps.run("load", lambda: _load(settings, progress, trigger="demo"))
+    finally:
+        steps.flush(lake)
+    summary = steps.summary(watch)
     from marketlake.pipeline.reports import status
 
     sample_sql = " ".join(
@@ -228,18 +285,7 @@ def run_demo(
         "status": summary.status,
         "run_id": run_id,
         "lake": str(settings.lake),
-        "steps": [
-            r.to_json()
-            if isinstance(r, StageResult)
-            else {
-                "stage": r["stage"],
-                "status": "failed",
-                "error": r["error"],
-                "rows": {"inserted": 0, "updated": 0, "unchanged": 0},
-                "duration_seconds": 0.0,
-            }
-            for r in results
-        ],
+        "steps": [r.to_json() for r in steps.results],
         "status_rows": status(settings, lake, now),
         "sample_sql": sample_sql,
         "sample": sample,

@@ -230,10 +230,14 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
         seg_tfs = req.timeframes or seg.timeframes
         for row in frame.iter_rows(named=True):
             pname = req.provider or seg.provider or row.get("provider") or "synthetic"
-            caps = provider_class(pname).capabilities
+            try:
+                caps = provider_class(pname).capabilities
+            except ConfigError:  # only this provider's tasks fail (at fetch time)
+                units += _unavailable(seg, row, pname, kinds, seg_tfs, req, end)
+                continue
             psym = _provider_symbol(row, pname)
             for kind in kinds:
-                if kind not in caps.kinds:
+                if kind not in caps.kinds or kind == "market":  # market is not per symbol
                     continue
                 if kind != "ohlcv":
                     st = status.get((seg.name, row["symbol"], NO_TIMEFRAME, kind))
@@ -291,6 +295,25 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
                         units.append(u)
     units.sort(key=lambda u: (u.symbol, u.timeframe, u.kind))
     return units
+
+
+def _unavailable(seg, row, pname, kinds, seg_tfs, req, end) -> list[Unit]:
+    """Units for an instrument whose provider cannot be loaded: planned so that they fail,
+    are logged and leave every other provider's tasks running."""
+    out = []
+    for kind in kinds:
+        if kind == "market":
+            continue
+        for tf in seg_tfs if kind == "ohlcv" else (NO_TIMEFRAME,):
+            lookback = DEFAULT_LOOKBACK.get(tf, DEFAULT_LOOKBACK["1D"])
+            start = req.start or end - lookback
+            if start < end:
+                chunk = ((start, end),)
+                reason = "provider unavailable"
+                out.append(
+                    Unit(seg.name, row["symbol"], tf, kind, pname, reason, chunk, None, None, row)
+                )
+    return out
 
 
 def _plan_bars(

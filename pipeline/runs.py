@@ -1,5 +1,6 @@
-"""Runs and their results: run ids, the frozen ``StageResult`` every stage returns, and the
-``sync_logs`` rows (one per task) written to the lake."""
+"""Runs and their results: run ids, the frozen ``StageResult`` every stage returns, failed
+tasks (a :class:`TaskError` raised from its cause), and the ``sync_logs`` rows (one per task)
+written to the lake."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from marketlake.errors import TaskError
 from marketlake.lake.store import Lake, WriteResult
 from marketlake.pipeline.redact import redact
 
@@ -25,9 +27,43 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def survivable(exc: BaseException) -> bool:
+    """True for what one failing task may raise without ending the run: any ``Exception``,
+    and the panics of Rust extensions (polars, deltalake), which pyo3 raises as
+    ``BaseException`` subclasses. KeyboardInterrupt and SystemExit still end the run."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
+def one_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """The first line of an error, redacted; foreign errors are prefixed with their type."""
+    from marketlake.errors import MarketlakeError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not isinstance(exc, MarketlakeError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return redact(text, secrets)
+
+
+def task_error(
+    exc: BaseException, *, stage: str, run_id: str, secrets: tuple[str, ...] = ()
+) -> TaskError:
+    """``exc`` wrapped as the TaskError of a failed task, raised from it (so ``__cause__``
+    keeps the original error, traceback included)."""
+    if isinstance(exc, TaskError):
+        return exc
+    try:
+        raise TaskError(one_line(exc, secrets), stage=stage, run_id=run_id) from exc
+    except TaskError as err:
+        return err
+
+
 @dataclass(frozen=True)
 class StageResult:
-    """What one stage run did; ``to_json`` is the ``--json`` contract."""
+    """What one stage run did; ``to_json`` is the ``--json`` contract.
+
+    ``errors`` holds messages, or the :class:`TaskError` of a failed task, kept as an object
+    (with its cause) until it is rendered.
+    """
 
     run_id: str
     stage: str
@@ -39,7 +75,7 @@ class StageResult:
     unchanged: int = 0
     quarantined: int = 0
     duration_seconds: float = 0.0
-    errors: tuple[str, ...] = ()
+    errors: tuple[str | TaskError, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -65,7 +101,7 @@ class StageResult:
                 "quarantined": self.quarantined,
             },
             "duration_seconds": round(self.duration_seconds, 3),
-            "errors": list(self.errors),
+            "errors": [str(e) for e in self.errors],
         }
         out.update(self.details)
         return out

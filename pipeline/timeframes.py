@@ -59,9 +59,10 @@ def source_for(tf: str, native: tuple[str, ...] | frozenset[str]) -> str | None:
     return None
 
 
-def resample(bars: pl.DataFrame, tf: str) -> pl.DataFrame:
+def resample(bars: pl.DataFrame, tf: str, *, now: datetime) -> pl.DataFrame:
     """Aggregate finer bars into ``tf`` bars per symbol (open first, high max, low min, close
-    last, volume sum; a bar is final only when all its parts are)."""
+    last, volume sum). A bar is final only when all its parts are and its period has closed
+    by ``now`` (the run's clock): the current week's bar is still forming on a Wednesday."""
     if bars.is_empty():
         return bars.with_columns(pl.lit(tf).alias("timeframe"))
     every = _EVERY[tf]
@@ -80,4 +81,5 @@ def resample(bars: pl.DataFrame, tf: str) -> pl.DataFrame:
         )
         .with_columns(pl.lit(tf).alias("timeframe"))
     )
-    return agg
+    closed = pl.col("ts").dt.offset_by(every) <= pl.lit(now).cast(pl.Datetime("us", "UTC"))
+    return agg.with_columns((pl.col("is_final") & closed).alias("is_final"))

@@ -1,15 +1,18 @@
 """A provider for tests: synthetic bars plus injected failures (like a mock transport).
 
-``options``: ``fail`` maps a symbol to ``transient`` (fails ``fail_times`` times, then
-succeeds), ``invalid``, ``auth``, ``bad`` (a malformed response) or ``corrupt`` (bars that
-break OHLC sanity); ``delay_s`` slows every fetch; ``calls`` counts requests per symbol.
+``options``: ``fail`` maps a symbol (or a market key such as ``status:US``) to ``transient``
+(fails ``fail_times`` times, then succeeds), ``invalid``, ``auth``, ``bad`` (a malformed
+response) or ``corrupt`` (bars that break OHLC sanity); ``delay_s`` slows every fetch;
+``calls`` counts requests per symbol and market key.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 
 import polars as pl
 
@@ -25,6 +28,10 @@ from marketlake.pipeline.providers.synthetic import SyntheticProvider
 
 class FakeProvider(SyntheticProvider):
     name = "fake"
+    capabilities = replace(
+        SyntheticProvider.capabilities,
+        kinds=SyntheticProvider.capabilities.kinds | {"market"},
+    )
 
     def __init__(self, settings=None, **kw) -> None:
         super().__init__(settings, **kw)
@@ -63,3 +70,15 @@ class FakeProvider(SyntheticProvider):
                 .alias("close"),
             )
         return out
+
+    def fetch_market(self, key: str) -> str:
+        """A market_cache value for ``key``: JSON naming the key and the request count."""
+        with self._lock:
+            self.calls[key] += 1
+            n = self.calls[key]
+        mode = self.fail.get(key)
+        if mode == "transient" and n <= self.fail_times:
+            raise TransientProviderError(f"fake: HTTP 503 for {key}", provider=self.name)
+        if mode == "bad":
+            raise BadResponseError(f"fake: truncated JSON body for {key}", provider=self.name)
+        return json.dumps({"key": key, "request": n, "at": self.clock().isoformat()})

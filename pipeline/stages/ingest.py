@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ import polars as pl
 
 from marketlake.errors import (
     AuthError,
+    ConfigError,
     MarketlakeError,
     Transient,
 )
@@ -71,11 +72,20 @@ class _Providers:
         self._lock = threading.Lock()
         self._instances: dict[str, Provider] = {}
         self.aborted: dict[str, str] = {}
+        self._unavailable: dict[str, ConfigError] = {}
 
     def get(self, name: str) -> Provider:
+        """The shared instance; a provider that cannot be loaded raises the same
+        ConfigError for each of its tasks (which fail; other providers' tasks run)."""
         with self._lock:
+            if name in self._unavailable:
+                raise self._unavailable[name]
             if name not in self._instances:
-                cls = provider_class(name)
+                try:
+                    cls = provider_class(name)
+                except ConfigError as exc:
+                    self._unavailable[name] = exc
+                    raise
                 clock = (lambda: self.now) if self.settings.now is not None else None
                 self._instances[name] = cls(
                     self.settings.provider(name), home=self.settings.home, clock=clock
@@ -101,7 +111,7 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
                 symbol=unit.symbol,
             )
         prov = providers.get(unit.provider)
-        out.frame = _fetch_unit(unit, prov, unit.chunks)
+        out.frame = _fetch_unit(unit, prov, unit.chunks, providers.now)
     except AuthError as exc:
         providers.aborted.setdefault(unit.provider, str(exc))
         out.error, out.error_kind = str(exc), "auth"
@@ -130,7 +140,9 @@ def _retrying(call: Callable[[], pl.DataFrame], prov: Provider) -> pl.DataFrame:
     raise AssertionError("unreachable")
 
 
-def _fetch_unit(unit: Unit, prov: Provider, chunks) -> pl.DataFrame:
+def _fetch_unit(unit: Unit, prov: Provider, chunks, now: datetime) -> pl.DataFrame:
+    """The unit's rows; bars resampled from a finer timeframe are final only once their
+    period has closed by ``now`` (the run's clock)."""
     inst = dict(unit.instrument)
     if unit.kind == "actions":
         s, e = chunks[0][0], chunks[-1][1]
@@ -146,7 +158,7 @@ def _fetch_unit(unit: Unit, prov: Provider, chunks) -> pl.DataFrame:
         parts.append(_retrying(lambda r=req: prov.fetch_ohlcv(r), prov))
     frame = pl.concat(parts) if parts else pl.DataFrame()
     if fetch_tf != unit.timeframe and not frame.is_empty():
-        frame = tfs.resample(frame, unit.timeframe)
+        frame = tfs.resample(frame, unit.timeframe, now=now)
     return frame.with_columns(
         pl.lit(unit.symbol).alias("symbol"), pl.lit(unit.timeframe).alias("timeframe")
     )
@@ -388,7 +400,7 @@ class Sync:
             prov = self.providers.get(unit.provider)
             caps = prov.capabilities
             chunks = split_range(start, unit.end, caps.max_range.get(unit.fetch_timeframe or tf))
-            frame = _fetch_unit(unit, prov, chunks)
+            frame = _fetch_unit(unit, prov, chunks, self.now)
             good, bad = check_ohlcv(frame)
             if not bad.is_empty():
                 self._quarantine(bad, "ohlcv", "provider")
@@ -592,9 +604,36 @@ def run_sync(
     progress: Progress | None = None,
     trigger: str = "cli",
 ) -> StageResult:
-    """Fetch what the lake is missing and commit it; ``dry_run`` only plans."""
+    """Fetch what the lake is missing and commit it; ``dry_run`` only plans.
+
+    The kind ``market`` (market status and calendars, not per symbol) is served by the
+    market stage from ``market_cache`` within its TTL; the other kinds are planned per symbol.
+    """
     from marketlake.pipeline.planning import parse_when
 
+    kinds = list(dict.fromkeys(kinds or ()))
+    if "market" in kinds:
+        kinds.remove("market")
+        market = _sync_market(settings, provider, trigger, dry_run)
+        if not kinds:
+            return market
+        rest = run_sync(
+            settings,
+            segments=segments,
+            provider=provider,
+            symbols=symbols,
+            timeframes=timeframes,
+            kinds=kinds,
+            scope=scope,
+            limit=limit,
+            start=start,
+            end=end,
+            force=force,
+            dry_run=dry_run,
+            progress=progress,
+            trigger=trigger,
+        )
+        return _merged(rest, market)
     req = SyncRequest(
         segments=tuple(segments),
         provider=provider,
@@ -622,6 +661,56 @@ def run_sync(
             details={"dry_run": True, "tasks": tasks},
         )
     return sync.run(units)
+
+
+def _sync_market(
+    settings: Settings, provider: str | None, trigger: str, dry_run: bool
+) -> StageResult:
+    from marketlake.pipeline.stages import market
+
+    now = settings.now or utcnow()
+    run_id = new_run_id(now)
+    if dry_run:
+        lake = Lake(settings.home)
+        name = provider or market.market_provider(lake) or "yahoo"
+        tasks = [
+            {
+                "symbol": key,
+                "timeframe": NO_TIMEFRAME,
+                "kind": "market",
+                "start": now.isoformat(),
+                "end": (now + market.ttl(key)).isoformat(),
+                "provider": name,
+                "reason": "expired or never fetched",
+                "segment": "market",
+            }
+            for key in market.stale_keys(lake, market.DEFAULT_KEYS, now)
+        ]
+        return StageResult(run_id=run_id, stage="sync", details={"dry_run": True, "tasks": tasks})
+    res = market.run_market(settings, provider=provider, trigger=trigger, run_id=run_id)
+    assert res is not None  # required=True never returns None
+    return replace(res, stage="sync")
+
+
+def _merged(a: StageResult, b: StageResult) -> StageResult:
+    """One sync result of two parts (the per-symbol kinds and market data)."""
+    details = {**b.details, **a.details}
+    if "tasks" in a.details or "tasks" in b.details:
+        details["tasks"] = [*a.details.get("tasks", []), *b.details.get("tasks", [])]
+    return StageResult(
+        run_id=a.run_id,
+        stage="sync",
+        tasks_ok=a.tasks_ok + b.tasks_ok,
+        tasks_failed=a.tasks_failed + b.tasks_failed,
+        tasks_skipped=a.tasks_skipped + b.tasks_skipped,
+        inserted=a.inserted + b.inserted,
+        updated=a.updated + b.updated,
+        unchanged=a.unchanged + b.unchanged,
+        quarantined=a.quarantined + b.quarantined,
+        duration_seconds=a.duration_seconds + b.duration_seconds,
+        errors=a.errors + b.errors,
+        details=details,
+    )
 
 
 __all__ = ["run_sync", "Sync", "NO_TIMEFRAME"]

@@ -3,7 +3,8 @@
 A key is fetched only when the lake holds no unexpired value for it: market status lives
 30 minutes, the earnings/IPO/splits/economic calendars one hour. The provider answers
 ``fetch_market(key) -> JSON text`` (see :meth:`YahooProvider.fetch_market`); one failing key
-never stops the others, and each key is one ``sync_logs`` task.
+never stops the others, and each key is one ``sync_logs`` task. :func:`run_market` is the
+entry of ``sync --kinds market`` and of the daily run's ``market`` step.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from marketlake.errors import ProviderError
+from marketlake.errors import ConfigError, TaskError
 from marketlake.lake.store import Lake
 from marketlake.pipeline.config import Settings
-from marketlake.pipeline.redact import redact
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.pipeline.providers.base import provider_class
+from marketlake.pipeline.runs import (
+    StageResult,
+    Stopwatch,
+    TaskLog,
+    new_run_id,
+    survivable,
+    task_error,
+    utcnow,
+)
 
 STAGE = "market"
 DEFAULT_KEYS = (
@@ -55,15 +64,17 @@ def refresh_market(
     now: datetime | None = None,
     *,
     trigger: str = "cli",
+    run_id: str | None = None,
 ) -> StageResult:
     """Fetch the expired or missing ``keys`` and upsert them into ``market_cache``."""
     watch = Stopwatch()
     now = now or utcnow()
     keys = list(dict.fromkeys(keys))
-    run_id = new_run_id(now)
+    run_id = run_id or new_run_id(now)
     tasks = TaskLog(run_id, STAGE, trigger, settings.secrets())
     skip = fresh_keys(lake, keys, now)
-    rows, errors = [], []
+    rows: list[dict] = []
+    errors: list[TaskError] = []
     ok = failed = 0
     for key in keys:
         if key in skip:
@@ -71,11 +82,19 @@ def refresh_market(
         started = utcnow()
         try:
             value = provider.fetch_market(key)
-        except ProviderError as exc:
+        except BaseException as exc:
+            if not survivable(exc):
+                raise
             failed += 1
-            message = redact(str(exc), settings.secrets())
-            errors.append(message)
-            tasks.add(f"market:{key}", status="failed", error=message, started_at=started)
+            err = task_error(exc, stage=STAGE, run_id=run_id, secrets=settings.secrets())
+            errors.append(err)
+            tasks.add(
+                f"market:{key}",
+                status="failed",
+                error=str(err),
+                started_at=started,
+                metadata={"provider": provider.name, "cause": type(exc).__name__},
+            )
             continue
         ok += 1
         rows.append(
@@ -87,7 +106,7 @@ def refresh_market(
                 "expires_at": now + ttl(key),
             }
         )
-        tasks.add(f"market:{key}", status="ok", rows_updated=1, started_at=started)
+        tasks.add(f"market:{key}", status="success", rows_updated=1, started_at=started)
     write = None
     if rows:
         frame = pl.DataFrame(
@@ -111,3 +130,58 @@ def refresh_market(
         duration_seconds=watch.elapsed,
         errors=tuple(errors),
     )
+
+
+def offers_market(name: str) -> bool:
+    """True when provider ``name`` exists and serves market status and calendars."""
+    try:
+        cls = provider_class(name)
+    except ConfigError:
+        return False
+    return "market" in cls.capabilities.kinds and callable(getattr(cls, "fetch_market", None))
+
+
+def market_provider(lake: Lake) -> str | None:
+    """The provider of market data for this universe: the first (by name) of the active
+    instruments' providers that serves it, or None."""
+    from marketlake.pipeline import universe
+
+    names = sorted(set(universe.load(lake).get_column("provider").drop_nulls().to_list()))
+    return next((n for n in names if offers_market(n)), None)
+
+
+def stale_keys(lake: Lake, keys: Iterable[str], now: datetime) -> list[str]:
+    """The keys a refresh at ``now`` would fetch (missing or expired), in order."""
+    keys = list(dict.fromkeys(keys))
+    fresh = fresh_keys(lake, keys, now)
+    return [k for k in keys if k not in fresh]
+
+
+def run_market(
+    settings: Settings,
+    *,
+    provider: str | None = None,
+    keys: Iterable[str] = DEFAULT_KEYS,
+    trigger: str = "cli",
+    run_id: str | None = None,
+    required: bool = True,
+) -> StageResult | None:
+    """Refresh ``market_cache`` from ``provider`` (default: the universe's market provider,
+    else yahoo). With ``required=False`` (the daily run) a universe none of whose providers
+    serves market data is not an error: nothing runs and None is returned."""
+    lake = Lake(settings.home)
+    name = provider or market_provider(lake)
+    if name is None:
+        if not required:
+            return None
+        name = "yahoo"
+    if not offers_market(name):
+        provider_class(name)  # an unknown provider is reported as such
+        raise ConfigError(f"provider {name!r} does not serve market status and calendars")
+    now = settings.now or utcnow()
+    clock = (lambda: now) if settings.now is not None else None
+    prov = provider_class(name)(settings.provider(name), home=settings.home, clock=clock)
+    try:
+        return refresh_market(settings, lake, prov, keys, now=now, trigger=trigger, run_id=run_id)
+    finally:
+        prov.close()

@@ -70,7 +70,7 @@ def test_a_failing_key_does_not_stop_the_others(home, lake):
     p = CountingProvider(fail={"status:US"})
     res = refresh_market(settings, lake, p, KEYS, now=T0)
     assert (res.tasks_ok, res.tasks_failed, res.status) == (1, 1, "partial")
-    assert "SECRETVALUE" not in " ".join(res.errors)
+    assert "SECRETVALUE" not in " ".join(map(str, res.errors))
     logs = lake.read("sync_logs")
     assert set(logs["task_name"]) == {"market:status:US", "market:calendar:earnings"}
     assert not any("SECRETVALUE" in (m or "") for m in logs["error_message"])
