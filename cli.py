@@ -1,6 +1,8 @@
 """The ``marketlake`` command line: parse, build settings, call one pipeline function, render.
 
 Exit codes: 0 success, 1 some tasks failed (the others done), 2 usage or configuration error.
+Every failure is one line on stderr; ``--debug`` (or ``MARKETLAKE_DEBUG=1``) adds the
+traceback. Off a terminal nothing is wrapped: rows and error lines stay whole for pipes.
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     name="marketlake",
@@ -28,8 +30,25 @@ app = typer.Typer(
 universe_app = typer.Typer(help="Manage the universe of instruments.", no_args_is_help=True)
 app.add_typer(universe_app, name="universe")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+_UNWRAPPED = 100_000  # width off a terminal: rows and error lines are never folded
+_state = {"debug": False}
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console for this moment's stream: wrapped to the terminal, or full width off it."""
+    probe = Console(stderr=stderr, soft_wrap=True)
+    if probe.is_terminal:
+        return probe
+    return Console(stderr=stderr, soft_wrap=True, width=_UNWRAPPED)
+
+
+def out() -> Console:
+    return _console()
+
+
+def err() -> Console:
+    return _console(stderr=True)
+
 
 Home = Annotated[Path | None, typer.Option("--home", help="Lake root (env MARKETLAKE_HOME).")]
 Dsn = Annotated[
@@ -42,58 +61,104 @@ ConfigFile = Annotated[
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object last on stdout.")]
 
 
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print tracebacks (also MARKETLAKE_DEBUG=1).")
+    ] = False,
+) -> None:
+    """Keep market data in sync: providers -> Delta lake -> indicators -> PostgreSQL."""
+    _state["debug"] = debug or os.environ.get("MARKETLAKE_DEBUG", "") not in ("", "0")
+
+
 def _csv(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _settings(home: Path | None, dsn: str | None, config: Path | None, **overrides: Any):
-    from marketlake.pipeline.config import load_settings
+def _env_secrets() -> tuple[str, ...]:
+    from marketlake.pipeline.config import SECRET_ENV
 
-    now = os.environ.get("MARKETLAKE_NOW")  # pin the clock (reproducible runs and tests)
-    if now:
-        from marketlake.pipeline.planning import parse_when
-
-        overrides["now"] = parse_when(now, "MARKETLAKE_NOW")
-    return load_settings(home=home, dsn=dsn, config_file=config, **overrides)
+    return tuple(v for k in SECRET_ENV.values() if (v := os.environ.get(k)))
 
 
-def _fail(exc: BaseException, secrets: tuple[str, ...] = ()) -> typer.Exit:
+def _fail(exc: BaseException, secrets: tuple[str, ...]) -> typer.Exit:
+    """One line on stderr (the traceback too with --debug) and the exit code."""
     from marketlake.errors import MarketlakeError
     from marketlake.pipeline.redact import redact
 
     code = exc.exit_code if isinstance(exc, MarketlakeError) else 1
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    msg = lines[0] if lines else type(exc).__name__
     if not isinstance(exc, MarketlakeError):
         msg = f"internal error: {type(exc).__name__}: {msg}"
-    err.print(f"[bold red]error:[/] {redact(msg, secrets)}", highlight=False, markup=True)
-    if os.environ.get("MARKETLAKE_DEBUG"):
-        err.print_exception()
+    console = err()
+    console.print(Text.assemble(("error: ", "bold red"), redact(msg, secrets)), highlight=False)
+    if _state["debug"]:
+        console.print_exception()
     return typer.Exit(code)
 
 
 @contextmanager
-def _guard(settings=None) -> Iterator[None]:
-    """Turn marketlake errors into one line on stderr and the right exit code."""
+def _session(
+    home: Path | None, dsn: str | None, config: Path | None, **overrides: Any
+) -> Iterator[Any]:
+    """Load and validate the settings, then run the command body, inside the one error guard:
+    marketlake errors, foreign errors and the panics of polars and delta-rs (``BaseException``
+    subclasses) all become one line and an exit code."""
+    secrets = _env_secrets()
     try:
-        yield
-    except typer.Exit:
+        from marketlake.pipeline.config import load_settings
+
+        settings = load_settings(
+            home=home, dsn=dsn, config_file=config, env=os.environ, **overrides
+        )
+        secrets = settings.secrets()
+        yield settings
+    except (typer.Exit, SystemExit, GeneratorExit):
         raise
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err().print("interrupted")
         raise typer.Exit(130) from None
-    except Exception as exc:  # the one place every failure becomes an exit code
-        raise _fail(exc, settings.secrets() if settings else ()) from None
+    except BaseException as exc:  # the one place every failure becomes an exit code
+        raise _fail(exc, secrets) from None
+
+
+class _Steps:
+    """Progress of a command whose stages report one after another: each stage's ``start``
+    opens a counter of its own (so no counter ever runs past its total); ``table_*`` events
+    (the load stage) count tables."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.steps = 0
+        self.kind = ""
+        self.done = 0
+        self.total: int | None = None
+
+    def name(self) -> str:
+        return self.label if self.steps <= 1 else f"{self.label} [{self.steps}]"
+
+    def begin(self, kind: str, total: int | None) -> None:
+        self.steps += 1
+        self.kind, self.done, self.total = kind, 0, total
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.total is not None:
+            self.done = min(self.done, self.total)
 
 
 @contextmanager
 def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on a terminal, plain lines otherwise, nothing with --json."""
+    """A rich progress bar per step on a terminal, plain lines otherwise, nothing with --json."""
     if not enabled:
         yield lambda *a, **k: None
         return
-    if err.is_terminal:
+    steps = _Steps(label)
+    console = err()
+    if console.is_terminal:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -103,7 +168,7 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
             TimeRemainingColumn,
         )
 
-        state = {"rows": 0, "errors": 0}
+        state = {"rows": 0, "errors": 0, "task": None}
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -111,41 +176,61 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[..., None]]:
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=err,
+            console=console,
             transient=False,
         ) as bar:
-            task = bar.add_task(label, total=None, info="")
+
+            def open_step(kind: str, total: int | None) -> None:
+                steps.begin(kind, total)
+                state.update(rows=0, errors=0)
+                state["task"] = bar.add_task(steps.name(), total=total, info="")
 
             def cb(event: str, **info: Any) -> None:
                 if event == "start":
-                    bar.update(task, total=info.get("total"))
+                    open_step("tasks", info.get("total"))
+                elif event == "table_start" and steps.kind != "tables":
+                    open_step("tables", None)
                 elif event == "table_done":
-                    bar.update(task, advance=1, info=str(info.get("table", "")))
-                elif event == "advance":
+                    steps.advance(1)
+                    bar.update(state["task"], completed=steps.done, info=str(info.get("table", "")))
+                elif event == "advance" and state["task"] is not None:
+                    steps.advance(int(info.get("advance", 1) or 1))
                     state["rows"] += info.get("rows", 0) or 0
                     state["errors"] += 1 if info.get("error") else 0
                     bar.update(
-                        task, advance=1, info=f"{state['rows']:,} rows, {state['errors']} errors"
+                        state["task"],
+                        completed=steps.done,
+                        info=f"{state['rows']:,} rows, {state['errors']} errors",
                     )
 
             yield cb
         return
-    counter = {"done": 0, "total": 0, "next": 0}
+    marks = {"next": 0}
 
     def plain(event: str, **info: Any) -> None:
         if event == "start":
-            counter["total"] = info.get("total") or 0
-            err.print(f"{label}: {counter['total']} tasks", highlight=False)
+            steps.begin("tasks", info.get("total") or 0)
+            marks["next"] = 0
+            console.print(f"{steps.name()}: {steps.total} tasks", highlight=False, markup=False)
+        elif event == "table_start" and steps.kind != "tables":
+            steps.begin("tables", None)
+        elif event == "table_done":
+            steps.advance(1)
+            console.print(
+                f"{steps.name()}: {info.get('table')} {info.get('status', '')}".rstrip(),
+                highlight=False,
+                markup=False,
+            )
         elif event == "advance":
-            counter["done"] += 1
-            if counter["done"] >= counter["next"] or info.get("error"):
-                err.print(
-                    f"{label}: {counter['done']}/{counter['total']}"
+            steps.advance(int(info.get("advance", 1) or 1))
+            if steps.done >= marks["next"] or info.get("error"):
+                console.print(
+                    f"{steps.name()}: {steps.done}/{steps.total}"
                     + (f" - {info.get('symbol')}: {info['error']}" if info.get("error") else ""),
                     highlight=False,
                     markup=False,
                 )
-                counter["next"] = counter["done"] + max(1, counter["total"] // 10)
+                marks["next"] = steps.done + max(1, (steps.total or 0) // 10)
 
     yield plain
 
@@ -183,21 +268,22 @@ def _emit(result, as_json: bool) -> None:
                 ),
             )
         )
-        out.print(t)
+        out().print(t)
         for e in data["errors"][:20]:
-            err.print(f"  [red]x[/] {e}", highlight=False)
+            err().print(Text.assemble(("  x ", "red"), e), highlight=False)
     raise typer.Exit(0 if data["status"] == "ok" else 1)
 
 
 def _print_frame(frame, fmt: str, dest: Path | None) -> None:
     """Write a polars frame as table / csv / json / parquet."""
+    from marketlake.errors import ConfigError
     from marketlake.lake.atomic import atomic_write
 
     if fmt == "parquet":
         if dest is None:
-            raise typer.BadParameter("--format parquet needs --out FILE")
+            raise ConfigError("--format parquet needs --out FILE")
         atomic_write(dest, lambda p: frame.write_parquet(p))
-        err.print(f"wrote {frame.height} rows to {dest}")
+        err().print(f"wrote {frame.height} rows to {dest}")
         return
     if fmt == "csv":
         text = frame.write_csv()
@@ -210,18 +296,18 @@ def _print_frame(frame, fmt: str, dest: Path | None) -> None:
         for row in frame.head(200).iter_rows():
             t.add_row(*["" if v is None else str(v) for v in row])
         if dest is None:
-            out.print(t)
+            out().print(t)
             if frame.height > 200:
-                err.print(f"... {frame.height - 200} more rows (use --format csv)")
+                err().print(f"... {frame.height - 200} more rows (use --format csv)")
             return
         text = frame.write_csv()
     else:
-        raise typer.BadParameter(f"unknown format {fmt!r}: table, csv, json or parquet")
+        raise ConfigError(f"--format: unknown format {fmt!r}: table, csv, json or parquet")
     if dest is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
         atomic_write(dest, lambda p: p.write_text(text))
-        err.print(f"wrote {frame.height} rows to {dest}")
+        err().print(f"wrote {frame.height} rows to {dest}")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -236,8 +322,7 @@ def demo(
     json_out: JsonOut = False,
 ) -> None:
     """Run the whole pipeline offline on a synthetic market and show where everything is."""
-    settings = _settings(home, dsn, config)
-    with _guard(settings):
+    with _session(home, dsn, config) as settings:
         from marketlake.pipeline.orchestration import run_demo
 
         with _progress("demo", not json_out) as cb:
@@ -246,9 +331,9 @@ def demo(
             report["sample"] = report["sample"].to_dicts()
             print(json.dumps(report, default=str))
             raise typer.Exit(0 if report["status"] == "ok" else 1)
-        out.print(f"\n[bold]Lake:[/] {report['lake']}")
+        out().print(f"\n[bold]Lake:[/] {report['lake']}")
         for step in report["steps"]:
-            out.print(
+            out().print(
                 f"  {step['stage']:<9} {step['status']:<8} "
                 f"inserted={step['rows']['inserted']:,} updated={step['rows']['updated']:,}"
                 f" unchanged={step['rows']['unchanged']:,} "
@@ -256,9 +341,9 @@ def demo(
                 highlight=False,
             )
         _status_table(report["status_rows"])
-        out.print(f"\n[bold]Sample query:[/] {report['sample_sql']}")
+        out().print(f"\n[bold]Sample query:[/] {report['sample_sql']}")
         _print_frame(report["sample"], "table", None)
-        out.print('\nTry: marketlake query "SELECT timeframe, count(*) FROM ohlcv GROUP BY 1"')
+        out().print('\nTry: marketlake query "SELECT timeframe, count(*) FROM ohlcv GROUP BY 1"')
         raise typer.Exit(0 if report["status"] == "ok" else 1)
 
 
@@ -272,17 +357,12 @@ def universe_import(
     json_out: JsonOut = False,
 ) -> None:
     """Import instruments from a CSV (e.g. a Russell 2000 list)."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        from marketlake.lake.store import Lake
-        from marketlake.pipeline import universe
-        from marketlake.pipeline.runs import new_run_id
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import import_universe
 
-        res, problems = universe.import_csv(
-            Lake(settings.home), file, run_id=new_run_id(), asset_type=asset_type, provider=provider
-        )
+        res, problems = import_universe(settings, file, asset_type=asset_type, provider=provider)
         for p in problems:
-            err.print(f"[yellow]skipped:[/] {p}", highlight=False)
+            err().print(Text.assemble(("skipped: ", "yellow"), p), highlight=False)
         if json_out:
             print(
                 json.dumps(
@@ -295,7 +375,7 @@ def universe_import(
                 )
             )
         else:
-            out.print(
+            out().print(
                 f"instruments: {res.inserted} added, {res.updated} updated, "
                 f"{res.unchanged} unchanged"
             )
@@ -317,16 +397,12 @@ def universe_add(
     config: ConfigFile = None,
 ) -> None:
     """Add (or update) one instrument."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        from marketlake.lake.store import Lake
-        from marketlake.pipeline import universe
-        from marketlake.pipeline.runs import new_run_id
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import add_instrument
 
-        res = universe.add(
-            Lake(settings.home),
+        res = add_instrument(
+            settings,
             symbol,
-            run_id=new_run_id(),
             name=name,
             asset_type=asset_type,
             exchange=exchange,
@@ -335,7 +411,7 @@ def universe_add(
             timezone=timezone,
             currency=currency,
         )
-        out.print(
+        out().print(
             f"{symbol}: {'added' if res.inserted else 'updated' if res.updated else 'unchanged'}",
             highlight=False,
             markup=False,
@@ -351,17 +427,10 @@ def universe_list(
     json_out: JsonOut = False,
 ) -> None:
     """List the universe."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        from marketlake.lake.store import Lake
-        from marketlake.pipeline import universe
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import list_universe
 
-        frame = universe.load(
-            Lake(settings.home), asset_types=[asset_type] if asset_type else None, active_only=False
-        )
-        frame = frame.select(
-            "symbol", "name", "asset_type", "exchange", "is_etf", "provider", "timezone", "active"
-        )
+        frame = list_universe(settings, asset_type)
         _print_frame(frame, "json" if json_out else fmt, None)
 
 
@@ -388,8 +457,7 @@ def sync(
     json_out: JsonOut = False,
 ) -> None:
     """Fetch what the lake is missing (plus an overlap window) and commit it."""
-    settings = _settings(home, None, config, concurrency=concurrency)
-    with _guard(settings):
+    with _session(home, None, config, concurrency=concurrency) as settings:
         from marketlake.pipeline.stages.ingest import run_sync
 
         with _progress("sync", not json_out and not dry_run) as cb:
@@ -415,7 +483,7 @@ def sync(
                     json.dumps(
                         {
                             "run_id": result.run_id,
-                            "stage": "sync",
+                            "stage": result.stage,
                             "dry_run": True,
                             "tasks": tasks,
                             "count": len(tasks),
@@ -441,7 +509,7 @@ def sync(
                             )
                         ]
                     )
-                out.print(t)
+                out().print(t)
             raise typer.Exit(0)
         _emit(result, json_out)
 
@@ -458,8 +526,7 @@ def backfill(
     json_out: JsonOut = False,
 ) -> None:
     """Fill history back to --start in provider-sized chunks, committing as it goes."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
+    with _session(home, None, config) as settings:
         from marketlake.pipeline.stages.ingest import run_sync
 
         with _progress("backfill", not json_out) as cb:
@@ -472,6 +539,7 @@ def backfill(
                 symbols=_csv(symbols),
                 progress=cb,
                 trigger="backfill",
+                stage="backfill",
             )
         _emit(result, json_out)
 
@@ -487,15 +555,11 @@ def compute(
     json_out: JsonOut = False,
 ) -> None:
     """Compute indicators for every series whose bars changed since the last compute."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import split_indicators
         from marketlake.pipeline.stages.compute import run_compute
 
-        specs = None
-        if indicators:
-            import re
-
-            specs = [s.strip() for s in re.split(r",(?![^()]*\))", indicators) if s.strip()]
+        specs = split_indicators(indicators)
         with _progress("compute", not json_out) as cb:
             result = run_compute(
                 settings,
@@ -517,8 +581,7 @@ def load(
     json_out: JsonOut = False,
 ) -> None:
     """Ship what changed in the lake since the last load into PostgreSQL."""
-    settings = _settings(home, dsn, config)
-    with _guard(settings):
+    with _session(home, dsn, config) as settings:
         from marketlake.pipeline.stages.load import run_load
 
         with _progress("load", not json_out) as cb:
@@ -535,8 +598,7 @@ def daily(
 ) -> None:
     """Universe refresh, sync of every segment, compute, load: one failing task never stops
     the next."""
-    settings = _settings(home, dsn, config)
-    with _guard(settings):
+    with _session(home, dsn, config) as settings:
         from marketlake.pipeline.orchestration import run_daily
 
         with _progress("daily", not json_out) as cb:
@@ -581,22 +643,20 @@ def _status_table(rows: list[dict]) -> None:
 
     for r in rows:
         t.add_row(*[cell(c, r.get(c)) for c in cols])
-    out.print(t)
+    out().print(t)
 
 
 @app.command()
 def status(home: Home = None, config: ConfigFile = None, json_out: JsonOut = False) -> None:
     """Per segment: coverage, freshness, overdue symbols and the last error."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        from marketlake.lake.store import Lake
-        from marketlake.pipeline.reports import status as build
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import status_rows
 
-        rows = build(settings, Lake(settings.home), settings.now or datetime.now(UTC))
+        rows = status_rows(settings)
         if json_out:
             print(json.dumps(rows, default=str))
         elif not rows:
-            out.print("nothing synced yet: run `marketlake sync` (or `marketlake demo`)")
+            out().print("nothing synced yet: run `marketlake sync` (or `marketlake demo`)")
         else:
             _status_table(rows)
 
@@ -611,12 +671,10 @@ def logs(
     json_out: JsonOut = False,
 ) -> None:
     """Recent sync_logs rows, newest first."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        from marketlake.lake.store import Lake
-        from marketlake.pipeline.reports import logs as read_logs
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import recent_logs
 
-        frame = read_logs(Lake(settings.home), limit=limit, failed=failed, task=task)
+        frame = recent_logs(settings, limit=limit, failed=failed, task=task)
         _print_frame(frame, "json" if json_out else "table", None)
 
 
@@ -629,21 +687,10 @@ def query(
     config: ConfigFile = None,
 ) -> None:
     """Run DuckDB SQL over every lake table."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        import duckdb
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import query as run_query
 
-        from marketlake.errors import ConfigError
-        from marketlake.lake.duck import connect
-        from marketlake.lake.store import Lake
-
-        con = connect(Lake(settings.home))
-        try:
-            frame = con.sql(sql).pl()
-        except duckdb.Error as exc:
-            raise ConfigError(f"query failed: {str(exc).splitlines()[0]}") from exc
-        except AttributeError as exc:  # a statement that returns no rows
-            raise ConfigError("query returned no result set") from exc
+        frame = run_query(settings, sql)
         _print_frame(frame, fmt, out_file)
 
 
@@ -661,26 +708,23 @@ def export(
     json_out: JsonOut = False,
 ) -> None:
     """Write a lake table as one clean parquet or CSV file."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        from marketlake.lake.store import Lake
-        from marketlake.pipeline.planning import parse_when
-        from marketlake.pipeline.stages.export import export_table
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import export as export_table
 
         path, n = export_table(
-            Lake(settings.home),
+            settings,
             table,
             out_dir,
             fmt=fmt,
             symbols=_csv(symbols),
             timeframes=_csv(timeframes),
-            start=parse_when(start, "--start"),
-            end=parse_when(end, "--end"),
+            start=start,
+            end=end,
         )
         if json_out:
             print(json.dumps({"table": table, "path": str(path), "rows": n}))
         else:
-            out.print(f"wrote {n:,} rows to {path}")
+            out().print(f"wrote {n:,} rows to {path}")
 
 
 @app.command()
@@ -692,17 +736,15 @@ def maintain(
     json_out: JsonOut = False,
 ) -> None:
     """Compact small files and vacuum files no recent version needs."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
-        from marketlake.lake.maintenance import maintain as run
-        from marketlake.lake.store import Lake
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.commands import maintain as run
 
-        report = run(Lake(settings.home), tables=_csv(tables), vacuum_hours=vacuum_hours)
+        report = run(settings, tables=_csv(tables), vacuum_hours=vacuum_hours)
         if json_out:
             print(json.dumps(report, default=str))
         else:
             for name, info in report.items():
-                out.print(f"{name}: {info}", highlight=False)
+                out().print(f"{name}: {info}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
     │   └── HomeNotWritableError
     ├── ConnectionConfigError       wrong password, unreachable server      (exit 2)
     ├── ValidationError             a row or file that breaks the lake's rules
-    ├── UnknownSymbolError          a symbol the universe or provider lacks
+    ├── UnknownSymbolError          a symbol the universe lacks               (exit 2)
     ├── LakeError                   a Delta/parquet/DuckDB failure
     ├── ProviderError               anything a provider raised, converted at the boundary
     │   ├── TransientProviderError (Transient)   5xx, timeouts, dropped connections
@@ -63,7 +63,9 @@ class ValidationError(MarketlakeError):
 
 
 class UnknownSymbolError(MarketlakeError):
-    """A symbol that is not in the universe."""
+    """A symbol that is not in the universe: the user named it, so a usage error."""
+
+    exit_code = 2
 
 
 class LakeError(MarketlakeError):

@@ -1,24 +1,31 @@
-"""Settings, read once at the edge into frozen objects.
+"""Settings, read once at the edge into frozen objects, validated completely when loaded.
 
 Precedence: explicit argument (CLI flag) > environment > ``marketlake.toml`` > default.
-Nothing below the CLI reads the environment: stages receive a :class:`Settings`.
+Nothing below the CLI reads the environment: the CLI passes it in, and stages receive a
+:class:`Settings`. The file's structure is a set of pydantic models that forbid unknown keys,
+so a misspelt setting (``concurrancy``) is an error naming the key, its section and the file,
+never silently ignored. Every problem is one :class:`ConfigError` line (exit 2).
 """
 
 from __future__ import annotations
 
-import os
+import difflib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import platformdirs
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from marketlake.errors import ConfigError
+from marketlake.pipeline import timeframes as tfs
+from marketlake.pipeline.redact import redact
 
 PROVIDER_NAMES = ("synthetic", "files", "yahoo", "coingecko", "indodax", "upstox", "fmp")
 SECRET_ENV = {
@@ -26,6 +33,7 @@ SECRET_ENV = {
     "upstox": "MARKETLAKE_UPSTOX_TOKEN",
     "coingecko": "MARKETLAKE_COINGECKO_API_KEY",
 }
+CONFIG_FILE = "marketlake.toml"
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,8 @@ class SegmentSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs, resolved once."""
+    """Everything a run needs, resolved once. ``now`` pins the clock (``MARKETLAKE_NOW``):
+    every timestamp a run takes comes from :meth:`clock`."""
 
     home: Path
     dsn: str | None = field(default=None, repr=False)
@@ -79,6 +88,10 @@ class Settings:
     def lake(self) -> Path:
         return self.home / "lake"
 
+    def clock(self) -> datetime:
+        """The one clock of a run: the pinned ``now`` when set, else the wall clock (UTC)."""
+        return self.now if self.now is not None else datetime.now(UTC)
+
     def provider(self, name: str) -> ProviderSettings:
         return self.providers.get(name) or ProviderSettings(name=name)
 
@@ -95,24 +108,193 @@ class Settings:
         return replace(self, **changes)
 
 
-def _read_toml(path: Path | None, required: bool) -> dict[str, Any]:
-    if path is None:
-        return {}
+# -- the structure of marketlake.toml ----------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _General(_Section):
+    home: str | None = None
+    dsn: str | None = None
+
+
+class _Sync(_Section):
+    concurrency: int = Field(8, ge=1)
+    batch_tasks: int = Field(250, ge=1)
+    batch_rows: int = Field(2_000_000, ge=1)
+    overlap_bars: int = Field(3, ge=0)
+    stale_after_hours: float = Field(24.0, gt=0)
+
+
+class _Segment(_Section):
+    asset_types: list[str] = []
+    symbols: list[str] = []
+    provider: str | None = None
+    timeframes: list[str] = ["1D"]
+    kinds: list[str] = ["ohlcv"]
+    start: str | None = None
+    schedule: str | None = None
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, value: list[str]) -> list[str]:
+        try:
+            return list(tfs.check(value, source=None))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: list[str]) -> list[str]:
+        from marketlake.pipeline.providers.base import KINDS
+
+        bad = [k for k in value if k not in KINDS]
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad}; valid: {', '.join(KINDS)}")
+        return value
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str | None) -> str | None:
+        if value is not None and value not in PROVIDER_NAMES:
+            raise ValueError(f"unknown provider {value!r}; known: {', '.join(PROVIDER_NAMES)}")
+        return value
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"expected a date like 2015-01-01, got {value!r}") from None
+        return value
+
+
+class _Provider(_Section):
+    """What every provider accepts; subclasses add the provider's own options."""
+
+    base_url: str | None = None
+    rate_limit_per_s: float | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, ge=1)
+    max_retries: int = Field(5, ge=0)
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class _Synthetic(_Provider):
+    seed: int = 42
+
+
+class _Files(_Provider):
+    path: str | None = None
+    mapping: dict[str, str] = {}
+    timezone: str | None = None
+    timeframe: str = "1D"
+    symbol: str | None = None
+
+
+class _CoinGecko(_Provider):
+    plan: Literal["demo", "pro"] = "demo"
+    download_icons: bool = True
+
+
+class _Providers(_Section):
+    synthetic: _Synthetic = _Synthetic()
+    files: _Files = _Files()
+    yahoo: _Provider = _Provider()
+    coingecko: _CoinGecko = _CoinGecko()
+    indodax: _Provider = _Provider()
+    upstox: _Provider = _Provider()
+    fmp: _Provider = _Provider()
+
+
+class _Postgres(_Section):
+    schema_: str = Field("marketlake", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class _Universe(_Section):
+    file: str | None = None
+
+
+class _File(_Section):
+    """The whole file: general keys at the top (or under ``[marketlake]``) and sections."""
+
+    home: str | None = None
+    dsn: str | None = None
+    marketlake: _General = _General()
+    sync: _Sync = _Sync()
+    segments: dict[str, _Segment] = {}
+    providers: _Providers = _Providers()
+    postgres: _Postgres = _Postgres()
+    universe: _Universe = _Universe()
+
+
+_PROVIDER_FIELDS = frozenset(_Provider.model_fields)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts (for a "did you mean")."""
+    for part in loc:
+        info = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if info is None:
+            if model is _File and part == "segments":
+                return []
+            continue
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif str(part) == "segments":
+            model = _Segment
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _describe(exc: pydantic.ValidationError, source: str, secrets: tuple[str, ...]) -> str:
+    """One line for the first problem: the key, what is wrong, the file."""
+    first = exc.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc)
+    section = ".".join(str(p) for p in loc[:-1])
+    where = f"[{section}]" if section else "the top level"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(_File, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+        text = f"{key}: unknown setting {str(loc[-1])!r} in {where}{hint}"
+    else:
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        value = first.get("input")
+        got = (
+            f", got {value!r}"
+            if isinstance(value, str | int | float | bool) and "got " not in msg
+            else ""
+        )
+        text = f"{key}: {msg}{got}"
+    return redact(f"{text}{more} (in {source})", secrets)
+
+
+def _read_toml(path: Path, required: bool) -> dict[str, Any]:
     if not path.exists():
         if required:
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"--config: settings file not found: {path}")
         return {}
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
 
 
-def _check_url(name: str, url: str) -> str:
+def _check_url(source: str, url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{name} base URL must be an http(s) URL, got {url!r}")
+        raise ConfigError(f"{source}: base URL must be an http(s) URL, got {redact(url)!r}")
     return url.rstrip("/")
 
 
@@ -126,6 +308,34 @@ def _int(value: Any, name: str, minimum: int = 1) -> int:
     return out
 
 
+def parse_now(value: str, source: str = "MARKETLAKE_NOW") -> datetime:
+    """A pinned clock value: ISO date or datetime, naive means UTC."""
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{source}: expected an ISO date or time like 2024-01-31T18:00:00+00:00, got {value!r}"
+        ) from None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _home(flag: str | Path | None, env: Mapping[str, str], general: _File) -> Path:
+    if flag is not None:
+        if not str(flag).strip():
+            raise ConfigError("--home is empty: give a directory")
+        return Path(flag).expanduser()
+    if "MARKETLAKE_HOME" in env:
+        if not env["MARKETLAKE_HOME"].strip():
+            raise ConfigError("MARKETLAKE_HOME is set but empty: unset it or give a directory")
+        return Path(env["MARKETLAKE_HOME"]).expanduser()
+    value = general.home if general.home is not None else general.marketlake.home
+    if value is not None:
+        if not value.strip():
+            raise ConfigError("home is empty in marketlake.toml: remove it or give a directory")
+        return Path(value).expanduser()
+    return Path(platformdirs.user_data_dir("marketlake"))
+
+
 def load_settings(
     *,
     home: str | Path | None = None,
@@ -135,74 +345,69 @@ def load_settings(
     cwd: Path | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Resolve settings from flags, the environment and ``marketlake.toml``."""
-    env = os.environ if env is None else env
+    """Resolve and validate settings from flags, ``env`` (the caller's environment; none when
+    omitted) and ``marketlake.toml``. Raises one :class:`ConfigError` naming the setting."""
+    env = {} if env is None else env
     cwd = cwd or Path.cwd()
     explicit = config_file is not None
-    cfg = _read_toml(Path(config_file) if explicit else cwd / "marketlake.toml", explicit)
-    general = cfg.get("marketlake", cfg)
+    path = Path(config_file) if explicit else cwd / CONFIG_FILE
+    env_secrets = tuple(v for k in SECRET_ENV.values() if (v := env.get(k)))
+    try:
+        cfg = _File.model_validate(_read_toml(path, explicit))
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path), env_secrets)) from None
 
-    home_value = home or env.get("MARKETLAKE_HOME") or general.get("home")
-    home_path = Path(home_value) if home_value else Path(platformdirs.user_data_dir("marketlake"))
-    dsn_value = dsn or env.get("MARKETLAKE_DSN") or general.get("dsn") or None
+    home_path = _home(home, env, cfg)
+    dsn_value = dsn or env.get("MARKETLAKE_DSN") or cfg.dsn or cfg.marketlake.dsn or None
 
     providers: dict[str, ProviderSettings] = {}
-    pcfg = cfg.get("providers", {})
     for name in PROVIDER_NAMES:
-        section = dict(pcfg.get(name, {}))
-        url = env.get(f"MARKETLAKE_{name.upper()}_BASE_URL") or section.pop("base_url", None)
+        section: _Provider = getattr(cfg.providers, name)
+        url_env = f"MARKETLAKE_{name.upper()}_BASE_URL"
+        url, source = env.get(url_env), url_env
+        if not url:
+            url, source = section.base_url, f"providers.{name}.base_url (in {path})"
         secret = env.get(SECRET_ENV[name]) if name in SECRET_ENV else None
-        known = {k: section.pop(k) for k in list(section) if k in _PROVIDER_FIELDS}
+        known = section.model_dump(include=_PROVIDER_FIELDS - {"base_url"})
+        options = section.model_dump(exclude=set(_PROVIDER_FIELDS), exclude_unset=True)
         providers[name] = ProviderSettings(
             name=name,
-            base_url=_check_url(name, url) if url else None,
+            base_url=_check_url(source, url) if url else None,
             secret=secret or None,
-            options=MappingProxyType(section),
+            options=MappingProxyType(options),
             **known,
         )
 
-    segments: dict[str, SegmentSettings] = {}
-    for name, section in cfg.get("segments", {}).items():
-        segments[name] = SegmentSettings(
+    segments = {
+        name: SegmentSettings(
             name=name,
-            asset_types=tuple(section.get("asset_types", ())),
-            symbols=tuple(section.get("symbols", ())),
-            provider=section.get("provider"),
-            timeframes=tuple(section.get("timeframes", ("1D",))),
-            kinds=tuple(section.get("kinds", ("ohlcv",))),
-            start=section.get("start"),
-            schedule=section.get("schedule"),
+            asset_types=tuple(seg.asset_types),
+            symbols=tuple(seg.symbols),
+            provider=seg.provider,
+            timeframes=tuple(seg.timeframes),
+            kinds=tuple(seg.kinds),
+            start=seg.start,
+            schedule=seg.schedule,
         )
-
-    sync = cfg.get("sync", {})
-    values: dict[str, Any] = {
-        "concurrency": _int(sync.get("concurrency", 8), "sync.concurrency"),
-        "batch_tasks": _int(sync.get("batch_tasks", 250), "sync.batch_tasks"),
-        "batch_rows": _int(sync.get("batch_rows", 2_000_000), "sync.batch_rows"),
-        "overlap_bars": _int(sync.get("overlap_bars", 3), "sync.overlap_bars", 0),
-        "stale_after_hours": float(sync.get("stale_after_hours", 24.0)),
-        "pg_schema": str(cfg.get("postgres", {}).get("schema", "marketlake")),
-        "universe_file": Path(cfg["universe"]["file"])
-        if cfg.get("universe", {}).get("file")
-        else None,
+        for name, seg in cfg.segments.items()
     }
+
+    values: dict[str, Any] = {
+        **cfg.sync.model_dump(),
+        "pg_schema": cfg.postgres.schema_,
+        "universe_file": Path(cfg.universe.file).expanduser() if cfg.universe.file else None,
+    }
+    if env.get("MARKETLAKE_NOW", "").strip():
+        values["now"] = parse_now(env["MARKETLAKE_NOW"])
+    elif "MARKETLAKE_NOW" in env and overrides.get("now") is None:
+        raise ConfigError("MARKETLAKE_NOW is set but empty: unset it or give a date")
+    if overrides.get("concurrency") is not None:
+        overrides["concurrency"] = _int(overrides["concurrency"], "--concurrency")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if "concurrency" in overrides and overrides["concurrency"] is not None:
-        values["concurrency"] = _int(overrides["concurrency"], "--concurrency")
     return Settings(
-        home=home_path.expanduser(),
+        home=home_path,
         dsn=dsn_value,
         providers=MappingProxyType(providers),
         segments=MappingProxyType(segments),
         **values,
     )
-
-
-_PROVIDER_FIELDS = {
-    "rate_limit_per_s",
-    "concurrency",
-    "max_retries",
-    "backoff_base_s",
-    "backoff_max_s",
-    "timeout_s",
-}

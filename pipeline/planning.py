@@ -95,6 +95,22 @@ class SyncRequest:
     end: datetime | None = None
     force: bool = False
 
+    def __post_init__(self) -> None:
+        """Validate the ask before anything runs; timeframe aliases become canonical names."""
+        if self.scope not in SCOPES:
+            raise ConfigError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        bad_kinds = [k for k in self.kinds if k not in KINDS]
+        if bad_kinds:
+            raise ConfigError(f"--kinds: unknown kind(s) {bad_kinds}; valid: {', '.join(KINDS)}")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"--limit must be >= 0, got {self.limit}")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ConfigError(
+                f"--start ({self.start:%Y-%m-%d %H:%M}) must be before --end"
+                f" ({self.end:%Y-%m-%d %H:%M})"
+            )
+        object.__setattr__(self, "timeframes", tfs.check(self.timeframes))
+
 
 def parse_when(value: str | datetime | None, name: str) -> datetime | None:
     """ISO date or datetime (naive means UTC) -> aware UTC datetime."""
@@ -194,21 +210,15 @@ def _provider_symbol(row: Mapping[str, Any], provider: str) -> str | None:
 
 def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> list[Unit]:
     """Every unit the request needs, ordered by symbol."""
-    if req.scope not in SCOPES:
-        raise ConfigError(f"--scope must be one of {', '.join(SCOPES)}, got {req.scope!r}")
-    bad_kinds = [k for k in req.kinds if k not in KINDS]
-    if bad_kinds:
-        raise ConfigError(f"unknown kind(s) {bad_kinds}; valid: {', '.join(KINDS)}")
-    tfs.check(req.timeframes)
     end = min(req.end or now, now)
+    if req.start is not None and req.start >= end:
+        raise ConfigError(
+            f"--start ({req.start:%Y-%m-%d %H:%M}) is not before now ({end:%Y-%m-%d %H:%M})"
+        )
     instruments = universe.load(lake, symbols=list(req.symbols) or None)
     if instruments.is_empty():
         return []
     segs = _segments(settings, req, instruments)
-    if req.limit is not None:
-        keep = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})[: req.limit]
-        segs = [(seg, f.filter(pl.col("symbol").is_in(keep))) for seg, f in segs]
-
     all_symbols = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})
     all_tfs = sorted({tf for seg, _ in segs for tf in (req.timeframes or seg.timeframes)})
     cov = {
@@ -256,6 +266,8 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
                         or parse_when(seg.start, "segment start")
                         or now - DEFAULT_LOOKBACK["1D"]
                     )
+                    if start >= end:
+                        continue
                     units.append(
                         Unit(
                             seg.name,
@@ -294,6 +306,9 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
                     if u is not None:
                         units.append(u)
     units.sort(key=lambda u: (u.symbol, u.timeframe, u.kind))
+    if req.limit is not None:  # after the scope, so `--scope never --limit 1` plans one symbol
+        keep = set(sorted({u.symbol for u in units})[: req.limit])
+        units = [u for u in units if u.symbol in keep]
     return units
 
 
@@ -353,6 +368,8 @@ def _plan_bars(
         ):
             # asked before and the provider had nothing: only the tail can be new
             start = max(start, tfs.floor(st["last_attempt_at"] or start, tf))
+            if start >= end:
+                return None
         reason = "forced" if req.force else "never synced"
         return _unit(segment, row, tf, fetch_tf, pname, psym, caps, reason, start, end)
     if req.scope == "never":
@@ -374,6 +391,7 @@ def _plan_bars(
     if cov["last_ts"] + step < end or cov["first_provisional"] is not None:
         chunks.append((tail, end))
         reason.append("update")
+    chunks = [(s, e) for s, e in chunks if s < e]
     if not chunks:
         return None
     unit_chunks: list[tuple[datetime, datetime]] = []

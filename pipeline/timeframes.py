@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -23,12 +24,74 @@ RESAMPLE_FROM = {"4h": "1h", "1h": "30m", "30m": "15m", "15m": "1m", "1W": "1D"}
 _EVERY = {"1m": "1m", "15m": "15m", "30m": "30m", "1h": "1h", "4h": "4h", "1D": "1d", "1W": "1w"}
 
 
-def check(timeframes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Validate timeframe names (case-sensitive, as stored in the lake)."""
-    bad = [t for t in timeframes if t not in TIMEFRAMES]
-    if bad:
-        raise ConfigError(f"unknown timeframe(s) {bad}; valid: {', '.join(TIMEFRAMES)}")
-    return tuple(timeframes)
+_UNITS = {
+    "min": "minute",
+    "mins": "minute",
+    "minute": "minute",
+    "minutes": "minute",
+    "t": "minute",
+    "h": "hour",
+    "hr": "hour",
+    "hrs": "hour",
+    "hour": "hour",
+    "hours": "hour",
+    "d": "day",
+    "day": "day",
+    "days": "day",
+    "w": "week",
+    "wk": "week",
+    "week": "week",
+    "weeks": "week",
+    "mo": "month",
+    "mon": "month",
+    "month": "month",
+    "months": "month",
+}
+_WORDS = {"hourly": "1h", "daily": "1D", "weekly": "1W"}
+_BY_MINUTES = {1: "1m", 15: "15m", 30: "30m", 60: "1h", 240: "4h"}
+_SPELLING = re.compile(r"^(\d*)\s*([a-zA-Z]+)$")
+
+
+def canonical(tf: str, source: str | None = "timeframe") -> str:
+    """The lake's name for ``tf``, accepting the spellings of yfinance and pandas (``1d``,
+    ``1wk``, ``60m``, ``1H``, ``4H``, ``60min``); ``source`` names the flag or setting in the
+    error. A lowercase ``m`` is always minutes; ``1M`` is refused as ambiguous."""
+    text = str(tf).strip()
+    where = f"{source}: " if source else ""
+    if text in TIMEFRAMES:
+        return text
+    if text.lower() in _WORDS:
+        return _WORDS[text.lower()]
+    m = _SPELLING.match(text)
+    if m:
+        n = int(m.group(1) or 1)
+        unit = "minute" if m.group(2) == "m" else _UNITS.get(m.group(2).lower())
+        if m.group(2) == "M":
+            raise ConfigError(
+                f"{where}{text!r} is ambiguous (minutes or months): use {n}m for minutes;"
+                " monthly bars are not supported"
+            )
+        if unit == "month":
+            raise ConfigError(f"{where}{text!r}: monthly bars are not supported")
+        found = {
+            "minute": _BY_MINUTES.get(n),
+            "hour": _BY_MINUTES.get(n * 60),
+            "day": "1D" if n == 1 else None,
+            "week": "1W" if n == 1 else None,
+        }.get(unit or "")
+        if found:
+            return found
+    raise ConfigError(
+        f"{where}unknown timeframe {text!r}; valid: {', '.join(TIMEFRAMES)}"
+        " (aliases such as 1d, 1wk, 60m, 4H are accepted)"
+    )
+
+
+def check(
+    timeframes: list[str] | tuple[str, ...], source: str | None = "--timeframes"
+) -> tuple[str, ...]:
+    """Canonical names of ``timeframes`` (aliases resolved, duplicates dropped, order kept)."""
+    return tuple(dict.fromkeys(canonical(t, source) for t in timeframes))
 
 
 def is_intraday(tf: str) -> bool:

@@ -164,3 +164,68 @@ def test_demo_runs_offline(home):
     assert report["status"] == "ok" and report["lake"] == str(home / "lake")
     assert [s["stage"] for s in report["steps"]] == ["sync", "sync", "compute"]
     assert report["sample"] and "rsi_14" in report["sample"][0]
+
+
+def universe_of(home, *symbols):
+    for s in symbols:
+        r = run(home, "universe", "add", s, "--provider", "synthetic")
+        assert r.exit_code == 0, r.output
+
+
+def test_scope_never_with_limit_plans_a_never_synced_symbol(home):
+    # regression: --limit was applied before --scope, so `--scope never --limit 1` planned nothing
+    universe_of(home, "AAA", "BBB", "CCC")
+    r = run(home, "sync", "--symbols", "AAA", "--timeframes", "1D", "--start", "2026-11-01")
+    assert r.exit_code == 0, r.output
+    args = ("sync", "--dry-run", "--json", "--timeframes", "1D", "--start", "2026-11-01")
+    r = run(home, *args, "--scope", "never", "--limit", "1")
+    assert r.exit_code == 0, r.output
+    assert {t["symbol"] for t in last_json(r)["tasks"]} == {"BBB"}
+
+
+def test_timeframe_aliases_on_the_command_line_print_canonical_names(home):
+    # regression: `--timeframes 1d` was rejected
+    universe_of(home, "AAA")
+    r = run(
+        home, "sync", "--dry-run", "--json", "--timeframes", "1d,1wk,60m", "--start", "2026-11-01"
+    )
+    assert r.exit_code == 0, r.output
+    assert {t["timeframe"] for t in last_json(r)["tasks"]} == {"1D", "1W", "1h"}
+    r = run(home, "sync", "--dry-run", "--json", "--timeframes", "1m", "--start", "2026-11-19")
+    assert {t["timeframe"] for t in last_json(r)["tasks"]} == {"1m"}
+
+
+def test_progress_counters_never_pass_their_totals(home):
+    # regression: counters ran on across the steps of daily/demo (`49/12`, `4/3`)
+    universe_of(home, "AAA", "BBB", "CCC")
+    universe_of(home, "BTC/USD")
+    run(home, "universe", "add", "ETH/USD", "--asset-type", "crypto", "--provider", "synthetic")
+    r = run(home, "daily")
+    assert r.exit_code == 0, r.output
+    pairs = [(int(a), int(b)) for a, b in re.findall(r": (\d+)/(\d+)", r.stderr)]
+    assert len(pairs) >= 3 and all(a <= b for a, b in pairs), r.stderr
+    assert "daily [2]" in r.stderr  # each step counts on its own
+
+
+def test_status_and_logs_print_whole_rows_when_piped(home):
+    # regression: off a terminal, status and logs wrapped each row into fragments
+    universe_of(home, "AVERYLONGSYMBOLNAME.WITH.MANY.PARTS")
+    r = run(home, "sync", "--timeframes", "1D", "--start", "2026-11-01", "--json")
+    run_id = last_json(r)["run_id"]
+    r = run(home, "logs", "--limit", "1")
+    row = next(line for line in r.stdout.splitlines() if "AVERYLONG" in line)
+    assert "sync:ohlcv:1D:AVERYLONGSYMBOLNAME.WITH.MANY.PARTS" in row and run_id in row
+    assert "success" in row
+    r = run(home, "status")
+    row = next(line for line in r.stdout.splitlines() if "equity" in line)
+    assert "1D" in row and "ohlcv" in row and "2026-11-20" in row
+
+
+def test_backfill_json_names_its_stage(home):
+    # regression: `backfill --json` said "stage": "sync"
+    universe_of(home, "AAA")
+    r = run(home, "backfill", "equity", "--start", "2026-10-01", "--timeframes", "1D", "--json")
+    assert r.exit_code == 0, r.output
+    assert last_json(r)["stage"] == "backfill"
+    r = run(home, "logs", "--json", "--task", "AAA")
+    assert r.exit_code == 0 and last_json(r)[0]["trigger"] == "backfill"

@@ -72,7 +72,7 @@ def run_compute(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if timeframes:
-        tfs.check(timeframes)
+        timeframes = list(tfs.check(timeframes))
     upto = lake.version("ohlcv")
     if upto is None:
         return StageResult(run_id, "compute", duration_seconds=watch.elapsed)

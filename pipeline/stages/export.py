@@ -12,6 +12,7 @@ from marketlake.errors import ConfigError
 from marketlake.lake.atomic import atomic_write
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
+from marketlake.pipeline.timeframes import check as check_timeframes
 
 
 def export_table(
@@ -30,12 +31,14 @@ def export_table(
         raise ConfigError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
     if fmt not in ("parquet", "csv"):
         raise ConfigError(f"--format must be parquet or csv, got {fmt!r}")
+    if start is not None and end is not None and start >= end:
+        raise ConfigError("--start must be before --end")
     scan = lake.scan(table)
     cols = scan.collect_schema().names()
     if symbols:
         scan = scan.filter(pl.col("symbol").is_in(symbols))
     if timeframes and "timeframe" in cols:
-        scan = scan.filter(pl.col("timeframe").is_in(timeframes))
+        scan = scan.filter(pl.col("timeframe").is_in(list(check_timeframes(timeframes))))
     if "ts" in cols:
         if start is not None:
             scan = scan.filter(pl.col("ts") >= start)

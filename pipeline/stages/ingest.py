@@ -288,7 +288,13 @@ class Sync:
     """One sync run: plan, fetch, commit in batches."""
 
     def __init__(
-        self, settings: Settings, req: SyncRequest, *, progress: Progress | None, trigger: str
+        self,
+        settings: Settings,
+        req: SyncRequest,
+        *,
+        progress: Progress | None,
+        trigger: str,
+        stage: str = "sync",
     ) -> None:
         self.settings = settings
         self.req = req
@@ -296,7 +302,8 @@ class Sync:
         self.lake = Lake(settings.home)
         self.now = settings.now or utcnow()
         self.run_id = new_run_id(self.now)
-        self.log = TaskLog(self.run_id, "sync", trigger, settings.secrets())
+        self.stage = stage
+        self.log = TaskLog(self.run_id, stage, trigger, settings.secrets())
         self.providers = _Providers(settings, self.now)
         self.totals = dict(inserted=0, updated=0, unchanged=0, quarantined=0)
         self.ok = self.failed = self.skipped = 0
@@ -346,7 +353,7 @@ class Sync:
             self.providers.close()
         return StageResult(
             run_id=self.run_id,
-            stage="sync",
+            stage=self.stage,
             tasks_ok=self.ok,
             tasks_failed=self.failed,
             tasks_skipped=self.skipped,
@@ -603,8 +610,10 @@ def run_sync(
     dry_run: bool = False,
     progress: Progress | None = None,
     trigger: str = "cli",
+    stage: str = "sync",
 ) -> StageResult:
-    """Fetch what the lake is missing and commit it; ``dry_run`` only plans.
+    """Fetch what the lake is missing and commit it; ``dry_run`` only plans. ``stage`` names
+    the run in its result and ``sync_logs`` (``backfill`` for a backfill).
 
     The kind ``market`` (market status and calendars, not per symbol) is served by the
     market stage from ``market_cache`` within its TTL; the other kinds are planned per symbol.
@@ -632,6 +641,7 @@ def run_sync(
             dry_run=dry_run,
             progress=progress,
             trigger=trigger,
+            stage=stage,
         )
         return _merged(rest, market)
     req = SyncRequest(
@@ -648,14 +658,14 @@ def run_sync(
     )
     if provider is not None:
         provider_class(provider)  # unknown provider: a usage error before anything runs
-    sync = Sync(settings, req, progress=progress, trigger=trigger)
+    sync = Sync(settings, req, progress=progress, trigger=trigger, stage=stage)
     t0 = time.perf_counter()
     units = plan(settings, sync.lake, req, sync.now)
     if dry_run:
         tasks = [t for u in units for t in u.tasks()]
         return StageResult(
             run_id=sync.run_id,
-            stage="sync",
+            stage=stage,
             tasks_skipped=len(units),
             duration_seconds=time.perf_counter() - t0,
             details={"dry_run": True, "tasks": tasks},

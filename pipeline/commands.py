@@ -1,0 +1,145 @@
+"""What the smaller commands do once their flags are parsed: open the lake, make a run id,
+call the pipeline and convert a usage problem into :class:`ConfigError`.
+
+The CLI stays a thin layer of parsing and rendering; everything it would otherwise need to
+know about lakes, run ids, DuckDB or indicator specs lives here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from marketlake.errors import ConfigError, ValidationError
+from marketlake.lake.store import Lake, WriteResult
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import Settings
+from marketlake.pipeline.runs import new_run_id
+
+UNIVERSE_COLUMNS = (
+    "symbol",
+    "name",
+    "asset_type",
+    "exchange",
+    "is_etf",
+    "provider",
+    "timezone",
+    "active",
+)
+
+
+def split_indicators(text: str | None) -> list[str] | None:
+    """``"sma(20),macd(12,26,9)"`` -> ``["sma(20)", "macd(12,26,9)"]`` (commas inside
+    parentheses belong to the spec)."""
+    if not text:
+        return None
+    return [s.strip() for s in re.split(r",(?![^()]*\))", text) if s.strip()]
+
+
+def import_universe(
+    settings: Settings, file: Path, *, asset_type: str | None, provider: str | None
+) -> tuple[WriteResult, list[str]]:
+    """Upsert the instruments of a CSV; a missing or unusable file is a usage error."""
+    if not file.is_file():
+        raise ConfigError(f"universe import: file not found: {file}")
+    try:
+        return universe.import_csv(
+            Lake(settings.home),
+            file,
+            run_id=new_run_id(settings.clock()),
+            asset_type=asset_type,
+            provider=provider,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"universe import: {exc}") from exc
+
+
+def add_instrument(settings: Settings, symbol: str, **fields: Any) -> WriteResult:
+    """Add or update one instrument; a bad symbol or asset type is a usage error."""
+    try:
+        return universe.add(
+            Lake(settings.home), symbol, run_id=new_run_id(settings.clock()), **fields
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"universe add: {exc}") from exc
+
+
+def list_universe(settings: Settings, asset_type: str | None) -> pl.DataFrame:
+    frame = universe.load(
+        Lake(settings.home), asset_types=[asset_type] if asset_type else None, active_only=False
+    )
+    return frame.select(*UNIVERSE_COLUMNS)
+
+
+def status_rows(settings: Settings) -> list[dict]:
+    """Per-segment status at the settings' clock."""
+    from marketlake.pipeline.reports import status
+
+    return status(settings, Lake(settings.home), settings.clock())
+
+
+def recent_logs(settings: Settings, *, limit: int, failed: bool, task: str | None) -> pl.DataFrame:
+    from marketlake.pipeline.reports import logs
+
+    if limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {limit}")
+    return logs(Lake(settings.home), limit=limit, failed=failed, task=task)
+
+
+def query(settings: Settings, sql: str) -> pl.DataFrame:
+    """DuckDB SQL over every lake table; a failing statement is a usage error."""
+    import duckdb
+
+    from marketlake.lake.duck import connect
+
+    con = connect(Lake(settings.home))
+    try:
+        return con.sql(sql).pl()
+    except duckdb.Error as exc:
+        raise ConfigError(f"query failed: {str(exc).splitlines()[0]}") from exc
+    except AttributeError as exc:  # a statement that returns no rows
+        raise ConfigError("query returned no result set") from exc
+
+
+def export(
+    settings: Settings,
+    table: str,
+    out_dir: Path,
+    *,
+    fmt: str,
+    symbols: list[str] | None,
+    timeframes: list[str] | None,
+    start: str | None,
+    end: str | None,
+) -> tuple[Path, int]:
+    from marketlake.pipeline.planning import parse_when
+    from marketlake.pipeline.stages.export import export_table
+
+    return export_table(
+        Lake(settings.home),
+        table,
+        out_dir,
+        fmt=fmt,
+        symbols=symbols,
+        timeframes=timeframes,
+        start=parse_when(start, "--start"),
+        end=parse_when(end, "--end"),
+    )
+
+
+def maintain(
+    settings: Settings, *, tables: list[str] | None, vacuum_hours: int
+) -> dict[str, dict[str, Any]]:
+    """Compact and vacuum; flags are checked before any table is touched."""
+    from marketlake.lake.maintenance import maintain as run
+    from marketlake.lake.tables import TABLES
+
+    if vacuum_hours < 0:
+        raise ConfigError(f"--vacuum-hours must be >= 0, got {vacuum_hours}")
+    unknown = [t for t in tables or () if t not in TABLES]
+    if unknown:
+        raise ConfigError(f"--tables: unknown table(s) {unknown}; tables: {', '.join(TABLES)}")
+    return run(Lake(settings.home), tables=tables, vacuum_hours=vacuum_hours)
