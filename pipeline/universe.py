@@ -37,6 +37,19 @@ _ALIASES = {
     "sector": ("sector",),
     "industry": ("industry",),
     "provider": ("provider",),
+    "underlying": ("underlying", "underlying_symbol", "underlying_key"),
+    "expiry": ("expiry", "expiry_date", "expiration", "expiration_date"),
+    "strike": ("strike", "strike_price"),
+    "option_type": ("option_type", "right", "call_put", "put_call"),
+    "lot_size": ("lot_size", "lotsize", "lot", "contract_size"),
+}
+# option fields and their lake types: text in a CSV, parsed here
+OPTION_FIELDS: dict[str, pl.DataType] = {
+    "underlying": pl.String(),
+    "expiry": pl.Date(),
+    "strike": pl.Float64(),
+    "option_type": pl.String(),
+    "lot_size": pl.Int64(),
 }
 _TRUE = {"1", "true", "yes", "y", "t", "etf"}
 
@@ -74,6 +87,37 @@ def _normalise(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     return out
 
 
+def _parsed(values: pl.Series, dtype: pl.DataType) -> pl.Series:
+    text = values.cast(pl.String).str.strip_chars().replace("", None)
+    if dtype == pl.Date():
+        return text.str.to_date(strict=False)
+    if dtype == pl.Int64():
+        n = pl.col(values.name)
+        whole = pl.when(n.round(0) == n).then(n).cast(pl.Int64)  # 75.0 is 75; 7.5 is not
+        return text.cast(pl.Float64, strict=False).to_frame().select(whole).to_series()
+    return text.cast(dtype, strict=False)
+
+
+def option_fields(rows: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """``rows`` with the option fields (underlying, expiry, strike, option_type, lot_size)
+    in their lake types, and ``(row index, problem)`` for each value that does not parse
+    (kept empty)."""
+    problems: list[tuple[int, str]] = []
+    out = []
+    for name, dtype in OPTION_FIELDS.items():
+        if name not in rows.columns:
+            continue
+        raw = rows.get_column(name)
+        if raw.dtype == dtype:
+            continue
+        parsed = _parsed(raw, dtype)
+        given = raw.cast(pl.String).str.strip_chars().replace("", None)
+        for i in (given.is_not_null() & parsed.is_null()).arg_true().to_list():
+            problems.append((i, f"{name} {given[i]!r} is not a valid {dtype} (left empty)"))
+        out.append(parsed.alias(name))
+    return rows.with_columns(out), problems
+
+
 def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
     """Fill defaults (asset type, ETF flag, provider, timezone) for an instruments frame."""
     n = rows.height
@@ -100,6 +144,13 @@ def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
         dtype=pl.String,
     )
     now = utcnow()
+    typed, _ = option_fields(rows)
+
+    def option(name: str) -> pl.Series:
+        if name in typed.columns:
+            return typed.get_column(name)
+        return pl.Series(name, [None] * n, dtype=OPTION_FIELDS[name])
+
     return pl.DataFrame(
         {
             "symbol": rows.get_column("symbol"),
@@ -116,6 +167,7 @@ def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
             "sector": col("sector"),
             "industry": col("industry"),
             "is_etf": is_etf,
+            **{name: option(name) for name in OPTION_FIELDS},
             "active": pl.Series([True] * n),
             "provider": provider,
             "provider_symbols": col("provider_symbols").fill_null("{}"),
@@ -158,6 +210,9 @@ def import_csv(
         rows = rows.with_columns(pl.lit(asset_type).alias("asset_type"))
     if provider:
         rows = rows.with_columns(pl.lit(provider).alias("provider"))
+    rows, bad_values = option_fields(rows)
+    lines = [i for i, ok in enumerate(keep, start=2) if ok]  # the CSV line of each kept row
+    problems += [f"{path}:{lines[i]}: {rows['symbol'][i]}: {msg}" for i, msg in bad_values]
     dupes = rows.filter(pl.col("symbol").is_duplicated()).get_column("symbol").unique().to_list()
     problems += [f"{path}: symbol {s!r} listed more than once (last row kept)" for s in dupes]
     frame = instruments_frame(rows, run_id)

@@ -1,3 +1,5 @@
+from datetime import date
+
 import polars as pl
 import pytest
 
@@ -49,3 +51,40 @@ def test_add_and_unknown_symbols(home):
     with pytest.raises(UnknownSymbolError, match="'MISSING'"):
         universe.load(lake, symbols=["MISSING"])
     assert universe.load(lake, symbols=["NSE_INDEX|Nifty 50"]).height == 1
+
+
+def test_csv_import_keeps_option_fields(home, tmp_path):
+    # regression: universe import dropped underlying, expiry, strike, option_type, lot_size
+    path = tmp_path / "options.csv"
+    path.write_text(
+        "symbol,asset_type,exchange,underlying,expiry,strike,option_type,lot_size\n"
+        "NIFTY25JAN24000CE,option,NSE,NIFTY,2025-01-30,24000,CE,75\n"
+        "NIFTY25JAN24000PE,option,NSE,NIFTY,2025-01-30,24000.5,PE,75.0\n"
+        "BADOPT,option,NSE,NIFTY,someday,high,CE,7.5\n"
+        "AAPL,equity,NMS,,,,,\n"
+    )
+    lake = Lake(home)
+    res, problems = universe.import_csv(lake, path, run_id="r")
+    assert res.inserted == 4
+    got = {r["symbol"]: r for r in universe.load(lake).iter_rows(named=True)}
+    ce = got["NIFTY25JAN24000CE"]
+    assert (ce["underlying"], ce["expiry"], ce["strike"], ce["option_type"], ce["lot_size"]) == (
+        "NIFTY",
+        date(2025, 1, 30),
+        24000.0,
+        "CE",
+        75,
+    )
+    assert got["NIFTY25JAN24000PE"]["strike"] == 24000.5
+    assert got["NIFTY25JAN24000PE"]["lot_size"] == 75
+    bad = got["BADOPT"]
+    assert (bad["expiry"], bad["strike"], bad["lot_size"]) == (None, None, None)
+    assert sorted(p.split(": ", 2)[2].split(" ")[0] for p in problems) == [
+        "expiry",
+        "lot_size",
+        "strike",
+    ]
+    assert all(p.startswith(f"{path}:4: BADOPT:") for p in problems)
+    assert got["AAPL"]["expiry"] is None and got["AAPL"]["lot_size"] is None
+    again, _ = universe.import_csv(lake, path, run_id="r2")
+    assert (again.inserted, again.updated) == (0, 0)
