@@ -686,11 +686,11 @@ def query(
     home: Home = None,
     config: ConfigFile = None,
 ) -> None:
-    """Run DuckDB SQL over every lake table."""
+    """Run one read-only SELECT over every lake table (write results with --out)."""
     with _session(home, None, config) as settings:
         from marketlake.pipeline.commands import query as run_query
 
-        frame = run_query(settings, sql)
+        frame = run_query(settings, sql, out=out_file)
         _print_frame(frame, fmt, out_file)
 
 

@@ -45,8 +45,15 @@ def view_sql(name: str, files: list[str]) -> str:
     )
 
 
-def connect(lake: Lake, tables: list[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a view per lake table (empty tables get an empty view)."""
+def connect(
+    lake: Lake, tables: list[str] | None = None, *, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per lake table (empty tables get an empty view).
+
+    ``read_only`` (user SQL): file access is limited to the lake's own directory, extensions
+    are neither installed nor loaded, and the configuration is locked, so no statement can
+    lift the limits. Statement types are the caller's to check (COPY TO inside the lake
+    directory is still a file write)."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     for name in tables or list(TABLES):
@@ -62,4 +69,15 @@ def connect(lake: Lake, tables: list[str] | None = None) -> duckdb.DuckDBPyConne
         else:
             con.register(f"__{name}", TABLES[name].schema.empty_table())
             con.execute(load_sql("duckdb/empty_view.sql").format(name=name, relation=f"__{name}"))
+    if read_only:
+        root = lake.path(next(iter(TABLES))).parent
+        roots = sorted({str(root.absolute()) + "/", str(root.resolve()) + "/"})
+        con.execute(f"SET allowed_directories = [{', '.join(_lit(r) for r in roots)}]")
+        for setting in (
+            "enable_external_access = false",
+            "autoinstall_known_extensions = false",
+            "autoload_known_extensions = false",
+            "lock_configuration = true",
+        ):
+            con.execute(f"SET {setting}")
     return con

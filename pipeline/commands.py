@@ -89,19 +89,14 @@ def recent_logs(settings: Settings, *, limit: int, failed: bool, task: str | Non
     return logs(Lake(settings.home), limit=limit, failed=failed, task=task)
 
 
-def query(settings: Settings, sql: str) -> pl.DataFrame:
-    """DuckDB SQL over every lake table; a failing statement is a usage error."""
-    import duckdb
+def query(settings: Settings, sql: str, *, out: Path | None = None) -> pl.DataFrame:
+    """One read-only SELECT over every lake table (see :mod:`marketlake.pipeline.query`);
+    ``out``, where the caller will write the result, must lie outside the lake."""
+    from marketlake.pipeline.query import check_out, run_query
 
-    from marketlake.lake.duck import connect
-
-    con = connect(Lake(settings.home))
-    try:
-        return con.sql(sql).pl()
-    except duckdb.Error as exc:
-        raise ConfigError(f"query failed: {str(exc).splitlines()[0]}") from exc
-    except AttributeError as exc:  # a statement that returns no rows
-        raise ConfigError("query returned no result set") from exc
+    lake = Lake(settings.home)
+    check_out(lake, out)
+    return run_query(lake, sql)
 
 
 def export(
