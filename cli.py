@@ -59,6 +59,9 @@ ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="Settings file (default ./marketlake.toml).")
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object last on stdout.")]
+Wait = Annotated[
+    bool, typer.Option("--wait", help="If another run is writing the lake, wait for it.")
+]
 
 
 @app.callback()
@@ -320,9 +323,10 @@ def demo(
     config: ConfigFile = None,
     symbols: Annotated[int, typer.Option(help="Number of synthetic equities.")] = 40,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Run the whole pipeline offline on a synthetic market and show where everything is."""
-    with _session(home, dsn, config) as settings:
+    with _session(home, dsn, config, lock_wait=wait) as settings:
         from marketlake.pipeline.orchestration import run_demo
 
         with _progress("demo", not json_out) as cb:
@@ -355,9 +359,10 @@ def universe_import(
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Import instruments from a CSV (e.g. a Russell 2000 list)."""
-    with _session(home, None, config) as settings:
+    with _session(home, None, config, lock_wait=wait) as settings:
         from marketlake.pipeline.commands import import_universe
 
         res, problems = import_universe(settings, file, asset_type=asset_type, provider=provider)
@@ -395,9 +400,10 @@ def universe_add(
     currency: Annotated[str | None, typer.Option(help="Trading currency.")] = None,
     home: Home = None,
     config: ConfigFile = None,
+    wait: Wait = False,
 ) -> None:
     """Add (or update) one instrument."""
-    with _session(home, None, config) as settings:
+    with _session(home, None, config, lock_wait=wait) as settings:
         from marketlake.pipeline.commands import add_instrument
 
         res = add_instrument(
@@ -455,9 +461,10 @@ def sync(
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Fetch what the lake is missing (plus an overlap window) and commit it."""
-    with _session(home, None, config, concurrency=concurrency) as settings:
+    with _session(home, None, config, concurrency=concurrency, lock_wait=wait) as settings:
         from marketlake.pipeline.stages.ingest import run_sync
 
         with _progress("sync", not json_out and not dry_run) as cb:
@@ -524,9 +531,10 @@ def backfill(
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Fill history back to --start in provider-sized chunks, committing as it goes."""
-    with _session(home, None, config) as settings:
+    with _session(home, None, config, lock_wait=wait) as settings:
         from marketlake.pipeline.stages.ingest import run_sync
 
         with _progress("backfill", not json_out) as cb:
@@ -553,9 +561,10 @@ def compute(
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Compute indicators for every series whose bars changed since the last compute."""
-    with _session(home, None, config) as settings:
+    with _session(home, None, config, lock_wait=wait) as settings:
         from marketlake.pipeline.commands import split_indicators
         from marketlake.pipeline.stages.compute import run_compute
 
@@ -579,9 +588,10 @@ def load(
     dsn: Dsn = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Ship what changed in the lake since the last load into PostgreSQL."""
-    with _session(home, dsn, config) as settings:
+    with _session(home, dsn, config, lock_wait=wait) as settings:
         from marketlake.pipeline.stages.load import run_load
 
         with _progress("load", not json_out) as cb:
@@ -595,10 +605,11 @@ def daily(
     dsn: Dsn = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Universe refresh, sync of every segment, compute, load: one failing task never stops
     the next."""
-    with _session(home, dsn, config) as settings:
+    with _session(home, dsn, config, lock_wait=wait) as settings:
         from marketlake.pipeline.orchestration import run_daily
 
         with _progress("daily", not json_out) as cb:
@@ -734,9 +745,10 @@ def maintain(
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
+    wait: Wait = False,
 ) -> None:
     """Compact small files and vacuum files no recent version needs."""
-    with _session(home, None, config) as settings:
+    with _session(home, None, config, lock_wait=wait) as settings:
         from marketlake.pipeline.commands import maintain as run
 
         report = run(settings, tables=_csv(tables), vacuum_hours=vacuum_hours)

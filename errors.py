@@ -9,6 +9,7 @@
     ├── ValidationError             a row or file that breaks the lake's rules
     ├── UnknownSymbolError          a symbol the universe lacks               (exit 2)
     ├── LakeError                   a Delta/parquet/DuckDB failure
+    ├── LakeBusyError               another run holds the lake's writer lock
     ├── ProviderError               anything a provider raised, converted at the boundary
     │   ├── TransientProviderError (Transient)   5xx, timeouts, dropped connections
     │   │   └── RateLimitedError                  429, carries retry_after
@@ -70,6 +71,17 @@ class UnknownSymbolError(MarketlakeError):
 
 class LakeError(MarketlakeError):
     """A failure reading or writing the lake."""
+
+
+class LakeBusyError(MarketlakeError):
+    """Another run holds the lake's writer lock; ``holder`` says which (a LockInfo)."""
+
+    def __init__(self, holder) -> None:
+        started = holder.started_at.isoformat(timespec="seconds")
+        super().__init__(
+            f"a run {holder.run_id} ({holder.stage}) started at {started} is in progress"
+        )
+        self.holder = holder
 
 
 class ProviderError(MarketlakeError):

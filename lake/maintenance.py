@@ -7,6 +7,7 @@ from typing import Any
 from deltalake.exceptions import DeltaError
 
 from marketlake.errors import LakeError
+from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
 
@@ -18,9 +19,19 @@ def maintain(
     vacuum_hours: int = 168,
     optimize: bool = True,
     vacuum: bool = True,
+    run_id: str = "maintain",
+    wait: float | bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Compact small files (z-ordered by symbol, ts where a table has them), checkpoint the
-    log, and delete files no version younger than ``vacuum_hours`` references."""
+    log, and delete files no version younger than ``vacuum_hours`` references; under the
+    lake's writer lock (``wait`` as for :meth:`WriterLock.acquire`)."""
+    with writer(lake.root, run_id, "maintain", wait=wait):
+        return _maintain(lake, tables, vacuum_hours, optimize, vacuum)
+
+
+def _maintain(
+    lake: Lake, tables: list[str] | None, vacuum_hours: int, optimize: bool, vacuum: bool
+) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in tables or list(TABLES):
         dt = lake.table(name)

@@ -182,6 +182,11 @@ class Lake:
         if create:
             ensure_home(self.home)
 
+    @property
+    def root(self) -> Path:
+        """The lake's directory (its tables and its writer lock live here)."""
+        return self.home / "lake"
+
     # -- tables -----------------------------------------------------------------
     def path(self, name: str) -> Path:
         if name not in TABLES:

@@ -52,6 +52,7 @@ def import_universe(
             run_id=new_run_id(settings.clock()),
             asset_type=asset_type,
             provider=provider,
+            wait=settings.lock_wait,
         )
     except ValidationError as exc:
         raise ConfigError(f"universe import: {exc}") from exc
@@ -61,7 +62,11 @@ def add_instrument(settings: Settings, symbol: str, **fields: Any) -> WriteResul
     """Add or update one instrument; a bad symbol or asset type is a usage error."""
     try:
         return universe.add(
-            Lake(settings.home), symbol, run_id=new_run_id(settings.clock()), **fields
+            Lake(settings.home),
+            symbol,
+            run_id=new_run_id(settings.clock()),
+            wait=settings.lock_wait,
+            **fields,
         )
     except ValidationError as exc:
         raise ConfigError(f"universe add: {exc}") from exc
@@ -137,4 +142,10 @@ def maintain(
     unknown = [t for t in tables or () if t not in TABLES]
     if unknown:
         raise ConfigError(f"--tables: unknown table(s) {unknown}; tables: {', '.join(TABLES)}")
-    return run(Lake(settings.home), tables=tables, vacuum_hours=vacuum_hours)
+    return run(
+        Lake(settings.home),
+        tables=tables,
+        vacuum_hours=vacuum_hours,
+        run_id=new_run_id(settings.clock()),
+        wait=settings.lock_wait,
+    )

@@ -83,6 +83,7 @@ class Settings:
     now: datetime | None = None
     pg_schema: str = "marketlake"
     universe_file: Path | None = None
+    lock_wait: bool | float = False  # a busy lake: fail at once, wait, or wait this long (s)
 
     @property
     def lake(self) -> Path:

@@ -24,6 +24,7 @@ from marketlake.pipeline.runs import (
     StageResult,
     Stopwatch,
     TaskLog,
+    exclusive,
     new_run_id,
     survivable,
     task_error,
@@ -143,15 +144,19 @@ class _Steps:
         )
 
 
-def run_daily(settings: Settings, *, progress: Progress | None = None) -> StageResult:
+@exclusive("daily")
+def run_daily(
+    settings: Settings, *, progress: Progress | None = None, run_id: str | None = None
+) -> StageResult:
     """Universe refresh -> sync each segment -> market status and calendars -> compute ->
-    load (when a DSN is set). Each step is one task; a failing step never stops the next, and
-    the run's own ``sync_logs`` rows are written whatever happened."""
+    load (when a DSN is set), under one hold of the lake's writer lock. Each step is one task;
+    a failing step never stops the next, and the run's own ``sync_logs`` rows are written
+    whatever happened."""
     from marketlake.pipeline.stages.ingest import run_sync
     from marketlake.pipeline.stages.market import run_market
 
     watch = Stopwatch()
-    run_id = new_run_id(settings.now)
+    run_id = run_id or new_run_id(settings.now)
     lake = Lake(settings.home)
     steps = _Steps(settings, "daily", run_id)
     try:
@@ -209,8 +214,13 @@ def _load(settings: Settings, progress: Progress | None, *, trigger: str) -> Sta
     return run_load(settings, progress=progress, trigger=trigger)
 
 
+@exclusive("demo")
 def run_demo(
-    settings: Settings, *, equities: int = 40, progress: Progress | None = None
+    settings: Settings,
+    *,
+    equities: int = 40,
+    progress: Progress | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline on the synthetic market: universe, sync (years of daily bars, weeks
     of hourly bars), compute, load when a DSN is set; returns what to show."""
@@ -218,7 +228,7 @@ def run_demo(
 
     watch = Stopwatch()
     lake = Lake(settings.home)
-    run_id = new_run_id(settings.now)
+    run_id = run_id or new_run_id(settings.now)
     syms = demo_symbols(equities)
     import polars as pl
 

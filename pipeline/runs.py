@@ -4,16 +4,20 @@ written to the lake."""
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
 from marketlake.errors import TaskError
+from marketlake.lake.lock import LockInfo, writer
 from marketlake.lake.store import Lake, WriteResult
 from marketlake.pipeline.redact import redact
 
@@ -173,3 +177,44 @@ class Stopwatch:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+
+@contextmanager
+def writing(settings, run_id: str, stage: str) -> Iterator[None]:
+    """Hold the lake's writer lock for one run (waiting as ``settings.lock_wait`` says); a
+    previous holder that died without releasing is logged as ``interrupted``."""
+    with writer(settings.lake, run_id, stage, wait=settings.lock_wait) as stale:
+        if stale is not None:
+            mark_interrupted(Lake(settings.home), stale, settings.secrets())
+        yield
+
+
+def mark_interrupted(lake: Lake, info: LockInfo, secrets_: tuple[str, ...] = ()) -> None:
+    """One ``sync_logs`` row saying the run ``info`` describes stopped before it finished."""
+    log = TaskLog(info.run_id, info.stage, "recovery", secrets_)
+    log.add(
+        f"{info.stage}:interrupted",
+        status="interrupted",
+        error=f"run stopped without finishing (pid {info.pid} on {info.host})",
+        started_at=info.started_at,
+    )
+    log.flush(lake)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exclusive(stage: str) -> Callable[[F], F]:
+    """Decorate a stage ``fn(settings, ..., run_id=None)`` to run under the writer lock; the
+    run id is made here (or passed by the caller) so the lock names the run that writes."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(settings, *args: Any, run_id: str | None = None, **kw: Any) -> Any:
+            run_id = run_id or new_run_id(settings.now)
+            with writing(settings, run_id, stage):
+                return fn(settings, *args, run_id=run_id, **kw)
+
+        return run  # type: ignore[return-value]
+
+    return wrap

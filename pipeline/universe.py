@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from marketlake.errors import UnknownSymbolError, ValidationError
+from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake, WriteResult
 from marketlake.lake.tables import ASSET_TYPES
 from marketlake.pipeline.runs import utcnow
@@ -183,8 +184,10 @@ def import_csv(
     run_id: str,
     asset_type: str | None = None,
     provider: str | None = None,
+    wait: float | bool = False,
 ) -> tuple[WriteResult, list[str]]:
-    """Upsert the instruments listed in a CSV; returns the write and one line per bad row."""
+    """Upsert the instruments listed in a CSV (under the lake's writer lock; ``wait`` as for
+    :meth:`WriterLock.acquire`); returns the write and one line per bad row."""
     if path.is_file() and path.stat().st_size == 0:
         raise ValidationError(f"{path}: empty file (no instruments)")
     try:
@@ -216,11 +219,14 @@ def import_csv(
     dupes = rows.filter(pl.col("symbol").is_duplicated()).get_column("symbol").unique().to_list()
     problems += [f"{path}: symbol {s!r} listed more than once (last row kept)" for s in dupes]
     frame = instruments_frame(rows, run_id)
-    return lake.upsert("instruments", frame, run_id=run_id, stage="universe"), problems
+    with writer(lake.root, run_id, "universe", wait=wait):
+        return lake.upsert("instruments", frame, run_id=run_id, stage="universe"), problems
 
 
-def add(lake: Lake, symbol: str, *, run_id: str, **fields: object) -> WriteResult:
-    """Add or update one instrument."""
+def add(
+    lake: Lake, symbol: str, *, run_id: str, wait: float | bool = False, **fields: object
+) -> WriteResult:
+    """Add or update one instrument (under the lake's writer lock)."""
     row = {"symbol": check_symbol(symbol)}
     row.update(
         {k: (None if v is None else str(v)) for k, v in fields.items() if k != "provider_symbols"}
@@ -228,7 +234,8 @@ def add(lake: Lake, symbol: str, *, run_id: str, **fields: object) -> WriteResul
     if fields.get("provider_symbols"):
         row["provider_symbols"] = json.dumps(fields["provider_symbols"])
     frame = instruments_frame(pl.DataFrame([row], schema={k: pl.String for k in row}), run_id)
-    return lake.upsert("instruments", frame, run_id=run_id, stage="universe")
+    with writer(lake.root, run_id, "universe", wait=wait):
+        return lake.upsert("instruments", frame, run_id=run_id, stage="universe")
 
 
 def load(

@@ -18,7 +18,7 @@ from marketlake.lake.store import Lake
 from marketlake.lake.tables import period_expr
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id, utcnow
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
@@ -49,6 +49,7 @@ def changed_series(lake: Lake, since: int | None, upto: int) -> pl.DataFrame | N
     return cdf.select("symbol", "timeframe").unique()
 
 
+@exclusive("compute")
 def run_compute(
     settings: Settings,
     *,
@@ -58,14 +59,16 @@ def run_compute(
     full: bool = False,
     progress: Callable[..., None] | None = None,
     trigger: str = "cli",
+    run_id: str | None = None,
 ) -> StageResult:
-    """Recompute indicators where bars changed and merge the rows that differ."""
+    """Recompute indicators where bars changed and merge the rows that differ (under the
+    lake's writer lock)."""
     from marketlake import kernels
 
     progress = progress or (lambda *a, **k: None)
     watch = Stopwatch()
     lake = Lake(settings.home)
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     log = TaskLog(run_id, "compute", trigger, settings.secrets())
     try:
         columns = kernels.output_columns(indicators)

@@ -44,7 +44,14 @@ from marketlake.pipeline.planning import (
 )
 from marketlake.pipeline.providers.base import FetchRequest, Provider, provider_class
 from marketlake.pipeline.redact import redact
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.pipeline.runs import (
+    StageResult,
+    Stopwatch,
+    TaskLog,
+    new_run_id,
+    utcnow,
+    writing,
+)
 
 Progress = Callable[..., None]
 _VALUES = ("open", "high", "low", "close", "volume", "adj_close", "is_final", "provider")
@@ -295,13 +302,14 @@ class Sync:
         progress: Progress | None,
         trigger: str,
         stage: str = "sync",
+        run_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.req = req
         self.progress = progress or (lambda *a, **k: None)
         self.lake = Lake(settings.home)
         self.now = settings.now or utcnow()
-        self.run_id = new_run_id(self.now)
+        self.run_id = run_id or new_run_id(self.now)
         self.stage = stage
         self.log = TaskLog(self.run_id, stage, trigger, settings.secrets())
         self.providers = _Providers(settings, self.now)
@@ -611,9 +619,11 @@ def run_sync(
     progress: Progress | None = None,
     trigger: str = "cli",
     stage: str = "sync",
+    run_id: str | None = None,
 ) -> StageResult:
-    """Fetch what the lake is missing and commit it; ``dry_run`` only plans. ``stage`` names
-    the run in its result and ``sync_logs`` (``backfill`` for a backfill).
+    """Fetch what the lake is missing and commit it, holding the lake's writer lock;
+    ``dry_run`` only plans. ``stage`` names the run in its result and ``sync_logs``
+    (``backfill`` for a backfill).
 
     The kind ``market`` (market status and calendars, not per symbol) is served by the
     market stage from ``market_cache`` within its TTL; the other kinds are planned per symbol.
@@ -658,19 +668,20 @@ def run_sync(
     )
     if provider is not None:
         provider_class(provider)  # unknown provider: a usage error before anything runs
-    sync = Sync(settings, req, progress=progress, trigger=trigger, stage=stage)
+    sync = Sync(settings, req, progress=progress, trigger=trigger, stage=stage, run_id=run_id)
     t0 = time.perf_counter()
+    if not dry_run:
+        with writing(settings, sync.run_id, stage):
+            return sync.run(plan(settings, sync.lake, req, sync.now))
     units = plan(settings, sync.lake, req, sync.now)
-    if dry_run:
-        tasks = [t for u in units for t in u.tasks()]
-        return StageResult(
-            run_id=sync.run_id,
-            stage=stage,
-            tasks_skipped=len(units),
-            duration_seconds=time.perf_counter() - t0,
-            details={"dry_run": True, "tasks": tasks},
-        )
-    return sync.run(units)
+    tasks = [t for u in units for t in u.tasks()]
+    return StageResult(
+        run_id=sync.run_id,
+        stage=stage,
+        tasks_skipped=len(units),
+        duration_seconds=time.perf_counter() - t0,
+        details={"dry_run": True, "tasks": tasks},
+    )
 
 
 def _sync_market(

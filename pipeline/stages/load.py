@@ -16,7 +16,7 @@ from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.redact import redact
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, new_run_id, utcnow
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id, utcnow
 from marketlake.pipeline.serving.connection import Serving
 from marketlake.pipeline.serving.load import Loader, TableLoad
 
@@ -28,12 +28,14 @@ BOOKKEEPING_TABLE = "sync_logs"
 Progress = Callable[..., None]
 
 
+@exclusive("load")
 def run_load(
     settings: Settings,
     *,
     tables: Iterable[str] | None = None,
     progress: Progress | None = None,
     trigger: str = "cli",
+    run_id: str | None = None,
 ) -> StageResult:
     """Load the lake's changes into the serving database; one task (and sync_logs row) per table.
 
@@ -45,7 +47,7 @@ def run_load(
         raise ConfigError("no serving database: set --dsn or MARKETLAKE_DSN")
     names = _select(tables)
     watch = Stopwatch()
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     secrets = settings.secrets()
     emit = progress or (lambda event, **info: None)
     lake = Lake(settings.home)

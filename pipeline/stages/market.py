@@ -22,6 +22,7 @@ from marketlake.pipeline.runs import (
     StageResult,
     Stopwatch,
     TaskLog,
+    exclusive,
     new_run_id,
     survivable,
     task_error,
@@ -56,6 +57,7 @@ def fresh_keys(lake: Lake, keys: Iterable[str], now: datetime) -> set[str]:
     return set(cached.get_column("key").to_list())
 
 
+@exclusive(STAGE)
 def refresh_market(
     settings: Settings,
     lake: Lake,

@@ -402,7 +402,7 @@ def test_a_terminated_session_mid_load_is_retried_and_converges(home, pg_dsn):
 def test_two_concurrent_loaders_do_not_race(home, pg_dsn):
     lake = Lake(home)
     lake.append("ohlcv", bars(100, 500), run_id="r1", stage="test")
-    settings = settings_for(home, pg_dsn)
+    settings = settings_for(home, pg_dsn).with_(lock_wait=True)  # the lake's writer lock
     results, errors = [], []
 
     def load() -> None:
