@@ -647,7 +647,7 @@ def _status_table(rows: list[dict]) -> None:
         if c in ("first_ts", "last_ts"):
             return str(v)[:16].replace("T", " ").removesuffix(" 00:00")
         if c == "freshness_hours":
-            return f"{abs(float(v)):.1f}"
+            return f"{float(v):.1f}"
         if c == "rows":
             return f"{int(v):,}"
         return str(v)[:80]

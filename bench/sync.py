@@ -153,7 +153,9 @@ def main() -> None:
         lake = Lake(home)
         csv = home / "universe.csv"
         csv.write_text("symbol,name\n" + "".join(f"{s},{s} Inc\n" for s in symbols(args.symbols)))
-        universe.import_csv(lake, csv, run_id=new_run_id(), asset_type="equity", provider="yahoo")
+        universe.import_csv(
+            lake, csv, run_id=new_run_id(datetime.now(UTC)), asset_type="equity", provider="yahoo"
+        )
         settings = Settings(
             home=home,
             concurrency=concurrency,

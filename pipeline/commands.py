@@ -50,6 +50,7 @@ def import_universe(
             Lake(settings.home),
             file,
             run_id=new_run_id(settings.clock()),
+            now=settings.clock(),
             asset_type=asset_type,
             provider=provider,
             wait=settings.lock_wait,
@@ -66,6 +67,7 @@ def add_instrument(settings: Settings, symbol: str, **fields: Any) -> WriteResul
             symbol,
             run_id=new_run_id(settings.clock()),
             wait=settings.lock_wait,
+            now=settings.clock(),
             **fields,
         )
     except ValidationError as exc:

@@ -28,7 +28,6 @@ from marketlake.pipeline.runs import (
     new_run_id,
     survivable,
     task_error,
-    utcnow,
 )
 from marketlake.sql import load_sql
 
@@ -84,11 +83,11 @@ class _Steps:
         self.stage = stage
         self.run_id = run_id
         self.secrets = settings.secrets()
-        self.log = TaskLog(run_id, stage, stage, self.secrets)
+        self.log = TaskLog(run_id, stage, stage, self.secrets, clock=settings.clock)
         self.results: list[StageResult | StepFailure] = []
 
     def run(self, name: str, fn: Callable[[], StageResult | None]) -> StageResult | None:
-        started = utcnow()
+        started = self.settings.clock()
         watch = Stopwatch()
         try:
             res = fn()
@@ -156,7 +155,7 @@ def run_daily(
     from marketlake.pipeline.stages.market import run_market
 
     watch = Stopwatch()
-    run_id = run_id or new_run_id(settings.now)
+    run_id = run_id or new_run_id(settings.clock())
     lake = Lake(settings.home)
     steps = _Steps(settings, "daily", run_id)
     try:
@@ -189,7 +188,9 @@ def _raise(exc: BaseException) -> StageResult:
 
 def _refresh_universe(settings: Settings, lake: Lake, run_id: str) -> StageResult:
     w = Stopwatch()
-    res, problems = universe.import_csv(lake, settings.universe_file, run_id=run_id)
+    res, problems = universe.import_csv(
+        lake, settings.universe_file, run_id=run_id, now=settings.clock()
+    )
     return StageResult(
         run_id,
         "universe",
@@ -228,7 +229,7 @@ def run_demo(
 
     watch = Stopwatch()
     lake = Lake(settings.home)
-    run_id = run_id or new_run_id(settings.now)
+    run_id = run_id or new_run_id(settings.clock())
     syms = demo_symbols(equities)
     import polars as pl
 
@@ -246,9 +247,12 @@ def run_demo(
         }
     )
     lake.upsert(
-        "instruments", universe.instruments_frame(rows, run_id), run_id=run_id, stage="universe"
+        "instruments",
+        universe.instruments_frame(rows, run_id, now=settings.clock()),
+        run_id=run_id,
+        stage="universe",
     )
-    now = settings.now or utcnow()
+    now = settings.clock()
     steps = _Steps(settings, "demo", run_id)
     try:
         steps.run(

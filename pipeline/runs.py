@@ -22,13 +22,9 @@ from marketlake.lake.store import Lake, WriteResult
 from marketlake.pipeline.redact import redact
 
 
-def new_run_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+def new_run_id(now: datetime) -> str:
+    """A sortable, unique run id stamped with ``now`` (the settings' clock)."""
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def survivable(exc: BaseException) -> bool:
@@ -115,9 +111,16 @@ class TaskLog:
     """Collects ``sync_logs`` rows for one run and writes them to the lake in one commit."""
 
     def __init__(
-        self, run_id: str, stage: str, trigger: str = "cli", secrets_: tuple[str, ...] = ()
+        self,
+        run_id: str,
+        stage: str,
+        trigger: str = "cli",
+        secrets_: tuple[str, ...] = (),
+        *,
+        clock: Callable[[], datetime],
     ) -> None:
         self.run_id = run_id
+        self.clock = clock
         self.stage = stage
         self.trigger = trigger
         self.secrets = secrets_
@@ -134,7 +137,7 @@ class TaskLog:
         completed_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        completed_at = completed_at or utcnow()
+        completed_at = completed_at or self.clock()
         self.rows.append(
             {
                 "run_id": self.run_id,
@@ -185,13 +188,20 @@ def writing(settings, run_id: str, stage: str) -> Iterator[None]:
     previous holder that died without releasing is logged as ``interrupted``."""
     with writer(settings.lake, run_id, stage, wait=settings.lock_wait) as stale:
         if stale is not None:
-            mark_interrupted(Lake(settings.home), stale, settings.secrets())
+            mark_interrupted(Lake(settings.home), stale, settings.secrets(), settings.clock)
         yield
 
 
-def mark_interrupted(lake: Lake, info: LockInfo, secrets_: tuple[str, ...] = ()) -> None:
+def mark_interrupted(
+    lake: Lake,
+    info: LockInfo,
+    secrets_: tuple[str, ...] = (),
+    clock: Callable[[], datetime] | None = None,
+) -> None:
     """One ``sync_logs`` row saying the run ``info`` describes stopped before it finished."""
-    log = TaskLog(info.run_id, info.stage, "recovery", secrets_)
+    log = TaskLog(
+        info.run_id, info.stage, "recovery", secrets_, clock=clock or (lambda: info.started_at)
+    )
     log.add(
         f"{info.stage}:interrupted",
         status="interrupted",
@@ -211,7 +221,7 @@ def exclusive(stage: str) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def run(settings, *args: Any, run_id: str | None = None, **kw: Any) -> Any:
-            run_id = run_id or new_run_id(settings.now)
+            run_id = run_id or new_run_id(settings.clock())
             with writing(settings, run_id, stage):
                 return fn(settings, *args, run_id=run_id, **kw)
 

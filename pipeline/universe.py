@@ -7,6 +7,7 @@ Symbols are data: anything printable up to 64 characters is kept as given (``BRK
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,6 @@ from marketlake.errors import UnknownSymbolError, ValidationError
 from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake, WriteResult
 from marketlake.lake.tables import ASSET_TYPES
-from marketlake.pipeline.runs import utcnow
 
 DEFAULT_PROVIDER = {
     "equity": "yahoo",
@@ -119,8 +119,9 @@ def option_fields(rows: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, str
     return rows.with_columns(out), problems
 
 
-def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
-    """Fill defaults (asset type, ETF flag, provider, timezone) for an instruments frame."""
+def instruments_frame(rows: pl.DataFrame, run_id: str, now: datetime | None = None) -> pl.DataFrame:
+    """Fill defaults (asset type, ETF flag, provider, timezone) for an instruments frame;
+    ``now`` (the settings' clock) stamps ``updated_at``."""
     n = rows.height
 
     def col(name: str, default=None) -> pl.Series:
@@ -144,7 +145,7 @@ def instruments_frame(rows: pl.DataFrame, run_id: str) -> pl.DataFrame:
         ],
         dtype=pl.String,
     )
-    now = utcnow()
+    now = now or datetime.now(UTC)  # library use without settings: the wall clock
     typed, _ = option_fields(rows)
 
     def option(name: str) -> pl.Series:
@@ -185,6 +186,7 @@ def import_csv(
     asset_type: str | None = None,
     provider: str | None = None,
     wait: float | bool = False,
+    now: datetime | None = None,
 ) -> tuple[WriteResult, list[str]]:
     """Upsert the instruments listed in a CSV (under the lake's writer lock; ``wait`` as for
     :meth:`WriterLock.acquire`); returns the write and one line per bad row."""
@@ -218,13 +220,19 @@ def import_csv(
     problems += [f"{path}:{lines[i]}: {rows['symbol'][i]}: {msg}" for i, msg in bad_values]
     dupes = rows.filter(pl.col("symbol").is_duplicated()).get_column("symbol").unique().to_list()
     problems += [f"{path}: symbol {s!r} listed more than once (last row kept)" for s in dupes]
-    frame = instruments_frame(rows, run_id)
+    frame = instruments_frame(rows, run_id, now)
     with writer(lake.root, run_id, "universe", wait=wait):
         return lake.upsert("instruments", frame, run_id=run_id, stage="universe"), problems
 
 
 def add(
-    lake: Lake, symbol: str, *, run_id: str, wait: float | bool = False, **fields: object
+    lake: Lake,
+    symbol: str,
+    *,
+    run_id: str,
+    wait: float | bool = False,
+    now: datetime | None = None,
+    **fields: object,
 ) -> WriteResult:
     """Add or update one instrument (under the lake's writer lock)."""
     row = {"symbol": check_symbol(symbol)}
@@ -233,7 +241,7 @@ def add(
     )
     if fields.get("provider_symbols"):
         row["provider_symbols"] = json.dumps(fields["provider_symbols"])
-    frame = instruments_frame(pl.DataFrame([row], schema={k: pl.String for k in row}), run_id)
+    frame = instruments_frame(pl.DataFrame([row], schema={k: pl.String for k in row}), run_id, now)
     with writer(lake.root, run_id, "universe", wait=wait):
         return lake.upsert("instruments", frame, run_id=run_id, stage="universe")
 

@@ -229,3 +229,19 @@ def test_backfill_json_names_its_stage(home):
     assert last_json(r)["stage"] == "backfill"
     r = run(home, "logs", "--json", "--task", "AAA")
     assert r.exit_code == 0 and last_json(r)[0]["trigger"] == "backfill"
+
+
+def test_a_pinned_clock_is_the_only_clock(home):
+    # regression: with MARKETLAKE_NOW set, sync stamped status and logs with the wall clock, so
+    # the next plan started after its own end and status showed negative ages
+    universe_of(home, "AAA", "BBB")
+    r = run(home, "sync", "--timeframes", "1D,1h", "--start", "2026-11-01", "--json")
+    assert r.exit_code == 0, r.output
+    pinned = ENV["MARKETLAKE_NOW"]
+    r = run(home, "query", "SELECT max(completed_at) AS t FROM sync_logs", "--format", "json")
+    assert last_json(r)[0]["t"].replace(" ", "T") <= pinned
+    r = run(home, "status", "--json")
+    assert all(row["freshness_hours"] >= 0 for row in last_json(r))
+    r = run(home, "sync", "--dry-run", "--json", "--timeframes", "1D,1h")
+    tasks = last_json(r)["tasks"]
+    assert all(t["start"] < t["end"] <= pinned for t in tasks)

@@ -10,6 +10,7 @@ changed are merged. A re-run changes 0 rows. Warm-up values are stored as nulls.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 import polars as pl
 
@@ -18,7 +19,7 @@ from marketlake.lake.store import Lake
 from marketlake.lake.tables import period_expr
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id, utcnow
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
@@ -68,8 +69,8 @@ def run_compute(
     progress = progress or (lambda *a, **k: None)
     watch = Stopwatch()
     lake = Lake(settings.home)
-    run_id = run_id or new_run_id()
-    log = TaskLog(run_id, "compute", trigger, settings.secrets())
+    run_id = run_id or new_run_id(settings.clock())
+    log = TaskLog(run_id, "compute", trigger, settings.secrets(), clock=settings.clock)
     try:
         columns = kernels.output_columns(indicators)
     except ValueError as exc:
@@ -104,7 +105,7 @@ def run_compute(
         for i in range(0, len(syms), BATCH_SYMBOLS)
     ]
     for n, (tf, syms) in enumerate(batches):
-        started = utcnow()
+        started = settings.clock()
         try:
             res = _batch(
                 lake,
@@ -116,6 +117,7 @@ def run_compute(
                 tz,
                 run_id,
                 last=n == len(batches) - 1,
+                computed_at=settings.clock(),
                 upto=upto,
             )
             for k in totals:
@@ -165,6 +167,7 @@ def _batch(
     *,
     last: bool,
     upto: int,
+    computed_at: datetime,
 ) -> dict[str, int]:
     from marketlake import kernels
 
@@ -197,7 +200,7 @@ def _batch(
         j.filter(~pl.col("__same"))
         .select(new.columns)
         .with_columns(
-            pl.lit(utcnow()).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
+            pl.lit(computed_at).cast(pl.Datetime("us", "UTC")).alias("computed_at"),
             pl.lit(run_id).alias("run_id"),
         )
     )

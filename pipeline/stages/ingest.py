@@ -49,7 +49,6 @@ from marketlake.pipeline.runs import (
     Stopwatch,
     TaskLog,
     new_run_id,
-    utcnow,
     writing,
 )
 
@@ -66,7 +65,7 @@ class Outcome:
     frame: pl.DataFrame | None = None
     error: str | None = None
     error_kind: str | None = None
-    started_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
     completed_at: datetime | None = None
 
 
@@ -93,9 +92,10 @@ class _Providers:
                 except ConfigError as exc:
                     self._unavailable[name] = exc
                     raise
-                clock = (lambda: self.now) if self.settings.now is not None else None
                 self._instances[name] = cls(
-                    self.settings.provider(name), home=self.settings.home, clock=clock
+                    self.settings.provider(name),
+                    home=self.settings.home,
+                    clock=self.settings.clock,
                 )
             return self._instances[name]
 
@@ -109,7 +109,7 @@ class _Providers:
 
 
 def _fetch(unit: Unit, providers: _Providers) -> Outcome:
-    out = Outcome(unit)
+    out = Outcome(unit, started_at=providers.settings.clock())
     try:
         if unit.provider in providers.aborted:
             raise AuthError(
@@ -128,7 +128,7 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
         out.error, out.error_kind = str(exc), "unsupported"
     except Exception as exc:  # a provider bug must not stop other symbols
         out.error, out.error_kind = f"{type(exc).__name__}: {exc}", "internal"
-    out.completed_at = utcnow()
+    out.completed_at = providers.settings.clock()
     return out
 
 
@@ -308,10 +308,10 @@ class Sync:
         self.req = req
         self.progress = progress or (lambda *a, **k: None)
         self.lake = Lake(settings.home)
-        self.now = settings.now or utcnow()
+        self.now = settings.clock()
         self.run_id = run_id or new_run_id(self.now)
         self.stage = stage
-        self.log = TaskLog(self.run_id, stage, trigger, settings.secrets())
+        self.log = TaskLog(self.run_id, stage, trigger, settings.secrets(), clock=settings.clock)
         self.providers = _Providers(settings, self.now)
         self.totals = dict(inserted=0, updated=0, unchanged=0, quarantined=0)
         self.ok = self.failed = self.skipped = 0
@@ -375,7 +375,7 @@ class Sync:
     def commit(self, batch: _Batch) -> None:
         if not batch.outcomes:
             return
-        now = utcnow()
+        now = self.settings.clock()
         good_units = [o for o in batch.outcomes if o.error is None]
         bars = [
             o.frame
@@ -483,7 +483,9 @@ class Sync:
             self.totals["unchanged"] += res.unchanged
 
     def _quarantine(self, bad: pl.DataFrame, table: str, source: str) -> None:
-        q = quarantine_rows(bad, run_id=self.run_id, table=table, source=source, now=utcnow())
+        q = quarantine_rows(
+            bad, run_id=self.run_id, table=table, source=source, now=self.settings.clock()
+        )
         if q.is_empty():
             return
         self.lake.upsert("quarantine", q, run_id=self.run_id, stage="sync")
@@ -689,7 +691,7 @@ def _sync_market(
 ) -> StageResult:
     from marketlake.pipeline.stages import market
 
-    now = settings.now or utcnow()
+    now = settings.clock()
     run_id = new_run_id(now)
     if dry_run:
         lake = Lake(settings.home)

@@ -16,7 +16,7 @@ from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.redact import redact
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id, utcnow
+from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
 from marketlake.pipeline.serving.connection import Serving
 from marketlake.pipeline.serving.load import Loader, TableLoad
 
@@ -47,11 +47,11 @@ def run_load(
         raise ConfigError("no serving database: set --dsn or MARKETLAKE_DSN")
     names = _select(tables)
     watch = Stopwatch()
-    run_id = run_id or new_run_id()
+    run_id = run_id or new_run_id(settings.clock())
     secrets = settings.secrets()
     emit = progress or (lambda event, **info: None)
     lake = Lake(settings.home)
-    tasklog = TaskLog(run_id, "load", trigger, secrets)
+    tasklog = TaskLog(run_id, "load", trigger, secrets, clock=settings.clock)
     results: dict[str, TableLoad] = {}
     errors: list[str] = []
     skipped = 0
@@ -63,7 +63,7 @@ def run_load(
             if name == BOOKKEEPING_TABLE:  # this run's task rows travel with this load
                 _flush(tasklog, lake, errors, secrets)
             emit("table_start", table=name)
-            started = utcnow()
+            started = settings.clock()
             try:
                 res = loader.load(TABLES[name])
             except MarketlakeError as exc:

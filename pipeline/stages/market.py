@@ -26,7 +26,6 @@ from marketlake.pipeline.runs import (
     new_run_id,
     survivable,
     task_error,
-    utcnow,
 )
 
 STAGE = "market"
@@ -70,10 +69,10 @@ def refresh_market(
 ) -> StageResult:
     """Fetch the expired or missing ``keys`` and upsert them into ``market_cache``."""
     watch = Stopwatch()
-    now = now or utcnow()
+    now = now or settings.clock()
     keys = list(dict.fromkeys(keys))
     run_id = run_id or new_run_id(now)
-    tasks = TaskLog(run_id, STAGE, trigger, settings.secrets())
+    tasks = TaskLog(run_id, STAGE, trigger, settings.secrets(), clock=settings.clock)
     skip = fresh_keys(lake, keys, now)
     rows: list[dict] = []
     errors: list[TaskError] = []
@@ -81,7 +80,7 @@ def refresh_market(
     for key in keys:
         if key in skip:
             continue
-        started = utcnow()
+        started = settings.clock()
         try:
             value = provider.fetch_market(key)
         except BaseException as exc:
@@ -180,9 +179,8 @@ def run_market(
     if not offers_market(name):
         provider_class(name)  # an unknown provider is reported as such
         raise ConfigError(f"provider {name!r} does not serve market status and calendars")
-    now = settings.now or utcnow()
-    clock = (lambda: now) if settings.now is not None else None
-    prov = provider_class(name)(settings.provider(name), home=settings.home, clock=clock)
+    now = settings.clock()
+    prov = provider_class(name)(settings.provider(name), home=settings.home, clock=settings.clock)
     try:
         return refresh_market(settings, lake, prov, keys, now=now, trigger=trigger, run_id=run_id)
     finally:
