@@ -12,7 +12,9 @@ from marketlake import cli
 
 
 def files(home):
-    return {p: p.stat().st_mtime_ns for p in home.rglob("*")}
+    """Every file under ``home`` with its mtime (a writer lock taken and released may touch a
+    directory; no file may appear, change or go)."""
+    return {p: p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
