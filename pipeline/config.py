@@ -49,6 +49,8 @@ class ProviderSettings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 60.0
     timeout_s: float = 30.0
+    deadline_s: float = 120.0  # one exchange, whole body included (timeout_s is per read)
+    max_response_bytes: int = 64 * 1024 * 1024
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -76,6 +78,7 @@ class Settings:
     concurrency: int = 8
     batch_tasks: int = 250
     batch_rows: int = 2_000_000
+    commit_every_s: float = 30.0  # finished work is committed at least this often
     overlap_bars: int = 3
     stale_after_hours: float = 24.0
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
@@ -98,12 +101,11 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for redaction."""
+        from marketlake.pipeline.redact import dsn_secrets
+
         out = [p.secret for p in self.providers.values() if p.secret]
-        if self.dsn:
-            parsed = urlparse(self.dsn)
-            if parsed.password:
-                out.append(parsed.password)
-        return tuple(out)
+        out += [urlparse(p.base_url).password or "" for p in self.providers.values() if p.base_url]
+        return tuple(s for s in (*out, *dsn_secrets(self.dsn)) if s)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -125,6 +127,7 @@ class _Sync(_Section):
     concurrency: int = Field(8, ge=1)
     batch_tasks: int = Field(250, ge=1)
     batch_rows: int = Field(2_000_000, ge=1)
+    commit_every_s: float = Field(30.0, gt=0)
     overlap_bars: int = Field(3, ge=0)
     stale_after_hours: float = Field(24.0, gt=0)
 
@@ -184,6 +187,8 @@ class _Provider(_Section):
     backoff_base_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
+    deadline_s: float = Field(120.0, gt=0)
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1)
 
 
 class _Synthetic(_Provider):

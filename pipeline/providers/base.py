@@ -1,82 +1,99 @@
-"""The one provider interface.
+"""The one provider interface: ``fetch(request) -> frame``.
 
-A provider declares what it can do (:class:`Capabilities`) and answers fetches with polars
-frames already in the lake's schema (see ``OHLCV_COLUMNS``). It never writes to the lake, never
-plans, never validates: the ingest stage does that, the same way for every provider.
-Foreign errors (HTTP, JSON, library exceptions) are converted into ``pipeline.errors`` at the
-provider boundary: ``InvalidSymbolError`` skips a symbol, ``AuthError`` stops the provider,
-``Transient`` errors are retried.
+A provider declares what it can do (:class:`Capabilities`) and answers a :class:`FetchRequest`
+with a polars frame in the lake's schema (derived from :mod:`marketlake.lake.tables`, never
+written out again here). :meth:`Provider.fetch` dispatches on ``request.kind`` to the
+provider's ``_fetch_<kind>`` method and applies the one retry policy
+(:func:`marketlake.pipeline.providers.retry.retrying`); HTTP providers apply it per request
+instead (:class:`marketlake.pipeline.providers.http.HttpProvider`). A provider never writes to
+the lake, never plans, never validates: the ingest stage does that, the same way for every
+provider. Foreign errors are converted into :mod:`marketlake.errors` where they enter:
+``InvalidSymbolError`` skips a symbol, ``AuthError`` stops the provider, ``Transient`` errors
+are retried.
+
+A bars frame may carry a :data:`REJECT` column: rows a provider could not parse (a volume of
+``"abc"``) keep their reason there and are quarantined by the ingest stage, while the other
+bars of the symbol land (:func:`split_rejects`).
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import polars as pl
 
+from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import ProviderSettings
+from marketlake.pipeline.providers.retry import retrying
 
+#: kinds a sync plans (one unit each)
 KINDS = ("ohlcv", "actions", "profile", "fundamentals", "market")
-
-OHLCV_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "timeframe": pl.String(),
-    "ts": pl.Datetime("us", "UTC"),
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "volume": pl.Float64(),
-    "adj_close": pl.Float64(),
-    "provider": pl.String(),
-    "is_final": pl.Boolean(),
+#: every kind a request may ask for
+REQUEST_KINDS = (*KINDS, "instruments")
+#: the lake table each kind's frame is shaped after
+KIND_TABLES = {
+    "ohlcv": "ohlcv",
+    "actions": "corporate_actions",
+    "profile": "profiles",
+    "fundamentals": "fundamentals",
+    "market": "market_cache",
+    "instruments": "instruments",
 }
-ACTIONS_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "ex_date": pl.Date(),
-    "kind": pl.String(),
-    "ratio": pl.Float64(),
-    "amount": pl.Float64(),
-    "currency": pl.String(),
-    "provider": pl.String(),
-}
+# columns the lake adds itself (bookkeeping and derived partitions), never a provider
+_LAKE_ADDED = frozenset({"run_id", "ingested_at", "period", "expires_at"})
+#: reason a provider could not parse a row (null for good rows); see :func:`split_rejects`
+REJECT = "_reject"
 
 
-PROFILE_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "provider": pl.String(),
-    "name": pl.String(),
-    "description": pl.String(),
-    "sector": pl.String(),
-    "industry": pl.String(),
-    "country": pl.String(),
-    "website": pl.String(),
-    "market_cap": pl.Float64(),
-    "volume_24h": pl.Float64(),
-    "icon_url": pl.String(),
-    "icon_path": pl.String(),
-    "raw": pl.String(),
-    "fetched_at": pl.Datetime("us", "UTC"),
-}
+@cache
+def frame_schema(kind: str) -> pl.Schema:
+    """The polars schema of a provider frame of ``kind``: the lake table's columns without
+    those the lake adds itself (``run_id``, ``ingested_at``, ``period``, ``expires_at``)."""
+    table = TABLES[KIND_TABLES[kind]].schema
+    arrow = table.empty_table().select([n for n in table.names if n not in _LAKE_ADDED])
+    return pl.from_arrow(arrow).schema
+
+
+def empty_frame(kind: str) -> pl.DataFrame:
+    return pl.DataFrame(schema=frame_schema(kind))
+
+
+def rows_frame(kind: str, rows: list[Mapping[str, Any]]) -> pl.DataFrame:
+    """Rows as a frame of ``kind``: every column typed as the lake's, missing fields null."""
+    schema = frame_schema(kind)
+    return pl.DataFrame([{c: r.get(c) for c in schema} for r in rows], schema=schema)
 
 
 def profile_row(**fields: object) -> pl.DataFrame:
     """One ``profiles`` row; fields left out are null, every column typed as the lake's."""
-    return pl.DataFrame([{c: fields.get(c) for c in PROFILE_SCHEMA}], schema=PROFILE_SCHEMA)
+    return rows_frame("profile", [fields])
 
 
 def empty_ohlcv() -> pl.DataFrame:
-    return pl.DataFrame(schema=OHLCV_SCHEMA)
+    return empty_frame("ohlcv")
 
 
 def empty_actions() -> pl.DataFrame:
-    return pl.DataFrame(schema=ACTIONS_SCHEMA)
+    return empty_frame("actions")
+
+
+def split_rejects(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows to land, rows a provider rejected with a ``reason``); drops :data:`REJECT`."""
+    if REJECT not in frame.columns:
+        return frame, frame.clear().with_columns(pl.lit(None, pl.String).alias("reason"))
+    bad = pl.col(REJECT).is_not_null()
+    return (
+        frame.filter(~bad).drop(REJECT),
+        frame.filter(bad).rename({REJECT: "reason"}),
+    )
 
 
 @dataclass(frozen=True)
@@ -97,30 +114,89 @@ class Capabilities:
     needs_secret: bool = False
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class FetchRequest:
-    """One provider request: a symbol's native-timeframe bars in [start, end)."""
+    """One provider request. ``kind`` says what is asked (:data:`REQUEST_KINDS`); the
+    constructors :meth:`bars`, :meth:`actions`, :meth:`profile`, :meth:`fundamentals`,
+    :meth:`market` and :meth:`instruments` fill the fields each kind reads.
 
-    symbol: str
-    timeframe: str
-    start: datetime
-    end: datetime
+    Bars and actions cover [start, end); ``symbol`` is the canonical symbol (for a market
+    request, the ``market_cache`` key such as ``status:US``).
+    """
+
+    symbol: str = ""
+    timeframe: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
     provider_symbol: str | None = None
-    instrument: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    instrument: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    kind: str = "ohlcv"
+    data_types: tuple[str, ...] | None = None
 
     @property
     def remote_symbol(self) -> str:
         return self.provider_symbol or self.symbol
 
+    @classmethod
+    def bars(
+        cls,
+        symbol: str,
+        timeframe: str,
+        start: datetime,
+        end: datetime,
+        *,
+        provider_symbol: str | None = None,
+        instrument: Mapping[str, Any] | None = None,
+    ) -> FetchRequest:
+        return cls(symbol, timeframe, start, end, provider_symbol, instrument or _EMPTY)
 
-class Provider(ABC):  # noqa: B024 - a base with optional methods, not all abstract
-    """Base of every provider; subclasses set ``name`` and ``capabilities`` and implement the
-    fetch methods for the kinds they declare."""
+    @classmethod
+    def actions(
+        cls,
+        symbol: str,
+        start: datetime,
+        end: datetime,
+        *,
+        instrument: Mapping[str, Any] | None = None,
+    ) -> FetchRequest:
+        return cls(symbol, "", start, end, instrument=instrument or _EMPTY, kind="actions")
+
+    @classmethod
+    def profile(cls, symbol: str, *, instrument: Mapping[str, Any] | None = None) -> FetchRequest:
+        return cls(symbol, instrument=instrument or _EMPTY, kind="profile")
+
+    @classmethod
+    def fundamentals(
+        cls,
+        symbol: str,
+        data_types: tuple[str, ...] | None = None,
+        *,
+        instrument: Mapping[str, Any] | None = None,
+    ) -> FetchRequest:
+        return cls(
+            symbol, instrument=instrument or _EMPTY, kind="fundamentals", data_types=data_types
+        )
+
+    @classmethod
+    def market(cls, key: str) -> FetchRequest:
+        return cls(key, kind="market")
+
+    @classmethod
+    def instruments(cls) -> FetchRequest:
+        return cls(kind="instruments")
+
+
+class Provider(ABC):  # noqa: B024 - a base with optional kind methods, not all abstract
+    """Base of every provider; subclasses set ``name`` and ``capabilities`` and implement
+    ``_fetch_<kind>(request) -> frame`` for the kinds they offer."""
 
     name: str = "base"
     capabilities: Capabilities = Capabilities(kinds=frozenset(), timeframes=())
-    #: True when the provider retries transient errors itself (the shared HTTP layer does);
-    #: the ingest stage then does not retry on top of it.
+    #: True when the provider retries each of its requests itself (HTTP providers); then
+    #: :meth:`fetch` does not retry the whole call on top of it.
     retries_transient: bool = False
 
     def __init__(
@@ -134,34 +210,23 @@ class Provider(ABC):  # noqa: B024 - a base with optional methods, not all abstr
         self.settings = settings or ProviderSettings(name=self.name)
         self.home = home
         self.clock = clock or (lambda: datetime.now(UTC))
-        import time
-
         self.sleep = sleep or time.sleep
 
-    # --- kinds -------------------------------------------------------------------
-    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
-        """Bars of ``request.timeframe`` (a native one) with ts in [start, end)."""
-        raise NotImplementedError(f"{self.name} does not provide ohlcv")
+    def fetch(self, request: FetchRequest) -> pl.DataFrame:
+        """Answer ``request`` with a frame of its kind (:func:`frame_schema`).
 
-    def fetch_actions(
-        self, symbol: str, instrument: Mapping[str, Any], start: datetime, end: datetime
-    ) -> pl.DataFrame:
-        """Splits, dividends and capital gains with ex_date in [start, end)."""
-        raise NotImplementedError(f"{self.name} does not provide corporate actions")
-
-    def fetch_profile(self, symbol: str, instrument: Mapping[str, Any]) -> pl.DataFrame:
-        """One profiles row (lake schema)."""
-        raise NotImplementedError(f"{self.name} does not provide profiles")
-
-    def fetch_fundamentals(
-        self, symbol: str, instrument: Mapping[str, Any], data_types: tuple[str, ...] | None = None
-    ) -> pl.DataFrame:
-        """Rows of the ``fundamentals`` table (tidy long form)."""
-        raise NotImplementedError(f"{self.name} does not provide fundamentals")
-
-    def list_instruments(self) -> pl.DataFrame:
-        """Instruments the provider knows (``instruments`` schema), for universe refresh."""
-        raise NotImplementedError(f"{self.name} cannot list instruments")
+        Bars: ``request.timeframe`` (a native one) with ts in [start, end). Actions: splits,
+        dividends and capital gains with ex_date in [start, end). Profile: one ``profiles``
+        row. Fundamentals: ``fundamentals`` rows (tidy long form). Market: one row with the
+        JSON ``value`` of a ``market_cache`` key. Instruments: the instruments the provider
+        knows. A kind the provider does not offer raises ``NotImplementedError``.
+        """
+        method = getattr(self, f"_fetch_{request.kind}", None)
+        if request.kind not in REQUEST_KINDS or method is None:
+            raise NotImplementedError(f"{self.name} does not provide {request.kind}")
+        if self.retries_transient:
+            return method(request)
+        return retrying(lambda: method(request), self.settings, sleep=self.sleep)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections."""

@@ -25,8 +25,8 @@ import polars as pl
 from marketlake.errors import BadResponseError, InvalidSymbolError, ProviderError
 from marketlake.lake.atomic import atomic_write_bytes
 from marketlake.lake.paths import media_path
-from marketlake.pipeline.providers.base import Capabilities, Provider, profile_row
-from marketlake.pipeline.providers.http import HttpClient, limiter_clock, with_origin
+from marketlake.pipeline.providers.base import Capabilities, FetchRequest, profile_row, rows_frame
+from marketlake.pipeline.providers.http import HttpProvider, with_origin
 from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
 
 log = logging.getLogger("marketlake.providers.coingecko")
@@ -45,14 +45,13 @@ def icon_file_name(coin_id: str, url: str) -> str:
     return f"{hashlib.sha256(coin_id.encode()).hexdigest()}.{ext}"
 
 
-class CoinGeckoProvider(Provider):
-    """CoinGecko's public REST API over the shared HTTP layer."""
-
-    retries_transient = True  # the shared HTTP layer applies the retry policy
+class CoinGeckoProvider(HttpProvider):
+    """CoinGecko's public REST API over the shared HTTP layer (it has no redirects: none is
+    followed, so the key header never travels to another origin)."""
 
     name = "coingecko"
     capabilities = Capabilities(
-        kinds=frozenset({"profile"}),
+        kinds=frozenset({"profile", "instruments"}),
         timeframes=(),
         rate_limit_per_s=1.6,  # Demo plan: 100 calls/min
         default_concurrency=2,
@@ -60,30 +59,16 @@ class CoinGeckoProvider(Provider):
         needs_secret=False,  # a Demo key raises the limit; keyless works
     )
 
-    def __init__(
-        self, settings=None, *, home=None, clock=None, sleep=None, transport=None, rng=None
-    ) -> None:
-        super().__init__(settings, home=home, clock=clock, sleep=sleep)
-        pro = str(self.settings.options.get("plan", "demo")).lower() == "pro"
-        headers = {}
-        if self.settings.secret:
-            headers["x-cg-pro-api-key" if pro else "x-cg-demo-api-key"] = self.settings.secret
-        self.http = HttpClient(
-            self.name,
-            self.settings,
-            base_url=self.settings.base_url or (PRO_URL if pro else PUBLIC_URL),
-            headers=headers,
-            rate_limit_per_s=self.capabilities.rate_limit_per_s,
-            concurrency=self.settings.concurrency or self.capabilities.default_concurrency,
-            transport=transport,
-            clock=limiter_clock(clock, sleep, self.clock),
-            sleep=self.sleep,
-            rng=rng,
-        )
-        self.download_icons = bool(self.settings.options.get("download_icons", True))
+    def __init__(self, settings=None, **kw) -> None:
+        from marketlake.pipeline.config import ProviderSettings
 
-    def close(self) -> None:
-        self.http.close()
+        settings = settings or ProviderSettings(name=self.name)
+        pro = str(settings.options.get("plan", "demo")).lower() == "pro"
+        headers = {}
+        if settings.secret:
+            headers["x-cg-pro-api-key" if pro else "x-cg-demo-api-key"] = settings.secret
+        super().__init__(settings, headers=headers, base_url=PRO_URL if pro else PUBLIC_URL, **kw)
+        self.download_icons = bool(self.settings.options.get("download_icons", True))
 
     @staticmethod
     def coin_id(symbol: str, instrument: Mapping[str, Any] | None = None) -> str:
@@ -101,7 +86,7 @@ class CoinGeckoProvider(Provider):
             )
         return [c for c in body if isinstance(c, dict) and c.get("id")]
 
-    def list_instruments(self) -> pl.DataFrame:
+    def _fetch_instruments(self, request: FetchRequest) -> pl.DataFrame:
         """Every listed coin as an ``instruments`` row keyed by its id (ticker symbols such as
         ``btc`` are shared by several coins, so they cannot be the key)."""
         now = self.clock()
@@ -123,7 +108,7 @@ class CoinGeckoProvider(Provider):
             }
             for c in self.list_coins()
         ]
-        return pl.DataFrame(rows, schema_overrides={"updated_at": pl.Datetime("us", "UTC")})
+        return rows_frame("instruments", rows)
 
     # -- profiles -----------------------------------------------------------------------------
     def coin(self, coin_id: str, *, market_data: bool = True) -> dict[str, Any]:
@@ -158,9 +143,10 @@ class CoinGeckoProvider(Provider):
         raw = doc.get("platforms") or {}
         return {k: v for k, v in raw.items() if k and isinstance(v, str) and v}
 
-    def fetch_profile(self, symbol, instrument) -> pl.DataFrame:
+    def _fetch_profile(self, request: FetchRequest) -> pl.DataFrame:
         """Name, description, market cap, 24 h volume (USD) and icon of one coin."""
-        cid = self.coin_id(symbol, instrument)
+        symbol = request.symbol
+        cid = self.coin_id(symbol, request.instrument)
         doc = self.coin(cid)
         market = doc.get("market_data") or {}
         image = doc.get("image") or {}

@@ -22,7 +22,7 @@ from marketlake.errors import (
     InvalidSymbolError,
     TransientProviderError,
 )
-from marketlake.pipeline.providers.base import FetchRequest
+from marketlake.pipeline.providers.base import FetchRequest, rows_frame
 from marketlake.pipeline.providers.synthetic import SyntheticProvider
 
 
@@ -41,7 +41,7 @@ class FakeProvider(SyntheticProvider):
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+    def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
         with self._lock:
             self.calls[request.symbol] += 1
             n = self.calls[request.symbol]
@@ -57,7 +57,7 @@ class FakeProvider(SyntheticProvider):
             raise AuthError("fake: HTTP 401 invalid api key", **kw)
         if mode == "bad":
             raise BadResponseError(f"fake: truncated JSON body for {request.symbol}", **kw)
-        out = super().fetch_ohlcv(request)
+        out = super()._fetch_ohlcv(request)
         if mode == "corrupt" and out.height:
             out = out.with_columns(
                 pl.when(pl.int_range(pl.len()) == 0)
@@ -71,8 +71,9 @@ class FakeProvider(SyntheticProvider):
             )
         return out
 
-    def fetch_market(self, key: str) -> str:
-        """A market_cache value for ``key``: JSON naming the key and the request count."""
+    def _fetch_market(self, request: FetchRequest) -> pl.DataFrame:
+        """A market_cache row for the key: JSON naming the key and the request count."""
+        key = request.symbol
         with self._lock:
             self.calls[key] += 1
             n = self.calls[key]
@@ -81,4 +82,8 @@ class FakeProvider(SyntheticProvider):
             raise TransientProviderError(f"fake: HTTP 503 for {key}", provider=self.name)
         if mode == "bad":
             raise BadResponseError(f"fake: truncated JSON body for {key}", provider=self.name)
-        return json.dumps({"key": key, "request": n, "at": self.clock().isoformat()})
+        value = json.dumps({"key": key, "request": n, "at": self.clock().isoformat()})
+        return rows_frame(
+            "market",
+            [{"key": key, "value": value, "provider": self.name, "fetched_at": self.clock()}],
+        )

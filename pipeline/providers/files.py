@@ -6,7 +6,9 @@ timestamps (a file with naive timestamps and no timezone is rejected, never gues
 ``timeframe`` (default ``1D``) and ``symbol`` (for files without a symbol column; otherwise the
 file's stem). Dates without a time are session dates (00:00 UTC, as the lake keys daily bars).
 A file that cannot be used (corrupt, empty, missing columns) is reported by :meth:`problems`
-and skipped; every other file still imports.
+and skipped; every other file still imports. A row with a value that does not parse (a
+volume of ``abc``, a date of ``soon``) keeps its reason in the ``REJECT`` column and is
+quarantined by the ingest stage; the other rows of its symbol land.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 import polars as pl
 
 from marketlake.errors import ConfigError, InvalidSymbolError, ValidationError
-from marketlake.pipeline.providers.base import OHLCV_SCHEMA, Capabilities, FetchRequest, Provider
+from marketlake.pipeline.providers.base import (
+    REJECT,
+    Capabilities,
+    FetchRequest,
+    Provider,
+    empty_ohlcv,
+    frame_schema,
+)
 
 REQUIRED = ("ts", "open", "high", "low", "close")
 _DEFAULT_NAMES = {
@@ -93,14 +102,19 @@ class FilesProvider(Provider):
         missing = [t for t in REQUIRED if cols[t] is None]
         if missing:
             raise ValidationError(f"{path.name}: missing column(s) {missing}; found {raw.columns}")
+        reasons: list[pl.Expr] = []
         ts = raw.get_column(cols["ts"])
         if ts.dtype == pl.String:
+            given = ts
             try:
-                ts = ts.str.to_datetime(time_unit="us")
-            except Exception as exc:
+                ts = ts.str.to_datetime(time_unit="us", strict=False)
+            except Exception as exc:  # mixed formats polars cannot infer one format for
                 raise ValidationError(
                     f"{path.name}: cannot parse timestamps in {cols['ts']!r}"
                 ) from exc
+            if ts.null_count() == ts.len():
+                raise ValidationError(f"{path.name}: cannot parse timestamps in {cols['ts']!r}")
+            reasons.append(_unparsed(given, ts, cols["ts"]))
         if ts.dtype == pl.Date:
             ts = ts.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
         elif isinstance(ts.dtype, pl.Datetime):
@@ -120,18 +134,21 @@ class FilesProvider(Provider):
             sym = raw.get_column(cols["symbol"]).cast(pl.String)
         else:
             sym = pl.Series([self.fixed_symbol or path.stem] * raw.height, dtype=pl.String)
+        values = {}
+        for c in ("open", "high", "low", "close", "volume", "adj_close"):
+            if cols[c] is None:
+                values[c] = None
+                continue
+            given = raw.get_column(cols[c])
+            values[c] = given.cast(pl.Float64, strict=False)
+            reasons.append(_unparsed(given, values[c], cols[c]))
         out = pl.DataFrame(
-            {
-                "symbol": sym,
-                "timeframe": self.timeframe,
-                "ts": ts,
-                **{
-                    c: (raw.get_column(cols[c]).cast(pl.Float64, strict=False) if cols[c] else None)
-                    for c in ("open", "high", "low", "close", "volume", "adj_close")
-                },
-            }
+            {"symbol": sym, "timeframe": self.timeframe, "ts": ts, **values}
         ).with_columns(pl.lit(self.name).alias("provider"), pl.lit(True).alias("is_final"))
-        return out.select([pl.col(c).cast(t) for c, t in OHLCV_SCHEMA.items()])
+        out = out.select([pl.col(c).cast(t) for c, t in frame_schema("ohlcv").items()])
+        return out.with_columns(
+            pl.coalesce(reasons).alias(REJECT) if reasons else pl.lit(None, pl.String).alias(REJECT)
+        )
 
     def _load(self) -> pl.DataFrame:
         with self._lock:
@@ -139,7 +156,7 @@ class FilesProvider(Provider):
                 frames = []
                 for path in self._files():
                     try:
-                        frames.append(self.read_file(path))
+                        frame = self.read_file(path)
                     except ValidationError as exc:
                         self._problems.append(
                             {
@@ -148,7 +165,23 @@ class FilesProvider(Provider):
                                 "source": str(path),
                             }
                         )
-                self._frame = pl.concat(frames) if frames else pl.DataFrame(schema=OHLCV_SCHEMA)
+                        continue
+                    # a row without a time belongs to no request: reported with the file
+                    undated = frame.filter(pl.col("ts").is_null())
+                    for sym, reason in undated.select("symbol", REJECT).iter_rows():
+                        self._problems.append(
+                            {
+                                "symbol": sym or self.fixed_symbol or "",
+                                "reason": f"{path.name}: {reason}",
+                                "source": str(path),
+                            }
+                        )
+                    frames.append(frame.filter(pl.col("ts").is_not_null()))
+                self._frame = (
+                    pl.concat(frames)
+                    if frames
+                    else empty_ohlcv().with_columns(pl.lit(None, pl.String).alias(REJECT))
+                )
             return self._frame
 
     def problems(self) -> list[dict]:
@@ -159,7 +192,7 @@ class FilesProvider(Provider):
     def symbols(self) -> list[str]:
         return sorted(self._load().get_column("symbol").unique().drop_nulls().to_list())
 
-    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+    def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
         frame = self._load()
         if request.timeframe != self.timeframe:
             return frame.clear()
@@ -173,3 +206,12 @@ class FilesProvider(Provider):
         return sel.filter(
             (pl.col("ts") >= request.start) & (pl.col("ts") < request.end)
         ).with_columns(pl.lit(request.symbol).alias("symbol"))
+
+
+def _unparsed(given: pl.Series, parsed: pl.Series, column: str) -> pl.Expr:
+    """Per row, why ``given`` did not parse (null where it did or was empty)."""
+    text = given.cast(pl.String)
+    bad = given.is_not_null() & parsed.is_null()
+    return pl.when(pl.lit(bad)).then(
+        pl.format("{} {} does not parse", pl.lit(column), pl.lit(text).str.slice(0, 40))
+    )

@@ -1,20 +1,29 @@
-"""The one HTTP layer of every httpx-based provider: a shared client, a shared token bucket and
-the SPEC §6 error policy.
+"""The one HTTP layer of every httpx-based provider: a shared client, a shared token bucket,
+the SPEC §6 error policy, and the limits that keep one bad server from holding a sync.
 
-One :class:`HttpClient` per provider instance, shared by all of its worker threads:
+One :class:`HttpClient` per provider instance (built by :class:`HttpProvider`), shared by all
+of its worker threads:
 
-- 5xx, timeouts and dropped connections: exponential backoff with jitter, at most
-  ``settings.max_retries`` retries, then :class:`TransientProviderError`;
-- 429: wait ``Retry-After`` seconds (10 s without one; the whole provider pauses, since the
-  bucket is shared) and retry; these tries count toward ``max_retries``, then
-  :class:`RateLimitedError`;
-- 401/403: :class:`AuthError`, and the client is marked aborted: every later call raises
-  :class:`AuthError` at once, without a request;
-- 400/404: :class:`InvalidSymbolError` for that symbol; other 4xx: :class:`TerminalProviderError`;
+- httpx's own errors are converted where they enter, in one place (:func:`map_httpx_errors`,
+  after httpx's ``map_exceptions``): timeouts, dropped connections and protocol errors are
+  :class:`TransientProviderError`, anything else (a bad URL, an unsupported scheme)
+  :class:`TerminalProviderError`;
+- an answer's status becomes an error in one place (:func:`status_error`): 5xx transient,
+  429 :class:`RateLimitedError` with its ``Retry-After``, 401/403 :class:`AuthError` (and the
+  client is marked aborted: every later call raises at once, without a request), 400/404
+  :class:`InvalidSymbolError`, other 4xx :class:`TerminalProviderError`;
+- each request is retried by the one retry loop (:func:`retry.retrying`): a 429 pauses the
+  whole provider (the bucket is shared);
+- each exchange has a total deadline (``deadline_s``; httpx's timeouts are per read, so a
+  server dripping a byte a second would otherwise hold it forever) and a size cap
+  (``max_response_bytes``), both enforced while the body streams in;
+- redirects are followed only where the provider's API has them, and never to another
+  origin while the request carries a credential;
 - a body that is not JSON (truncated, HTML error page): :class:`BadResponseError`.
 
-Messages are one line naming provider and symbol, and pass through :func:`redact`, so a key in
-a query string or header never reaches a log, an exception or ``sync_logs``.
+Messages are one line naming provider and symbol; error bodies are redacted before they are
+cut short (:func:`marketlake.pipeline.redact.redact`), so a key in a query string, a header or
+an echoed body never reaches a log, an exception or ``sync_logs``.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -35,15 +45,19 @@ from marketlake.errors import (
     AuthError,
     BadResponseError,
     InvalidSymbolError,
+    ProviderError,
     RateLimitedError,
     TerminalProviderError,
     TransientProviderError,
 )
 from marketlake.pipeline.config import ProviderSettings
-from marketlake.pipeline.redact import redact
+from marketlake.pipeline.providers.base import Provider
+from marketlake.pipeline.providers.retry import backoff, retrying
+from marketlake.pipeline.redact import clip, redact
 
 DEFAULT_RETRY_AFTER_S = 10.0
 MAX_RETRY_AFTER_S = 900.0
+MAX_REDIRECTS = 5
 USER_AGENT = "marketlake/0.1 (+https://github.com/marketlake)"
 
 
@@ -122,8 +136,9 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def error_detail(response: httpx.Response, limit: int = 200) -> str:
-    """The provider's own error text from a JSON or text body, on one short line."""
+def error_detail(response: httpx.Response, limit: int = 200, secrets: tuple[str, ...] = ()) -> str:
+    """The provider's own error text from a JSON or text body, on one short line: redacted
+    first, then cut to ``limit`` characters (a key cut in half would escape redaction)."""
     text = response.text
     detail: Any = None
     try:
@@ -146,8 +161,56 @@ def error_detail(response: httpx.Response, limit: int = 200) -> str:
                 detail = body[key]
     if detail is None:
         detail = text
-    line = " ".join(str(detail).split())
-    return line[:limit] + ("…" if len(line) > limit else "")
+    return clip(redact(" ".join(str(detail).split()), secrets), limit)
+
+
+def status_error(
+    response: httpx.Response,
+    *,
+    provider: str,
+    symbol: str = "",
+    secrets: tuple[str, ...] = (),
+) -> ProviderError | None:
+    """The error an answer's status means (see the module docstring), or None for 1xx-3xx."""
+    status = response.status_code
+    if status < 400:
+        return None
+    where = f"{provider} {symbol}".rstrip() if symbol else provider
+    shown = redact(response.request.url, secrets)
+    detail = (
+        f"HTTP {status} from {response.request.method} {shown}: "
+        f"{error_detail(response, secrets=secrets)}"
+    )
+    kw = {"provider": provider, "symbol": symbol}
+    if status == 429:
+        wait = retry_after_seconds(response.headers.get("retry-after"))
+        return RateLimitedError(f"{where}: {detail}", retry_after=wait, **kw)
+    if status >= 500:
+        return TransientProviderError(f"{where}: {detail}", **kw)
+    if status in (401, 403):
+        return AuthError(f"{where}: {detail}", **kw)
+    if status in (400, 404):
+        return InvalidSymbolError(f"{where}: {detail}", **kw)
+    return TerminalProviderError(f"{where}: {detail}", **kw)
+
+
+@contextmanager
+def map_httpx_errors(
+    where: str, method: str, url: str, *, provider: str, symbol: str, secrets: tuple[str, ...]
+) -> Iterator[None]:
+    """Convert httpx's exceptions raised inside the block into the provider error tree."""
+    try:
+        yield
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        shown = redact(_request_url(exc, url), secrets)
+        raise TransientProviderError(
+            f"{where}: {type(exc).__name__} on {method} {shown}", provider=provider, symbol=symbol
+        ) from exc
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+        # a bad URL, an unsupported protocol, a proxy misconfiguration: retrying cannot help
+        raise TerminalProviderError(
+            f"{where}: request failed: {redact(exc, secrets)}", provider=provider, symbol=symbol
+        ) from exc
 
 
 def with_origin(url: str, base_url: str) -> str:
@@ -161,7 +224,8 @@ def with_origin(url: str, base_url: str) -> str:
 
 class HttpClient:
     """A provider's HTTP client: one ``httpx.Client`` (pooled, thread-safe), one token bucket,
-    the retry policy, and the provider-wide abort after an auth failure."""
+    the retry policy, the per-exchange deadline and size cap, the redirect policy, and the
+    provider-wide abort after an auth failure."""
 
     def __init__(
         self,
@@ -173,6 +237,7 @@ class HttpClient:
         rate_limit_per_s: float | None = None,
         concurrency: int = 8,
         secrets: tuple[str, ...] = (),
+        follow_redirects: bool = False,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -182,6 +247,7 @@ class HttpClient:
         self.settings = settings
         self.base_url = (base_url or "").rstrip("/")
         self.secrets = tuple(s for s in (*secrets, settings.secret) if s)
+        self.follow_redirects = follow_redirects
         self.sleep = sleep
         self.rng = rng or random.Random()
         rate = (
@@ -191,14 +257,13 @@ class HttpClient:
         workers = max(1, settings.concurrency or concurrency)
         self.client = httpx.Client(
             headers={"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
-            timeout=httpx.Timeout(settings.timeout_s, connect=min(10.0, settings.timeout_s)),
             # more connections than workers: the stage may run more threads than the
             # provider's own concurrency, and the token bucket, not the pool, is the bound
             limits=httpx.Limits(
                 max_connections=max(32, workers * 4), max_keepalive_connections=max(8, workers * 2)
             ),
             transport=transport,
-            follow_redirects=True,
+            follow_redirects=False,  # followed here, under the policy above
         )
         self._abort_lock = threading.Lock()
         self._aborted: str | None = None
@@ -235,10 +300,7 @@ class HttpClient:
         return self.base_url + (path_or_url if path_or_url.startswith("/") else "/" + path_or_url)
 
     def _backoff(self, attempt: int) -> float:
-        """Equal jitter: a delay in [d/2, d] with d = min(max, base * 2**attempt), so delays
-        never shrink from one attempt to the next."""
-        d = min(self.settings.backoff_max_s, self.settings.backoff_base_s * (2**attempt))
-        return d / 2 + self.rng.uniform(0, d / 2)
+        return backoff(self.settings, attempt, self.rng)
 
     # -- requests ----------------------------------------------------------------------------
     def request(
@@ -256,7 +318,7 @@ class HttpClient:
         abort_on_auth: bool = True,
         rate_limited: bool = True,
     ) -> httpx.Response:
-        """Send one request under the policy; returns a 2xx/3xx response.
+        """Send one request under the policy; returns a 2xx/3xx response (its body read).
 
         ``check=False`` hands 4xx answers (401/403 included) back instead of raising, for
         callers such as the yfinance bridge that read error bodies themselves and decide at
@@ -265,88 +327,141 @@ class HttpClient:
         token the caller can refresh). ``rate_limited=False`` bypasses the token bucket (static
         assets on another host, e.g. coin icons).
         """
-        where = self._where(symbol)
         if self._aborted is not None:
             raise AuthError(
-                f"{where}: provider stopped after an auth failure ({self._aborted})",
+                f"{self._where(symbol)}: provider stopped after an auth failure ({self._aborted})",
                 provider=self.provider,
                 symbol=symbol,
             )
-        url = self.url(path_or_url)
-        tries = 1 + max(0, self.settings.max_retries)
-        last: str = ""
-        cause: BaseException | None = None
-        for attempt in range(tries):
-            final = attempt == tries - 1
+        kw = {"params": params, "headers": headers, "content": content, "data": data}
+        kw["json"] = json_body
+
+        def attempt() -> httpx.Response:
             if rate_limited:
                 self.limiter.acquire()
-            try:
-                resp = self.client.request(
-                    method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    content=content,
-                    data=data,
-                    json=json_body,
+            resp = self._exchange(method, self.url(path_or_url), symbol, kw)
+            err = status_error(resp, provider=self.provider, symbol=symbol, secrets=self.secrets)
+            if err is None or (not check and err.__class__ in _HANDED_BACK):
+                return resp
+            if isinstance(err, AuthError) and abort_on_auth:
+                self.abort(str(err).removeprefix(f"{self._where(symbol)}: "))
+            raise err
+
+        return retrying(
+            attempt, self.settings, sleep=self.sleep, rng=self.rng, on_rate_limit=self.limiter.block
+        )
+
+    def _exchange(self, method: str, url: str, symbol: str, kw: dict[str, Any]) -> httpx.Response:
+        """One exchange (redirects included) within ``deadline_s``, its body read under the
+        size cap."""
+        where = self._where(symbol)
+        deadline_s = self.settings.deadline_s
+        deadline = time.monotonic() + deadline_s
+        errors = {"provider": self.provider, "symbol": symbol, "secrets": self.secrets}
+        with map_httpx_errors(where, method, url, **errors):
+            timeout = httpx.Timeout(
+                min(self.settings.timeout_s, deadline_s), connect=min(10.0, deadline_s)
+            )
+            request = self.client.build_request(method, url, timeout=timeout, **kw)
+            for _ in range(MAX_REDIRECTS + 1):
+                resp = self.client.send(request, stream=True)
+                try:
+                    if resp.has_redirect_location:
+                        request = self._redirect(request, resp, where, symbol)
+                        continue
+                    body = self._read(resp, deadline, where, symbol)
+                finally:
+                    resp.close()
+                keep = {
+                    k: v
+                    for k, v in resp.headers.multi_items()
+                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+                }
+                return httpx.Response(
+                    resp.status_code,
+                    headers=keep,
+                    content=body,
+                    request=request,
+                    extensions={"reason_phrase": resp.reason_phrase.encode()},
                 )
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                shown = self.clean(_request_url(exc, url))
-                last = f"{type(exc).__name__} on {method} {shown}"
-                cause = exc
-                if not final:
-                    self.sleep(self._backoff(attempt))
-                continue
-            except httpx.HTTPError as exc:  # bad URL, unsupported protocol, proxy misconfig
-                raise TerminalProviderError(
-                    f"{where}: request failed: {self.clean(exc)}",
+        raise TerminalProviderError(
+            f"{where}: more than {MAX_REDIRECTS} redirects from {self.clean(url)}",
+            provider=self.provider,
+            symbol=symbol,
+        )
+
+    def _redirect(
+        self, request: httpx.Request, resp: httpx.Response, where: str, symbol: str
+    ) -> httpx.Request:
+        """The request a redirect leads to, if the policy allows following it."""
+        shown = self.clean(request.url)
+        if not self.follow_redirects:
+            raise TerminalProviderError(
+                f"{where}: unexpected redirect (HTTP {resp.status_code}) from {request.method} "
+                f"{shown}; {self.provider} redirects are not followed",
+                provider=self.provider,
+                symbol=symbol,
+            )
+        target = request.url.join(resp.headers["location"])
+        method = request.method
+        if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+            method = "GET"
+        following = self.client.build_request(
+            method,
+            target,
+            timeout=request.extensions.get("timeout"),
+            content=request.content if method == request.method else None,
+        )
+        for k, v in request.headers.items():
+            if k.lower() not in ("host", "cookie", "content-length"):
+                following.headers.setdefault(k, v)
+        same_origin = (target.scheme, target.host, target.port) == (
+            request.url.scheme,
+            request.url.host,
+            request.url.port,
+        )
+        if not same_origin and self._carries_secret(following):
+            raise TerminalProviderError(
+                f"{where}: refusing to follow a redirect (HTTP {resp.status_code}) from "
+                f"{shown} to another origin ({target.scheme}://{target.host}) with credentials",
+                provider=self.provider,
+                symbol=symbol,
+            )
+        return following
+
+    def _carries_secret(self, request: httpx.Request) -> bool:
+        values = [str(request.url), *request.headers.values()]
+        if request.url.userinfo:
+            return True
+        return any(s and s in v for s in self.secrets for v in values)
+
+    def _read(self, resp: httpx.Response, deadline: float, where: str, symbol: str) -> bytes:
+        """The body, streamed: at most ``max_response_bytes``, complete before ``deadline``."""
+        limit = self.settings.max_response_bytes
+        declared = resp.headers.get("content-length", "")
+        too_large = BadResponseError(
+            f"{where}: response from {self.clean(resp.request.url)} is larger than "
+            f"max_response_bytes ({limit} bytes)",
+            provider=self.provider,
+            symbol=symbol,
+        )
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            if time.monotonic() > deadline:
+                raise TransientProviderError(
+                    f"{where}: no complete response within deadline_s "
+                    f"({self.settings.deadline_s:g} s) from {self.clean(resp.request.url)}",
                     provider=self.provider,
                     symbol=symbol,
-                ) from exc
-            status = resp.status_code
-            shown = self.clean(resp.request.url)
-            if status == 429:
-                wait = retry_after_seconds(resp.headers.get("retry-after"))
-                last = f"HTTP 429 from {method} {shown}: {self.clean(error_detail(resp))}"
-                if final:
-                    raise RateLimitedError(
-                        f"{where}: rate limited after {tries} tries; {last}",
-                        retry_after=wait,
-                        provider=self.provider,
-                        symbol=symbol,
-                    )
-                self.limiter.block(wait)
-                self.sleep(wait)
-                continue
-            if status >= 500:
-                last = f"HTTP {status} from {method} {shown}: {self.clean(error_detail(resp))}"
-                cause = None
-                if not final:
-                    self.sleep(self._backoff(attempt))
-                continue
-            if status in (401, 403):
-                if not check:
-                    return resp
-                detail = f"HTTP {status} from {method} {shown}: {self.clean(error_detail(resp))}"
-                if abort_on_auth:
-                    self.abort(detail)
-                raise AuthError(f"{where}: {detail}", provider=self.provider, symbol=symbol)
-            if status >= 400 and check:
-                detail = f"HTTP {status} from {method} {shown}: {self.clean(error_detail(resp))}"
-                if status in (400, 404):
-                    raise InvalidSymbolError(
-                        f"{where}: {detail}", provider=self.provider, symbol=symbol
-                    )
-                raise TerminalProviderError(
-                    f"{where}: {detail}", provider=self.provider, symbol=symbol
                 )
-            return resp
-        err = TransientProviderError(
-            f"{where}: gave up after {tries} tries; {last}", provider=self.provider, symbol=symbol
-        )
-        if cause is not None:
-            raise err from cause
-        raise err
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def get(self, path_or_url: str, **kw: Any) -> httpx.Response:
         return self.request("GET", path_or_url, **kw)
@@ -368,6 +483,52 @@ class HttpClient:
                 provider=self.provider,
                 symbol=symbol,
             ) from exc
+
+
+# the answers ``check=False`` hands back to the caller instead of raising
+_HANDED_BACK = (AuthError, InvalidSymbolError, TerminalProviderError)
+
+
+class HttpProvider(Provider):
+    """Base of the providers that speak HTTP: owns the :class:`HttpClient` (client, token
+    bucket, retry policy, limits) and closes it. Subclasses set ``base_url`` (overridden by
+    ``settings.base_url``), ``follow_redirects`` where their API redirects, and may pass
+    ``headers`` (credentials) to :meth:`__init__`."""
+
+    retries_transient = True  # each request runs the retry loop
+    base_url: str = ""
+    follow_redirects: bool = False
+
+    def __init__(
+        self,
+        settings=None,
+        *,
+        home=None,
+        clock=None,
+        sleep=None,
+        transport: httpx.BaseTransport | None = None,
+        rng: random.Random | None = None,
+        headers: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        super().__init__(settings, home=home, clock=clock, sleep=sleep)
+        caps = self.capabilities
+        self.http = HttpClient(
+            self.name,
+            self.settings,
+            base_url=self.settings.base_url or base_url or self.base_url,
+            headers=headers,
+            rate_limit_per_s=caps.rate_limit_per_s,
+            concurrency=self.settings.concurrency or caps.default_concurrency,
+            follow_redirects=self.follow_redirects,
+            transport=transport,
+            clock=limiter_clock(clock, sleep, self.clock),
+            sleep=self.sleep,
+            rng=rng,
+        )
+
+    def close(self) -> None:
+        self.http.close()
 
 
 def _request_url(exc: httpx.HTTPError, fallback: str) -> str:

@@ -21,13 +21,15 @@ import polars as pl
 
 from marketlake.errors import BadResponseError, InvalidSymbolError, TerminalProviderError
 from marketlake.pipeline.providers.base import (
-    OHLCV_SCHEMA,
+    REJECT,
     Capabilities,
     FetchRequest,
-    Provider,
     empty_ohlcv,
+    frame_schema,
+    profile_row,
+    rows_frame,
 )
-from marketlake.pipeline.providers.http import HttpClient, limiter_clock
+from marketlake.pipeline.providers.http import HttpProvider
 from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
 from marketlake.pipeline.timeframes import DURATION, floor
 
@@ -50,14 +52,13 @@ def pair_parts(symbol: str) -> tuple[str, str]:
     return s, ""
 
 
-class IndodaxProvider(Provider):
+class IndodaxProvider(HttpProvider):
     """Indodax's public REST API over the shared HTTP layer."""
 
-    retries_transient = True  # the shared HTTP layer applies the retry policy
-
     name = "indodax"
+    base_url = BASE_URL
     capabilities = Capabilities(
-        kinds=frozenset({"ohlcv", "profile"}),
+        kinds=frozenset({"ohlcv", "profile", "instruments"}),
         timeframes=tuple(TF),
         max_range={tf: DURATION[tf] * MAX_BARS for tf in TF},
         rate_limit_per_s=3.0,  # 180 requests/min
@@ -65,26 +66,10 @@ class IndodaxProvider(Provider):
         asset_types=frozenset({"crypto"}),
     )
 
-    def __init__(
-        self, settings=None, *, home=None, clock=None, sleep=None, transport=None, rng=None
-    ) -> None:
-        super().__init__(settings, home=home, clock=clock, sleep=sleep)
-        self.http = HttpClient(
-            self.name,
-            self.settings,
-            base_url=self.settings.base_url or BASE_URL,
-            rate_limit_per_s=self.capabilities.rate_limit_per_s,
-            concurrency=self.settings.concurrency or self.capabilities.default_concurrency,
-            transport=transport,
-            clock=limiter_clock(clock, sleep, self.clock),
-            sleep=self.sleep,
-            rng=rng,
-        )
+    def __init__(self, settings=None, **kw) -> None:
+        super().__init__(settings, **kw)
         self._pairs: dict[str, dict[str, Any]] | None = None
         self._pairs_lock = threading.Lock()
-
-    def close(self) -> None:
-        self.http.close()
 
     # -- symbols --------------------------------------------------------------------------
     @staticmethod
@@ -112,8 +97,12 @@ class IndodaxProvider(Provider):
         return body
 
     # -- candles ----------------------------------------------------------------------------
-    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
-        """Bars with ts in [start, end); the bar still forming at ``now`` is not final."""
+    def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+        """Bars with ts in [start, end); the bar still forming at ``now`` is not final.
+
+        A candle without a usable time is a malformed response; a candle whose prices or
+        volume are not numbers (``"Volume": "abc"``) is kept with its reason in
+        :data:`REJECT`, to be quarantined, and the other candles land."""
         tf = TF.get(request.timeframe)
         if tf is None:
             raise TerminalProviderError(
@@ -146,39 +135,35 @@ class IndodaxProvider(Provider):
         step = DURATION[request.timeframe]
         now = self.clock()
         rows = []
-        try:
-            for bar in body:
+        for bar in body:
+            try:
                 opened = datetime.fromtimestamp(int(bar["Time"]), UTC)
-                ts = (
-                    floor(opened, request.timeframe)
-                    if request.timeframe in ("1D", "1W")
-                    else opened
-                )
-                close = float(bar["Close"])
-                rows.append(
-                    {
-                        "symbol": request.symbol,
-                        "timeframe": request.timeframe,
-                        "ts": ts,
-                        "open": float(bar["Open"]),
-                        "high": float(bar["High"]),
-                        "low": float(bar["Low"]),
-                        "close": close,
-                        "volume": float(bar["Volume"]),
-                        "adj_close": close,
-                        "provider": self.name,
-                        "is_final": ts + step <= now,
-                    }
-                )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadResponseError(
-                f"indodax {request.symbol}: malformed candle: {exc}",
-                provider=self.name,
-                symbol=request.symbol,
-            ) from exc
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                raise BadResponseError(
+                    f"indodax {request.symbol}: malformed candle time: {type(exc).__name__}",
+                    provider=self.name,
+                    symbol=request.symbol,
+                ) from exc
+            ts = floor(opened, request.timeframe) if request.timeframe in ("1D", "1W") else opened
+            values, reason = _numbers(bar)
+            rows.append(
+                {
+                    "symbol": request.symbol,
+                    "timeframe": request.timeframe,
+                    "ts": ts,
+                    **values,
+                    "adj_close": values["close"],
+                    "provider": self.name,
+                    "is_final": ts + step <= now,
+                    REJECT: reason,
+                }
+            )
+        schema = {**frame_schema("ohlcv"), REJECT: pl.String}
+        out = pl.DataFrame(rows, schema=schema)
+        if out.get_column(REJECT).null_count() == out.height:
+            out = out.drop(REJECT)
         return (
-            pl.DataFrame(rows, schema=OHLCV_SCHEMA)
-            .filter((pl.col("ts") >= request.start) & (pl.col("ts") < request.end))
+            out.filter((pl.col("ts") >= request.start) & (pl.col("ts") < request.end))
             .unique(subset=["ts"], keep="last", maintain_order=True)
             .sort("ts")
         )
@@ -200,7 +185,7 @@ class IndodaxProvider(Provider):
                 }
             return self._pairs
 
-    def list_instruments(self) -> pl.DataFrame:
+    def _fetch_instruments(self, request: FetchRequest) -> pl.DataFrame:
         now = self.clock()
         rows = []
         for pid, p in self.pairs().items():
@@ -225,7 +210,7 @@ class IndodaxProvider(Provider):
                     "updated_at": now,
                 }
             )
-        return pl.DataFrame(rows, schema_overrides={"updated_at": pl.Datetime("us", "UTC")})
+        return rows_frame("instruments", rows)
 
     def fetch_ticker(
         self, symbol: str, instrument: Mapping[str, Any] | None = None, *, legacy: bool = False
@@ -263,8 +248,9 @@ class IndodaxProvider(Provider):
             ) from exc
         return out
 
-    def fetch_profile(self, symbol, instrument) -> pl.DataFrame:
+    def _fetch_profile(self, request: FetchRequest) -> pl.DataFrame:
         """Name and logo from the pair list, 24 h volume (quote currency) from the ticker."""
+        symbol, instrument = request.symbol, request.instrument
         pid = self.pair_id(symbol, instrument)
         pair = self.pairs().get(pid.upper())
         if pair is None:
@@ -273,33 +259,29 @@ class IndodaxProvider(Provider):
             )
         ticker = self.fetch_ticker(symbol, instrument)
         quote = str(pair.get("base_currency") or "").upper()
-        return pl.DataFrame(
-            [
-                {
-                    "symbol": symbol,
-                    "provider": self.name,
-                    "name": pair.get("description") or symbol,
-                    "description": None,
-                    "sector": "Digital Assets",
-                    "industry": None,
-                    "country": "ID",
-                    "website": "https://indodax.com",
-                    "market_cap": None,
-                    "volume_24h": ticker["volume"].get(quote),
-                    "icon_url": pair.get("url_logo_png") or pair.get("url_logo"),
-                    "icon_path": None,
-                    "raw": json.dumps(
-                        {"pair": pair, "ticker": ticker}, default=str, sort_keys=True
-                    ),
-                    "fetched_at": self.clock(),
-                }
-            ],
-            schema_overrides={
-                "fetched_at": pl.Datetime("us", "UTC"),
-                "market_cap": pl.Float64,
-                "volume_24h": pl.Float64,
-                "description": pl.String,
-                "industry": pl.String,
-                "icon_path": pl.String,
-            },
+        return profile_row(
+            symbol=symbol,
+            provider=self.name,
+            name=pair.get("description") or symbol,
+            sector="Digital Assets",
+            country="ID",
+            website="https://indodax.com",
+            volume_24h=ticker["volume"].get(quote),
+            icon_url=pair.get("url_logo_png") or pair.get("url_logo"),
+            raw=json.dumps({"pair": pair, "ticker": ticker}, default=str, sort_keys=True),
+            fetched_at=self.clock(),
         )
+
+
+def _numbers(bar: Mapping[str, Any]) -> tuple[dict[str, float | None], str | None]:
+    """A candle's prices and volume as floats, and why one is not a number (else None)."""
+    out: dict[str, float | None] = {}
+    reason = None
+    for key in ("Open", "High", "Low", "Close", "Volume"):
+        value = bar.get(key) if isinstance(bar, Mapping) else None
+        try:
+            out[key.lower()] = float(value)
+        except (TypeError, ValueError):
+            out[key.lower()] = None
+            reason = reason or f"{key} {str(value)[:40]!r} is not a number"
+    return out, reason

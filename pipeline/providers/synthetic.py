@@ -24,13 +24,13 @@ import numpy as np
 import polars as pl
 
 from marketlake.pipeline.providers.base import (
-    ACTIONS_SCHEMA,
-    OHLCV_SCHEMA,
     Capabilities,
     FetchRequest,
     Provider,
     empty_ohlcv,
+    frame_schema,
     profile_row,
+    rows_frame,
 )
 
 ORIGIN = date(2000, 1, 3)
@@ -161,7 +161,7 @@ class SyntheticProvider(Provider):
         frame = _daily_path(self.seed, symbol, crypto, end.year)
         return frame.filter(pl.col("date") <= end)
 
-    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+    def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
         crypto = is_crypto(request.symbol, request.instrument)
         now = self.clock()
         end = min(request.end, now)
@@ -251,10 +251,16 @@ class SyntheticProvider(Provider):
             pl.lit(req.symbol).alias("symbol"),
             pl.lit(req.timeframe).alias("timeframe"),
             pl.lit(self.name).alias("provider"),
-        ).select([pl.col(c).cast(t) for c, t in OHLCV_SCHEMA.items()])
+        ).select([pl.col(c).cast(t) for c, t in frame_schema("ohlcv").items()])
 
     # --- other kinds ----------------------------------------------------------------------
-    def fetch_actions(self, symbol, instrument, start, end) -> pl.DataFrame:
+    def _fetch_actions(self, request: FetchRequest) -> pl.DataFrame:
+        symbol, instrument, start, end = (
+            request.symbol,
+            request.instrument,
+            request.start,
+            request.end,
+        )
         crypto = is_crypto(symbol, instrument)
         p = _Profile(self.seed, symbol, crypto)
         rows = []
@@ -281,15 +287,12 @@ class SyntheticProvider(Provider):
                         "amount": amount,
                     }
                 )
-        frame = pl.DataFrame(
-            rows,
-            schema={k: v for k, v in ACTIONS_SCHEMA.items() if k not in ("currency", "provider")},
-        )
-        return frame.with_columns(
-            pl.lit("USD").alias("currency"), pl.lit(self.name).alias("provider")
+        return rows_frame(
+            "actions", [{**r, "currency": "USD", "provider": self.name} for r in rows]
         )
 
-    def fetch_profile(self, symbol, instrument) -> pl.DataFrame:
+    def _fetch_profile(self, request: FetchRequest) -> pl.DataFrame:
+        symbol, instrument = request.symbol, request.instrument
         p = _Profile(self.seed, symbol, is_crypto(symbol, instrument))
         sectors = [
             "Technology",

@@ -1,7 +1,9 @@
 """The sync stage: run a plan against providers and land the bars in the lake.
 
 Units (one symbol x timeframe x kind) are fetched with bounded concurrency; results are
-committed in batches (tens of commits for thousands of symbols). For each batch the fetched
+committed in batches (tens of commits for thousands of symbols), and at least every
+``commit_every_s`` seconds while fetching goes on, so a slow request never holds finished
+work back. For each batch the fetched
 bars are validated (rejects go to ``quarantine``), diffed against the lake in one query
 (new / changed / unchanged per row), and only new and changed rows are written: a blind
 append when every row is new, else one MERGE. Bars that changed although both the stored and
@@ -27,7 +29,6 @@ from marketlake.errors import (
     AuthError,
     ConfigError,
     MarketlakeError,
-    Transient,
 )
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import single_timeframe, with_period, with_period_code
@@ -42,7 +43,12 @@ from marketlake.pipeline.planning import (
     plan,
     split_range,
 )
-from marketlake.pipeline.providers.base import FetchRequest, Provider, provider_class
+from marketlake.pipeline.providers.base import (
+    FetchRequest,
+    Provider,
+    provider_class,
+    split_rejects,
+)
 from marketlake.pipeline.redact import redact
 from marketlake.pipeline.runs import (
     StageResult,
@@ -63,6 +69,7 @@ class Outcome:
 
     unit: Unit
     frame: pl.DataFrame | None = None
+    rejected: pl.DataFrame | None = None  # rows the provider could not parse, with a reason
     error: str | None = None
     error_kind: str | None = None
     started_at: datetime | None = None
@@ -118,7 +125,7 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
                 symbol=unit.symbol,
             )
         prov = providers.get(unit.provider)
-        out.frame = _fetch_unit(unit, prov, unit.chunks, providers.now)
+        out.frame, out.rejected = _fetch_unit(unit, prov, unit.chunks, providers.now)
     except AuthError as exc:
         providers.aborted.setdefault(unit.provider, str(exc))
         out.error, out.error_kind = str(exc), "auth"
@@ -132,43 +139,37 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
     return out
 
 
-def _retrying(call: Callable[[], pl.DataFrame], prov: Provider) -> pl.DataFrame:
-    tries = 1 if prov.retries_transient else max(1, prov.settings.max_retries)
-    for attempt in range(tries):
-        try:
-            return call()
-        except MarketlakeError as exc:
-            if not isinstance(exc, Transient) or attempt == tries - 1:
-                raise
-            wait_s = getattr(exc, "retry_after", None) or min(
-                prov.settings.backoff_base_s * 2**attempt, prov.settings.backoff_max_s
-            )
-            prov.sleep(wait_s)
-    raise AssertionError("unreachable")
-
-
-def _fetch_unit(unit: Unit, prov: Provider, chunks, now: datetime) -> pl.DataFrame:
-    """The unit's rows; bars resampled from a finer timeframe are final only once their
-    period has closed by ``now`` (the run's clock)."""
+def _fetch_unit(
+    unit: Unit, prov: Provider, chunks, now: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The unit's rows, and the bars its provider could not parse (None when not bars);
+    bars resampled from a finer timeframe are final only once their period has closed by
+    ``now`` (the run's clock)."""
     inst = dict(unit.instrument)
     if unit.kind == "actions":
         s, e = chunks[0][0], chunks[-1][1]
-        return _retrying(lambda: prov.fetch_actions(unit.symbol, inst, s, e), prov)
+        return prov.fetch(FetchRequest.actions(unit.symbol, s, e, instrument=inst)), None
     if unit.kind == "profile":
-        return _retrying(lambda: prov.fetch_profile(unit.symbol, inst), prov)
+        return prov.fetch(FetchRequest.profile(unit.symbol, instrument=inst)), None
     if unit.kind == "fundamentals":
-        return _retrying(lambda: prov.fetch_fundamentals(unit.symbol, inst), prov)
+        return prov.fetch(FetchRequest.fundamentals(unit.symbol, instrument=inst)), None
     fetch_tf = unit.fetch_timeframe or unit.timeframe
-    parts = []
+    parts, rejects = [], []
     for s, e in chunks:
-        req = FetchRequest(unit.symbol, fetch_tf, s, e, unit.provider_symbol, inst)
-        parts.append(_retrying(lambda r=req: prov.fetch_ohlcv(r), prov))
+        req = FetchRequest.bars(
+            unit.symbol, fetch_tf, s, e, provider_symbol=unit.provider_symbol, instrument=inst
+        )
+        good, bad = split_rejects(prov.fetch(req))
+        parts.append(good)
+        if not bad.is_empty():
+            rejects.append(bad.with_columns(pl.lit(unit.symbol).alias("symbol")))
     frame = pl.concat(parts) if parts else pl.DataFrame()
     if fetch_tf != unit.timeframe and not frame.is_empty():
         frame = tfs.resample(frame, unit.timeframe, now=now)
-    return frame.with_columns(
+    frame = frame.with_columns(
         pl.lit(unit.symbol).alias("symbol"), pl.lit(unit.timeframe).alias("timeframe")
     )
+    return frame, pl.concat(rejects, how="diagonal_relaxed") if rejects else None
 
 
 # -- committing a batch ------------------------------------------------------------------
@@ -323,6 +324,8 @@ class Sync:
         self.progress("start", total=len(units))
         workers = max(1, self.settings.concurrency)
         batch = _Batch()
+        every = self.settings.commit_every_s
+        next_commit = time.monotonic() + every
         try:
             with ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="marketlake-fetch"
@@ -339,7 +342,8 @@ class Sync:
                         pending.add(pool.submit(_fetch, u, self.providers))
                     if not pending:
                         break
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    timeout = max(0.0, next_commit - time.monotonic())
+                    done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                     for fut in done:
                         o = fut.result()
                         batch.add(o)
@@ -349,12 +353,16 @@ class Sync:
                             error=o.error,
                             rows=0 if o.frame is None else o.frame.height,
                         )
+                    due = time.monotonic() >= next_commit
                     if (
                         len(batch.outcomes) >= self.settings.batch_tasks
                         or batch.rows >= self.settings.batch_rows
+                        or (due and batch.outcomes)
                     ):
                         self.commit(batch)
                         batch = _Batch()
+                    if due or not batch.outcomes:
+                        next_commit = time.monotonic() + every
             self.commit(batch)
             self._file_problems()
         finally:
@@ -400,6 +408,9 @@ class Sync:
             self.totals["inserted"] += landed.inserted
             self.totals["updated"] += landed.updated
             self.totals["unchanged"] += landed.unchanged
+        rejected = [o.rejected for o in good_units if o.rejected is not None]
+        if rejected:
+            self._quarantine(pl.concat(rejected, how="diagonal_relaxed"), "ohlcv", "provider")
         for key in sorted(readjusted):
             self._replace_history(key, batch, now)
         self._other_kinds(good_units, now)
@@ -415,8 +426,10 @@ class Sync:
             prov = self.providers.get(unit.provider)
             caps = prov.capabilities
             chunks = split_range(start, unit.end, caps.max_range.get(unit.fetch_timeframe or tf))
-            frame = _fetch_unit(unit, prov, chunks, self.now)
+            frame, rejected = _fetch_unit(unit, prov, chunks, self.now)
             good, bad = check_ohlcv(frame)
+            if rejected is not None:
+                bad = pl.concat([bad, rejected], how="diagonal_relaxed")
             if not bad.is_empty():
                 self._quarantine(bad, "ohlcv", "provider")
             good = with_period(good).with_columns(

@@ -2,7 +2,7 @@
 
 A key is fetched only when the lake holds no unexpired value for it: market status lives
 30 minutes, the earnings/IPO/splits/economic calendars one hour. The provider answers
-``fetch_market(key) -> JSON text`` (see :meth:`YahooProvider.fetch_market`); one failing key
+a market request (``FetchRequest.market(key)``) with the key's JSON ``value``; one failing key
 never stops the others, and each key is one ``sync_logs`` task. :func:`run_market` is the
 entry of ``sync --kinds market`` and of the daily run's ``market`` step.
 """
@@ -17,7 +17,7 @@ import polars as pl
 from marketlake.errors import ConfigError, TaskError
 from marketlake.lake.store import Lake
 from marketlake.pipeline.config import Settings
-from marketlake.pipeline.providers.base import provider_class
+from marketlake.pipeline.providers.base import FetchRequest, provider_class
 from marketlake.pipeline.runs import (
     StageResult,
     Stopwatch,
@@ -82,7 +82,7 @@ def refresh_market(
             continue
         started = settings.clock()
         try:
-            value = provider.fetch_market(key)
+            value = provider.fetch(FetchRequest.market(key)).get_column("value")[0]
         except BaseException as exc:
             if not survivable(exc):
                 raise
@@ -139,7 +139,7 @@ def offers_market(name: str) -> bool:
         cls = provider_class(name)
     except ConfigError:
         return False
-    return "market" in cls.capabilities.kinds and callable(getattr(cls, "fetch_market", None))
+    return "market" in cls.capabilities.kinds and callable(getattr(cls, "_fetch_market", None))
 
 
 def market_provider(lake: Lake) -> str | None:

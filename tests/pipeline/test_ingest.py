@@ -103,13 +103,13 @@ def test_readjusted_history_is_replaced_in_one_commit(home):
     # the provider now reports history halved, as after a 2:1 split adjustment
     from marketlake.pipeline.providers import synthetic
 
-    original = synthetic.SyntheticProvider.fetch_ohlcv
+    original = synthetic.SyntheticProvider._fetch_ohlcv
 
     def halved(self, request):
         f = original(self, request)
         return f.with_columns([pl.col(c) / 2 for c in ("open", "high", "low", "close")])
 
-    synthetic.SyntheticProvider.fetch_ohlcv = halved
+    synthetic.SyntheticProvider._fetch_ohlcv = halved
     try:
         before = lake.read("ohlcv").height
         res = run_sync(
@@ -118,7 +118,7 @@ def test_readjusted_history_is_replaced_in_one_commit(home):
             start="2026-01-01",
         )
     finally:
-        synthetic.SyntheticProvider.fetch_ohlcv = original
+        synthetic.SyntheticProvider._fetch_ohlcv = original
     events = res.details["events"]
     assert events[0]["event"] == "history_replaced" and events[0]["symbol"] == "AAA"
     after = lake.read("ohlcv").sort("ts")

@@ -22,28 +22,28 @@ def req(sym, tf, start, end=NOW, **inst):
 
 def test_values_do_not_depend_on_the_requested_range():
     p = provider()
-    wide = p.fetch_ohlcv(req("AAPL", "1D", datetime(2020, 1, 1, tzinfo=UTC)))
-    narrow = p.fetch_ohlcv(
+    wide = p.fetch(req("AAPL", "1D", datetime(2020, 1, 1, tzinfo=UTC)))
+    narrow = p.fetch(
         req("AAPL", "1D", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
     )
     j = narrow.join(wide, on="ts")
     assert j.height == narrow.height > 15
     assert (j["close"] == j["close_right"]).all() and (j["volume"] == j["volume_right"]).all()
-    hourly_a = p.fetch_ohlcv(req("AAPL", "1h", NOW - timedelta(days=20)))
-    hourly_b = p.fetch_ohlcv(req("AAPL", "1h", NOW - timedelta(days=5)))
+    hourly_a = p.fetch(req("AAPL", "1h", NOW - timedelta(days=20)))
+    hourly_b = p.fetch(req("AAPL", "1h", NOW - timedelta(days=5)))
     j = hourly_b.join(hourly_a, on="ts")
     assert j.height == hourly_b.height and (j["close"] == j["close_right"]).all()
 
 
 def test_seed_changes_the_market():
-    a = provider(1).fetch_ohlcv(req("AAPL", "1D", datetime(2024, 1, 1, tzinfo=UTC)))
-    b = provider(2).fetch_ohlcv(req("AAPL", "1D", datetime(2024, 1, 1, tzinfo=UTC)))
+    a = provider(1).fetch(req("AAPL", "1D", datetime(2024, 1, 1, tzinfo=UTC)))
+    b = provider(2).fetch(req("AAPL", "1D", datetime(2024, 1, 1, tzinfo=UTC)))
     assert a["close"].to_list() != b["close"].to_list()
 
 
 def test_equities_skip_weekends_and_holidays_crypto_does_not():
     p = provider()
-    eq = p.fetch_ohlcv(
+    eq = p.fetch(
         req("AAPL", "1D", datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
     )
     days = [t.date() for t in eq["ts"].to_list()]
@@ -51,7 +51,7 @@ def test_equities_skip_weekends_and_holidays_crypto_does_not():
     assert date(2024, 12, 25) not in days and date(2024, 7, 4) not in days
     assert date(2024, 11, 28) in holidays(2024)  # Thanksgiving
     assert len(days) == 252  # as on the NYSE in 2024
-    btc = p.fetch_ohlcv(
+    btc = p.fetch(
         req(
             "BTC/USD",
             "1D",
@@ -65,7 +65,7 @@ def test_equities_skip_weekends_and_holidays_crypto_does_not():
 
 def test_ohlc_sanity_and_daily_keys_at_midnight_utc():
     p = provider()
-    f = p.fetch_ohlcv(req("MSFT", "1D", datetime(2015, 1, 1, tzinfo=UTC)))
+    f = p.fetch(req("MSFT", "1D", datetime(2015, 1, 1, tzinfo=UTC)))
     sane = f.select(
         (pl.col("low") <= pl.min_horizontal("open", "close"))
         & (pl.col("high") >= pl.max_horizontal("open", "close"))
@@ -78,7 +78,7 @@ def test_ohlc_sanity_and_daily_keys_at_midnight_utc():
 
 def test_intraday_bars_align_to_the_session_open():
     p = provider()
-    h = p.fetch_ohlcv(
+    h = p.fetch(
         req("AAPL", "1h", datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 17, tzinfo=UTC))
     )
     # 09:30 New York = 14:30 UTC in November; 7 bars, the last one 30 minutes long
@@ -91,11 +91,11 @@ def test_intraday_bars_align_to_the_session_open():
         "19:30",
         "20:30",
     ]
-    m = p.fetch_ohlcv(req("ETH/USD", "15m", NOW - timedelta(hours=2), asset_type="crypto"))
+    m = p.fetch(req("ETH/USD", "15m", NOW - timedelta(hours=2), asset_type="crypto"))
     assert m.height == 8 and m["is_final"].all()  # NOW is on a bar boundary
     later = NOW + timedelta(minutes=7)
     p.clock = lambda: later
-    m = p.fetch_ohlcv(req("ETH/USD", "15m", NOW - timedelta(hours=2), later, asset_type="crypto"))
+    m = p.fetch(req("ETH/USD", "15m", NOW - timedelta(hours=2), later, asset_type="crypto"))
     assert m.height == 9 and m["is_final"].to_list()[-1] is False
 
 
@@ -105,9 +105,9 @@ def test_long_history_has_splits_dividends_and_a_halt():
     kinds = set()
     halted = False
     for s in [f"S{i:03d}" for i in range(30)]:
-        acts = p.fetch_actions(s, {}, start, NOW)
+        acts = p.fetch(FetchRequest.actions(s, start, NOW))
         kinds |= set(acts["kind"].to_list())
-        days = p.fetch_ohlcv(req(s, "1D", start))["ts"].dt.date().to_list()
+        days = p.fetch(req(s, "1D", start))["ts"].dt.date().to_list()
         gaps = [(b - a).days for a, b in zip(days, days[1:], strict=False)]
         halted |= max(gaps) > 6
     assert {"split", "dividend"} <= kinds

@@ -10,7 +10,7 @@ import pytest
 from replay_server import FakeClock, Reply, load_recording, settings_for
 
 from marketlake.errors import AuthError, InvalidSymbolError, RateLimitedError
-from marketlake.pipeline.providers.base import provider_class
+from marketlake.pipeline.providers.base import FetchRequest, provider_class
 from marketlake.pipeline.providers.coingecko import CoinGeckoProvider, icon_file_name
 
 KEY = "CG-demo-key-0123456789"
@@ -47,7 +47,7 @@ def test_coins_list_with_the_underscore_id(replay, cg_dir, cg):
     replay.add_file("/coins/list", cg_dir / "coins_list_2025-08-03_trimmed.cassette.json")
     coins = cg.list_coins()
     assert coins[0]["id"] == "_" and len(coins) > 2000
-    inst = cg.list_instruments()
+    inst = cg.fetch(FetchRequest.instruments())
     assert inst["symbol"].is_unique().all() and set(inst["asset_type"]) == {"crypto"}
     btc_like = [
         json.loads(p)["coingecko"]
@@ -66,7 +66,7 @@ def test_bitcoin_profile_and_icon_downloaded_once(replay, cg_dir, cg, home):
         "/coins/images/1/large/bitcoin.png",
         Reply(200, b"\x89PNG-icon", {"content-type": "image/png"}),
     )
-    row = cg.fetch_profile("bitcoin", {}).row(0, named=True)
+    row = cg.fetch(FetchRequest.profile("bitcoin")).row(0, named=True)
     assert (row["name"], row["provider"]) == ("Bitcoin", "coingecko")
     assert row["description"].startswith("Bitcoin is the first successful internet money")
     assert row["website"] == "http://www.bitcoin.org"
@@ -77,7 +77,7 @@ def test_bitcoin_profile_and_icon_downloaded_once(replay, cg_dir, cg, home):
     assert CoinGeckoProvider.platforms(json.loads(row["raw"])) == {}  # native: {"": ""}
     qs = replay.requests_to("/coins/bitcoin")[-1].params
     assert qs["market_data"] == "true" and qs["tickers"] == "false"
-    cg.fetch_profile("bitcoin", {})
+    cg.fetch(FetchRequest.profile("bitcoin"))
     assert len(replay.requests_to("/coins/images/1/large/bitcoin.png")) == 1
 
 
@@ -86,9 +86,11 @@ def test_yearn_finance_on_13_chains(replay, cg_dir, cg):
         "/coins/yearn-finance",
         cg_dir / "coins_yearn-finance_market_data_false_2024-05-30.cassette.json",
     )
-    row = cg.fetch_profile("YFI", {"provider_symbols": '{"coingecko": "yearn-finance"}'}).row(
-        0, named=True
-    )
+    row = cg.fetch(
+        FetchRequest.profile(
+            "YFI", instrument={"provider_symbols": '{"coingecko": "yearn-finance"}'}
+        )
+    ).row(0, named=True)
     assert row["symbol"] == "YFI" and row["name"] == "yearn.finance"
     chains = CoinGeckoProvider.platforms(json.loads(row["raw"]))
     assert len(chains) == 13
@@ -125,14 +127,14 @@ def test_simple_price(replay, cg_dir, cg):
 def test_coin_not_found_404(replay, cg_dir, cg):
     replay.add_file("/coins/nope-coin", cg_dir / "error_404_coin_not_found.envelope.json")
     with pytest.raises(InvalidSymbolError, match="coingecko nope-coin: HTTP 404.*coin not found"):
-        cg.fetch_profile("nope-coin", {})
+        cg.fetch(FetchRequest.profile("nope-coin"))
 
 
 def test_malformed_id_stays_one_segment_and_is_invalid(replay, cg_dir, cg):
     bad = "<tests.conftest.Recorder object at 0x7fde0baa3ee0>/market_chart"
     replay.add_file(f"/coins/{bad}", cg_dir / "error_404_incorrect_path_malformed_id.cassette.json")
     with pytest.raises(InvalidSymbolError, match="Incorrect path"):
-        cg.fetch_profile(bad, {})
+        cg.fetch(FetchRequest.profile(bad))
     assert replay.seen[-1].path == f"/coins/{bad}"  # the "/" travelled encoded
 
 
@@ -156,7 +158,7 @@ def test_429_with_retry_after_is_honoured(replay, cg_dir, cg, clock):
             ),
         ],
     )
-    row = cg.fetch_profile("ethereum", {}).row(0, named=True)
+    row = cg.fetch(FetchRequest.profile("ethereum")).row(0, named=True)
     assert clock.sleeps == [119.0]
     assert row["market_cap"] == 2.7e11 and row["volume_24h"] == 1.1e10
 
@@ -164,7 +166,7 @@ def test_429_with_retry_after_is_honoured(replay, cg_dir, cg, clock):
 def test_429_storm_gives_up_rate_limited(replay, cg_dir, cg, clock):
     replay.add("/coins/ethereum", load_recording(cg_dir / "error_429_rate_limit.envelope.json"))
     with pytest.raises(RateLimitedError, match="exceeded the Rate Limit") as err:
-        cg.fetch_profile("ethereum", {})
+        cg.fetch(FetchRequest.profile("ethereum"))
     assert err.value.retry_after == 119.0 and clock.sleeps == [119.0, 119.0]
 
 
@@ -181,10 +183,10 @@ def test_bad_key_stops_only_that_instance(replay, cg_dir, home, clock):
     bad = make(replay, home, clock, secret="wrong", options={"download_icons": False})
     good = make(replay, home, clock, options={"download_icons": False})
     with pytest.raises(AuthError):
-        bad.fetch_profile("bitcoin", {})
+        bad.fetch(FetchRequest.profile("bitcoin"))
     before = len(replay.seen)
     with pytest.raises(AuthError, match="provider stopped"):
-        bad.fetch_profile("bitcoin", {})
+        bad.fetch(FetchRequest.profile("bitcoin"))
     assert len(replay.seen) == before
-    assert good.fetch_profile("bitcoin", {}).height == 1
+    assert good.fetch(FetchRequest.profile("bitcoin")).height == 1
     assert "wrong" not in str(bad.http.aborted)

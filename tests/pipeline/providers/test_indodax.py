@@ -10,13 +10,12 @@ import json
 from datetime import UTC, datetime
 
 import httpx
-import polars as pl
 import pytest
 from replay_server import FakeClock, load_recording, settings_for
 
 from marketlake.errors import InvalidSymbolError
 from marketlake.pipeline.config import ProviderSettings
-from marketlake.pipeline.providers.base import OHLCV_SCHEMA, FetchRequest, provider_class
+from marketlake.pipeline.providers.base import FetchRequest, frame_schema, provider_class
 from marketlake.pipeline.providers.indodax import IndodaxProvider, pair_parts
 
 HISTORY = "/tradingview/history_v2"
@@ -74,8 +73,8 @@ def test_history_v2_15m_candles(replay, idx_dir, indodax):
         params={"tf": "15", "symbol": "USDTIDR"},
     )
     req = FetchRequest("USDT/IDR", "15m", utc(2023, 11, 7), utc(2023, 11, 8))
-    out = indodax.fetch_ohlcv(req)
-    assert out.schema == pl.Schema(OHLCV_SCHEMA) and out.height == 3
+    out = indodax.fetch(req)
+    assert out.schema == frame_schema("ohlcv") and out.height == 3
     assert out["ts"][0] == datetime.fromtimestamp(1699328700, UTC)
     assert out["volume"].to_list() == [14814.0, 12359.0, 0.0]  # Volume arrives as a string
     # the clock is 05:00 UTC: the last bar (04:15-04:30) is complete
@@ -90,7 +89,7 @@ def test_forming_bar_is_not_final(replay, idx_dir, home):
     p = IndodaxProvider(
         settings_for("indodax", replay), home=home, clock=clock.now, sleep=clock.sleep
     )
-    out = p.fetch_ohlcv(FetchRequest("USDT/IDR", "15m", utc(2023, 11, 7), utc(2023, 11, 8)))
+    out = p.fetch(FetchRequest("USDT/IDR", "15m", utc(2023, 11, 7), utc(2023, 11, 8)))
     assert out["is_final"].to_list() == [True, True, False]
 
 
@@ -100,7 +99,7 @@ def test_zero_volume_bucket_and_utc_daily_keys(replay, idx_dir, indodax, clock):
         idx_dir / "ccxt_comment_sample_tradingview_history_v2_zero_volume.json",
         params={"tf": "1D"},
     )
-    out = indodax.fetch_ohlcv(FetchRequest("BTC/IDR", "1D", utc(2024, 2, 1), utc(2024, 3, 1)))
+    out = indodax.fetch(FetchRequest("BTC/IDR", "1D", utc(2024, 2, 1), utc(2024, 3, 1)))
     row = out.row(0, named=True)
     assert row["ts"] == utc(2024, 2, 20)  # daily bars keyed at 00:00 UTC
     assert row["open"] == row["high"] == row["low"] == row["close"] == 51707.52
@@ -111,7 +110,7 @@ def test_invalid_pair_200_is_not_data(replay, idx_dir, indodax):
     # Indodax's invalid-pair body (recorded on /api/depth) answering the candle request
     replay.add(HISTORY, load_recording(idx_dir / "error_invalid_pair_depth.envelope.json"))
     with pytest.raises(InvalidSymbolError, match="indodax NOPE/IDR: Invalid Pair"):
-        indodax.fetch_ohlcv(FetchRequest("NOPE/IDR", "1h", utc(2024, 1, 1), utc(2024, 1, 2)))
+        indodax.fetch(FetchRequest("NOPE/IDR", "1h", utc(2024, 1, 1), utc(2024, 1, 2)))
 
 
 def test_tickers_current_and_legacy_paths(replay, idx_dir, indodax):
@@ -136,15 +135,15 @@ def test_invalid_pair_ticker(replay, idx_dir, indodax):
 def test_pairs_instruments_and_profile(replay, idx_dir, indodax):
     replay.add_file("/api/pairs", idx_dir / "doc_sample_pairs.json")
     replay.add_file("/api/ticker/btcidr", idx_dir / "ticker_btc_idr_legacy_path_2018.cassette.json")
-    inst = indodax.list_instruments()
+    inst = indodax.fetch(FetchRequest.instruments())
     row = inst.row(0, named=True)
     assert (row["symbol"], row["currency"], row["asset_type"]) == ("BTC/IDR", "IDR", "crypto")
     assert json.loads(row["provider_symbols"])["indodax"] == "BTCIDR"
-    prof = indodax.fetch_profile("BTC/IDR", {}).row(0, named=True)
+    prof = indodax.fetch(FetchRequest.profile("BTC/IDR")).row(0, named=True)
     assert prof["volume_24h"] == 7709503807.0 and prof["icon_url"].endswith("btc.png")
     assert len(replay.requests_to("/api/pairs")) == 1
     with pytest.raises(InvalidSymbolError, match="not an Indodax pair"):
-        indodax.fetch_profile("NOPE/IDR", {})
+        indodax.fetch(FetchRequest.profile("NOPE/IDR"))
 
 
 def test_unknown_api_method_404(replay, idx_dir, indodax):
@@ -177,5 +176,5 @@ def test_mock_transport_path_for_4h(idx_dir):
         sleep=clock.sleep,
         transport=httpx.MockTransport(handler),
     )
-    out = p.fetch_ohlcv(FetchRequest("USDT/IDR", "4h", utc(2023, 11, 1), utc(2023, 11, 10)))
+    out = p.fetch(FetchRequest("USDT/IDR", "4h", utc(2023, 11, 1), utc(2023, 11, 10)))
     assert out.height == 3 and set(out["timeframe"]) == {"4h"}

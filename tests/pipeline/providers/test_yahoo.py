@@ -20,9 +20,8 @@ from marketlake.errors import (
     TerminalProviderError,
 )
 from marketlake.pipeline.providers.base import (
-    ACTIONS_SCHEMA,
-    OHLCV_SCHEMA,
     FetchRequest,
+    frame_schema,
     provider_class,
 )
 from marketlake.pipeline.providers.yahoo import YahooProvider, yahoo_symbol
@@ -59,7 +58,7 @@ def chart(replay, yahoo_dir, symbol, fixture, interval="1d", **kw):
 
 
 def bars(yahoo, symbol, tf, start, end, instrument=None):
-    return yahoo.fetch_ohlcv(FetchRequest(symbol, tf, start, end, instrument=instrument or {}))
+    return yahoo.fetch(FetchRequest(symbol, tf, start, end, instrument=instrument or {}))
 
 
 def test_registry_resolves_the_yahoo_class():
@@ -77,7 +76,7 @@ def test_aapl_2020_split_and_dividend(replay, yahoo_dir, yahoo):
         "chart_AAPL_1d_2020-08-31_2020-11-07_split_and_dividends.cassette.json",
     )
     out = bars(yahoo, "AAPL", "1D", utc(2020, 8, 31), utc(2020, 11, 7))
-    assert out.schema == pl.Schema(OHLCV_SCHEMA)
+    assert out.schema == frame_schema("ohlcv")
     assert out.height == 49
     first = out.row(0, named=True)
     assert first["ts"] == utc(2020, 8, 31)  # 13:30 UTC session open -> its NY date
@@ -95,8 +94,8 @@ def test_aapl_2020_split_and_dividend(replay, yahoo_dir, yahoo):
         "chart_AAPL_1d_2020-08-31_2020-11-07_split_and_dividends.cassette.json",
         "3mo",
     )
-    actions = yahoo.fetch_actions("AAPL", {}, utc(2020, 8, 1), utc(2020, 12, 1))
-    assert actions.schema == pl.Schema(ACTIONS_SCHEMA)
+    actions = yahoo.fetch(FetchRequest.actions("AAPL", utc(2020, 8, 1), utc(2020, 12, 1)))
+    assert actions.schema == frame_schema("actions")
     rows = {(r["kind"], r["ex_date"]): r for r in actions.iter_rows(named=True)}
     assert rows[("split", date(2020, 8, 31))]["ratio"] == 4.0
     div = rows[("dividend", date(2020, 11, 6))]
@@ -117,7 +116,7 @@ def test_nvda_split_history_is_already_adjusted(replay, yahoo_dir, yahoo):
     c0, c1 = around["close"].to_list()
     assert abs(c1 / c0 - 1) < 0.1  # no 4:1 jump: Yahoo's OHLC is split-adjusted
     assert out.row(0, named=True)["close"] == pytest.approx(13.237, abs=1e-3)
-    actions = yahoo.fetch_actions("NVDA", {}, utc(2021, 2, 1), utc(2022, 1, 31))
+    actions = yahoo.fetch(FetchRequest.actions("NVDA", utc(2021, 2, 1), utc(2022, 1, 31)))
     assert actions.select("kind", "ex_date", "ratio").rows() == [("split", date(2021, 7, 20), 4.0)]
 
 
@@ -129,7 +128,7 @@ def test_msft_dividends_and_the_dividends_data_type(replay, yahoo_dir, yahoo):
         "chart_MSFT_1d_2021-02-01_2022-01-31_dividends.cassette.json",
         interval=None,
     )
-    actions = yahoo.fetch_actions("MSFT", {}, utc(2021, 2, 1), utc(2022, 1, 31))
+    actions = yahoo.fetch(FetchRequest.actions("MSFT", utc(2021, 2, 1), utc(2022, 1, 31)))
     assert actions["kind"].to_list() == ["dividend"] * 4
     assert actions["amount"].to_list() == pytest.approx([0.56, 0.56, 0.56, 0.62])
     assert actions["ex_date"].to_list() == [
@@ -138,7 +137,7 @@ def test_msft_dividends_and_the_dividends_data_type(replay, yahoo_dir, yahoo):
         date(2021, 8, 18),
         date(2021, 11, 17),
     ]
-    fund = yahoo.fetch_fundamentals("MSFT", {}, ("dividends",))
+    fund = yahoo.fetch(FetchRequest.fundamentals("MSFT", ("dividends",)))
     assert fund.height == 4 and set(fund["data_type"]) == {"dividends"}
     assert fund["value"].sum() == pytest.approx(2.30)
 
@@ -162,7 +161,7 @@ def test_weekend_1m_without_timestamps_is_empty(replay, yahoo_dir, yahoo):
         interval="1m",
     )
     out = bars(yahoo, "AAPL", "1m", utc(2025, 2, 1), utc(2025, 2, 2))
-    assert out.is_empty() and out.schema == pl.Schema(OHLCV_SCHEMA)
+    assert out.is_empty() and out.schema == frame_schema("ohlcv")
     seen = replay.requests_to(CHART + "AAPL")[-1].params
     assert (seen["interval"], seen["period1"], seen["period2"]) == (
         "1m",
@@ -223,7 +222,7 @@ def test_vfinx_capital_gains_dated_by_their_date_field(replay, yahoo_dir, yahoo)
         "chart_VFINX_3mo_range_max_dividends_capitalGains.body.json",
         interval=None,
     )
-    actions = yahoo.fetch_actions("VFINX", {}, utc(1980, 1, 1), utc(2026, 1, 1))
+    actions = yahoo.fetch(FetchRequest.actions("VFINX", utc(1980, 1, 1), utc(2026, 1, 1)))
     gains = actions.filter(pl.col("kind") == "capital_gain")
     # map key 560059200 is the 1987-10-01 bar bucket; the event's date 567786600 is 1987-12-29
     first = gains.row(0, named=True)
@@ -272,7 +271,7 @@ def test_getcrumb_and_quote_summary_price_profile(replay, yahoo_dir, yahoo):
     replay.add_file(
         "/v10/finance/quoteSummary/AAPL", yahoo_dir / "quoteSummary_price_AAPL.cassette.json"
     )
-    prof = yahoo.fetch_profile("AAPL", {})
+    prof = yahoo.fetch(FetchRequest.profile("AAPL"))
     row = prof.row(0, named=True)
     assert (row["symbol"], row["provider"], row["name"]) == ("AAPL", "yahoo", "Apple Inc.")
     assert row["market_cap"] == 3688676720640.0
@@ -282,7 +281,7 @@ def test_getcrumb_and_quote_summary_price_profile(replay, yahoo_dir, yahoo):
         "assetProfile",
         "price",
     }
-    yahoo.fetch_profile("AAPL", {})
+    yahoo.fetch(FetchRequest.profile("AAPL"))
     assert len(replay.requests_to("/v1/test/getcrumb")) == 1  # the crumb is reused
 
 
@@ -291,7 +290,7 @@ def test_crumb_rate_limited_text(replay, yahoo_dir, yahoo):
         "/v1/test/getcrumb", yahoo_dir / "error_429_edge_too_many_requests.envelope.json"
     )
     with pytest.raises(RateLimitedError):
-        yahoo.fetch_profile("AAPL", {})
+        yahoo.fetch(FetchRequest.profile("AAPL"))
 
 
 def test_no_profile_404_then_empty_quote_is_invalid(replay, yahoo_dir, yahoo):
@@ -304,7 +303,7 @@ def test_no_profile_404_then_empty_quote_is_invalid(replay, yahoo_dir, yahoo):
         "/v7/finance/quote", yahoo_dir / "quote_v7_unknown_symbol_GS2C_empty_result.body.json"
     )
     with pytest.raises(InvalidSymbolError, match="No fundamentals data found"):
-        yahoo.fetch_profile("^VXAPL", {})
+        yahoo.fetch(FetchRequest.profile("^VXAPL"))
     assert replay.requests_to("/v7/finance/quote")[-1].params["symbols"] == "^VXAPL"
 
 
@@ -325,7 +324,7 @@ def test_quarterly_financials_from_timeseries(replay, yahoo_dir, yahoo):
         TIMESERIES + "AAPL",
         yahoo_dir / "fundamentals_timeseries_AAPL_financials_quarterly.cassette.json",
     )
-    out = yahoo.fetch_fundamentals("AAPL", {}, ("quarterly_financials",))
+    out = yahoo.fetch(FetchRequest.fundamentals("AAPL", ("quarterly_financials",)))
     assert out.select("symbol", "data_type", "period_end", "item").is_unique().all()
     revenue = out.filter(pl.col("item") == "TotalRevenue").sort("period_end")
     assert revenue["period_end"].to_list() == [
@@ -340,7 +339,7 @@ def test_quarterly_financials_from_timeseries(replay, yahoo_dir, yahoo):
     seen = replay.requests_to(TIMESERIES + "AAPL")
     assert all(s.params["type"].startswith("quarterly") for s in seen)
     # the same answer does not fill the annual statement (types are matched exactly)
-    assert yahoo.fetch_fundamentals("AAPL", {}, ("financials",)).is_empty()
+    assert yahoo.fetch(FetchRequest.fundamentals("AAPL", ("financials",))).is_empty()
 
 
 def test_meta_only_timeseries_gives_no_rows(replay, yahoo_dir, yahoo):
@@ -348,7 +347,7 @@ def test_meta_only_timeseries_gives_no_rows(replay, yahoo_dir, yahoo):
         TIMESERIES + "^VXAPL",
         yahoo_dir / "fundamentals_timeseries_VXAPL_no_data_meta_only.cassette.json",
     )
-    out = yahoo.fetch_fundamentals("^VXAPL", {}, ("quarterly_financials",))
+    out = yahoo.fetch(FetchRequest.fundamentals("^VXAPL", ("quarterly_financials",)))
     assert out.is_empty()
 
 
@@ -418,7 +417,7 @@ def test_yfinance_accessor_goes_through_the_replay_server(replay, yahoo_dir, yah
             }
         },
     )
-    out = yahoo.fetch_fundamentals("AAPL", {}, ("recommendations",))
+    out = yahoo.fetch(FetchRequest.fundamentals("AAPL", ("recommendations",)))
     values = dict(zip(out["item"], out["value"], strict=True))
     assert values["0m.strongBuy"] == 7.0 and values["-1m.hold"] == 13.0
     assert set(out["period_end"]) == {date(2025, 3, 3)}  # the fetch date
@@ -433,11 +432,11 @@ def test_yfinance_404_becomes_invalid_symbol(replay, yahoo_dir, yahoo):
         yahoo_dir / "quoteSummary_404_no_fundamentals_VXAPL.cassette.json",
     )
     with pytest.raises(InvalidSymbolError, match=r"\^VXAPL"):
-        yahoo.fetch_fundamentals("^VXAPL", {}, ("recommendations",))
+        yahoo.fetch(FetchRequest.fundamentals("^VXAPL", ("recommendations",)))
 
 
 def test_bridge_refuses_non_yahoo_hosts(replay, yahoo):
-    from marketlake.pipeline.providers import yfbridge
+    from marketlake.pipeline.providers.yahoo import yfbridge
 
     sess = yfbridge.session(yahoo.home / "cache" / "yfinance")
     with yfbridge.route(yahoo.http, yahoo.settings.base_url, "AAPL"):
@@ -470,7 +469,7 @@ def test_market_status(replay, yahoo):
         },
         params={"market": "US"},
     )
-    status = json.loads(yahoo.fetch_market("status:US"))
+    status = json.loads(yahoo.fetch(FetchRequest.market("status:US"))["value"][0])
     assert status["status"] == "closed"
 
 
@@ -479,7 +478,7 @@ def test_tidy_flattens_yfinance_shapes():
     (built here by hand: no recording of these endpoints exists)."""
     import pandas as pd
 
-    from marketlake.pipeline.providers.yahoo_fundamentals import frame, tidy
+    from marketlake.pipeline.providers.yahoo.fundamentals import frame, tidy
 
     at = datetime(2025, 3, 3, 12, tzinfo=UTC)
 

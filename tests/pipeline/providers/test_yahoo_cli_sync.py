@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from marketlake.cli import app
 from marketlake.lake.store import Lake
-from marketlake.pipeline.providers.base import OHLCV_SCHEMA, FetchRequest
+from marketlake.pipeline.providers.base import FetchRequest, frame_schema
 from marketlake.pipeline.providers.yahoo import YahooProvider
 
 AAPL = "chart_AAPL_1d_2020-08-31_2020-11-07_split_and_dividends.cassette.json"
@@ -69,7 +69,7 @@ def test_cli_sync_lands_the_provider_rows(replay, provider_fixtures, home, tmp_p
     assert summary["status"] == "ok" and summary["rows"]["inserted"] == 49, summary
     assert replay.unmatched == []
 
-    direct = YahooProvider(settings_for("yahoo", replay)).fetch_ohlcv(
+    direct = YahooProvider(settings_for("yahoo", replay)).fetch(
         FetchRequest(
             "AAPL", "1D", datetime(2020, 8, 31, tzinfo=UTC), datetime(2020, 11, 7, tzinfo=UTC)
         )
@@ -78,7 +78,7 @@ def test_cli_sync_lands_the_provider_rows(replay, provider_fixtures, home, tmp_p
         Lake(home)
         .read("ohlcv")
         .filter(pl.col("symbol") == "AAPL")
-        .select(list(OHLCV_SCHEMA))
+        .select(list(frame_schema("ohlcv")))
         .sort("ts")
     )
     assert landed.equals(direct.sort("ts"))

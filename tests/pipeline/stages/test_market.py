@@ -7,11 +7,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import polars as pl
 import pytest
 
 from marketlake.errors import TransientProviderError
 from marketlake.lake.store import Lake
 from marketlake.pipeline.config import ProviderSettings, Settings
+from marketlake.pipeline.providers.base import FetchRequest, rows_frame
 from marketlake.pipeline.providers.yahoo import YahooProvider
 from marketlake.pipeline.stages.market import refresh_market, ttl
 
@@ -26,11 +28,13 @@ class CountingProvider:
         self.calls: list[str] = []
         self.fail = fail or set()
 
-    def fetch_market(self, key: str) -> str:
+    def fetch(self, request: FetchRequest) -> pl.DataFrame:
+        key = request.symbol
         self.calls.append(key)
         if key in self.fail:
             raise TransientProviderError(f"yahoo {key}: HTTP 503 apikey=SECRETVALUE")
-        return json.dumps({"key": key, "n": len(self.calls)})
+        value = json.dumps({"key": key, "n": len(self.calls)})
+        return rows_frame("market", [{"key": key, "value": value, "provider": self.name}])
 
 
 @pytest.fixture

@@ -13,7 +13,10 @@ Pure functions, no I/O. The rules (SPEC §4):
   session/interval has not ended at ``now``;
 - OHLC and volume are as Yahoo gives them (split-adjusted); ``adj_close`` comes from
   ``indicators.adjclose`` (close where Yahoo sends none, i.e. intraday);
-- events are dated by their ``date`` field, not by their map key (which is the bar bucket).
+- events are dated by their ``date`` field, not by their map key (which is the bar bucket);
+- a bar with a value that is not a number (``"volume": "abc"``) is kept with its reason in the
+  :data:`~marketlake.pipeline.providers.base.REJECT` column, to be quarantined; the other bars
+  of the response are unaffected.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from marketlake.errors import BadResponseError, InvalidSymbolError, TerminalProviderError
-from marketlake.pipeline.providers.base import ACTIONS_SCHEMA, empty_actions, empty_ohlcv
+from marketlake.pipeline.providers.base import REJECT, empty_actions, empty_ohlcv, frame_schema
 from marketlake.pipeline.timeframes import DURATION
 
 INTERVALS = {"1m": "1m", "15m": "15m", "30m": "30m", "1h": "1h", "1D": "1d", "1W": "1wk"}
@@ -146,6 +149,21 @@ def _last_is_final(
 _RAW_SCHEMA = {"t": pl.Int64, **{k: pl.Float64 for k in (*_PRICE, "volume", "adj_close")}}
 
 
+def _unparsed(data: dict[str, list[Any]], raw: pl.DataFrame) -> pl.Series | None:
+    """Per bar, why a value did not parse as a number (null where all did); None when every
+    value parsed (the common case, found without a per-value loop)."""
+    reasons: list[str | None] | None = None
+    for k in (*_PRICE, "volume", "adj_close"):
+        parsed = raw[k]
+        if parsed.null_count() == sum(v is None for v in data[k]):
+            continue
+        reasons = reasons or [None] * raw.height
+        for i, (given, got) in enumerate(zip(data[k], parsed.to_list(), strict=True)):
+            if given is not None and got is None and reasons[i] is None:
+                reasons[i] = f"{k} {str(given)[:40]!r} is not a number"
+    return None if reasons is None else pl.Series(reasons, dtype=pl.String)
+
+
 def parse_bars(
     body: Any,
     *,
@@ -176,6 +194,7 @@ def parse_bars(
         raise BadResponseError(
             f"{provider} {symbol}: malformed chart arrays: {exc}", provider=provider, symbol=symbol
         ) from exc
+    reasons = _unparsed(data, raw)
     if raw["t"].null_count():
         raise BadResponseError(
             f"{provider} {symbol}: chart timestamps are not integers",
@@ -209,13 +228,18 @@ def parse_bars(
         (pl.int_range(pl.len()) < n - 1).alias("is_final"),
         tod.alias("_tod"),
     )
+    if reasons is not None:
+        frame = frame.with_columns(reasons.alias(REJECT))
     others = Counter(frame["_tod"].head(n - 1).to_list())
     session_tod = others.most_common(1)[0][0] if others else None
     if _last_is_final(int(raw_ts[-1]), session_tod, timeframe, meta, tz, now):
         frame = frame.with_columns(pl.lit(True).alias("is_final"))  # else: only the last False
     frame = frame.drop("_tod")
     if sum(frame[k].null_count() for k in _PRICE):
-        frame = frame.filter(pl.any_horizontal(pl.col(k).is_not_null() for k in _PRICE))
+        placeholder = pl.all_horizontal(pl.col(k).is_null() for k in _PRICE)
+        if REJECT in frame.columns:
+            placeholder = placeholder & pl.col(REJECT).is_null()
+        frame = frame.filter(~placeholder)
     ts = frame["ts"]
     if frame.height and (ts.min() < start or ts.max() >= end):
         frame = frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
@@ -294,4 +318,4 @@ def parse_events(
                 row["amount"] = float(ev["amount"]) + (row["amount"] or 0.0)
     if not acc:
         return empty_actions()
-    return pl.DataFrame(list(acc.values()), schema=ACTIONS_SCHEMA).sort("ex_date", "kind")
+    return pl.DataFrame(list(acc.values()), schema=frame_schema("actions")).sort("ex_date", "kind")

@@ -20,6 +20,8 @@ from typing import Any
 
 import polars as pl
 
+from marketlake.pipeline.providers.base import rows_frame
+
 DATA_TYPES = (
     "financials", "quarterly_financials", "balance_sheet", "quarterly_balance_sheet",
     "cash_flow", "quarterly_cash_flow", "ttm_cash_flow", "recommendations",
@@ -59,17 +61,6 @@ ACCESSORS: dict[str, tuple[str, str | None, str | None]] = {
     "esg_scores": ("get_sustainability", None, None),
 }
 
-FUNDAMENTALS_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "data_type": pl.String(),
-    "period_end": pl.Date(),
-    "item": pl.String(),
-    "value": pl.Float64(),
-    "text": pl.String(),
-    "raw": pl.String(),
-    "provider": pl.String(),
-    "fetched_at": pl.Datetime("us", "UTC"),
-}
 TIMESERIES_CHUNK = 60  # keys per request: keeps the URL under ~2 KB (yfinance does the same)
 
 
@@ -82,9 +73,8 @@ def statement_keys(data_type: str) -> tuple[str, list[str]]:
 
 
 def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    if not rows:
-        return pl.DataFrame(schema=FUNDAMENTALS_SCHEMA)
-    out = pl.DataFrame(rows, schema=FUNDAMENTALS_SCHEMA)
+    """Rows as a ``fundamentals`` frame, one per key (the last wins)."""
+    out = rows_frame("fundamentals", rows)
     return out.unique(
         subset=["symbol", "data_type", "period_end", "item"], keep="last", maintain_order=True
     )

@@ -1,7 +1,8 @@
 """Yahoo Finance: equities, ETFs, funds, indices, FX, futures and crypto pairs.
 
-Two engines, one HTTP layer (:mod:`pipeline.providers.http`: shared client, token bucket,
-SPEC §6 retry/abort policy, ``MARKETLAKE_YAHOO_BASE_URL`` redirecting every request):
+Two engines, one HTTP layer (:mod:`marketlake.pipeline.providers.http`: shared client, token
+bucket, SPEC §6 retry/abort policy, deadlines and size caps, ``MARKETLAKE_YAHOO_BASE_URL``
+redirecting every request):
 
 - bars, corporate actions, profiles and the seven financial statements are read from Yahoo's
   JSON endpoints directly (``/v8/finance/chart``, ``/v10/finance/quoteSummary``,
@@ -12,7 +13,7 @@ SPEC §6 retry/abort policy, ``MARKETLAKE_YAHOO_BASE_URL`` redirecting every req
   serves past ranges from an in-process cache, which would hide a re-adjusted history from
   the re-fetch that detects it;
 - the other extended data types, market status and the calendars go through yfinance's
-  accessors, whose HTTP is bridged into the same client (:mod:`pipeline.providers.yfbridge`).
+  accessors, whose HTTP is bridged into the same client (:mod:`.yfbridge`).
 """
 
 from __future__ import annotations
@@ -37,18 +38,19 @@ from marketlake.errors import (
     TerminalProviderError,
     TransientProviderError,
 )
-from marketlake.pipeline.providers import yahoo_fundamentals as yfund
-from marketlake.pipeline.providers import yfbridge
 from marketlake.pipeline.providers.base import (
-    KINDS,
+    REQUEST_KINDS,
     Capabilities,
     FetchRequest,
-    Provider,
     profile_row,
+    rows_frame,
 )
-from marketlake.pipeline.providers.http import HttpClient, limiter_clock, retry_after_seconds
+from marketlake.pipeline.providers.http import HttpProvider, retry_after_seconds, status_error
 from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
-from marketlake.pipeline.providers.yahoo_chart import INTERVALS, parse_bars, parse_events
+from marketlake.pipeline.providers.yahoo import fundamentals as yfund
+from marketlake.pipeline.providers.yahoo import yfbridge
+from marketlake.pipeline.providers.yahoo.chart import INTERVALS, parse_bars, parse_events
+from marketlake.pipeline.redact import clip
 
 log = logging.getLogger("marketlake.providers.yahoo")
 
@@ -102,14 +104,13 @@ def yahoo_symbol(symbol: str, instrument: Mapping[str, Any] | None = None) -> st
     return symbol
 
 
-class YahooProvider(Provider):
+class YahooProvider(HttpProvider):
     """Yahoo Finance through its chart/quoteSummary/timeseries JSON and yfinance."""
 
-    retries_transient = True  # the shared HTTP layer applies the retry policy
-
     name = "yahoo"
+    follow_redirects = True  # Yahoo's cookie and consent pages redirect
     capabilities = Capabilities(
-        kinds=frozenset(KINDS),
+        kinds=frozenset(REQUEST_KINDS) - {"instruments"},
         timeframes=("1m", "15m", "30m", "1h", "1D", "1W"),  # 4h is resampled from 1h
         max_range={
             "1m": timedelta(days=8),
@@ -134,26 +135,10 @@ class YahooProvider(Provider):
         asset_types=frozenset({"equity", "etf", "index", "fx", "future", "mutualfund", "crypto"}),
     )
 
-    def __init__(
-        self, settings=None, *, home=None, clock=None, sleep=None, transport=None, rng=None
-    ) -> None:
-        super().__init__(settings, home=home, clock=clock, sleep=sleep)
-        caps = self.capabilities
-        self.http = HttpClient(
-            self.name,
-            self.settings,
-            rate_limit_per_s=caps.rate_limit_per_s,
-            concurrency=self.settings.concurrency or caps.default_concurrency,
-            transport=transport,
-            clock=limiter_clock(clock, sleep, self.clock),
-            sleep=self.sleep,
-            rng=rng,
-        )
+    def __init__(self, settings=None, **kw) -> None:
+        super().__init__(settings, **kw)
         self._crumb: str | None = None
         self._crumb_lock = threading.Lock()
-
-    def close(self) -> None:
-        self.http.close()
 
     def _url(self, host: str, path: str) -> str:
         return (self.settings.base_url or _HOSTS[host]) + path
@@ -168,8 +153,8 @@ class YahooProvider(Provider):
         url = self._url("query2", "/v8/finance/chart/" + path_segment(ysym))
         return self.http.get_json(url, params=params, symbol=symbol)
 
-    def fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
-        """Native bars in [start, end); see :mod:`pipeline.providers.yahoo_chart`."""
+    def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+        """Native bars in [start, end); see :mod:`.chart`."""
         interval = INTERVALS.get(request.timeframe)
         if interval is None:
             raise TerminalProviderError(
@@ -205,13 +190,14 @@ class YahooProvider(Provider):
             provider=self.name,
         )
 
-    def fetch_actions(self, symbol, instrument, start, end) -> pl.DataFrame:
+    def _fetch_actions(self, request: FetchRequest) -> pl.DataFrame:
         """Splits, dividends and capital gains with ex_date in [start, end).
 
         Asked at 3-month granularity: Yahoo sends every event of the range with any interval,
         and the coarse bars keep the answer small.
         """
-        ysym = self._symbol(symbol, instrument)
+        symbol, start, end = request.symbol, request.start, request.end
+        ysym = self._symbol(symbol, request.instrument)
         body = self._chart(
             symbol,
             ysym,
@@ -323,10 +309,11 @@ class YahooProvider(Provider):
             )
         return result[0]
 
-    def fetch_profile(self, symbol, instrument) -> pl.DataFrame:
+    def _fetch_profile(self, request: FetchRequest) -> pl.DataFrame:
         """One ``profiles`` row from quoteSummary ``assetProfile`` + ``price`` (officers and
         everything else stay in ``raw``). Indices, FX and futures have no quoteSummary
         profile: for them the v7 quote supplies the name and exchange."""
+        symbol, instrument = request.symbol, request.instrument
         try:
             res = self.quote_summary(symbol, ("assetProfile", "price"), instrument)
         except InvalidSymbolError as first:
@@ -409,18 +396,19 @@ class YahooProvider(Provider):
         except ProviderError:
             raise
         except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else 0
-            msg = self.http.clean(f"yahoo {symbol}: {action}: HTTP {status}")
-            if status in (401, 403):
-                self.http.abort(msg)
-                raise AuthError(msg, provider=self.name, symbol=symbol) from exc
-            if status in (400, 404):
-                raise InvalidSymbolError(msg, provider=self.name, symbol=symbol) from exc
-            if status == 429 or status >= 500:
-                raise TransientProviderError(msg, provider=self.name, symbol=symbol) from exc
-            raise TerminalProviderError(msg, provider=self.name, symbol=symbol) from exc
+            answer = yfbridge.as_httpx(exc.response)
+            err = status_error(answer, provider=self.name, symbol=symbol, secrets=self.http.secrets)
+            if err is None:  # a 2xx/3xx yfinance disliked
+                raise BadResponseError(
+                    f"yahoo {symbol}: {action}: HTTP {answer.status_code}",
+                    provider=self.name,
+                    symbol=symbol,
+                ) from exc
+            if isinstance(err, AuthError):
+                self.http.abort(str(err))
+            raise err from exc
         except Exception as exc:  # yfinance raises many foreign types on odd bodies
-            detail = self.http.clean(" ".join(str(exc).split())[:200])
+            detail = clip(self.http.clean(" ".join(str(exc).split())))
             raise BadResponseError(
                 f"yahoo {symbol}: {action}: {type(exc).__name__}: {detail}",
                 provider=self.name,
@@ -443,14 +431,15 @@ class YahooProvider(Provider):
         obj = self._yfinance(symbol, data_type, call)
         return yfund.tidy(data_type, obj, symbol=symbol, fetched_at=now, provider=self.name)
 
-    def fetch_fundamentals(self, symbol, instrument, data_types=None) -> pl.DataFrame:
+    def _fetch_fundamentals(self, request: FetchRequest) -> pl.DataFrame:
         """Tidy ``fundamentals`` rows for ``data_types`` (default: all 23).
 
         A type Yahoo has nothing for gives no rows; a type that fails terminally is logged and
         skipped (the symbol fails only when every type does); auth and transient failures
         propagate so the stage can stop or retry.
         """
-        types = tuple(data_types or yfund.DATA_TYPES)
+        symbol, instrument = request.symbol, request.instrument
+        types = tuple(request.data_types or yfund.DATA_TYPES)
         unknown = [t for t in types if t not in yfund.DATA_TYPES]
         if unknown:
             raise ConfigError(f"unknown fundamentals data type(s) {unknown}")
@@ -463,11 +452,13 @@ class YahooProvider(Provider):
                 if data_type in yfund.STATEMENTS:
                     rows += self._statement(symbol, ysym, data_type, now)
                 elif data_type == "dividends":
-                    actions = self.fetch_actions(
-                        symbol,
-                        instrument,
-                        datetime(1970, 1, 2, tzinfo=UTC),
-                        now + timedelta(days=1),
+                    actions = self._fetch_actions(
+                        FetchRequest.actions(
+                            symbol,
+                            datetime(1970, 1, 2, tzinfo=UTC),
+                            now + timedelta(days=1),
+                            instrument=instrument,
+                        )
                     )
                     rows += yfund.dividends_rows(
                         actions, symbol=symbol, fetched_at=now, provider=self.name
@@ -484,7 +475,13 @@ class YahooProvider(Provider):
         return yfund.frame(rows)
 
     # -- market status and calendars ----------------------------------------------------------
-    def fetch_market(self, key: str) -> str:
+    def _fetch_market(self, request: FetchRequest) -> pl.DataFrame:
+        """One ``market_cache`` row of ``request.symbol`` (a key): its JSON ``value``."""
+        value = self._market_value(request.symbol)
+        row = {"key": request.symbol, "value": value, "provider": self.name}
+        return rows_frame("market", [{**row, "fetched_at": self.clock()}])
+
+    def _market_value(self, key: str) -> str:
         """JSON text for a ``market_cache`` key: ``status:<REGION>`` (Yahoo's ``markettime``,
         the endpoint behind yfinance's ``Market.status``, kept as Yahoo sends it) or
         ``calendar:earnings|ipo|splits|economic`` for the coming week (yfinance

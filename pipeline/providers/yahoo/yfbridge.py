@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import requests
 from requests.structures import CaseInsensitiveDict
 
@@ -100,6 +101,19 @@ class BridgeSession(requests.Session):
         out.reason = resp.reason_phrase
         out.encoding = resp.encoding
         return out
+
+
+def as_httpx(resp: requests.Response | None) -> httpx.Response:
+    """A ``requests`` answer yfinance raised on, as the httpx response it was built from
+    (so the one status-to-error mapping reads it)."""
+    if resp is None:
+        return httpx.Response(0, request=httpx.Request("GET", "https://finance.yahoo.com"))
+    request = httpx.Request(resp.request.method or "GET", resp.url) if resp.request else None
+    return httpx.Response(
+        resp.status_code,
+        content=resp.content or b"",
+        request=request or httpx.Request("GET", resp.url or "https://finance.yahoo.com"),
+    )
 
 
 def session(cache_dir: Path | None = None) -> BridgeSession:
