@@ -2,7 +2,8 @@
 
 ``options``: ``fail`` maps a symbol (or a market key such as ``status:US``) to ``transient``
 (fails ``fail_times`` times, then succeeds), ``invalid``, ``auth``, ``bad`` (a malformed
-response) or ``corrupt`` (bars that break OHLC sanity); ``delay_s`` slows every fetch;
+response) or ``corrupt`` (bars that break OHLC sanity); ``delay_s`` slows every fetch and
+``hold`` maps a symbol to an event its bar fetch waits for (at most a minute);
 ``calls`` counts requests per symbol and market key.
 """
 
@@ -38,6 +39,7 @@ class FakeProvider(SyntheticProvider):
         self.fail = dict(self.settings.options.get("fail", {}))
         self.fail_times = int(self.settings.options.get("fail_times", 1))
         self.delay_s = float(self.settings.options.get("delay_s", 0.0))
+        self.hold = dict(self.settings.options.get("hold", {}))
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -47,6 +49,8 @@ class FakeProvider(SyntheticProvider):
             n = self.calls[request.symbol]
         if self.delay_s:
             time.sleep(self.delay_s)
+        if request.symbol in self.hold:
+            self.hold[request.symbol].wait(60.0)
         mode = self.fail.get(request.symbol)
         kw = {"provider": self.name, "symbol": request.symbol}
         if mode == "transient" and n <= self.fail_times:

@@ -107,7 +107,10 @@ class FilesProvider(Provider):
         if ts.dtype == pl.String:
             given = ts
             try:
-                ts = ts.str.to_datetime(time_unit="us", strict=False)
+                dates = given.str.to_date(strict=False)
+                ts = given.str.to_datetime(time_unit="us", strict=False)
+                if dates.null_count() == ts.null_count():  # dates only: session dates
+                    ts = dates
             except Exception as exc:  # mixed formats polars cannot infer one format for
                 raise ValidationError(
                     f"{path.name}: cannot parse timestamps in {cols['ts']!r}"

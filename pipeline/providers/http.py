@@ -409,7 +409,7 @@ class HttpClient:
         following = self.client.build_request(
             method,
             target,
-            timeout=request.extensions.get("timeout"),
+            timeout=httpx.Timeout(**request.extensions["timeout"]),
             content=request.content if method == request.method else None,
         )
         for k, v in request.headers.items():
@@ -420,7 +420,7 @@ class HttpClient:
             request.url.host,
             request.url.port,
         )
-        if not same_origin and self._carries_secret(following):
+        if not same_origin and (self._carries_secret(request) or self._carries_secret(following)):
             raise TerminalProviderError(
                 f"{where}: refusing to follow a redirect (HTTP {resp.status_code}) from "
                 f"{shown} to another origin ({target.scheme}://{target.host}) with credentials",

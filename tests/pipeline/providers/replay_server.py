@@ -23,10 +23,15 @@ from marketlake.pipeline.config import ProviderSettings
 
 @dataclass
 class Reply:
+    """One answer. ``drip`` sends the body a byte at a time, that many seconds apart;
+    ``endless`` repeats the body until the client hangs up (no content-length)."""
+
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0
+    endless: bool = False
 
 
 def load_recording(path: Path) -> Reply:
@@ -89,6 +94,7 @@ class ReplayServer:
         self.seen: list[Seen] = []
         self.unmatched: list[Seen] = []
         self._lock = threading.Lock()
+        self.stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -105,9 +111,29 @@ class ReplayServer:
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
+                if reply.endless:
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    try:
+                        while not server.stopping.is_set():
+                            self.wfile.write(reply.body)
+                    except OSError:  # the client hung up
+                        pass
+                    self.close_connection = True
+                    return
                 self.send_header("content-length", str(len(reply.body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if not reply.drip:
+                    self.wfile.write(reply.body)
+                    return
+                try:
+                    for i in range(len(reply.body)):
+                        if server.stopping.wait(reply.drip):
+                            break
+                        self.wfile.write(reply.body[i : i + 1])
+                        self.wfile.flush()
+                except OSError:
+                    self.close_connection = True
 
             do_GET = do_POST = _handle
 
@@ -182,6 +208,7 @@ class ReplayServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
