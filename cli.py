@@ -625,6 +625,7 @@ def _status_table(rows: list[dict]) -> None:
         "kind": "kind",
         "symbols": "symbols",
         "failed": "failed",
+        "never": "never synced",
         "rows": "rows",
         "first_ts": "from",
         "last_ts": "to",
@@ -636,7 +637,7 @@ def _status_table(rows: list[dict]) -> None:
         t.add_column(
             title,
             justify="right"
-            if c in ("symbols", "failed", "rows", "overdue", "freshness_hours")
+            if c in ("symbols", "failed", "never", "rows", "overdue", "freshness_hours")
             else "left",
             overflow="fold",
         )

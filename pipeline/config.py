@@ -66,6 +66,7 @@ class SegmentSettings:
     kinds: tuple[str, ...] = ("ohlcv",)
     start: str | None = None
     schedule: str | None = None
+    tolerance_hours: float | None = None  # grace after a session closes before data is overdue
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class _Segment(_Section):
     kinds: list[str] = ["ohlcv"]
     start: str | None = None
     schedule: str | None = None
+    tolerance_hours: float | None = Field(None, ge=0)
 
     @field_validator("timeframes")
     @classmethod
@@ -394,6 +396,7 @@ def load_settings(
             kinds=tuple(seg.kinds),
             start=seg.start,
             schedule=seg.schedule,
+            tolerance_hours=seg.tolerance_hours,
         )
         for name, seg in cfg.segments.items()
     }

@@ -147,9 +147,11 @@ def coverage(lake: Lake, symbols: list[str], timeframes: list[str]) -> pl.DataFr
     )
 
 
-def _segments(
+def select_segments(
     settings: Settings, req: SyncRequest, instruments: pl.DataFrame
 ) -> list[tuple[SegmentSettings, pl.DataFrame]]:
+    """The segments a request covers, each with its instruments (by default one segment per
+    asset type, using the configured segment of that name when there is one)."""
     out = []
     if req.segments:
         for name in req.segments:
@@ -218,7 +220,7 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
     instruments = universe.load(lake, symbols=list(req.symbols) or None)
     if instruments.is_empty():
         return []
-    segs = _segments(settings, req, instruments)
+    segs = select_segments(settings, req, instruments)
     all_symbols = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})
     all_tfs = sorted({tf for seg, _ in segs for tf in (req.timeframes or seg.timeframes)})
     cov = {
