@@ -747,12 +747,19 @@ def maintain(
     config: ConfigFile = None,
     json_out: JsonOut = False,
     wait: Wait = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Only check every data file (page checksums); exit 1 on damage."
+        ),
+    ] = False,
 ) -> None:
-    """Compact small files and vacuum files no recent version needs."""
+    """Compact small files, vacuum files no recent version needs, remove files no version
+    references; with --verify, check every data file instead."""
     with _session(home, None, config, lock_wait=wait) as settings:
         from marketlake.pipeline.commands import maintain as run
 
-        report = run(settings, tables=_csv(tables), vacuum_hours=vacuum_hours)
+        report = run(settings, tables=_csv(tables), vacuum_hours=vacuum_hours, verify=verify)
         if json_out:
             print(json.dumps(report, default=str))
         else:

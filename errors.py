@@ -9,6 +9,8 @@
     ├── ValidationError             a row or file that breaks the lake's rules
     ├── UnknownSymbolError          a symbol the universe lacks               (exit 2)
     ├── LakeError                   a Delta/parquet/DuckDB failure
+    │   ├── LakeCorruptError                      a damaged data file (named) in a table
+    │   └── LakeConflictError                     other writers kept committing first
     ├── LakeBusyError               another run holds the lake's writer lock
     ├── ProviderError               anything a provider raised, converted at the boundary
     │   ├── TransientProviderError (Transient)   5xx, timeouts, dropped connections
@@ -71,6 +73,19 @@ class UnknownSymbolError(MarketlakeError):
 
 class LakeError(MarketlakeError):
     """A failure reading or writing the lake."""
+
+
+class LakeCorruptError(LakeError):
+    """A data file of a lake table is damaged (truncated, missing, failed checksum)."""
+
+    def __init__(self, message: str, *, table: str = "", file: str = "") -> None:
+        super().__init__(message)
+        self.table = table
+        self.file = file
+
+
+class LakeConflictError(LakeError):
+    """A write kept losing to commits of other writers (someone bypassing the writer lock)."""
 
 
 class LakeBusyError(MarketlakeError):

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 import duckdb
 
-from marketlake.errors import LakeError
+from marketlake.lake._errors import lake_errors
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
 from marketlake.sql import load_sql
@@ -60,10 +60,8 @@ def connect(
         dt = lake.table(name)
         files: list[str] = []
         if dt is not None:
-            try:
+            with lake_errors("open lake table", name):
                 files = [_local(u) for u in dt.file_uris()]
-            except Exception as exc:  # deltalake raises several types for a damaged table
-                raise LakeError(f"cannot open lake table {name}: {exc}") from exc
         if files:
             con.execute(view_sql(name, files))
         else:

@@ -1,12 +1,25 @@
-"""Compaction and vacuum of lake tables."""
+"""Maintenance of the lake's tables: compaction, vacuum, orphan removal, checksum verification.
+
+Compaction rewrites only partitions holding more than one file, so a second run with nothing
+to compact commits nothing. Besides delta-rs' vacuum (files removed by old versions), files no
+version references at all (left by a writer killed between writing files and committing) are
+deleted: the writer lock is held, so no commit can be in flight.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections import defaultdict
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from deltalake.exceptions import DeltaError
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from marketlake.errors import LakeError
+from marketlake.errors import LakeCorruptError
+from marketlake.lake._errors import first_line, lake_errors
 from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
@@ -19,39 +32,170 @@ def maintain(
     vacuum_hours: int = 168,
     optimize: bool = True,
     vacuum: bool = True,
-    run_id: str = "maintain",
+    run_id: str | None = None,
     wait: float | bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Compact small files (z-ordered by symbol, ts where a table has them), checkpoint the
-    log, and delete files no version younger than ``vacuum_hours`` references; under the
-    lake's writer lock (``wait`` as for :meth:`WriterLock.acquire`)."""
+    log, delete files no version younger than ``vacuum_hours`` needs and files no version
+    references; under the lake's writer lock (``wait`` as for :meth:`WriterLock.acquire`)."""
+    run_id = run_id or f"maintain-{uuid.uuid4().hex[:8]}"
     with writer(lake.root, run_id, "maintain", wait=wait):
-        return _maintain(lake, tables, vacuum_hours, optimize, vacuum)
+        out: dict[str, dict[str, Any]] = {}
+        for name in tables or list(TABLES):
+            if lake.table(name) is not None:
+                out[name] = _maintain_table(lake, name, vacuum_hours, optimize, vacuum)
+        return out
 
 
-def _maintain(
-    lake: Lake, tables: list[str] | None, vacuum_hours: int, optimize: bool, vacuum: bool
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name in tables or list(TABLES):
-        dt = lake.table(name)
-        if dt is None:
-            continue
-        info: dict[str, Any] = {}
-        try:
-            if optimize:
-                cols = [c for c in ("symbol", "ts") if c in TABLES[name].schema.names]
-                m = dt.optimize.z_order(cols) if len(cols) == 2 else dt.optimize.compact()
-                info["files_added"] = m.get("numFilesAdded", 0)
-                info["files_removed"] = m.get("numFilesRemoved", 0)
-                dt.create_checkpoint()
-            if vacuum:
+def _maintain_table(
+    lake: Lake, name: str, vacuum_hours: int, optimize: bool, vacuum: bool
+) -> dict[str, Any]:
+    info: dict[str, Any] = {"files_added": 0, "files_removed": 0}
+    with lake_errors("maintenance of", name):
+        if optimize:
+            cols = [c for c in ("symbol", "ts") if c in TABLES[name].schema.names]
+            for filters in _crowded_partitions(lake, name):
+                dt = lake.table(name)
+                opt = dt.optimize
+                m = (
+                    opt.z_order(cols, partition_filters=filters)
+                    if len(cols) == 2
+                    else opt.compact(partition_filters=filters)
+                )
+                info["files_added"] += m.get("numFilesAdded", 0)
+                info["files_removed"] += m.get("numFilesRemoved", 0)
+            if info["files_removed"]:
+                lake.table(name).create_checkpoint()
+        info["vacuumed_files"] = 0
+        if vacuum:
+            dt = lake.table(name)
+            stale = dt.vacuum(
+                retention_hours=vacuum_hours, dry_run=True, enforce_retention_duration=False
+            )
+            root = lake.path(name)
+            # delta-rs lists tombstones whose files are already gone, and a vacuum commits
+            # even when it has nothing to delete: run it only for files that still exist
+            if any((root / unquote(f)).exists() for f in stale):
                 removed = dt.vacuum(
                     retention_hours=vacuum_hours, dry_run=False, enforce_retention_duration=False
                 )
                 info["vacuumed_files"] = len(removed)
-        except DeltaError as exc:
-            raise LakeError(f"maintenance of {name} failed: {exc}") from exc
-        info["version"] = lake.version(name)
-        out[name] = info
+        info["orphans_removed"] = remove_orphans(lake, name)
+    info["version"] = lake.version(name)
+    return info
+
+
+def _crowded_partitions(lake: Lake, name: str) -> list[list[tuple[str, str, Any]] | None]:
+    """Partition filters for the partitions holding more than one data file (None: the
+    whole unpartitioned table); one filter per value of the leading partition columns."""
+    tdef = TABLES[name]
+    adds = lake.table(name).get_add_actions(flatten=True)
+    if not tdef.partitions:
+        return [None] if adds.num_rows > 1 else []
+    parts = list(
+        zip(*[adds.column(f"partition.{p}").to_pylist() for p in tdef.partitions], strict=True)
+    )
+    count: dict[tuple, int] = defaultdict(int)
+    for key in parts:
+        count[key] += 1
+    groups: dict[tuple, list] = defaultdict(list)
+    for key, n in sorted(count.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        if n > 1:
+            groups[key[:-1]].append(key[-1])
+    *lead, last = tdef.partitions
+    return [
+        [
+            *[(c, "=", str(v)) for c, v in zip(lead, head, strict=True)],
+            (last, "in", [str(v) for v in tails]),
+        ]
+        for head, tails in groups.items()
+    ]
+
+
+def referenced_files(table_dir: Path) -> set[str]:
+    """Every data or change file any commit (or checkpoint) of the log names."""
+    log = table_dir / "_delta_log"
+    out: set[str] = set()
+    for commit in sorted(log.glob("*.json")):
+        for line in commit.read_text().splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            for kind in ("add", "remove", "cdc"):
+                if kind in action:
+                    out.add(unquote(action[kind]["path"]))
+    for cp in log.glob("*.checkpoint*.parquet"):
+        t = pq.read_table(cp, columns=["add", "remove"])
+        for col in ("add", "remove"):
+            for v in t.column(col).to_pylist():
+                if v and v.get("path"):
+                    out.add(unquote(v["path"]))
     return out
+
+
+def remove_orphans(lake: Lake, name: str) -> int:
+    """Delete parquet files under the table that no version of its log references (left by a
+    writer that died before its commit). Call with the writer lock held."""
+    root = lake.path(name)
+    known = referenced_files(root)
+    removed = 0
+    for path in root.rglob("*.parquet"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("_delta_log/") or rel in known:
+            continue
+        path.unlink()
+        removed += 1
+    return removed
+
+
+def verify(lake: Lake, tables: list[str] | None = None) -> list[dict[str, Any]]:
+    """Read every row group of every data file of every table, checking parquet page
+    checksums where the file has them; returns one problem per damaged file (table, file,
+    row group, reason)."""
+    problems: list[dict[str, Any]] = []
+    for name in tables or list(TABLES):
+        dt = lake._open(name)
+        if dt is None:
+            continue
+        root = lake.path(name)
+        with lake_errors("list files of", name):
+            paths = [
+                unquote(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist()
+            ]
+        for rel in paths:
+            problem = _verify_file(root / rel)
+            if problem is not None:
+                problems.append({"table": name, "file": rel, **problem})
+    return problems
+
+
+def _verify_file(path: Path) -> dict[str, Any] | None:
+    group: int | None = None
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        for group in range(pf.num_row_groups):
+            pf.read_row_group(group)
+    except FileNotFoundError:
+        return {"row_group": None, "reason": "file is missing"}
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return {"row_group": group, "reason": first_line(exc)}
+    return None
+
+
+def raise_on_damage(problems: list[dict[str, Any]]) -> None:
+    """One clear line naming every damaged file (table, file, row group)."""
+    if not problems:
+        return
+
+    def one(p: dict[str, Any]) -> str:
+        where = f" row group {p['row_group']}" if p["row_group"] is not None else ""
+        return f"{p['table']} {p['file']}{where}: {p['reason']}"
+
+    shown = "; ".join(one(p) for p in problems[:5])
+    more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    first = problems[0]
+    raise LakeCorruptError(
+        f"{len(problems)} damaged data file(s): {shown}{more}",
+        table=first["table"],
+        file=first["file"],
+    )

@@ -7,6 +7,8 @@ month (``"2024-05"``) for intraday bars, so a daily upsert touches one small par
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from types import MappingProxyType
 
 import pyarrow as pa
 
@@ -259,6 +261,36 @@ TABLES: dict[str, TableDef] = {
         QUARANTINE,
     )
 }
+
+
+def _polars_type(t: pa.DataType):
+    import polars as pl
+
+    if pa.types.is_timestamp(t):
+        return pl.Datetime(t.unit, t.tz)
+    simple = {
+        pa.string(): pl.String(),
+        pa.float64(): pl.Float64(),
+        pa.bool_(): pl.Boolean(),
+        pa.int64(): pl.Int64(),
+        pa.date32(): pl.Date(),
+    }
+    return simple[t]
+
+
+@cache
+def _polars_schemas(name: str) -> MappingProxyType:
+    return MappingProxyType({f.name: _polars_type(f.type) for f in TABLES[name].schema})
+
+
+def polars_schema(name: str) -> dict:
+    """The table's columns as polars types (derived from its arrow schema; a fresh dict)."""
+    return dict(_polars_schemas(name))
+
+
+def value_columns(name: str) -> list[str]:
+    """The columns whose change makes a row changed (not key, partition or bookkeeping)."""
+    return TABLES[name].value_columns
 
 
 def period_expr(timeframe_col: str = "timeframe", ts_col: str = "ts"):

@@ -133,10 +133,13 @@ def export(
 
 
 def maintain(
-    settings: Settings, *, tables: list[str] | None, vacuum_hours: int
-) -> dict[str, dict[str, Any]]:
-    """Compact and vacuum; flags are checked before any table is touched."""
+    settings: Settings, *, tables: list[str] | None, vacuum_hours: int, verify: bool = False
+) -> dict[str, Any]:
+    """Compact and vacuum (``verify``: only check every data file, raising on damage); flags
+    are checked before any table is touched."""
     from marketlake.lake.maintenance import maintain as run
+    from marketlake.lake.maintenance import raise_on_damage
+    from marketlake.lake.maintenance import verify as check
     from marketlake.lake.tables import TABLES
 
     if vacuum_hours < 0:
@@ -144,6 +147,11 @@ def maintain(
     unknown = [t for t in tables or () if t not in TABLES]
     if unknown:
         raise ConfigError(f"--tables: unknown table(s) {unknown}; tables: {', '.join(TABLES)}")
+    if verify:
+        lake = Lake(settings.home)
+        problems = check(lake, tables)
+        raise_on_damage(problems)
+        return {"verified": {t: lake.check_files(t) for t in tables or TABLES}, "damaged": []}
     return run(
         Lake(settings.home),
         tables=tables,

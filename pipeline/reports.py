@@ -59,6 +59,7 @@ def _overdue(settings: Settings, frame: pl.DataFrame, now: datetime) -> list[boo
 def status(settings: Settings, lake: Lake, now: datetime) -> list[dict]:
     """Per segment and timeframe/kind: coverage, freshness, overdue (see
     :mod:`marketlake.pipeline.freshness`), symbols never synced, and the last error."""
+    lake.check_files("ohlcv")  # damaged bar files fail status (exit 1), not look fine
     st = lake.read("sync_status")
     grid = _expected(settings, lake)
     if st.is_empty() and grid.is_empty():

@@ -19,6 +19,7 @@ import polars as pl
 from marketlake.errors import TaskError
 from marketlake.lake.lock import LockInfo, writer
 from marketlake.lake.store import Lake, WriteResult
+from marketlake.lake.tables import polars_schema
 from marketlake.pipeline.redact import redact
 
 
@@ -162,10 +163,7 @@ class TaskLog:
             return WriteResult("sync_logs")
         frame = pl.DataFrame(
             self.rows,
-            schema_overrides={
-                "started_at": pl.Datetime("us", "UTC"),
-                "completed_at": pl.Datetime("us", "UTC"),
-            },
+            schema_overrides=polars_schema("sync_logs"),
         )
         self.rows = []
         return lake.upsert(

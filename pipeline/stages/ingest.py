@@ -31,7 +31,13 @@ from marketlake.errors import (
     MarketlakeError,
 )
 from marketlake.lake.store import Lake
-from marketlake.lake.tables import single_timeframe, with_period, with_period_code
+from marketlake.lake.tables import (
+    polars_schema,
+    single_timeframe,
+    value_columns,
+    with_period,
+    with_period_code,
+)
 from marketlake.lake.validate import check_ohlcv, quarantine_rows
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
@@ -59,7 +65,7 @@ from marketlake.pipeline.runs import (
 )
 
 Progress = Callable[..., None]
-_VALUES = ("open", "high", "low", "close", "volume", "adj_close", "is_final", "provider")
+_VALUES = tuple(value_columns("ohlcv"))
 READJUST_RTOL = 1e-6
 
 
@@ -175,14 +181,14 @@ def _fetch_unit(
 # -- committing a batch ------------------------------------------------------------------
 
 
-def _diff(lake: Lake, bars: pl.DataFrame) -> pl.DataFrame:
+def _diff(lake: Lake, bars: pl.DataFrame, version: int | None = None) -> pl.DataFrame:
     """Tag each fetched bar new / changed / unchanged against the lake (one scan)."""
     keys = ["symbol", "timeframe", "ts"]
     periods = bars.get_column("period").unique().to_list()
     timeframes = bars.get_column("timeframe").unique().to_list()
     symbols = bars.get_column("symbol").unique().to_list()
     old = (
-        lake.scan("ohlcv")
+        lake.scan("ohlcv", version)
         .filter(
             pl.col("timeframe").is_in(timeframes)
             & pl.col("period").is_in(periods)
@@ -250,9 +256,10 @@ def land_bars(
         return out
     timeframe = timeframe or single_timeframe(good)
     good = with_period_code(good, timeframe)
-    if lake.may_overlap("ohlcv", good, timeframe):
+    read = lake.version("ohlcv")  # the proof, the diff and the append's commit share it
+    if lake.may_overlap("ohlcv", good, timeframe, version=read):
         good = with_period(good.drop("_pcode"))
-        tagged = _diff(lake, good)
+        tagged = _diff(lake, good, read)
     else:  # file statistics prove every row is new: no scan of the lake needed
         tagged = good.with_columns(
             pl.lit("new").alias("_state"), pl.lit(False).alias("_readjusted")
@@ -277,7 +284,9 @@ def land_bars(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
         pl.lit(run_id).alias("run_id"),
     )
-    res = lake.upsert("ohlcv", write, run_id=run_id, stage="sync", assume_new=all_new)
+    res = lake.upsert(
+        "ohlcv", write, run_id=run_id, stage="sync", assume_new=all_new, read_version=read
+    )
     out.inserted, out.updated = res.inserted, res.updated
     return out
 
@@ -602,17 +611,7 @@ class Sync:
                     **counts,
                 },
             )
-        schema = {
-            "first_ts": pl.Datetime("us", "UTC"),
-            "last_ts": pl.Datetime("us", "UTC"),
-            "checked_from": pl.Datetime("us", "UTC"),
-            "last_attempt_at": pl.Datetime("us", "UTC"),
-            "last_success_at": pl.Datetime("us", "UTC"),
-            "rows": pl.Int64,
-            "consecutive_failures": pl.Int64,
-            "error": pl.String,
-        }
-        frame = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
+        frame = pl.DataFrame(rows, schema=polars_schema("sync_status"))
         self.lake.upsert("sync_status", frame, run_id=self.run_id, stage="sync")
         self.log.flush(self.lake)
 

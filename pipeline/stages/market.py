@@ -16,6 +16,7 @@ import polars as pl
 
 from marketlake.errors import ConfigError, TaskError
 from marketlake.lake.store import Lake
+from marketlake.lake.tables import polars_schema
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.providers.base import FetchRequest, provider_class
 from marketlake.pipeline.runs import (
@@ -112,10 +113,7 @@ def refresh_market(
     if rows:
         frame = pl.DataFrame(
             rows,
-            schema_overrides={
-                "fetched_at": pl.Datetime("us", "UTC"),
-                "expires_at": pl.Datetime("us", "UTC"),
-            },
+            schema_overrides=polars_schema("market_cache"),
         )
         write = lake.upsert("market_cache", frame, run_id=run_id, stage=STAGE)
     tasks.flush(lake)

@@ -1,0 +1,128 @@
+"""Frames shaped for a lake table: key dedupe, casts to the table's schema, file statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from marketlake.errors import LakeError
+from marketlake.lake.tables import TableDef, polars_schema
+
+
+def dedupe(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Rows with a unique key, the last of duplicates winning (arrival order = fetch order).
+
+    Fast path: bars arrive grouped by series with increasing ts, where no duplicate can
+    exist; only otherwise is a hash-based unique run.
+    """
+    if "ts" in key and len(key) > 1 and frame.height > 1:
+        series = [c for c in key if c != "ts"]
+        same = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in series])
+        new_run = (~same).fill_null(True)
+        probe = frame.select(
+            pl.when(same)
+            .then(pl.col("ts") > pl.col("ts").shift(1))
+            .otherwise(True)
+            .fill_null(True)
+            .all()
+            .alias("increasing"),
+            new_run.sum().alias("runs"),
+        )
+        if probe["increasing"][0]:
+            starts = frame.filter(new_run).select(series)
+            if starts.height == probe["runs"][0] and starts.n_unique() == starts.height:
+                return frame
+    return frame.unique(subset=key, keep="last", maintain_order=True)
+
+
+def to_arrow(tdef: TableDef, frame: pl.DataFrame) -> pa.Table:
+    """The frame as an arrow table in the table's schema (extra float columns kept only for
+    evolving tables)."""
+    missing = [c for c in tdef.key if c not in frame.columns]
+    if missing:
+        raise LakeError(f"{tdef.name}: frame lacks key columns {missing}")
+    fields = list(tdef.schema)
+    absent = [f.name for f in fields if f.name not in frame.columns]
+    if absent:
+        frame = frame.with_columns([pl.lit(None).alias(c) for c in absent])
+    cols = [f.name for f in fields]
+    if tdef.evolving:
+        extra = [c for c in frame.columns if c not in cols]
+        cols += extra
+        fields += [pa.field(c, pa.float64()) for c in extra]
+    table = frame.select(cols).to_arrow()
+    try:
+        return table.cast(pa.schema(fields))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise LakeError(f"{tdef.name}: frame does not fit the table schema: {exc}") from exc
+
+
+def to_polars(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with exactly the table's columns and types (cast in polars)."""
+    schema = polars_schema(tdef.name)
+    missing = [c for c in tdef.key if c not in frame.columns]
+    if missing:
+        raise LakeError(f"{tdef.name}: frame lacks key columns {missing}")
+    try:
+        return frame.select(
+            [
+                (pl.col(c) if frame.schema[c] == t else pl.col(c).cast(t))
+                if c in frame.columns
+                else pl.lit(None, t).alias(c)
+                for c, t in schema.items()
+            ]
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise LakeError(f"{tdef.name}: frame does not fit the table schema: {exc}") from exc
+
+
+# columns whose min/max readers use to skip files (key-like and price columns)
+STATS_COLUMNS = frozenset(
+    {
+        "symbol",
+        "ts",
+        "ex_date",
+        "period_end",
+        "key",
+        "segment",
+        "run_id",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+    }
+)
+
+
+def stats(frame: pl.DataFrame) -> str:
+    """Delta file statistics (record count, min/max of key-like columns, null counts)."""
+    mins: dict[str, object] = {}
+    maxs: dict[str, object] = {}
+    for c, dtype in frame.schema.items():
+        if c not in STATS_COLUMNS:
+            continue
+        col = frame.get_column(c)
+        if col.null_count() == frame.height:
+            continue
+        if dtype == pl.String:
+            lo, hi = col.min(), col.max()
+            if len(hi) < 32:
+                mins[c], maxs[c] = lo, hi
+        elif isinstance(dtype, pl.Datetime):
+            lo, hi = col.min(), col.max()
+            hi_ms = -(-hi.microsecond // 1000)
+            if hi_ms < 1000:  # a max rounded up into the next second is not written
+                mins[c] = lo.strftime("%Y-%m-%dT%H:%M:%S.") + f"{lo.microsecond // 1000:03d}Z"
+                maxs[c] = hi.strftime("%Y-%m-%dT%H:%M:%S.") + f"{hi_ms:03d}Z"
+        elif dtype.is_numeric():
+            lo, hi = col.min(), col.max()
+            if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+                mins[c], maxs[c] = lo, hi
+    nulls = {c: frame.get_column(c).null_count() for c in frame.columns}
+    return json.dumps(
+        {"numRecords": frame.height, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    )

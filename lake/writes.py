@@ -1,0 +1,182 @@
+"""Appends: parquet files written by us (with page checksums), then one Delta commit.
+
+Every commit here is pinned to the snapshot the caller read (``max_commit_retries=0``): if
+another writer committed a version in between, delta-rs refuses the commit (a blind append is
+never a conflict to Delta, so it would otherwise land beside the other writer's rows) and
+:class:`CommitConflict` tells the caller to read again. Files of a refused commit are removed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.transaction import AddAction
+
+from marketlake.errors import LakeError
+from marketlake.lake._errors import CommitConflict, lake_errors
+from marketlake.lake.frames import stats, to_arrow, to_polars
+from marketlake.lake.tables import (
+    TableDef,
+    period_of_code,
+    single_timeframe,
+    with_period_code,
+)
+
+TABLE_CONFIG = {"delta.enableChangeDataFeed": "true"}
+_SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# every parquet file we write carries page CRCs, so damage is detected, not read as prices
+PARQUET_OPTIONS = {"compression": "zstd", "write_page_checksum": True, "write_statistics": True}
+
+
+def literal(value: str) -> str:
+    """A partition value as a SQL literal; only values from fixed vocabularies pass."""
+    if not _SAFE_PARTITION_VALUE.match(value):
+        raise LakeError(f"refusing unsafe partition value {value!r}")
+    return "'" + value + "'"
+
+
+def commit_properties(
+    run_id: str, stage: str, extra: dict[str, str] | None = None, *, pinned: bool = True
+) -> CommitProperties:
+    """Commit metadata (run id, stage, extras); ``pinned``: fail rather than commit on top of
+    versions this write did not read."""
+    return CommitProperties(
+        custom_metadata={"run_id": run_id, "stage": stage, **(extra or {})},
+        max_commit_retries=0 if pinned else None,
+    )
+
+
+def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[int, dict[tuple, pl.DataFrame]]:
+    """The frame in the table's schema, split by partition values."""
+    if "period" in tdef.partitions and "period" not in frame.columns:
+        # partition on an integer code; the period string exists only in the paths
+        frame = with_period_code(frame).with_columns(pl.lit("", pl.String).alias("period"))
+        data = to_polars(tdef, frame).with_columns(frame.get_column("_pcode"))
+        keys = [p if p != "period" else "_pcode" for p in tdef.partitions]
+        one = single_timeframe(data) if "timeframe" in keys else None
+        if one is not None:  # one timeframe: partition on the integer code only
+            return data.height, {
+                (one, period_of_code(k[0])): part
+                for k, part in data.partition_by(
+                    ["_pcode"], as_dict=True, maintain_order=True
+                ).items()
+            }
+        return data.height, {
+            tuple(
+                period_of_code(v) if k == "_pcode" else v for k, v in zip(keys, key, strict=True)
+            ): part
+            for key, part in data.partition_by(keys, as_dict=True, maintain_order=True).items()
+        }
+    data = to_polars(tdef, frame)
+    if not tdef.partitions:
+        return data.height, {(): data}
+    return data.height, data.partition_by(list(tdef.partitions), as_dict=True, maintain_order=True)
+
+
+def append_files(
+    dt: DeltaTable, root: Path, tdef: TableDef, frame: pl.DataFrame, props: CommitProperties
+) -> int:
+    """Write ``frame`` as new files under ``root`` and commit them on top of ``dt``'s version;
+    returns the rows appended. Until the commit the files are invisible."""
+    rows, parts = _parts(tdef, frame)
+    cols = [c for c in tdef.schema.names if c not in tdef.partitions]
+    schema = pa.schema([tdef.schema.field(c) for c in cols])
+    written: list[Path] = []
+
+    def write(item) -> AddAction:
+        key, part = item
+        values = {p: str(v) for p, v in zip(tdef.partitions, key, strict=True)}
+        for v in values.values():
+            literal(v)
+        rel = "/".join(f"{p}={v}" for p, v in values.items())
+        rel = (rel + "/" if rel else "") + f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        body = part.select(cols)
+        written.append(target)
+        table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+        pq.write_table(table, target, **PARQUET_OPTIONS)
+        return AddAction(
+            rel, target.stat().st_size, values, int(time.time() * 1000), True, stats(body)
+        )
+
+    try:
+        with lake_errors("append to", tdef.name):
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                adds = list(pool.map(write, parts.items()))
+            dt.create_write_transaction(
+                adds,
+                "append",
+                dt.schema(),
+                list(tdef.partitions),
+                commit_properties=props,
+            )
+    except BaseException:
+        for path in written:  # never committed: nothing references them
+            path.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def append_evolving(
+    dt: DeltaTable | None, uri: str, tdef: TableDef, frame: pl.DataFrame, props: CommitProperties
+) -> int:
+    """Append to a table whose columns grow (indicators), through delta-rs' writer, which
+    merges the schema in the same commit."""
+    data = to_arrow(tdef, frame)
+    with lake_errors("append to", tdef.name):
+        write_deltalake(
+            dt if dt is not None else uri,
+            data,
+            mode="append",
+            partition_by=list(tdef.partitions) or None,
+            configuration=TABLE_CONFIG if dt is None else None,
+            schema_mode="merge",
+            commit_properties=props,
+        )
+    return data.num_rows
+
+
+def create(uri: str, tdef: TableDef) -> DeltaTable:
+    """The empty table (or the existing one, if another writer created it first)."""
+    with lake_errors("create", tdef.name):
+        return DeltaTable.create(
+            uri,
+            schema=tdef.schema,
+            mode="ignore",
+            partition_by=list(tdef.partitions) or None,
+            configuration=TABLE_CONFIG,
+        )
+
+
+def mark(dt: DeltaTable, name: str, props: CommitProperties) -> None:
+    """An empty commit that only records metadata (e.g. a watermark)."""
+    with lake_errors("record metadata on", name):
+        dt.create_write_transaction(
+            [],
+            "append",
+            dt.schema(),
+            partition_by=dt.metadata().partition_columns,
+            commit_properties=props,
+        )
+
+
+__all__ = [
+    "CommitConflict",
+    "PARQUET_OPTIONS",
+    "TABLE_CONFIG",
+    "append_evolving",
+    "append_files",
+    "commit_properties",
+    "create",
+    "literal",
+    "mark",
+]
