@@ -684,10 +684,12 @@ def run_sync(
         provider_class(provider)  # unknown provider: a usage error before anything runs
     sync = Sync(settings, req, progress=progress, trigger=trigger, stage=stage, run_id=run_id)
     t0 = time.perf_counter()
+    units = plan(settings, sync.lake, req, sync.now)  # usage errors before any lock or write
     if not dry_run:
+        # a plan made before waiting for another writer may re-fetch what it landed: the
+        # diff under the lock marks those bars unchanged
         with writing(settings, sync.run_id, stage):
-            return sync.run(plan(settings, sync.lake, req, sync.now))
-    units = plan(settings, sync.lake, req, sync.now)
+            return sync.run(units)
     tasks = [t for u in units for t in u.tasks()]
     return StageResult(
         run_id=sync.run_id,
