@@ -188,6 +188,21 @@ INDICATORS = TableDef(
     evolving=True,
 )
 
+VALUATIONS = TableDef(
+    "valuations",
+    _s(
+        ("symbol", pa.string(), False),
+        ("date", pa.date32(), False),
+        ("provider", pa.string(), False),
+        ("dcf", pa.float64()),
+        ("price", pa.float64()),
+        ("fetched_at", TS),
+        ("run_id", pa.string()),
+    ),
+    key=("symbol", "date", "provider"),
+    bookkeeping=("run_id", "fetched_at"),
+)
+
 SYNC_STATUS = TableDef(
     "sync_status",
     _s(
@@ -256,6 +271,7 @@ TABLES: dict[str, TableDef] = {
         FUNDAMENTALS,
         MARKET_CACHE,
         INDICATORS,
+        VALUATIONS,
         SYNC_STATUS,
         SYNC_LOGS,
         QUARANTINE,

@@ -67,6 +67,17 @@ class SegmentSettings:
     start: str | None = None
     schedule: str | None = None
     tolerance_hours: float | None = None  # grace after a session closes before data is overdue
+    # trading calendars whose instruments belong here (XBOM: NSE/BSE; XNYS/XNAS: US)
+    calendars: tuple[str, ...] = ()
+    # per-kind provider (kind -> provider), e.g. {"profile": "coingecko"} for crypto
+    routes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # what `sync SEGMENT` runs: bars and data ("sync"), expired F&O by expiry
+    # ("fo_expired"), or indicators over the segment's bars ("indicators")
+    task: str = "sync"
+    description: str = ""
+
+
+SEGMENT_TASKS = ("sync", "fo_expired", "indicators")
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,24 @@ class _Segment(_Section):
     start: str | None = None
     schedule: str | None = None
     tolerance_hours: float | None = Field(None, ge=0)
+    calendars: list[str] = []
+    routes: dict[str, str] = {}
+    task: Literal["sync", "fo_expired", "indicators"] = "sync"
+    description: str = ""
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, value: dict[str, str]) -> dict[str, str]:
+        from marketlake.pipeline.providers.base import KINDS
+
+        for kind, provider in value.items():
+            if kind not in KINDS:
+                raise ValueError(f"unknown kind {kind!r} in routes; valid: {', '.join(KINDS)}")
+            if provider not in PROVIDER_NAMES:
+                raise ValueError(
+                    f"unknown provider {provider!r} for {kind}; known: {', '.join(PROVIDER_NAMES)}"
+                )
+        return value
 
     @field_validator("timeframes")
     @classmethod
@@ -397,6 +426,10 @@ def load_settings(
             start=seg.start,
             schedule=seg.schedule,
             tolerance_hours=seg.tolerance_hours,
+            calendars=tuple(seg.calendars),
+            routes=MappingProxyType(dict(seg.routes)),
+            task=seg.task,
+            description=seg.description,
         )
         for name, seg in cfg.segments.items()
     }

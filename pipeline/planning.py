@@ -152,10 +152,13 @@ def select_segments(
 ) -> list[tuple[SegmentSettings, pl.DataFrame]]:
     """The segments a request covers, each with its instruments (by default one segment per
     asset type, using the configured segment of that name when there is one)."""
+    from marketlake.pipeline import segments as named_segments
+
     out = []
     if req.segments:
+        known_segments = named_segments.named(settings)
         for name in req.segments:
-            seg = settings.segments.get(name)
+            seg = known_segments.get(name)
             if seg is None:
                 if name in set(instruments.get_column("asset_type").to_list()) or name in (
                     "equity",
@@ -169,16 +172,11 @@ def select_segments(
                     seg = SegmentSettings(name=name, asset_types=(name,))
                 else:
                     known = sorted(
-                        set(settings.segments)
+                        set(known_segments)
                         | set(instruments.get_column("asset_type").unique().to_list())
                     )
                     raise ConfigError(f"unknown segment {name!r}; known: {', '.join(known)}")
-            sel = instruments
-            if seg.asset_types:
-                sel = sel.filter(pl.col("asset_type").is_in(list(seg.asset_types)))
-            if seg.symbols:
-                sel = sel.filter(pl.col("symbol").is_in(list(seg.symbols)))
-            out.append((seg, sel))
+            out.append((seg, named_segments.select(seg, instruments)))
         return out
     for asset in sorted(set(instruments.get_column("asset_type").to_list())):
         seg = settings.segments.get(asset) or SegmentSettings(name=asset, asset_types=(asset,))
@@ -208,6 +206,40 @@ def _provider_symbol(row: Mapping[str, Any], provider: str) -> str | None:
         return json.loads(raw).get(provider)
     except (ValueError, AttributeError):
         return None
+
+
+def instrument_routes(row: Mapping[str, Any]) -> dict[str, str]:
+    """The instrument's own per-kind providers (``provider_symbols["routes"]``, set on
+    import), e.g. ``{"profile": "coingecko"}``."""
+    raw = row.get("provider_symbols")
+    try:
+        routes = json.loads(raw).get("routes") if raw else None
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in routes.items()} if isinstance(routes, dict) else {}
+
+
+def route(kind: str, row: Mapping[str, Any], seg: SegmentSettings, forced: str | None) -> str:
+    """The provider serving ``kind`` for one instrument: ``--provider``, else the
+    instrument's own route for the kind, else the segment's route (when the instrument has
+    that provider's symbol, or its own provider does not serve the kind), else the segment's
+    provider, else the instrument's."""
+    if forced:
+        return forced
+    own = instrument_routes(row).get(kind)
+    if own:
+        return own
+    default = seg.provider or row.get("provider") or "synthetic"
+    routed = seg.routes.get(kind)
+    if routed and routed != default:
+        if _provider_symbol(row, routed) is not None:
+            return routed
+        try:
+            if kind not in provider_class(default).capabilities.kinds:
+                return routed
+        except ConfigError:
+            return routed
+    return default
 
 
 def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> list[Unit]:
@@ -241,16 +273,18 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
         kinds = req.kinds or seg.kinds
         seg_tfs = req.timeframes or seg.timeframes
         for row in frame.iter_rows(named=True):
-            pname = req.provider or seg.provider or row.get("provider") or "synthetic"
-            try:
-                caps = provider_class(pname).capabilities
-            except ConfigError:  # only this provider's tasks fail (at fetch time)
-                units += _unavailable(seg, row, pname, kinds, seg_tfs, req, end)
-                continue
-            psym = _provider_symbol(row, pname)
             for kind in kinds:
-                if kind not in caps.kinds or kind == "market":  # market is not per symbol
+                if kind == "market":  # market is not per symbol
                     continue
+                pname = route(kind, row, seg, req.provider)
+                try:
+                    caps = provider_class(pname).capabilities
+                except ConfigError:  # only this provider's tasks fail (at fetch time)
+                    units += _unavailable(seg, row, pname, (kind,), seg_tfs, req, end)
+                    continue
+                if kind not in caps.kinds:
+                    continue
+                psym = _provider_symbol(row, pname)
                 if kind != "ohlcv":
                     st = status.get((seg.name, row["symbol"], NO_TIMEFRAME, kind))
                     fresh = (

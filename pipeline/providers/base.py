@@ -35,7 +35,7 @@ from marketlake.pipeline.config import ProviderSettings
 from marketlake.pipeline.providers.retry import retrying
 
 #: kinds a sync plans (one unit each)
-KINDS = ("ohlcv", "actions", "profile", "fundamentals", "market")
+KINDS = ("ohlcv", "actions", "profile", "fundamentals", "valuation", "market")
 #: every kind a request may ask for
 REQUEST_KINDS = (*KINDS, "instruments")
 #: the lake table each kind's frame is shaped after
@@ -44,6 +44,7 @@ KIND_TABLES = {
     "actions": "corporate_actions",
     "profile": "profiles",
     "fundamentals": "fundamentals",
+    "valuation": "valuations",
     "market": "market_cache",
     "instruments": "instruments",
 }
@@ -181,6 +182,10 @@ class FetchRequest:
         )
 
     @classmethod
+    def valuation(cls, symbol: str, *, instrument: Mapping[str, Any] | None = None) -> FetchRequest:
+        return cls(symbol, instrument=instrument or _EMPTY, kind="valuation")
+
+    @classmethod
     def market(cls, key: str) -> FetchRequest:
         return cls(key, kind="market")
 
@@ -217,7 +222,8 @@ class Provider(ABC):  # noqa: B024 - a base with optional kind methods, not all 
 
         Bars: ``request.timeframe`` (a native one) with ts in [start, end). Actions: splits,
         dividends and capital gains with ex_date in [start, end). Profile: one ``profiles``
-        row. Fundamentals: ``fundamentals`` rows (tidy long form). Market: one row with the
+        row. Fundamentals: ``fundamentals`` rows (tidy long form). Valuation: ``valuations``
+        rows (DCF value and price per date). Market: one row with the
         JSON ``value`` of a ``market_cache`` key. Instruments: the instruments the provider
         knows. A kind the provider does not offer raises ``NotImplementedError``.
         """

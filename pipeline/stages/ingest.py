@@ -159,6 +159,8 @@ def _fetch_unit(
         return prov.fetch(FetchRequest.profile(unit.symbol, instrument=inst)), None
     if unit.kind == "fundamentals":
         return prov.fetch(FetchRequest.fundamentals(unit.symbol, instrument=inst)), None
+    if unit.kind == "valuation":
+        return prov.fetch(FetchRequest.valuation(unit.symbol, instrument=inst)), None
     fetch_tf = unit.fetch_timeframe or unit.timeframe
     parts, rejects = [], []
     for s, e in chunks:
@@ -485,8 +487,14 @@ class Sync:
             "actions": "corporate_actions",
             "profile": "profiles",
             "fundamentals": "fundamentals",
+            "valuation": "valuations",
         }
-        stamp = {"actions": "ingested_at", "profile": "fetched_at", "fundamentals": "fetched_at"}
+        stamp = {
+            "actions": "ingested_at",
+            "profile": "fetched_at",
+            "fundamentals": "fetched_at",
+            "valuation": "fetched_at",
+        }
         for kind, table in tables.items():
             frames = [
                 o.frame

@@ -110,7 +110,7 @@ class YahooProvider(HttpProvider):
     name = "yahoo"
     follow_redirects = True  # Yahoo's cookie and consent pages redirect
     capabilities = Capabilities(
-        kinds=frozenset(REQUEST_KINDS) - {"instruments"},
+        kinds=frozenset(REQUEST_KINDS) - {"instruments", "valuation"},
         timeframes=("1m", "15m", "30m", "1h", "1D", "1W"),  # 4h is resampled from 1h
         max_range={
             "1m": timedelta(days=8),

@@ -1,0 +1,412 @@
+"""Upstox: Indian indices, equities and F&O contracts (current and expired) with their candles.
+
+Token auth (``Authorization: Bearer`` from ``MARKETLAKE_UPSTOX_TOKEN``). Instruments are named
+by Upstox's instrument key (``NSE_INDEX|Nifty 50``, ``NSE_EQ|INE848E01016``,
+``NSE_FO|47983|17-04-2025`` for an expired contract), always percent-encoded as one path
+segment or sent as a query parameter.
+
+Candles (V3, ``/v3/historical-candle/{key}/{unit}/{interval}/{to}/{from}``, plus the intraday
+endpoint for today's session) are native for 1m, 30m, 1D and 1W; 15m, 1h and 4h are resampled.
+Requests stay inside Upstox's documented range per request (1-15 minutes: one month; more
+than 15 minutes: one quarter; days: a decade; weeks: unlimited) and history (minutes from
+January 2022, days from January 2000). Rows arrive newest first as
+``[ts(+05:30), open, high, low, close, volume, oi]``, with missing minutes left missing.
+Daily and weekly bars are keyed at 00:00 UTC of their IST session date.
+
+Expired contracts (Upstox Plus): expiries per underlying, then the option and future
+contracts of an expiry (``lot_size``; the expired API also sends ``minimum_lot``, the same
+number, used when ``lot_size`` is absent), then their candles from
+``/v2/expired-instruments/historical-candle``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from marketlake.errors import AuthError, BadResponseError, InvalidSymbolError, TerminalProviderError
+from marketlake.pipeline.providers.base import (
+    Capabilities,
+    FetchRequest,
+    empty_ohlcv,
+    frame_schema,
+    rows_frame,
+)
+from marketlake.pipeline.providers.http import HttpProvider
+from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
+from marketlake.pipeline.timeframes import DURATION
+
+BASE_URL = "https://api.upstox.com"
+IST = ZoneInfo("Asia/Kolkata")
+SESSION_CLOSE_UTC = time(10, 0)  # 15:30 IST
+# lake timeframe -> (V3 unit, interval)
+V3_INTERVALS = {"1m": ("minutes", "1"), "30m": ("minutes", "30"), "1D": ("days", "1"), "1W": ("weeks", "1")}  # fmt: skip
+# lake timeframe -> expired-instrument interval
+EXPIRED_INTERVALS = {"1m": "1minute", "15m": "15minute", "30m": "30minute", "1D": "day"}
+MINUTES_FROM = datetime(2022, 1, 1, tzinfo=UTC)
+DAYS_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+INDICES = (
+    "NSE_INDEX|Nifty 50",
+    "NSE_INDEX|Nifty Bank",
+    "NSE_INDEX|Nifty Fin Service",
+    "BSE_INDEX|SENSEX",
+    "BSE_INDEX|BANKEX",
+)
+_EXPIRED_KEY = re.compile(r"^[A-Z_]+\|[^|]+\|\d{2}-\d{2}-\d{4}$")
+
+
+def is_expired_key(key: str) -> bool:
+    """``NSE_FO|47983|17-04-2025`` (segment|token|dd-mm-yyyy) names an expired contract."""
+    return bool(_EXPIRED_KEY.match(key))
+
+
+def _check(body: Any, what: str, symbol: str) -> Any:
+    """The ``data`` of a ``{"status": "success", "data": ...}`` envelope."""
+    if not isinstance(body, dict) or body.get("status") != "success" or "data" not in body:
+        errors = body.get("errors") if isinstance(body, dict) else None
+        first = (
+            errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+        )
+        code = first.get("errorCode") or first.get("error_code")
+        text = f"{code}: {first.get('message')}" if code else "not a success envelope"
+        raise BadResponseError(f"upstox {symbol}: {what}: {text}", provider="upstox", symbol=symbol)
+    return body["data"]
+
+
+def candle_rows(
+    candles: list[Any], *, symbol: str
+) -> list[tuple[datetime, float, float, float, float, float, float | None]]:
+    """``[ts, open, high, low, close, volume, oi]`` rows as typed tuples, oldest first (Upstox
+    sends them newest first). A row that does not parse is a malformed response."""
+    out = []
+    for c in candles:
+        try:
+            opened = datetime.fromisoformat(str(c[0]))
+            o, h, low, close, vol = (float(x) for x in c[1:6])
+            oi = float(c[6]) if len(c) > 6 and c[6] is not None else None
+        except (IndexError, TypeError, ValueError) as exc:
+            raise BadResponseError(
+                f"upstox {symbol}: malformed candle {str(c)[:80]}: {type(exc).__name__}",
+                provider="upstox",
+                symbol=symbol,
+            ) from exc
+        if opened.tzinfo is None:
+            opened = opened.replace(tzinfo=IST)
+        out.append((opened, o, h, low, close, vol, oi))
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def session_dates(start: datetime, end: datetime, timeframe: str) -> tuple[date, date]:
+    """The first and last IST dates [start, end) covers: daily and weekly bars are keyed by
+    their session date (at 00:00 UTC), intraday bars by their UTC open time."""
+    last = end - timedelta(microseconds=1)
+    if timeframe in ("1D", "1W"):
+        return start.astimezone(UTC).date(), last.astimezone(UTC).date()
+    return start.astimezone(IST).date(), last.astimezone(IST).date()
+
+
+def parse_candles(
+    body: Any,
+    *,
+    symbol: str,
+    timeframe: str,
+    now: datetime,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    provider: str = "upstox",
+) -> pl.DataFrame:
+    """A candles body → ``ohlcv`` rows in ascending time, in [start, end) when given.
+
+    Intraday bars keep their open time in UTC; daily and weekly bars are keyed at 00:00 UTC
+    of their IST date. A bar is final once its period has ended by ``now``."""
+    data = _check(body, "candles", symbol)
+    candles = data.get("candles") if isinstance(data, dict) else None
+    if not isinstance(candles, list):
+        raise BadResponseError(
+            f"upstox {symbol}: candles response without 'candles'", provider=provider, symbol=symbol
+        )
+    if not candles:
+        return empty_ohlcv()
+    step = DURATION[timeframe]
+    daily = timeframe in ("1D", "1W")
+    rows = []
+    for opened, o, h, low, close, vol, _oi in candle_rows(candles, symbol=symbol):
+        if daily:
+            local = opened.astimezone(IST).date()
+            ts = datetime(local.year, local.month, local.day, tzinfo=UTC)
+            final_at = datetime.combine(local, SESSION_CLOSE_UTC, UTC) + (step - DURATION["1D"])
+        else:
+            ts = opened.astimezone(UTC)
+            final_at = ts + step
+        rows.append(
+            {
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "ts": ts,
+                "open": o,
+                "high": h,
+                "low": low,
+                "close": close,
+                "volume": vol,
+                "adj_close": close,
+                "provider": provider,
+                "is_final": final_at <= now,
+            }
+        )
+    out = pl.DataFrame(rows, schema=frame_schema("ohlcv"))
+    if start is not None:
+        out = out.filter(pl.col("ts") >= start)
+    if end is not None:
+        out = out.filter(pl.col("ts") < end)
+    return out.unique(subset=["ts"], keep="first", maintain_order=True).sort("ts")
+
+
+def parse_expiries(body: Any, *, symbol: str) -> list[date]:
+    """``/v2/expired-instruments/expiries`` → the expiry dates, ascending."""
+    data = _check(body, "expiries", symbol)
+    if not isinstance(data, list):
+        raise BadResponseError(
+            f"upstox {symbol}: expiries are not a list", provider="upstox", symbol=symbol
+        )
+    out = set()
+    for d in data:
+        try:
+            out.add(date.fromisoformat(str(d)))
+        except ValueError as exc:
+            raise BadResponseError(
+                f"upstox {symbol}: expiry {d!r} is not a date", provider="upstox", symbol=symbol
+            ) from exc
+    return sorted(out)
+
+
+def parse_contracts(
+    body: Any, *, symbol: str, today: date, provider: str = "upstox"
+) -> tuple[pl.DataFrame, list[str]]:
+    """Option or future contracts → ``instruments`` rows, and one line per contract left out
+    (no lot size at all, no trading symbol). The canonical symbol is Upstox's trading symbol
+    (``NIFTY 20400 PE 17 APR 25``); the instrument key is kept in ``provider_symbols``.
+    A contract whose expiry has passed is inactive, delisted at that session's close."""
+    data = _check(body, "contracts", symbol)
+    if not isinstance(data, list):
+        raise BadResponseError(
+            f"upstox {symbol}: contracts are not a list", provider=provider, symbol=symbol
+        )
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for c in data:
+        if not isinstance(c, dict):
+            continue
+        name = str(c.get("trading_symbol") or "").strip()
+        key = str(c.get("instrument_key") or "").strip()
+        if not name or not key:
+            problems.append(f"upstox {symbol}: contract without trading symbol or key: {c}"[:200])
+            continue
+        lot = c.get("lot_size") if c.get("lot_size") not in (None, 0) else c.get("minimum_lot")
+        try:
+            lot_size = int(lot)
+            expiry = date.fromisoformat(str(c.get("expiry"))[:10])
+        except (TypeError, ValueError):
+            problems.append(f"upstox {name}: no usable lot size or expiry (left out)")
+            continue
+        kind = str(c.get("instrument_type") or "").upper()
+        is_option = kind in ("CE", "PE")
+        strike = c.get("strike_price")
+        rows.append(
+            {
+                "symbol": name,
+                "name": name,
+                "asset_type": "option" if is_option else "future",
+                "exchange": c.get("segment") or c.get("exchange"),
+                "timezone": "Asia/Kolkata",
+                "currency": "INR",
+                "is_etf": False,
+                "underlying": c.get("underlying_key") or c.get("underlying_symbol"),
+                "expiry": expiry,
+                "strike": float(strike) if is_option and strike is not None else None,
+                "option_type": kind if is_option else None,
+                "lot_size": lot_size,
+                "active": expiry >= today,
+                "delisted_at": None
+                if expiry >= today
+                else datetime.combine(expiry, SESSION_CLOSE_UTC, UTC),
+                "provider": provider,
+                "provider_symbols": json.dumps({provider: key}),
+            }
+        )
+    return rows_frame("instruments", rows), problems
+
+
+class UpstoxProvider(HttpProvider):
+    """Upstox's REST API over the shared HTTP layer."""
+
+    name = "upstox"
+    base_url = BASE_URL
+    capabilities = Capabilities(
+        kinds=frozenset({"ohlcv", "instruments"}),
+        timeframes=tuple(V3_INTERVALS),
+        max_range={
+            "1m": timedelta(days=30),
+            "30m": timedelta(days=90),
+            "1D": timedelta(days=3650),
+            "1W": None,
+        },
+        history={"1m": None, "30m": None, "1D": None, "1W": None},
+        rate_limit_per_s=20.0,  # documented: 50/s, 500/min, 2000 per 30 min per user
+        default_concurrency=4,
+        asset_types=frozenset({"equity", "index", "option", "future"}),
+        needs_secret=True,
+    )
+
+    def __init__(self, settings=None, **kw) -> None:
+        from marketlake.pipeline.config import ProviderSettings
+
+        settings = settings or ProviderSettings(name=self.name)
+        headers = {"Authorization": f"Bearer {settings.secret}"} if settings.secret else {}
+        super().__init__(settings, headers=headers, **kw)
+
+    def fetch(self, request: FetchRequest) -> pl.DataFrame:
+        """Refuse at once without a token: an :class:`AuthError` stops only this provider."""
+        if not self.settings.secret:
+            raise AuthError(
+                f"{self.name} {request.symbol}".rstrip()
+                + ": no token: set MARKETLAKE_UPSTOX_TOKEN",
+                provider=self.name,
+                symbol=request.symbol,
+            )
+        return super().fetch(request)
+
+    @staticmethod
+    def instrument_key(symbol: str, instrument: Mapping[str, Any] | None = None) -> str:
+        """Upstox's key: ``provider_symbols["upstox"]``, else the symbol itself."""
+        return provider_symbol(instrument, "upstox") or symbol
+
+    # -- candles ------------------------------------------------------------------------------
+    def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
+        key = request.provider_symbol or self.instrument_key(request.symbol, request.instrument)
+        if is_expired_key(key):
+            return self.expired_candles(
+                request.symbol, key, request.timeframe, request.start, request.end
+            )
+        spec = V3_INTERVALS.get(request.timeframe)
+        if spec is None:
+            raise TerminalProviderError(
+                f"upstox {request.symbol}: timeframe {request.timeframe} is not native",
+                provider=self.name,
+                symbol=request.symbol,
+            )
+        floor = MINUTES_FROM if spec[0] == "minutes" else DAYS_FROM
+        start = max(request.start, floor)
+        if start >= request.end:
+            return empty_ohlcv()
+        now = self.clock()
+        first, last = session_dates(start, request.end, request.timeframe)
+        today = now.astimezone(IST).date()
+        seg = path_segment(key)
+        parts = []
+        if first < today:
+            path = f"/v3/historical-candle/{seg}/{spec[0]}/{spec[1]}/{min(last, today)}/{first}"
+            parts.append(self._candles(path, request, now))
+        if last >= today and request.timeframe in ("1m", "30m", "1D"):
+            path = f"/v3/historical-candle/intraday/{seg}/{spec[0]}/{spec[1]}"
+            parts.append(self._candles(path, request, now))
+        parts = [p for p in parts if not p.is_empty()]
+        if not parts:
+            return empty_ohlcv()
+        return pl.concat(parts).unique(subset=["ts"], keep="last", maintain_order=True).sort("ts")
+
+    def _candles(self, path: str, request: FetchRequest, now: datetime) -> pl.DataFrame:
+        body = self.http.get_json(path, symbol=request.symbol)
+        return parse_candles(
+            body,
+            symbol=request.symbol,
+            timeframe=request.timeframe,
+            now=now,
+            start=request.start,
+            end=request.end,
+            provider=self.name,
+        )
+
+    def expired_candles(
+        self, symbol: str, key: str, timeframe: str, start: datetime, end: datetime
+    ) -> pl.DataFrame:
+        """Candles of an expired contract in [start, end), one request per range Upstox
+        allows (a month of minutes, a quarter of 30 minutes, a decade of days)."""
+        interval = EXPIRED_INTERVALS.get(timeframe)
+        if interval is None:
+            raise TerminalProviderError(
+                f"upstox {symbol}: expired contracts have no {timeframe} candles "
+                f"(available: {', '.join(EXPIRED_INTERVALS)})",
+                provider=self.name,
+                symbol=symbol,
+            )
+        width = {"1m": 30, "15m": 30, "30m": 90}.get(timeframe, 3650)
+        now = self.clock()
+        first, last = session_dates(start, end, timeframe)
+        parts = []
+        lo = first
+        while lo <= last:
+            hi = min(last, lo + timedelta(days=width - 1))
+            path = f"/v2/expired-instruments/historical-candle/{path_segment(key)}/{interval}/{hi}/{lo}"
+            body = self.http.get_json(path, symbol=symbol)
+            parts.append(
+                parse_candles(
+                    body, symbol=symbol, timeframe=timeframe, now=now, start=start, end=end
+                )
+            )
+            lo = hi + timedelta(days=1)
+        return pl.concat(parts).unique(subset=["ts"], keep="last").sort("ts")
+
+    # -- F&O contracts --------------------------------------------------------------------------
+    def expiries(self, underlying: str) -> list[date]:
+        """Every expiry of ``underlying``'s expired contracts, ascending."""
+        body = self.http.get_json(
+            "/v2/expired-instruments/expiries",
+            symbol=underlying,
+            params={"instrument_key": underlying},
+        )
+        return parse_expiries(body, symbol=underlying)
+
+    def expired_contracts(self, underlying: str, expiry: date) -> tuple[pl.DataFrame, list[str]]:
+        """The option and future contracts of ``underlying`` that expired on ``expiry``."""
+        today = self.clock().astimezone(IST).date()
+        frames, problems = [], []
+        for what in ("option", "future"):
+            body = self.http.get_json(
+                f"/v2/expired-instruments/{what}/contract",
+                symbol=underlying,
+                params={"instrument_key": underlying, "expiry_date": expiry.isoformat()},
+            )
+            frame, bad = parse_contracts(body, symbol=underlying, today=today, provider=self.name)
+            frames.append(frame)
+            problems += bad
+        return pl.concat(frames), problems
+
+    def option_contracts(self, underlying: str) -> tuple[pl.DataFrame, list[str]]:
+        """The current option contracts of ``underlying`` (every listed expiry)."""
+        body = self.http.get_json(
+            "/v2/option/contract", symbol=underlying, params={"instrument_key": underlying}
+        )
+        today = self.clock().astimezone(IST).date()
+        return parse_contracts(body, symbol=underlying, today=today, provider=self.name)
+
+    def _fetch_instruments(self, request: FetchRequest) -> pl.DataFrame:
+        """The current F&O contracts of the underlyings named in ``request.instrument``
+        (``{"underlyings": [...]}``; default: the five indices)."""
+        underlyings = list(request.instrument.get("underlyings") or INDICES)
+        frames = []
+        for u in underlyings:
+            try:
+                frame, _ = self.option_contracts(u)
+            except InvalidSymbolError:
+                continue  # an underlying without options (SENSEX weeklies come and go)
+            frames.append(frame)
+        if not frames:
+            return rows_frame("instruments", [])
+        return pl.concat(frames)
