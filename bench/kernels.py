@@ -1,30 +1,40 @@
-"""Benchmark: kernels.compute vs TA-Lib per symbol vs polars expressions.
+"""Benchmark: kernels.compute against TA-Lib looped per symbol, as ratios measured in one run.
 
-2,000 symbols x 2,520 bars (seeded random walk) in one long polars frame, sorted by
-(symbol, ts) as a lake read returns it. Compared, for the 8 TA-Lib-defined indicators
-sma(20), ema(21), rsi(14), macd(12,26,9), bbands(20,2), atr(14), adx(14), obv:
+Data: SYMBOLS x BARS (default 2,000 x 2,520) seeded random-walk OHLCV in one polars frame,
+sorted by (symbol, ts) as a lake read returns it. The 8 TA-Lib-defined indicators are sma(20),
+ema(21), rsi(14), macd(12,26,9), bbands(20,2), atr(14), adx(14), obv (14 output columns; TA-Lib:
+SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, PLUS_DI, MINUS_DI, OBV per symbol on numpy slices).
+A ratio is TA-Lib's time over ours (> 1: we are faster).
 
-  (a)  kernels.compute, frame in -> frame out (14 output columns); (a') the same with a
-       fresh output block every call (no recycling: includes page-faulting ~0.56 GB)
-  (b)  TA-Lib called per symbol on numpy slices (SMA, EMA, RSI, MACD, BBANDS, ATR, ADX,
-       PLUS_DI, MINUS_DI, OBV); results kept as per-symbol arrays (no frame assembly)
-  (b') as (b), plus writing the results into full-length columns and a polars frame
-  (c)  the same indicators as polars expressions with .over("symbol") (EMA-type seeding
-       differs from TA-Lib; ADX is skipped)
+1. steady: repeated calls in one process, each result consumed (a NaN-skipping sum of every
+   output column, outside the timer) then dropped -- the compute stage's pattern. TA-Lib and
+   kernels.compute alternate round by round (which one goes first alternates too), so both
+   sample the same machine state; the ratio is of the medians of ROUNDS rounds, with the
+   spread of the per-round ratios.
+2. fresh process, warm cache: a new Python process imports everything, builds the frame, then
+   times its first kernels.compute call (cache load, thread pool start, fresh output memory);
+   another new process times its first TA-Lib loop. Alternated, FRESH pairs, medians.
+3. one series of 1,000,000 bars (one symbol), steady as in 1.
+4. the full default indicator set (SPEC section 7; 37 columns) beside the 8, steady, against
+   the same TA-Lib loop of the 8 (TA-Lib has no Supertrend, VWAP, pivots or Fibonacci levels).
+5. first run, empty cache: a new process with an empty numba cache (NUMBA_CACHE_DIR pointing
+   at an empty folder, which numba searches first) times its first call, i.e. the compile.
 
-plus the full default indicator set through kernels.compute. Each variant runs REPEAT
-times (round-robin over the variants, after one warm-up each), dropping its result each
-time; the best time is "steady". The
-first kernels.compute call (compile, or load from numba's on-disk cache) is timed
-separately; run with --cold to delete the numba cache first and see the compile cost.
-
-Usage: python bench/kernels.py [--symbols 2000] [--bars 2520] [--repeat 3] [--cold]
+Usage: python bench/kernels.py [--symbols 2000] [--bars 2520] [--rounds 7] [--fresh 5]
+       [--skip-cold]
+Machine load moves every figure; run it on a quiet machine (check ``uptime``).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,9 +64,9 @@ def make_frame(n_symbols: int, n_bars: int, seed: int = 42) -> pl.DataFrame:
     low = close * (1.0 - np.abs(rng.normal(0.0, 0.01, shape)))
     open_ = np.clip(close * (1.0 + rng.normal(0.0, 0.005, shape)), low, high)
     volume = rng.integers(10_000, 5_000_000, shape).astype(np.float64)
-    day_us = 86_400_000_000
+    step_us = 86_400_000_000 if n_bars <= 100_000 else 60_000_000
     t0 = 1_420_070_400_000_000  # 2015-01-01
-    ts = np.tile(t0 + np.arange(n_bars, dtype=np.int64) * day_us, n_symbols)
+    ts = np.tile(t0 + np.arange(n_bars, dtype=np.int64) * step_us, n_symbols)
     symbols = np.repeat(np.array([f"SYM{i:05d}" for i in range(n_symbols)]), n_bars)
     return pl.DataFrame(
         {
@@ -71,31 +81,18 @@ def make_frame(n_symbols: int, n_bars: int, seed: int = 42) -> pl.DataFrame:
     )
 
 
-def best_of_rounds(variants: dict, repeat: int) -> dict[str, float]:
-    """Best wall time per variant over ``repeat`` rounds; each round runs every variant once
-    (after one warm-up each), so all variants sample the same machine conditions."""
-    for fn in variants.values():
-        fn()
-    best = dict.fromkeys(variants, float("inf"))
-    for _ in range(repeat):
-        for name, fn in variants.items():
-            gc.collect()
-            t = time.perf_counter()
-            result = fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-            del result
-    return best
-
-
-def talib_per_symbol(arrays, offsets, assemble: bool):
+def talib_per_symbol(frame: pl.DataFrame) -> list[tuple[np.ndarray, ...]]:
+    """The 8 indicators with TA-Lib, one call per indicator and symbol (frame is sorted)."""
     import talib
 
-    o, h, lo, c, v = arrays
-    per_symbol = []
-    for s in range(len(offsets) - 1):
-        a, b = offsets[s], offsets[s + 1]
+    sym = frame.get_column("symbol")
+    ends = np.flatnonzero(sym.rle_id().diff().fill_null(0).to_numpy()).tolist() + [len(sym)]
+    h, lo, c, v = (frame.get_column(k).to_numpy() for k in ("high", "low", "close", "volume"))
+    out = []
+    a = 0
+    for b in ends:
         cc, hh, ll, vv = c[a:b], h[a:b], lo[a:b], v[a:b]
-        per_symbol.append(
+        out.append(
             (
                 talib.SMA(cc, 20),
                 talib.EMA(cc, 21),
@@ -109,182 +106,140 @@ def talib_per_symbol(arrays, offsets, assemble: bool):
                 talib.OBV(cc, vv),
             )
         )
-    if not assemble:
-        return per_symbol
-    n_out = len(per_symbol[0])
-    out = np.empty((n_out, len(c)))
-    for s, res in enumerate(per_symbol):
-        a, b = offsets[s], offsets[s + 1]
-        for j in range(n_out):
-            out[j, a:b] = res[j]
-    return pl.DataFrame({f"c{j}": out[j] for j in range(n_out)})
+        a = b
+    return out
 
 
-def polars_exprs(frame: pl.DataFrame) -> pl.DataFrame:
-    c = pl.col("close")
-    prev_c = c.shift(1).over("symbol")
-    diff = (c - prev_c).fill_null(0.0)
-    tr = pl.max_horizontal(
-        pl.col("high") - pl.col("low"),
-        (pl.col("high") - prev_c).abs(),
-        (pl.col("low") - prev_c).abs(),
+def consume(result) -> float:
+    """Read every output value once (NaN-skipping sum), as a consumer of the result would."""
+    if isinstance(result, pl.DataFrame):
+        cols = [c for c in result.columns if result.schema[c] == pl.Float64]
+        cols = cols[5:]  # skip open, high, low, close, volume
+        row = result.select(pl.col(cols).fill_nan(None).sum()).row(0)
+        return float(sum(row))
+    return float(sum(np.nansum(a) for res in result for a in res))
+
+
+def rounds(ours, ref, n: int) -> tuple[list[float], list[float]]:
+    """Times of ``ours`` and ``ref`` over ``n`` interleaved rounds (one warm-up each first)."""
+    for fn in (ours, ref):
+        consume(fn())
+    t_ours, t_ref = [], []
+    for i in range(n):
+        order = [(ours, t_ours), (ref, t_ref)]
+        for fn, times in order if i % 2 == 0 else order[::-1]:
+            gc.collect()
+            t = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - t)
+            consume(result)
+            del result
+    return t_ours, t_ref
+
+
+def steady(data: pl.DataFrame, indicators, n: int) -> tuple[list[float], list[float]]:
+    """``rounds`` of kernels.compute(data, indicators) against the TA-Lib loop over ``data``."""
+    from marketlake import kernels
+
+    return rounds(lambda: kernels.compute(data, indicators), lambda: talib_per_symbol(data), n)
+
+
+def _fresh(kind: str, symbols: int, bars: int, env: dict | None = None) -> float:
+    code = f"""
+import sys, time, json
+sys.path.insert(0, {str(ROOT / "bench")!r})
+import kernels as bench
+from marketlake import kernels
+import talib
+frame = bench.make_frame({symbols}, {bars})
+t = time.perf_counter()
+if {kind!r} == "talib":
+    res = bench.talib_per_symbol(frame)
+else:
+    res = kernels.compute(frame, bench.TALIB_SET)
+print(json.dumps(time.perf_counter() - t))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    g = diff.clip(lower_bound=0.0).ewm_mean(alpha=1 / 14, adjust=False).over("symbol")
-    lo = (-diff).clip(lower_bound=0.0).ewm_mean(alpha=1 / 14, adjust=False).over("symbol")
-    fast = c.ewm_mean(span=12, adjust=False).over("symbol")
-    slow = c.ewm_mean(span=26, adjust=False).over("symbol")
-    mid = c.rolling_mean(20).over("symbol")
-    sd = c.rolling_std(20, ddof=0).over("symbol")
-    return (
-        frame.lazy()
-        .with_columns(
-            c.rolling_mean(20).over("symbol").alias("sma_20"),
-            c.ewm_mean(span=21, adjust=False).over("symbol").alias("ema_21"),
-            (100.0 * g / (g + lo)).alias("rsi_14"),
-            (fast - slow).alias("macd"),
-            (mid + 2.0 * sd).alias("bb_upper"),
-            mid.alias("bb_middle"),
-            (mid - 2.0 * sd).alias("bb_lower"),
-            tr.ewm_mean(alpha=1 / 14, adjust=False).over("symbol").alias("atr_14"),
-            (diff.sign() * pl.col("volume")).cum_sum().over("symbol").alias("obv"),
-        )
-        .with_columns(pl.col("macd").ewm_mean(span=9, adjust=False).over("symbol").alias("sig"))
-        .with_columns((pl.col("macd") - pl.col("sig")).alias("hist"))
-        .collect()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def report(label: str, t_ours: list[float], t_ref: list[float], rows: int) -> float:
+    med_o, med_r = statistics.median(t_ours), statistics.median(t_ref)
+    ratios = [r / o for o, r in zip(t_ours, t_ref, strict=True)]
+    ratio = med_r / med_o
+    print(
+        f"  {label:<34s} ours {med_o * 1e3:8.1f} ms  TA-Lib {med_r * 1e3:8.1f} ms  "
+        f"ratio {ratio:5.2f}x (per run {spread(ratios)}, n={len(ratios)})  "
+        f"{rows / med_o / 1e6:6.1f} M rows/s"
     )
+    return ratio
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--symbols", type=int, default=2000)
     ap.add_argument("--bars", type=int, default=2520)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--cold", action="store_true", help="delete numba's cache first")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--fresh", type=int, default=5)
+    ap.add_argument("--skip-cold", action="store_true", help="skip the empty-cache compile run")
     args = ap.parse_args()
-
-    if args.cold:
-        for f in (ROOT / "kernels" / "__pycache__").glob("*.nb[ic]"):
-            f.unlink()
 
     import numba
 
-    t = time.perf_counter()
     from marketlake import kernels
-    from marketlake.kernels.adapter import sort_frame
 
-    t_import = time.perf_counter() - t
+    load = os.getloadavg()[0]
+    print(
+        f"{args.symbols} symbols x {args.bars} bars; numba {numba.__version__} "
+        f"({numba.config.NUMBA_NUM_THREADS} threads), polars {pl.__version__}; "
+        f"load average {load:.2f} on {os.cpu_count()} cores"
+    )
+    summary: dict[str, float] = {}
 
     frame = make_frame(args.symbols, args.bars)
     rows = frame.height
-    print(
-        f"frame: {args.symbols} symbols x {args.bars} bars = {rows:,} rows; "
-        f"numba {numba.__version__}, {numba.get_num_threads()} threads, polars {pl.__version__}"
-    )
+    print("\n1. steady, each result consumed then dropped (median of rounds):")
+    t_o, t_r = steady(frame, TALIB_SET, args.rounds)
+    summary["steady 8"] = report("8 TA-Lib indicators", t_o, t_r, rows)
+    t_full, t_r2 = steady(frame, None, 5)
+    n_cols = len(kernels.output_columns())
+    summary["steady full"] = report(f"full default set ({n_cols} cols)", t_full, t_r2, rows)
 
-    small = make_frame(3, 300)
-    t = time.perf_counter()
-    kernels.compute(small, None)
-    t_first = time.perf_counter() - t
-    print(
-        f"import kernels: {t_import:.3f} s; first compute call (compile or cache load): "
-        f"{t_first:.3f} s{'  [cold: cache deleted]' if args.cold else ''}; "
-        f"threading layer {numba.threading_layer()}"
-    )
+    print("\n2. one call in a fresh process, warm cache (first call only, after imports):")
+    f_o, f_r = [], []
+    for i in range(args.fresh):
+        for kind in ("kernels", "talib") if i % 2 == 0 else ("talib", "kernels"):
+            (f_o if kind == "kernels" else f_r).append(_fresh(kind, args.symbols, args.bars))
+    summary["fresh process"] = report("8 TA-Lib indicators", f_o, f_r, rows)
 
-    from marketlake.kernels import adapter
+    del frame
+    gc.collect()
+    long = make_frame(1, 1_000_000)
+    print("\n3. one series of 1,000,000 bars (steady, median of rounds):")
+    t_o, t_r = steady(long, TALIB_SET, args.rounds)
+    summary["1M-bar series"] = report("8 TA-Lib indicators", t_o, t_r, long.height)
+    del long
 
-    def run_a():
-        return kernels.compute(frame, TALIB_SET)
-
-    def run_full():
-        return kernels.compute(frame)
-
-    t = time.perf_counter()
-    run_a()
-    t_a_first = time.perf_counter() - t
-    t = time.perf_counter()
-    run_full()
-    t_full_first = time.perf_counter() - t
-
-    sorted_frame, offsets = sort_frame(frame)
-    arrays = tuple(
-        sorted_frame.get_column(c).to_numpy() for c in ("open", "high", "low", "close", "volume")
-    )
-
-    def without_pool(fn):
-        def run():
-            keep = adapter.POOL.max_bytes
-            adapter.POOL.max_bytes = 0  # fresh memory on every call
-            try:
-                return fn()
-            finally:
-                adapter.POOL.max_bytes = keep
-
-        return run
-
-    # kernel-only time: the numba driver on prepared arrays, output block reused
-    def kernel_only(indicators):
-        specs = kernels.registry.resolve(indicators)
-        ops, fparams, columns = adapter._plan(specs)
-        o, h, lo, c, v = (adapter._readonly(a) for a in arrays)
-        ts = adapter._timestamps(sorted_frame)
-        nsym = len(offsets) - 1
-        tz_ptr, tz_starts, tz_offsets = adapter.tz_tables(
-            ["UTC"], int(ts[0]), int(ts[-1]), 1_000_000
+    if not args.skip_cold:
+        print("\n4. first run, empty numba cache (compile), one fresh process:")
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "NUMBA_CACHE_DIR": tmp}
+            cold = _fresh("kernels", 3, 300, env)
+        warm = statistics.median(_fresh("kernels", 3, 300) for _ in range(3))
+        print(
+            f"  first call on 3 x 300 bars: empty cache {cold:.2f} s, "
+            f"built cache {warm * 1e3:.0f} ms (compile {cold - warm:.1f} s)"
         )
-        groups = adapter.lane_groups(offsets)
-        out = np.empty((len(columns), rows))
 
-        def go():
-            adapter.run_plan(
-                offsets, groups, h, lo, c, v, ts, np.zeros(nsym, np.int64), tz_ptr, tz_starts,
-                tz_offsets, 86_400_000_000, ops, fparams, out,
-            )  # fmt: skip
-            return out
-
-        return go
-
-    # one workload at a time, so the output-block pool holds that workload's block
-    adapter.POOL.clear()
-    t = best_of_rounds(
-        {
-            "a": run_a,
-            "a_fresh": without_pool(run_a),
-            "k8": kernel_only(TALIB_SET),
-            "b": lambda: talib_per_symbol(arrays, offsets, False),
-            "b2": lambda: talib_per_symbol(arrays, offsets, True),
-            "c": lambda: polars_exprs(frame),
-        },
-        args.repeat,
-    )
-    t_a, t_a_fresh, t_k8, t_b, t_b2, t_c = (t[k] for k in ("a", "a_fresh", "k8", "b", "b2", "c"))
-    adapter.POOL.clear()
-    t = best_of_rounds(
-        {"full": run_full, "full_fresh": without_pool(run_full), "kfull": kernel_only(None)},
-        args.repeat,
-    )
-    t_full, t_full_fresh, t_kfull = t["full"], t["full_fresh"], t["kfull"]
-    n_full_cols = len(kernels.output_columns())
-
-    def line(label, secs):
-        print(f"  {label:<60s} {secs * 1000:8.1f} ms {rows / secs / 1e6:7.1f} M rows/s")
-
-    print("\n8 TA-Lib indicators (sma20 ema21 rsi14 macd bbands atr14 adx14 obv), steady:")
-    line("(a)  kernels.compute, frame in -> frame out (14 cols)", t_a)
-    line("(a') same, fresh output memory every call (pool off)", t_a_fresh)
-    line("     numba driver alone (prepared arrays, block reused)", t_k8)
-    line("(b)  TA-Lib per symbol (10 calls x 2000 symbols)", t_b)
-    line("(b') TA-Lib per symbol + assemble columns/frame", t_b2)
-    line("(c)  polars expressions .over('symbol') (no ADX)", t_c)
-    print(f"  (a)/(b) speed-up: {t_b / t_a:5.2f}x   (a')/(b): {t_b / t_a_fresh:5.2f}x   "
-          f"(a)/(b'): {t_b2 / t_a:5.2f}x")  # fmt: skip
-    print(f"  (a)/(c) speed-up: {t_c / t_a:5.2f}x   (ADX skipped in (c): no simple expression)")
-    print(f"  first (a) call in this process (new memory from the OS): {t_a_first * 1000:.1f} ms")
-    print(f"\nfull default set ({len(kernels.DEFAULT_INDICATORS)} specs, {n_full_cols} columns):")
-    line("kernels.compute, frame in -> frame out", t_full)
-    line("same, fresh output memory every call (pool off)", t_full_fresh)
-    line("numba driver alone", t_kfull)
-    print(f"  first full-set call in this process: {t_full_first * 1000:.1f} ms")
+    print("\nsummary (TA-Lib time / ours; targets: steady >= 5, fresh >= 3, 1M-bar >= 1):")
+    for k, v in summary.items():
+        print(f"  {k:<16s} {v:5.2f}x")
 
 
 if __name__ == "__main__":

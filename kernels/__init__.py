@@ -24,9 +24,13 @@ arrays; ``f(...)`` returns new ones): ``moving`` (sma, ema), ``momentum`` (rsi, 
 Numba caches compiled code next to the modules (``cache=True``); since numba only watches each
 function's own file, ``kernels._cache`` drops the whole package cache whenever any kernel
 source changed, once per process before the first ``compute`` (importing writes nothing).
+Building the package fills that cache (``kernels._cache.precompile``), so a fresh install does
+not compile on its first run, and importing the package loads that cache in the background
+(``kernels._cache.preload``). ``compute`` (and with it polars) is imported on first use, so
+the build step needs numba and numpy only.
 """
 
-from marketlake.kernels.adapter import compute
+from marketlake.kernels._cache import preload
 from marketlake.kernels.registry import (
     DEFAULT_INDICATORS,
     IndicatorSpec,
@@ -35,6 +39,17 @@ from marketlake.kernels.registry import (
     parse,
     warmup,
 )
+
+_preloading = preload()
+
+
+def __getattr__(name: str):
+    if name == "compute":
+        from marketlake.kernels.adapter import compute
+
+        return compute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_INDICATORS",

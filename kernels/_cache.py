@@ -1,27 +1,58 @@
-"""Keep numba's on-disk cache of the kernels consistent with their sources.
+"""Numba's on-disk cache of the kernels: kept consistent with the sources, and filled at build time.
 
-Numba invalidates a cached function only when *its own* source file changes. The driver and
-the lane kernels inline helpers from other modules (``kernels._common`` ...), so an edit there
-would leave stale machine code in use. Before the first compute of a process (never at import)
-we fingerprint every ``kernels/*.py`` (name, size, mtime) and, when the fingerprint differs from
-the one stored next to the cache, delete the package's cache files
-(``kernels/__pycache__/*.nbi|*.nbc``) so numba recompiles.
+Consistency. Numba stamps a cached function with the content hash of *its own* source file
+only. The driver inlines kernels from other modules (``kernels.moving``, ``kernels._common``
+...), so an edit there would leave stale machine code in use. Before the first compute of a
+process (never at import) :func:`ensure_fresh_cache` compares a content hash of every
+``kernels/*.py`` (plus the numba version) with the one stored next to the cache and, when they
+differ, deletes the package's cache files (``kernels/__pycache__/*.nbi|*.nbc``) so numba
+recompiles. Content, not mtimes: an installer copying the files keeps the cache valid.
+
+Build-time artefact (the first run). Compiling the kernels costs 25-50 s on 2 cores, most of it
+in the one parallel driver that inlines every kernel. Measured ways in:
+
+* compiling only the signatures a run needs: every run needs the same three entry points with
+  one signature each (the driver's plan is data, not types), so there is nothing to skip;
+* compiling in parallel: numba compiles under the GIL, and the driver is one function; at best
+  two processes on two cores halve the part outside the driver;
+* a cached artefact: numba's own cache files, written by :func:`precompile` when the package is
+  built (``setup.py`` runs it for ``pip install .`` and ``pip install -e .``) on the machine that
+  installs it. Numba keys every entry by its version, the CPU name and features and the Python
+  version, and stamps it with source content hashes, so the files stay valid when pip copies
+  them into site-packages, and a mismatch (another numba, another CPU, an edited kernel) is just
+  a cache miss that compiles as before. Loading them takes well under a second.
+
+The artefact is what we ship: it is the only one that moves the whole cost out of the first run.
+Nothing is written at import time; numba writes new entries on a miss, into the package's
+``__pycache__`` or, if that is read-only, its user cache directory (``NUMBA_CACHE_DIR``).
+
+Preloading. Even from the cache, a process's first kernel call pays numba's own start-up (its
+target context, reading and linking the cached machine code): about as long as TA-Lib takes for
+2,000 symbols. When the cache was built for these sources, importing ``marketlake.kernels``
+starts :func:`preload` in a daemon thread, which loads the entry points while the caller is
+still reading its data; a call that comes first simply waits for it (numba's compiler lock).
+It only loads code (``Dispatcher.compile`` of the cached signatures), never runs a parallel
+region, so it cannot collide with the caller's threads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
+
+import numba
 
 _PKG = Path(__file__).resolve().parent
 _STAMP = "kernels-sources.fingerprint"
 
 
 def fingerprint() -> str:
-    h = hashlib.sha256()
+    """Content hash of every kernel source file and the numba version."""
+    h = hashlib.sha256(f"numba {numba.__version__}\n".encode())
     for p in sorted(_PKG.glob("*.py")):
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.name}\n".encode())
+        h.update(p.read_bytes())
     return h.hexdigest()
 
 
@@ -53,3 +84,96 @@ def invalidate_stale_cache() -> bool:
         return True
     except OSError:  # read-only install: numba then caches elsewhere or not at all
         return False
+
+
+def precompile_calls() -> list[tuple[object, tuple]]:
+    """``(dispatcher, args)`` pairs covering every signature ``kernels.compute`` uses.
+
+    The argument types mirror the adapter's exactly (read-only inputs, writable outputs,
+    C-contiguous): a different layout or writability would be a different signature, compiled
+    again on first use. ``tests/kernels`` checks the two stay in step.
+    """
+    import numpy as np
+
+    from marketlake.kernels.driver import SMA, run_plan, scan_runs, scan_string_views
+
+    def ro(a):
+        a = np.ascontiguousarray(a)
+        a.flags.writeable = False
+        return a
+
+    n = 4
+    ts = ro(np.arange(n, dtype=np.int64))
+    price = ro(np.linspace(1.0, 2.0, n))
+    views = np.zeros(n * 16, np.uint8)
+    views[0::16] = 1  # every string one byte long, all equal: one run
+    buf = ro(views).data
+    ops = np.array([[SMA, 0, 2, 0, 0]], np.int64)
+    one = np.zeros(1, np.int64)
+    return [
+        (
+            scan_string_views,
+            (
+                np.frombuffer(buf, np.int64).reshape(-1, 2),
+                np.frombuffer(buf, np.int32).reshape(-1, 4),
+                np.frombuffer(buf, np.uint8).reshape(-1, 16),
+                ts,
+            ),
+        ),
+        (scan_runs, (ro(np.zeros(n, np.uint32)), ts)),
+        (
+            run_plan,
+            (
+                np.array([0, n], np.int64),
+                np.array([[0, -1, -1, -1]], np.int64),
+                price,
+                price,
+                price,
+                price,
+                ts,
+                one.copy(),
+                np.array([0, 1], np.int64),
+                np.array([np.iinfo(np.int64).min], np.int64),
+                one.copy(),
+                86_400_000_000,
+                ops,
+                np.zeros(1, np.float64),
+                np.empty((1, n), np.float64),
+                1,
+            ),
+        ),
+    ]
+
+
+def preload() -> threading.Thread | None:
+    """Load the kernels from a cache built for these sources, in a daemon thread (see above).
+
+    Returns the thread, or None when there is no such cache (the first call compiles then)."""
+    try:
+        stamp = _PKG / "__pycache__" / _STAMP
+        if not stamp.is_file() or stamp.read_text() != fingerprint():
+            return None
+    except OSError:
+        return None
+
+    def load() -> None:
+        try:
+            for dispatcher, args in precompile_calls():
+                dispatcher.compile(tuple(numba.typeof(a) for a in args))
+        except Exception:  # noqa: BLE001 -- an optimisation only: the first call loads instead
+            return
+
+    thread = threading.Thread(target=load, name="marketlake-kernels-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def precompile() -> None:
+    """Compile (or load) every kernel entry point into numba's cache; used at build time."""
+    ensure_fresh_cache()
+    for dispatcher, args in precompile_calls():
+        dispatcher(*args)
+
+
+if __name__ == "__main__":
+    precompile()

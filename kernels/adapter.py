@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 
+import numba
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -31,6 +32,7 @@ from marketlake.kernels.driver import (
     run_plan,
     scan_runs,
     scan_string_views,
+    split_ops,
 )
 from marketlake.kernels.registry import IndicatorSpec, resolve
 from marketlake.kernels.sessions import DAY_S, check_tz, tz_tables
@@ -130,8 +132,13 @@ def _runs(df: pl.DataFrame, ts: np.ndarray) -> tuple[np.ndarray, bool]:
             if ok:
                 return offsets, ascending
     elif isinstance(sym.dtype, (pl.Categorical, pl.Enum)):
-        return scan_runs(sym.to_physical().to_numpy(), ts)
-    return scan_runs(sym.rle_id().to_numpy(), ts)
+        return scan_runs(_run_ids(sym.to_physical()), ts)
+    return scan_runs(_run_ids(sym.rle_id()), ts)
+
+
+def _run_ids(ids: pl.Series) -> np.ndarray:
+    # one numba signature (read-only uint32), whatever the physical type polars picked
+    return _readonly(ids.cast(pl.UInt32).to_numpy())
 
 
 def _timestamps(df: pl.DataFrame) -> np.ndarray:
@@ -264,23 +271,29 @@ def compute(
         tz_offsets = np.zeros(1, np.int64)
 
     out = POOL.take(len(columns), n)
-    run_plan(
-        offsets,
-        lane_groups(offsets),
-        high,
-        low,
-        close,
-        volume,
-        ts,
-        sym_zone,
-        tz_ptr,
-        tz_starts,
-        tz_offsets,
-        ups * DAY_S,
-        ops,
-        fparams,
-        out,
-    )
+    groups = lane_groups(offsets)
+    tasks = split_ops(groups.shape[0], len(specs), numba.get_num_threads())
+    # dynamic scheduling in chunks of a few tasks: on a shared machine a thread that loses its
+    # core takes fewer chunks instead of holding up the whole call
+    with numba.parallel_chunksize(4 if tasks == 1 else 1):
+        run_plan(
+            offsets,
+            groups,
+            high,
+            low,
+            close,
+            volume,
+            ts,
+            sym_zone,
+            tz_ptr,
+            tz_starts,
+            tz_offsets,
+            ups * DAY_S,
+            ops,
+            fparams,
+            out,
+            tasks,
+        )
     return df.with_columns([pl.Series(name, out[j]) for j, name in enumerate(columns)])
 
 

@@ -1,7 +1,8 @@
 """The parallel numba driver: all requested indicators for all symbols in one call.
 
 Rows are sorted by (symbol, ts) and symbol ``s`` owns rows ``offsets[s]:offsets[s+1]``. The
-driver runs ``prange`` over groups of four symbols of similar length; per group it runs every
+driver runs ``prange`` over groups of four symbols of similar length, dynamically scheduled in
+small chunks (a thread that other processes slow down simply takes fewer); per group it runs every
 op of the plan -- the recursive TA-Lib ones as ``*_lanes`` kernels that interleave the four
 series (see ``kernels.moving``), the others per symbol on contiguous slices -- while the
 group's inputs are cache-resident, and writes into rows of one preallocated
@@ -12,7 +13,6 @@ rows of an op are consecutive, in the registry's column order.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -104,25 +104,87 @@ def scan_string_views(words, lens, data, ts):
     return bounds[: k + 1].copy(), ascending, True
 
 
-def lane_groups(offsets: np.ndarray, n_threads: int | None = None) -> np.ndarray:
-    """Symbols in groups of four of similar length, ordered for balanced parallel work.
+def lane_groups(offsets: np.ndarray) -> np.ndarray:
+    """Symbols in groups of four of similar length, longest first (``-1`` pads the last group).
 
     The ``*_lanes`` kernels interleave four series over their common length, so a group holds
-    symbols of similar length (-1 pads). ``prange`` hands each thread one contiguous, equal
-    share of the groups, so the groups (longest first) are dealt round-robin to the threads and
-    each thread's hand is laid out contiguously: equal counts and nearly equal rows per thread.
+    symbols of similar length; longest first lets the dynamic scheduler of ``run_plan``'s
+    parallel loop balance the threads (the last, short tasks fill the gaps).
     """
     lengths = np.diff(offsets)
     order = np.argsort(-lengths, kind="stable")
     n = order.shape[0]
-    g = (n + 3) // 4
-    t = max(1, numba.get_num_threads() if n_threads is None else n_threads)
-    padded = -(-g // t) * t  # multiple of the thread count
-    groups = np.full((padded, 4), -1, dtype=np.int64)
+    groups = np.full(((n + 3) // 4, 4), -1, dtype=np.int64)
     groups.ravel()[:n] = order
-    if t > 1:
-        groups = groups.reshape(padded // t, t, 4).transpose(1, 0, 2).reshape(padded, 4)
-    return np.ascontiguousarray(groups)
+    return groups
+
+
+def split_ops(n_groups: int, n_ops: int, n_threads: int) -> int:
+    """Tasks per group for ``run_plan``: 1 (a task runs every op on its group) when there are
+    enough groups to keep the threads busy, else ``n_ops`` (one task per op: a single long
+    series still uses every core)."""
+    return 1 if n_groups >= 4 * n_threads or n_ops <= 1 else n_ops
+
+
+@njit(**JIT)
+def _run_lanes(code, r, p1, p2, p3, fp, high, low, close, volume, out, lo, hi):
+    """One lane-interleaved op on the four series ``lo[j]:hi[j]`` of a group."""
+    if code == SMA:
+        sma_lanes(close, p1, out[r], lo, hi)
+    elif code == EMA:
+        ema_lanes(close, p1, out[r], lo, hi)
+    elif code == RSI:
+        rsi_lanes(close, p1, out[r], lo, hi)
+    elif code == MACD:
+        macd_lanes(close, p1, p2, p3, out[r], out[r + 1], out[r + 2], lo, hi)
+    elif code == BBANDS:
+        bbands_lanes(close, p1, fp, out[r], out[r + 1], out[r + 2], lo, hi)
+    elif code == ATR:
+        atr_lanes(high, low, close, p1, out[r], lo, hi)
+    elif code == ADX:
+        adx_lanes(high, low, close, p1, out[r], out[r + 1], out[r + 2], lo, hi)
+    elif code == OBV:
+        obv_lanes(close, volume, out[r], lo, hi)
+    elif code == SUPERTREND:
+        atr_lanes(high, low, close, p1, out[r], lo, hi)  # ATR into the line column
+        for j in range(4):
+            a = lo[j]
+            b = hi[j]
+            supertrend_band_into(high[a:b], low[a:b], close[a:b], fp, out[r][a:b], out[r + 1][a:b])
+
+
+@njit(**JIT)
+def _run_series(code, r, p1, h, lw, c, v, sess, out, a, b):
+    """One per-series op (session or window levels) on rows ``a:b``."""
+    if code == VWAP:
+        vwap_into(h, lw, c, v, sess, out[r][a:b])
+    elif code == PIVOTS:
+        pivots_into(
+            h,
+            lw,
+            c,
+            sess,
+            out[r][a:b],
+            out[r + 1][a:b],
+            out[r + 2][a:b],
+            out[r + 3][a:b],
+            out[r + 4][a:b],
+            out[r + 5][a:b],
+            out[r + 6][a:b],
+        )
+    elif code == FIB:
+        fib_into(
+            h,
+            lw,
+            p1,
+            out[r][a:b],
+            out[r + 1][a:b],
+            out[r + 2][a:b],
+            out[r + 3][a:b],
+            out[r + 4][a:b],
+            out[r + 5][a:b],
+            out[r + 6][a:b],
+        )
 
 
 @njit(parallel=True, **JIT)
@@ -142,14 +204,17 @@ def run_plan(
     ops,
     fparams,
     out,
+    tasks_per_group,
 ):
-    """Run every op of ``ops``/``fparams`` on every symbol, writing into ``out``."""
+    """Run every op of ``ops``/``fparams`` on every symbol, writing into ``out``.
+
+    The parallel loop runs over ``groups.shape[0] * tasks_per_group`` tasks: with one task per
+    group a task runs the whole plan on its group while the group's inputs are cache-resident;
+    with more, the group's ops are dealt to the tasks round-robin."""
     nops = ops.shape[0]
-    need_sessions = False
-    for k in range(nops):
-        if ops[k, 0] == VWAP or ops[k, 0] == PIVOTS:
-            need_sessions = True
-    for g in prange(groups.shape[0]):
+    for t in prange(groups.shape[0] * tasks_per_group):
+        g = t // tasks_per_group
+        first = t % tasks_per_group
         lo = np.zeros(4, np.int64)
         hi = np.zeros(4, np.int64)
         for j in range(4):
@@ -157,43 +222,27 @@ def run_plan(
             if s >= 0:
                 lo[j] = offsets[s]
                 hi[j] = offsets[s + 1]
-        for k in range(nops):
+        need_sessions = False
+        per_series = False
+        for k in range(first, nops, tasks_per_group):
             code = ops[k, 0]
-            r = ops[k, 1]
-            p1 = ops[k, 2]
-            if code == SMA:
-                sma_lanes(close, p1, out[r], lo, hi)
-            elif code == EMA:
-                ema_lanes(close, p1, out[r], lo, hi)
-            elif code == RSI:
-                rsi_lanes(close, p1, out[r], lo, hi)
-            elif code == MACD:
-                macd_lanes(close, p1, ops[k, 3], ops[k, 4], out[r], out[r + 1], out[r + 2], lo, hi)
-            elif code == BBANDS:
-                bbands_lanes(close, p1, fparams[k], out[r], out[r + 1], out[r + 2], lo, hi)
-            elif code == ATR:
-                atr_lanes(high, low, close, p1, out[r], lo, hi)
-            elif code == ADX:
-                adx_lanes(high, low, close, p1, out[r], out[r + 1], out[r + 2], lo, hi)
-            elif code == OBV:
-                obv_lanes(close, volume, out[r], lo, hi)
-            elif code == SUPERTREND:
-                atr_lanes(high, low, close, p1, out[r], lo, hi)  # ATR into the line column
-                for j in range(4):
-                    a = lo[j]
-                    b = hi[j]
-                    supertrend_band_into(
-                        high[a:b], low[a:b], close[a:b], fparams[k], out[r][a:b], out[r + 1][a:b]
-                    )
+            if code == VWAP or code == PIVOTS:
+                need_sessions = True
+            if code == VWAP or code == PIVOTS or code == FIB:
+                per_series = True
+            else:
+                _run_lanes(
+                    code, ops[k, 1], ops[k, 2], ops[k, 3], ops[k, 4], fparams[k],
+                    high, low, close, volume, out, lo, hi,
+                )  # fmt: skip
+        if not per_series:
+            continue
         for j in range(4):
             s = groups[g, j]
             if s < 0:
                 continue
             a = lo[j]
             b = hi[j]
-            h = high[a:b]
-            lw = low[a:b]
-            c = close[a:b]
             if need_sessions:
                 sess = np.empty(b - a, np.int64)
                 z = sym_zone[s]
@@ -202,38 +251,19 @@ def run_plan(
                 session_ids_into(ts[a:b], tz_starts[t0:t1], tz_offsets[t0:t1], units_per_day, sess)
             else:
                 sess = np.empty(0, np.int64)
-            for k in range(nops):
-                code = ops[k, 0]
-                r = ops[k, 1]
-                if code == VWAP:
-                    vwap_into(h, lw, c, volume[a:b], sess, out[r][a:b])
-                elif code == PIVOTS:
-                    pivots_into(
-                        h,
-                        lw,
-                        c,
-                        sess,
-                        out[r][a:b],
-                        out[r + 1][a:b],
-                        out[r + 2][a:b],
-                        out[r + 3][a:b],
-                        out[r + 4][a:b],
-                        out[r + 5][a:b],
-                        out[r + 6][a:b],
-                    )
-                elif code == FIB:
-                    fib_into(
-                        h,
-                        lw,
-                        ops[k, 2],
-                        out[r][a:b],
-                        out[r + 1][a:b],
-                        out[r + 2][a:b],
-                        out[r + 3][a:b],
-                        out[r + 4][a:b],
-                        out[r + 5][a:b],
-                        out[r + 6][a:b],
-                    )
+            for k in range(first, nops, tasks_per_group):
+                _run_series(
+                    ops[k, 0], ops[k, 1], ops[k, 2], high[a:b], low[a:b], close[a:b],
+                    volume[a:b], sess, out, a, b,
+                )  # fmt: skip
 
 
-__all__ = ["CODES", "SESSION_CODES", "lane_groups", "run_plan", "scan_runs", "scan_string_views"]
+__all__ = [
+    "CODES",
+    "SESSION_CODES",
+    "lane_groups",
+    "run_plan",
+    "scan_runs",
+    "scan_string_views",
+    "split_ops",
+]

@@ -1,0 +1,49 @@
+"""Build step: fill numba's cache of the indicator kernels while the package is built.
+
+Project metadata lives in pyproject.toml; this only extends ``build_py`` so that ``pip install .``
+and ``pip install -e .`` compile the kernels once, on the installing machine, into
+``kernels/__pycache__`` (of the built tree, or of the source tree for an editable install).
+Without it the first run compiles for 25-50 s; see ``kernels/_cache.py`` for why a build-time
+cache was chosen. A failure here never fails the build: the first run then compiles as before.
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+# imports the package through a symlink named ``marketlake`` (the source tree's folder has
+# another name), so the cache lands in the real ``kernels/__pycache__``
+_PRECOMPILE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from marketlake.kernels._cache import precompile
+precompile()
+"""
+
+
+class BuildPyWithKernels(build_py):
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            root = Path(self.get_package_dir("marketlake") or ".").resolve()
+        else:
+            root = Path(self.build_lib, "marketlake").resolve()
+        if not (root / "kernels" / "_cache.py").is_file():
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "marketlake").symlink_to(root, target_is_directory=True)
+            print("compiling the indicator kernels into numba's cache (about a minute)")
+            try:
+                done = subprocess.run([sys.executable, "-c", _PRECOMPILE, tmp], timeout=900)
+                ok = done.returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+            if not ok:
+                print("warning: kernels not precompiled; the first run will compile them")
+
+
+setup(cmdclass={"build_py": BuildPyWithKernels})
