@@ -424,6 +424,39 @@ def universe_add(
         )
 
 
+@universe_app.command("refresh")
+def universe_refresh(
+    source: Annotated[str, typer.Argument(help="file, fmp-etf, coingecko, indodax or upstox.")],
+    file: Annotated[
+        Path | None, typer.Option(help="CSV for the file source ([universe] file by default).")
+    ] = None,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
+    wait: Wait = False,
+) -> None:
+    """Bring the universe in line with a source: add new instruments, update changed ones,
+    mark those gone as inactive (their history stays) and report duplicates."""
+    with _session(home, None, config, lock_wait=wait) as settings:
+        from marketlake.pipeline.commands import refresh_universe
+
+        res = refresh_universe(settings, source, file)
+        for p in res.duplicates:
+            err().print(Text.assemble(("duplicate: ", "yellow"), p), highlight=False)
+        for p in res.problems[:50]:
+            err().print(Text.assemble(("skipped: ", "yellow"), p), highlight=False)
+        if json_out:
+            print(json.dumps(res.to_json()))
+        else:
+            out().print(
+                f"{source}: {res.listed} listed, {res.added} added, {res.updated} updated, "
+                f"{res.unchanged} unchanged, {res.inactivated} marked inactive, "
+                f"{len(res.duplicates)} duplicates",
+                highlight=False,
+                markup=False,
+            )
+
+
 @universe_app.command("list")
 def universe_list(
     asset_type: Annotated[str | None, typer.Option(help="Only this asset type.")] = None,
@@ -458,14 +491,36 @@ def sync(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-fetch the whole range.")] = False,
     concurrency: Annotated[int | None, typer.Option(help="Parallel requests.")] = None,
+    show_status: Annotated[
+        bool, typer.Option("--status", help="Show the named segments and their state.")
+    ] = False,
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
     wait: Wait = False,
 ) -> None:
-    """Fetch what the lake is missing (plus an overlap window) and commit it."""
+    """Fetch what the lake is missing (plus an overlap window) and commit it. Named segments
+    (`sync --status` lists them) may run their own task: `sync fo_expired` syncs expired F&O
+    expiry by expiry, `sync indicators` computes the indicators of its instruments."""
     with _session(home, None, config, concurrency=concurrency, lock_wait=wait) as settings:
         from marketlake.pipeline.stages.ingest import run_sync
+
+        if show_status:
+            from marketlake.pipeline.commands import segment_overview
+
+            rows = segment_overview(settings, segments or None)
+            if json_out:
+                print(json.dumps(rows, default=str))
+            else:
+                t = Table(title="segments")
+                cols = ("segment", "task", "instruments", "synced", "failed", "overdue")
+                for c in (*cols, "last_success_at", "description"):
+                    t.add_column(c, overflow="fold")
+                for r in rows:
+                    last = str(r["last_success_at"] or "")[:16].replace("T", " ")
+                    t.add_row(*[str(r[c]) for c in cols], last, r["description"])
+                out().print(t)
+            raise typer.Exit(0)
 
         with _progress("sync", not json_out and not dry_run) as cb:
             result = run_sync(

@@ -74,6 +74,26 @@ def add_instrument(settings: Settings, symbol: str, **fields: Any) -> WriteResul
         raise ConfigError(f"universe add: {exc}") from exc
 
 
+def refresh_universe(settings: Settings, source: str, file: Path | None = None):
+    """``universe refresh SOURCE``: fetch the source's list and apply it."""
+    from marketlake.pipeline.refresh import fetch_source, refresh
+
+    try:
+        listed, problems = fetch_source(settings, source, file)
+        out = refresh(
+            Lake(settings.home),
+            source,
+            listed,
+            run_id=new_run_id(settings.clock()),
+            now=settings.clock(),
+            wait=settings.lock_wait,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"universe refresh {source}: {exc}") from exc
+    out.problems = problems + out.problems
+    return out
+
+
 def list_universe(settings: Settings, asset_type: str | None) -> pl.DataFrame:
     frame = universe.load(
         Lake(settings.home), asset_types=[asset_type] if asset_type else None, active_only=False
@@ -86,6 +106,21 @@ def status_rows(settings: Settings) -> list[dict]:
     from marketlake.pipeline.reports import status
 
     return status(settings, Lake(settings.home), settings.clock())
+
+
+def segment_overview(settings: Settings, names: list[str] | None = None) -> list[dict]:
+    """The named segments (defaults and configured) with their state; unknown names are a
+    usage error."""
+    from marketlake.pipeline.stages.segment_tasks import overview
+
+    rows = overview(settings, Lake(settings.home), settings.clock())
+    if names:
+        unknown = sorted(set(names) - {r["segment"] for r in rows})
+        if unknown:
+            known = ", ".join(r["segment"] for r in rows)
+            raise ConfigError(f"unknown segment(s) {unknown}; known: {known}")
+        rows = [r for r in rows if r["segment"] in names]
+    return rows
 
 
 def recent_logs(settings: Settings, *, limit: int, failed: bool, task: str | None) -> pl.DataFrame:

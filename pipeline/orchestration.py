@@ -187,19 +187,22 @@ def _raise(exc: BaseException) -> StageResult:
 
 
 def _refresh_universe(settings: Settings, lake: Lake, run_id: str) -> StageResult:
+    """``universe refresh file`` from ``[universe] file``: instruments gone from the list are
+    marked inactive (their history stays)."""
+    from marketlake.pipeline.refresh import refresh
+
     w = Stopwatch()
-    res, problems = universe.import_csv(
-        lake, settings.universe_file, run_id=run_id, now=settings.clock()
-    )
+    listed, problems = universe.read_csv(settings.universe_file)
+    res = refresh(lake, "file", listed, run_id=run_id, now=settings.clock())
     return StageResult(
         run_id,
         "universe",
         tasks_ok=1,
-        inserted=res.inserted,
-        updated=res.updated,
+        inserted=res.added,
+        updated=res.updated + res.inactivated,
         unchanged=res.unchanged,
         duration_seconds=w.elapsed,
-        errors=tuple(problems),
+        errors=tuple(problems + res.duplicates),
     )
 
 

@@ -178,18 +178,35 @@ def instruments_frame(rows: pl.DataFrame, run_id: str, now: datetime | None = No
     )
 
 
-def import_csv(
-    lake: Lake,
-    path: Path,
-    *,
-    run_id: str,
-    asset_type: str | None = None,
-    provider: str | None = None,
-    wait: float | bool = False,
-    now: datetime | None = None,
-) -> tuple[WriteResult, list[str]]:
-    """Upsert the instruments listed in a CSV (under the lake's writer lock; ``wait`` as for
-    :meth:`WriterLock.acquire`); returns the write and one line per bad row."""
+def _routing(raw: pl.DataFrame) -> pl.Series | None:
+    """``provider_symbols`` JSON from the columns ``<provider>_symbol`` (each provider's own
+    spelling, e.g. ``coingecko_symbol = bitcoin``) and ``<kind>_provider`` (the provider of
+    one kind, e.g. ``profile_provider = coingecko``, kept under ``routes``)."""
+    from marketlake.pipeline.config import PROVIDER_NAMES
+    from marketlake.pipeline.providers.base import KINDS
+
+    lower = {c.strip().lower(): c for c in raw.columns}
+    names = {p: lower[f"{p}_symbol"] for p in PROVIDER_NAMES if f"{p}_symbol" in lower}
+    routes = {k: lower[f"{k}_provider"] for k in KINDS if f"{k}_provider" in lower}
+    if not names and not routes:
+        return None
+    out = []
+    for row in raw.select([*names.values(), *routes.values()]).iter_rows(named=True):
+        doc: dict[str, object] = {
+            p: str(row[c]).strip() for p, c in names.items() if row[c] and str(row[c]).strip()
+        }
+        r = {k: str(row[c]).strip() for k, c in routes.items() if row[c] and str(row[c]).strip()}
+        if r:
+            doc["routes"] = r
+        out.append(json.dumps(doc, sort_keys=True))
+    return pl.Series("provider_symbols", out, dtype=pl.String)
+
+
+def read_csv(
+    path: Path, *, asset_type: str | None = None, provider: str | None = None
+) -> tuple[pl.DataFrame, list[str]]:
+    """The instruments a CSV lists (text columns, option fields typed), and one line per
+    bad row or value (left out or left empty)."""
     if path.is_file() and path.stat().st_size == 0:
         raise ValidationError(f"{path}: empty file (no instruments)")
     try:
@@ -201,6 +218,9 @@ def import_csv(
     if raw.height == 0:
         raise ValidationError(f"{path}: empty file (no instruments)")
     rows = _normalise(raw, str(path))
+    routing = _routing(raw)
+    if routing is not None:
+        rows = rows.with_columns(routing)
     problems: list[str] = []
     keep: list[bool] = []
     for i, sym in enumerate(rows.get_column("symbol").to_list(), start=2):
@@ -218,6 +238,22 @@ def import_csv(
     rows, bad_values = option_fields(rows)
     lines = [i for i, ok in enumerate(keep, start=2) if ok]  # the CSV line of each kept row
     problems += [f"{path}:{lines[i]}: {rows['symbol'][i]}: {msg}" for i, msg in bad_values]
+    return rows, problems
+
+
+def import_csv(
+    lake: Lake,
+    path: Path,
+    *,
+    run_id: str,
+    asset_type: str | None = None,
+    provider: str | None = None,
+    wait: float | bool = False,
+    now: datetime | None = None,
+) -> tuple[WriteResult, list[str]]:
+    """Upsert the instruments listed in a CSV (under the lake's writer lock; ``wait`` as for
+    :meth:`WriterLock.acquire`); returns the write and one line per bad row."""
+    rows, problems = read_csv(path, asset_type=asset_type, provider=provider)
     dupes = rows.filter(pl.col("symbol").is_duplicated()).get_column("symbol").unique().to_list()
     problems += [f"{path}: symbol {s!r} listed more than once (last row kept)" for s in dupes]
     frame = instruments_frame(rows, run_id, now)

@@ -651,6 +651,51 @@ def run_sync(
     market stage from ``market_cache`` within its TTL; the other kinds are planned per symbol.
     """
     from marketlake.pipeline.planning import parse_when
+    from marketlake.pipeline.segments import named
+
+    special = [s for s in segments if (seg := named(settings).get(s)) and seg.task != "sync"]
+    if special:
+        from marketlake.pipeline.stages.segment_tasks import run_segment_task
+
+        results = [
+            run_segment_task(
+                settings,
+                name,
+                timeframes=timeframes,
+                symbols=symbols,
+                start=start,
+                dry_run=dry_run,
+                progress=progress,
+                trigger=trigger,
+            )
+            for name in special
+        ]
+        rest = [s for s in segments if s not in special]
+        if rest:
+            results.insert(
+                0,
+                run_sync(
+                    settings,
+                    segments=rest,
+                    provider=provider,
+                    symbols=symbols,
+                    timeframes=timeframes,
+                    kinds=kinds,
+                    scope=scope,
+                    limit=limit,
+                    start=start,
+                    end=end,
+                    force=force,
+                    dry_run=dry_run,
+                    progress=progress,
+                    trigger=trigger,
+                    stage=stage,
+                ),
+            )
+        out = results[0]
+        for r in results[1:]:
+            out = _merged(out, r)
+        return out
 
     kinds = list(dict.fromkeys(kinds or ()))
     if "market" in kinds:

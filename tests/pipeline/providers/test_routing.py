@@ -145,3 +145,31 @@ def test_valuations_load_to_postgres(home, pg_dsn):
             "ORDER BY symbol, date DESC"
         ).fetchall()
     assert latest == [("AAPL", datetime(2026, 4, 30).date(), 155.92)]
+
+
+def test_refresh_fmp_etf_and_upstox_sources(home, replay, provider_fixtures):
+    from pathlib import Path
+
+    from marketlake.pipeline.refresh import fetch_source, refresh
+
+    own = Path(__file__).parent / "fixtures"
+    replay.add_file("/stable/etf-list", own / "fmp" / "written_from_docs_stable_etf_list.json")
+    replay.add_json("/v2/option/contract", {"status": "success", "data": []})
+    replay.add_file(  # the latest matching route wins
+        "/v2/option/contract",
+        own / "upstox" / "written_from_docs_v2_option_contract_nifty50.json",
+        params={"instrument_key": "NSE_INDEX|Nifty 50"},
+    )
+    now = datetime(2025, 12, 1, 12, 0, tzinfo=UTC)
+    settings = _settings(home, replay, now, fmp="k-fmp-123456", upstox="t-upstox-123456")
+    lake = Lake(home)
+    listed, _ = fetch_source(settings, "fmp-etf")
+    res = refresh(lake, "fmp-etf", listed, run_id="r1", now=now)
+    assert res.added == 3 and any("IWM: listed more than once" in d for d in res.duplicates)
+    etfs = lake.read("instruments")
+    assert etfs["is_etf"].all() and set(etfs["provider"]) == {"yahoo"}  # bars from Yahoo
+    listed, problems = fetch_source(settings, "upstox")
+    res = refresh(lake, "upstox", listed, run_id="r2", now=now)
+    assert res.added == 7 and problems == []  # 2 contracts + 5 indices
+    opts = lake.read("instruments").filter(pl.col("asset_type") == "option")
+    assert opts["lot_size"].to_list() == [75, 75] and opts["active"].all()
