@@ -822,5 +822,67 @@ def maintain(
                 out().print(f"{name}: {info}", highlight=False)
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1; [serve] host).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8765; [serve] port).")] = None,
+    home: Home = None,
+    dsn: Dsn = None,
+    config: ConfigFile = None,
+) -> None:
+    """The sync service: scheduler, HTTP API under /api/v1 (token: MARKETLAKE_API_TOKEN, or
+    generated into $MARKETLAKE_HOME/api-token) and the admin page at /."""
+    settings = _settings(home, dsn, config)
+    with _guard(settings):
+        from marketlake.pipeline.service.server import serve as run_service
+        from marketlake.pipeline.service.server import serve_options
+
+        options = serve_options(config, Path.cwd(), host, port)
+        run_service(
+            settings,
+            options,
+            token=os.environ.get("MARKETLAKE_API_TOKEN") or None,
+            announce=lambda msg: err.print(msg, highlight=False, markup=False),
+        )
+
+
+@app.command()
+def chart(
+    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. AAPL or BTC/IDR.")],
+    out_file: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("chart.png"),
+    timeframe: Annotated[str, typer.Option(help="Timeframe, e.g. 1D or 1h.")] = "1D",
+    indicators: Annotated[
+        str | None, typer.Option(help="e.g. 'sma(20),bbands(20,2),rsi(14),macd(12,26,9)'.")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="From this date (UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="Before this date (UTC).")] = None,
+    bars: Annotated[int, typer.Option(help="At most this many (latest) bars.")] = 250,
+    home: Home = None,
+    config: ConfigFile = None,
+) -> None:
+    """Candles and chosen indicators of one symbol to a PNG (overlays on the price, RSI, MACD
+    and other oscillators in panes below)."""
+    settings = _settings(home, None, config)
+    with _guard(settings):
+        from marketlake.lake.store import Lake
+        from marketlake.pipeline.bars import read_bars, split_specs
+        from marketlake.pipeline.chart import render
+        from marketlake.pipeline.planning import parse_when
+
+        frame = read_bars(
+            Lake(settings.home),
+            symbol,
+            timeframe,
+            start=parse_when(start, "--start"),
+            end=parse_when(end, "--end"),
+            indicators=split_specs(indicators),
+            limit=bars,
+        )
+        render(frame, out_file, title=f"{symbol} {timeframe}")
+        out.print(f"wrote {out_file} ({frame.height} bars)", highlight=False, markup=False)
+
+
 if __name__ == "__main__":
     app()

@@ -261,6 +261,17 @@ QUARANTINE = TableDef(
     bookkeeping=("quarantined_at",),
 )
 
+SYNC_SETTINGS = TableDef(
+    "sync_settings",
+    _s(
+        ("key", pa.string(), False),
+        ("value", pa.string()),  # JSON
+        ("updated_at", TS),
+    ),
+    key=("key",),
+    bookkeeping=("updated_at",),
+)
+
 TABLES: dict[str, TableDef] = {
     t.name: t
     for t in (
@@ -275,6 +286,7 @@ TABLES: dict[str, TableDef] = {
         SYNC_STATUS,
         SYNC_LOGS,
         QUARANTINE,
+        SYNC_SETTINGS,
     )
 }
 

@@ -361,6 +361,7 @@ class Sync:
                         self.progress(
                             "advance",
                             symbol=o.unit.symbol,
+                            timeframe=o.unit.timeframe,
                             error=o.error,
                             rows=0 if o.frame is None else o.frame.height,
                         )
@@ -558,6 +559,7 @@ class Sync:
             .iter_rows(named=True)
         }
         rows = []
+        finished = []
         for o in batch.outcomes:
             u = o.unit
             prev = old.get((u.segment, u.symbol, u.timeframe, u.kind), {})
@@ -581,6 +583,7 @@ class Sync:
                     redact(f"{u.symbol} {u.timeframe} {u.kind}: {o.error}", self.settings.secrets())
                 )
             err = redact(o.error, self.settings.secrets()) if o.error else None
+            finished.append((u, status, changed, err))
             rows.append(
                 {
                     "segment": u.segment,
@@ -622,6 +625,16 @@ class Sync:
         frame = pl.DataFrame(rows, schema=polars_schema("sync_status"))
         self.lake.upsert("sync_status", frame, run_id=self.run_id, stage="sync")
         self.log.flush(self.lake)
+        for u, status, changed, err in finished:  # committed: tell watchers task by task
+            self.progress(
+                "task",
+                symbol=u.symbol,
+                timeframe=u.timeframe,
+                kind=u.kind,
+                status=status,
+                rows=changed,
+                error=err,
+            )
 
 
 def run_sync(
@@ -719,6 +732,7 @@ def run_sync(
             progress=progress,
             trigger=trigger,
             stage=stage,
+            run_id=run_id,
         )
         return _merged(rest, market)
     req = SyncRequest(

@@ -22,6 +22,7 @@ JSON_COLUMNS = {
     ("market_cache", "value"),
     ("sync_logs", "metadata"),
     ("quarantine", "row"),
+    ("sync_settings", "value"),
 }
 
 
