@@ -834,17 +834,15 @@ def serve(
 ) -> None:
     """The sync service: scheduler, HTTP API under /api/v1 (token: MARKETLAKE_API_TOKEN, or
     generated into $MARKETLAKE_HOME/api-token) and the admin page at /."""
-    settings = _settings(home, dsn, config)
-    with _guard(settings):
+    with _session(home, dsn, config) as settings:
         from marketlake.pipeline.service.server import serve as run_service
         from marketlake.pipeline.service.server import serve_options
 
-        options = serve_options(config, Path.cwd(), host, port)
         run_service(
             settings,
-            options,
+            serve_options(settings, host, port),
             token=os.environ.get("MARKETLAKE_API_TOKEN") or None,
-            announce=lambda msg: err.print(msg, highlight=False, markup=False),
+            announce=lambda msg: err().print(msg, highlight=False, markup=False),
         )
 
 
@@ -864,11 +862,11 @@ def chart(
 ) -> None:
     """Candles and chosen indicators of one symbol to a PNG (overlays on the price, RSI, MACD
     and other oscillators in panes below)."""
-    settings = _settings(home, None, config)
-    with _guard(settings):
+    with _session(home, None, config) as settings:
         from marketlake.lake.store import Lake
-        from marketlake.pipeline.bars import read_bars, split_specs
+        from marketlake.pipeline.bars import read_bars
         from marketlake.pipeline.chart import render
+        from marketlake.pipeline.commands import split_indicators
         from marketlake.pipeline.planning import parse_when
 
         frame = read_bars(
@@ -877,11 +875,11 @@ def chart(
             timeframe,
             start=parse_when(start, "--start"),
             end=parse_when(end, "--end"),
-            indicators=split_specs(indicators),
+            indicators=split_indicators(indicators),
             limit=bars,
         )
         render(frame, out_file, title=f"{symbol} {timeframe}")
-        out.print(f"wrote {out_file} ({frame.height} bars)", highlight=False, markup=False)
+        out().print(f"wrote {out_file} ({frame.height} bars)", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

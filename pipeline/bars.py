@@ -7,7 +7,6 @@ NaNs. The symbol is a filter value, never a path or SQL text.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 import polars as pl
@@ -18,14 +17,6 @@ from marketlake.pipeline import timeframes as tfs
 
 BAR_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 MAX_BARS = 20_000
-
-
-def split_specs(text: str | None) -> list[str]:
-    """``"sma(20),bbands(20,2)"`` -> ``["sma(20)", "bbands(20,2)"]`` (commas inside
-    parentheses belong to the spec)."""
-    if not text:
-        return []
-    return [s.strip() for s in re.split(r",(?![^()]*\))", text) if s.strip()]
 
 
 def read_bars(

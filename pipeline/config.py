@@ -99,6 +99,7 @@ class Settings:
     pg_schema: str = "marketlake"
     universe_file: Path | None = None
     lock_wait: bool | float = False  # a busy lake: fail at once, wait, or wait this long (s)
+    serve: Mapping[str, Any] = field(default_factory=dict)  # [serve]: the service's settings
 
     @property
     def lake(self) -> Path:
@@ -257,6 +258,17 @@ class _Universe(_Section):
     file: str | None = None
 
 
+class _Serve(_Section):
+    """``[serve]``: where the service listens, and the settings it applies at start (checked
+    there, like the same settings over HTTP)."""
+
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    schedule: str | dict[str, Any] | None = None
+    segment_schedules: dict[str, str | dict[str, Any]] | None = None
+    overdue_grace: str | None = None
+
+
 class _File(_Section):
     """The whole file: general keys at the top (or under ``[marketlake]``) and sections."""
 
@@ -268,6 +280,7 @@ class _File(_Section):
     providers: _Providers = _Providers()
     postgres: _Postgres = _Postgres()
     universe: _Universe = _Universe()
+    serve: _Serve = _Serve()
 
 
 _PROVIDER_FIELDS = frozenset(_Provider.model_fields)
@@ -438,6 +451,7 @@ def load_settings(
         **cfg.sync.model_dump(),
         "pg_schema": cfg.postgres.schema_,
         "universe_file": Path(cfg.universe.file).expanduser() if cfg.universe.file else None,
+        "serve": MappingProxyType(cfg.serve.model_dump(exclude_none=True)),
     }
     if env.get("MARKETLAKE_NOW", "").strip():
         values["now"] = parse_now(env["MARKETLAKE_NOW"])

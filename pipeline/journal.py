@@ -138,20 +138,13 @@ def runs(lake: Lake, *, statuses: Iterable[str] | None = None) -> pl.DataFrame:
 
 
 def recover_interrupted(
-    lake: Lake,
-    *,
-    live: Iterable[str] = (),
-    stale: Any = None,
-    now: datetime | None = None,
+    lake: Lake, *, live: Iterable[str] = (), now: datetime | None = None
 ) -> list[str]:
-    """Mark every ``running`` run not in ``live`` as ``interrupted`` (and the stale lock
-    holder ``stale``, a ``LockInfo``, when it left no row). Returns the run ids marked.
-    Call it holding the writer lock: only then is no other ``running`` row alive."""
+    """Mark every ``running`` run not in ``live`` as ``interrupted``; returns their ids. Call
+    it holding the writer lock: only then is no other ``running`` row alive."""
     now = now or datetime.now(UTC)
-    live = set(live)
-    found = runs(lake, statuses=[RUNNING]).filter(~pl.col("run_id").is_in(sorted(live)))
+    found = runs(lake, statuses=[RUNNING]).filter(~pl.col("run_id").is_in(sorted(set(live))))
     rows = []
-    why = "interrupted: the process running it ended before the run finished"
     for r in found.iter_rows(named=True):
         meta = json.loads(r["metadata"] or "{}")
         rows.append(
@@ -162,27 +155,10 @@ def recover_interrupted(
                 trigger=r["trigger"] or "",
                 started_at=r["started_at"],
                 completed_at=now,
-                error=why,
+                error="interrupted: the process running it ended before the run finished",
                 metadata={**meta, "interrupted_detected_at": now.isoformat()},
             )
         )
-    if stale is not None and stale.run_id not in live:
-        known = set(found.get_column("run_id").to_list()) | set(
-            runs(lake).filter(pl.col("run_id") == stale.run_id).get_column("run_id").to_list()
-        )
-        if stale.run_id not in known:
-            started = stale.started_at
-            rows.append(
-                _row(
-                    stale.run_id,
-                    stale.stage,
-                    status=INTERRUPTED,
-                    trigger="",
-                    started_at=started if started.tzinfo else started.replace(tzinfo=UTC),
-                    completed_at=now,
-                    error=f"{why} (pid {stale.pid} on {stale.host})",
-                )
-            )
     if rows:
         _write(lake, rows, rows[0]["run_id"])
     return [r["run_id"] for r in rows]

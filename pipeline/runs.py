@@ -196,7 +196,10 @@ def mark_interrupted(
     secrets_: tuple[str, ...] = (),
     clock: Callable[[], datetime] | None = None,
 ) -> None:
-    """One ``sync_logs`` row saying the run ``info`` describes stopped before it finished."""
+    """One ``sync_logs`` row saying the run ``info`` describes stopped before it finished, and
+    its journal row (``run:<stage>``, written by the service) no longer ``running``."""
+    from marketlake.pipeline import journal
+
     log = TaskLog(
         info.run_id, info.stage, "recovery", secrets_, clock=clock or (lambda: info.started_at)
     )
@@ -207,6 +210,7 @@ def mark_interrupted(
         started_at=info.started_at,
     )
     log.flush(lake)
+    journal.recover_interrupted(lake)  # the lock is ours: no other run is alive
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -46,7 +46,9 @@ STATUS_TTL_S = 2.0
 STATIC = resources.files("marketlake.pipeline.service") / "static"
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        # scripts only from this origin; the chart library sets inline style attributes
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -54,6 +56,10 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+_BEARER = HTTPBearer(auto_error=False, description="MARKETLAKE_API_TOKEN")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
 
 @dataclass
@@ -239,11 +245,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     )
     app.state.service = svc
     app.add_middleware(_BodyLimit)
-    bearer = HTTPBearer(auto_error=False, description="MARKETLAKE_API_TOKEN")
 
-    def authorized(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
+    def authorized(creds: Credentials) -> None:
         if (
             creds is None
             or creds.scheme.lower() != "bearer"
@@ -559,7 +562,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         indicators: str | None = Query(None, max_length=500),
         limit: int | None = Query(None, ge=1, le=20_000),
     ):
-        from marketlake.pipeline.bars import read_bars, split_specs
+        from marketlake.pipeline.bars import read_bars
+        from marketlake.pipeline.commands import split_indicators
 
         frame = read_bars(
             svc.lake,
@@ -567,7 +571,7 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             timeframe,
             start=parse_when(start, "start"),
             end=parse_when(end, "end"),
-            indicators=split_specs(indicators),
+            indicators=split_indicators(indicators),
             limit=limit,
         )
         if ARROW in request.headers.get("accept", ""):
@@ -596,11 +600,16 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
     def page():
         return static("index.html", "text/html; charset=utf-8")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return static("favicon.svg", "image/svg+xml")
+
     @app.get("/static/{name:path}", include_in_schema=False)
     def static_file(name: str):
         files = {
             "app.js": "text/javascript; charset=utf-8",
             "style.css": "text/css; charset=utf-8",
+            "favicon.svg": "image/svg+xml",
             "vendor/lightweight-charts.standalone.production.js": "text/javascript; charset=utf-8",
             "vendor/LICENSE-lightweight-charts": "text/plain; charset=utf-8",
         }

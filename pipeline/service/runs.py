@@ -24,7 +24,7 @@ from marketlake.lake.store import Lake
 from marketlake.pipeline import journal
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.redact import redact
-from marketlake.pipeline.runs import new_run_id
+from marketlake.pipeline.runs import mark_interrupted, new_run_id
 
 PROGRESS_EVERY_S = 0.2  # at most this often a progress event (plus one at every task commit)
 KEEP_TASKS = 500  # finished tasks replayed to a late watcher
@@ -243,7 +243,9 @@ class RunManager:
         except LakeBusyError:
             return []
         try:
-            return journal.recover_interrupted(self.lake, stale=stale)
+            if stale is not None:
+                mark_interrupted(self.lake, stale, self.settings.secrets())
+            return journal.recover_interrupted(self.lake)
         finally:
             self.lock.release()
 
@@ -267,7 +269,8 @@ class RunManager:
             meta.update(schedule=req.schedule, slot=req.slot.isoformat() if req.slot else None)
         final: dict[str, Any]
         try:
-            journal.recover_interrupted(self.lake, live=[run.run_id], stale=stale)
+            if stale is not None:  # a run died holding the lake: say so in sync_logs
+                mark_interrupted(self.lake, stale, secrets)
             journal.record_start(
                 self.lake,
                 run.run_id,
