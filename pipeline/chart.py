@@ -28,16 +28,21 @@ def layout(columns: list[str]) -> tuple[list[str], list[list[str]]]:
 
 def render(frame: pl.DataFrame, out: Path, *, title: str = "") -> Path:
     """Write ``frame`` (``ts, open, high, low, close, volume`` + indicator columns) as a PNG."""
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # style font fallbacks
     import mplfinance as mpf
 
     if frame.height < 2:
         raise ConfigError(f"{title}: need at least 2 bars to draw a chart, have {frame.height}")
     pdf = frame.to_pandas().set_index("ts")
     pdf.index = pdf.index.tz_convert(None)
-    pdf = pdf.rename(columns=str.capitalize)
+    pdf = pdf.rename(
+        columns={c: c.capitalize() for c in ("open", "high", "low", "close", "volume")}
+    )
     indicator_cols = [
         c for c in frame.columns if c not in ("ts", "open", "high", "low", "close", "volume")
     ]

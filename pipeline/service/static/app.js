@@ -40,7 +40,7 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function fmtTime(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : ""; }
+function fmtTime(iso) { return iso ? iso.replace("T", " ").slice(0, 19) + (/\+00:00$/.test(iso) ? " UTC" : "") : ""; }
 
 function showTokenForm(show) {
   $("#token-form").classList.toggle("hidden", !show);
