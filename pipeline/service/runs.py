@@ -237,7 +237,7 @@ class RunManager:
     def recover(self) -> list[str]:
         """At start: mark runs a killed process left ``running`` as interrupted (only when
         the lake is free; otherwise the next run here does it)."""
-        run_id = "recover-" + new_run_id()
+        run_id = "recover-" + new_run_id(_now())
         try:
             stale = self.lock.acquire(run_id, "serve")
         except LakeBusyError:

@@ -18,18 +18,21 @@ from croniter import croniter
 
 from marketlake.errors import ConfigError
 
-_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"^\s*((\d+)\s*([wdhms])\s*)+$")
-_PART = re.compile(r"(\d+)\s*([wdhms])")
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "min": 60, "m": 60, "s": 1}
+_DURATION = re.compile(r"^\s*(?:every\s+)?((\d+(?:\.\d+)?)\s*(min|[wdhms])\s*)+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|[wdhms])")
+_NAMED = {"hourly": "1h", "daily": "1d", "weekly": "1w"}
 MIN_INTERVAL = timedelta(seconds=1)
 
 
 def parse_duration(text: object, name: str = "interval") -> timedelta:
-    """``"12h"``, ``"1d6h"``, ``"90m"``, ``"30s"`` -> timedelta (a :class:`ConfigError` naming
-    ``name`` otherwise)."""
+    """``"12h"``, ``"1d6h"``, ``"90m"``, ``"every 30min"``, ``"daily"`` -> timedelta (the
+    forms a segment's ``schedule`` takes; a :class:`ConfigError` naming ``name`` otherwise)."""
+    if isinstance(text, str):
+        text = _NAMED.get(text.strip().lower(), text)
     if not isinstance(text, str) or not _DURATION.match(text.lower()):
         raise ConfigError(f"{name}: expected a duration like 12h, 1d6h or 90m, got {text!r}")
-    seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(text.lower()))
+    seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text.lower()))
     if seconds < MIN_INTERVAL.total_seconds():
         raise ConfigError(f"{name}: must be at least 1s, got {text!r}")
     return timedelta(seconds=seconds)
@@ -158,7 +161,7 @@ def parse_schedule(value: object, name: str = "schedule") -> Schedule | None:
         if m:
             tz, text = m.group(1), m.group(2)
             return _cron(text, tz, True, None, name)
-        if _DURATION.match(text.lower()):
+        if _DURATION.match(text.lower()) or text.lower() in _NAMED:
             return Schedule(interval=parse_duration(text, name))
         return _cron(text, tz, True, None, name)
     if isinstance(value, dict):

@@ -18,6 +18,10 @@ def test_durations_parse_and_format():
     assert parse_duration("12h") == timedelta(hours=12)
     assert parse_duration("1d6h") == timedelta(hours=30)
     assert parse_duration("90m") == timedelta(minutes=90)
+    # the forms a segment's schedule takes in marketlake.toml
+    assert parse_duration("every 30min") == timedelta(minutes=30)
+    assert parse_duration("1.5h") == timedelta(minutes=90)
+    assert parse_schedule("daily").interval == timedelta(days=1)
     assert format_duration(timedelta(hours=2, minutes=30)) == "2h30m"
     assert format_duration(timedelta(seconds=-90)) == "-1m30s"
     for bad in ("12", "h", "0s", "-1h", "12 hours", 12):
