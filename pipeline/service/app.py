@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -162,10 +163,25 @@ class Service:
         self.scheduler = Scheduler(
             self.manager, self.store, clock=cfg.clock, tick_seconds=cfg.tick_seconds
         )
-        self._status_cache: tuple[float, list[dict]] | None = None
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._cache_mutex = threading.Lock()
+
+    def _cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` at most once per :data:`STATUS_TTL_S` (and after every run), however
+        many requests ask at once: status polling never turns into lake scans per request."""
+        hit = self._cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < STATUS_TTL_S:
+            return hit[1]
+        with self._cache_mutex:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < STATUS_TTL_S:
+                return hit[1]
+            value = compute()
+            self._cache[key] = (time.monotonic(), value)
+            return value
 
     def _finished(self, run: Run) -> None:
-        self._status_cache = None
+        self._cache.clear()
         if self.scheduler is not None:
             self.scheduler.finished(run)
 
@@ -190,20 +206,21 @@ class Service:
     def segment_status(self) -> list[dict]:
         from marketlake.pipeline.reports import status
 
-        cached = self._status_cache
-        if cached is not None and time.monotonic() - cached[0] < STATUS_TTL_S:
-            return cached[1]
-        rows = status(self.settings, self.lake, self.settings.now or datetime.now(UTC))
-        self._status_cache = (time.monotonic(), rows)
-        return rows
+        return self._cached(
+            "segments",
+            lambda: status(self.settings, self.lake, self.settings.now or datetime.now(UTC)),
+        )
 
     def last_run(self, statuses=journal.COMPLETED) -> dict | None:
-        done = journal.runs(self.lake, statuses=statuses)
-        if done.is_empty():
-            return None
-        row = done.sort("completed_at", descending=True, nulls_last=True).row(0, named=True)
-        row["metadata"] = json.loads(row["metadata"] or "{}")
-        return row
+        def compute() -> dict | None:
+            done = journal.runs(self.lake, statuses=statuses)
+            if done.is_empty():
+                return None
+            row = done.sort("completed_at", descending=True, nulls_last=True).row(0, named=True)
+            row["metadata"] = json.loads(row["metadata"] or "{}")
+            return row
+
+        return self._cached(f"last_run:{','.join(statuses)}", compute)
 
     def schedule_info(self, now: datetime) -> dict[str, Any]:
         cur = self.store.current()

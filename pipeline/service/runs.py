@@ -301,9 +301,9 @@ class RunManager:
             )
         finally:
             self.lock.release()
-        run.finish(final)
-        if self.on_finish is not None:
+        if self.on_finish is not None:  # before watchers hear the end: state is current
             self.on_finish(run)
+        run.finish(final)
 
 
 class RunInProgress(MarketlakeError):

@@ -9,6 +9,7 @@ is run again. A due slot waits while another run (here or a CLI stage) holds the
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from marketlake.pipeline.service.schedules import Schedule
 from marketlake.pipeline.service.settings_store import SettingsStore
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("marketlake.serve")
 
 
 def _utcnow() -> datetime:
@@ -90,7 +92,7 @@ class Scheduler:
     def finished(self, run: Run) -> None:
         """A run ended: a scheduled one that completed moves its schedule on."""
         req = run.request
-        if req.schedule and req.slot is not None and run.final is not None:
+        if req.schedule and req.slot is not None:
             with self._mutex:
                 old = self._last.get(req.schedule)
                 if old is None or req.slot > old:
@@ -110,8 +112,8 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - a bad tick must not end the scheduler
-                pass
+            except Exception:  # a bad tick must not end the scheduler
+                log.exception("scheduler tick failed")
             self._stop.wait(self.tick_seconds)
 
     @property
