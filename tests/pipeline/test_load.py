@@ -377,7 +377,10 @@ def test_a_terminated_session_mid_load_is_retried_and_converges(home, pg_dsn):
             while not stop.is_set():
                 row = conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
-                    "AND state = 'active' AND now() - query_start > interval '150 ms'",
+                    "AND state = 'active' AND now() - query_start > interval '150 ms' "
+                    # a table's load, never a migration or bookkeeping statement: only those
+                    # are retried per table (on a busy machine any statement can take 150 ms)
+                    "AND (query ILIKE '%%_ml_stage%%' OR query ILIKE '%%ohlcv%%')",
                     (APPLICATION_NAME,),
                 ).fetchone()
                 if row:
@@ -395,7 +398,9 @@ def test_a_terminated_session_mid_load_is_retried_and_converges(home, pg_dsn):
         thread.join(5)
     assert killed.is_set()
     assert res.status == "ok", res.errors
-    assert table_stats(res)["attempts"] >= 2
+    # regression: on a loaded machine the killed statement could belong to another table,
+    # so only the table that was hit shows a second attempt
+    assert sum(t["attempts"] - 1 for t in res.details["tables"].values()) >= 1
     assert_same(home, pg_dsn)
 
 
