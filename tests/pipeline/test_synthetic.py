@@ -112,3 +112,80 @@ def test_long_history_has_splits_dividends_and_a_halt():
         halted |= max(gaps) > 6
     assert {"split", "dividend"} <= kinds
     assert halted
+
+
+def test_daily_series_are_those_of_the_per_day_generator():
+    # golden values of the per-day Python generator the vectorised one replaced (seed 42)
+    p = provider()
+    day = (datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+    aapl = p.fetch(req("AAPL", "1D", *day)).row(0, named=True)
+    btc = p.fetch(req("BTC/USD", "1D", *day, asset_type="crypto")).row(0, named=True)
+    assert (aapl["open"], aapl["close"], aapl["volume"]) == (
+        1373.1600720219244,
+        1353.4771679079618,
+        491925.0,
+    )
+    assert (btc["high"], btc["low"], btc["volume"]) == (
+        21872.82618492535,
+        20541.50615618355,
+        236.5763963799448,
+    )
+
+
+def _per_day(frame, tz):
+    day = pl.col("ts").dt.convert_time_zone(tz).dt.date().alias("day")
+    return (
+        frame.group_by(day)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+        )
+        .sort("day")
+    )
+
+
+def test_intraday_timeframes_nest_exactly_into_each_other_and_the_day():
+    p = provider()
+    start, end = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 14, tzinfo=UTC)
+    for sym, tz, inst in [
+        ("AAPL", "America/New_York", {}),
+        ("ETH/USD", "UTC", {"asset_type": "crypto"}),
+    ]:
+        daily = p.fetch(req(sym, "1D", start, end - timedelta(days=1), **inst))
+        daily = daily.with_columns(pl.col("ts").dt.date().alias("day"))
+        coarser = None
+        for tf in ["4h", "1h", "30m", "15m", "1m"]:
+            bars = p.fetch(req(sym, tf, start, end, **inst))
+            sane = (pl.col("low") <= pl.min_horizontal("open", "close")) & (
+                pl.col("high") >= pl.max_horizontal("open", "close")
+            )
+            assert bars.select(sane.all()).item()
+            days = _per_day(bars, tz).join(daily, on="day")
+            assert days.height == daily.height >= 9
+            for c in ["open", "high", "low", "close"]:
+                assert (days[c] == days[f"{c}_right"]).all(), (sym, tf, c)
+            # equity volume is rounded per bar: at most half a share per bar off
+            assert ((days["volume"] - days["volume_right"]).abs() <= 0.5 * 1440).all()
+            if coarser is not None:  # finer bars aggregate exactly to the coarser ones
+                parent = coarser.select(
+                    pl.col("ts").alias("parent"), "open", "high", "low", "close"
+                )
+                agg = (
+                    bars.sort("ts")
+                    .join_asof(parent.select("parent"), left_on="ts", right_on="parent")
+                    .group_by("parent")
+                    .agg(
+                        pl.col("open").first(),
+                        pl.col("high").max(),
+                        pl.col("low").min(),
+                        pl.col("close").last(),
+                    )
+                    .join(parent, on="parent")
+                )
+                assert agg.height == coarser.height
+                for c in ["open", "high", "low", "close"]:
+                    assert (agg[c] == agg[f"{c}_right"]).all(), (sym, tf, c)
+            coarser = bars
