@@ -27,6 +27,7 @@ from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import dedupe
 from marketlake.lake.overlap import may_overlap
 from marketlake.lake.paths import ensure_home, table_path
+from marketlake.lake.rewrites import Rewrite
 from marketlake.lake.tables import TABLES, TableDef
 from marketlake.lake.writes import TABLE_CONFIG, commit_properties
 
@@ -249,6 +250,12 @@ class Lake:
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))
         raise LakeConflictError(f"replace in {name} failed: other writers committed first")
+
+    def rewrite(self, name: str, column: str, value: str) -> Rewrite:
+        """A :class:`~marketlake.lake.rewrites.Rewrite` of every partition of ``name`` whose
+        ``column`` is ``value``: write batches, then commit (one commit) or abandon."""
+        tdef = TABLES[name]
+        return Rewrite(self.table(name), str(self.path(name)), tdef, column, value)
 
     def delete_keys(self, name: str, keys: pl.DataFrame, *, run_id: str, stage: str) -> int:
         """Delete the rows whose key is in ``keys`` (one commit, keys bound as data)."""

@@ -4,7 +4,12 @@ Changed (symbol, timeframe) pairs come from the lake's own history: the change d
 ``ohlcv`` since the version recorded by the last complete compute (kept in the ``indicators``
 commit metadata, so the watermark lands atomically with the data). Those series are recomputed
 in full (recursive indicators stay exact), diffed against the stored rows, and only rows that
-changed are merged. A re-run changes 0 rows. Warm-up values are stored as nulls.
+changed are merged. A full recompute (``--full``, the first compute, or any run whose series
+cover every stored series of a timeframe) instead rewrites the timeframe's partitions: batches
+of series stream into new files and one commit swaps them for the old ones, far cheaper than
+MERGEing millions of changed rows; indicator columns not computed in the run are carried over
+from the stored rows, and when nothing differs nothing is committed. A re-run changes 0 rows.
+Warm-up values are stored as nulls.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import polars as pl
 
 from marketlake.errors import ConfigError, LakeError
 from marketlake.lake.store import Lake
-from marketlake.lake.tables import period_expr
+from marketlake.lake.tables import with_period
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
@@ -99,34 +104,30 @@ def run_compute(
     errors: list[str] = []
     progress("start", total=todo.height)
     groups = todo.group_by("timeframe", maintain_order=True).agg(pl.col("symbol"))
-    batches = [
-        (tf, syms[i : i + BATCH_SYMBOLS])
+    rewrite = {tf: since is None and _covers(lake, tf, syms) for tf, syms in groups.iter_rows()}
+    # one unit of work: a whole rewritten timeframe, or a batch of series to merge
+    units = [
+        (tf, syms[i : i + BATCH_SYMBOLS] if not rewrite[tf] else syms)
         for tf, syms in groups.iter_rows()
-        for i in range(0, len(syms), BATCH_SYMBOLS)
+        for i in range(0, len(syms) if not rewrite[tf] else 1, BATCH_SYMBOLS)
     ]
-    for n, (tf, syms) in enumerate(batches):
+    for n, (tf, syms) in enumerate(units):
         started = settings.clock()
+        meta = {WATERMARK: str(upto)} if n == len(units) - 1 else None
+        args = (lake, series, tf, syms, indicators, columns, tz, run_id)
         try:
-            res = _batch(
-                lake,
-                series,
-                tf,
-                syms,
-                indicators,
-                columns,
-                tz,
-                run_id,
-                last=n == len(batches) - 1,
-                computed_at=settings.clock(),
-                upto=upto,
-            )
+            if rewrite[tf]:
+                res = _rewrite(*args, meta=meta, computed_at=settings.clock(), progress=progress)
+            else:
+                res = _batch(*args, meta=meta, computed_at=settings.clock())
+                progress("advance", advance=len(syms), symbol=f"{tf}", rows=0)
             for k in totals:
                 totals[k] += res[k]
             ok += len(syms)
             log.add(
                 f"compute:{tf}:{len(syms)} symbols",
                 status="success",
-                rows_updated=res["inserted"] + res["updated"],
+                rows_updated=res["inserted"] + res["updated"] + res.get("deleted", 0),
                 started_at=started,
                 metadata={"symbols": len(syms), **res},
             )
@@ -139,8 +140,9 @@ def run_compute(
                 error=str(exc),
                 started_at=started,
             )
-        progress("advance", advance=len(syms), symbol=f"{tf}", rows=0)
-    if not batches and since is not None and since < upto and not failed:
+            if rewrite[tf]:
+                progress("advance", advance=0, symbol=f"{tf}", rows=0)
+    if not units and since is not None and since < upto and not failed:
         lake.mark("indicators", run_id=run_id, stage="compute", metadata={WATERMARK: str(upto)})
     log.flush(lake)
     return StageResult(
@@ -155,6 +157,123 @@ def run_compute(
     )
 
 
+def _covers(lake: Lake, tf: str, syms: list[str]) -> bool:
+    """Whether ``syms`` include every series of ``tf`` that has stored indicators (then the
+    timeframe's partitions can be rewritten whole)."""
+    stored = (
+        lake.scan("indicators")
+        .filter(pl.col("timeframe") == tf)
+        .select(pl.col("symbol").unique())
+        .collect()
+        .get_column("symbol")
+    )
+    return bool(stored.is_in(syms).all())
+
+
+def _indicators(
+    series: pl.LazyFrame, tf: str, syms: list[str], indicators, columns, tz: dict[str, str]
+) -> pl.DataFrame:
+    """The indicator rows of ``syms`` on ``tf`` (warm-up values null), with ``period``."""
+    from marketlake import kernels
+
+    bars = (
+        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
+        .select("symbol", "ts", "open", "high", "low", "close", "volume")
+        .collect()
+    )
+    out = kernels.compute(bars, indicators, session_tz={s: tz.get(s, "UTC") for s in syms})
+    return with_period(
+        out.select(
+            "symbol",
+            pl.lit(tf).alias("timeframe"),
+            "ts",
+            *[pl.col(c).fill_nan(None) for c in columns],
+        )
+    )
+
+
+def _diff(new: pl.DataFrame, old: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """``new`` joined with the stored rows: ``__exists`` and ``__same`` per row, the stored
+    values of computed columns as ``<column>__old`` and of the other columns as they are."""
+    have = [c for c in columns if c in old.columns]
+    keep = [c for c in old.columns if c not in columns and c not in KEY and c != "period"]
+    old = old.select(
+        *KEY, *keep, *[pl.col(c).alias(f"{c}__old") for c in have], pl.lit(True).alias("__exists")
+    )
+    j = new.join(old, on=KEY, how="left").with_columns(pl.col("__exists").fill_null(False))
+    same = pl.col("__exists") & pl.all_horizontal(
+        [
+            pl.col(c).eq_missing(pl.col(f"{c}__old")) if c in have else pl.col(c).is_null()
+            for c in columns
+        ]
+    )
+    return j.with_columns(same.alias("__same"))
+
+
+def _rewrite(
+    lake: Lake,
+    series: pl.LazyFrame,
+    tf: str,
+    syms: list[str],
+    indicators,
+    columns,
+    tz: dict[str, str],
+    run_id: str,
+    *,
+    meta: dict[str, str] | None,
+    computed_at: datetime,
+    progress: Callable[..., None],
+) -> dict[str, int]:
+    """Recompute every series of ``tf`` in batches and swap the timeframe's partitions for the
+    result in one commit; unchanged rows keep their ``computed_at`` and ``run_id``, stored
+    indicator columns this run does not compute are carried over. Nothing is committed (only
+    ``meta``, if given) when no row differs."""
+    counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+    stored = lake.scan("indicators").filter(pl.col("timeframe") == tf)
+    other = [
+        c
+        for c in stored.collect_schema().names()
+        if c not in (*KEY, "period", "computed_at", "run_id", *columns)
+    ]
+    stamp = pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))
+    rw = lake.rewrite("indicators", "timeframe", tf)
+    try:
+        for i in range(0, len(syms), BATCH_SYMBOLS):
+            part = syms[i : i + BATCH_SYMBOLS]
+            new = _indicators(series, tf, part, indicators, columns, tz)
+            old = stored.filter(pl.col("symbol").is_in(part)).collect()
+            if old.is_empty():
+                out = new.with_columns(
+                    *[pl.lit(None, pl.Float64).alias(c) for c in other],
+                    stamp.alias("computed_at"),
+                    pl.lit(run_id).alias("run_id"),
+                )
+                counts["inserted"] += new.height
+            else:
+                j = _diff(new, old, columns)
+                exists, same = j.get_column("__exists"), j.get_column("__same")
+                counts["inserted"] += int((~exists).sum())
+                counts["updated"] += int((exists & ~same).sum())
+                counts["unchanged"] += int(same.sum())
+                counts["deleted"] += old.height - int(exists.sum())
+                out = j.with_columns(
+                    pl.when("__same").then("computed_at").otherwise(stamp).alias("computed_at"),
+                    pl.when("__same").then("run_id").otherwise(pl.lit(run_id)).alias("run_id"),
+                )
+            rw.write(out.select(*KEY, "period", *columns, *other, "computed_at", "run_id"))
+            progress("advance", advance=len(part), symbol=tf, rows=new.height)
+        if counts["inserted"] + counts["updated"] + counts["deleted"] == 0:
+            rw.abandon()
+            if meta:
+                lake.mark("indicators", run_id=run_id, stage="compute", metadata=meta)
+            return counts
+        rw.commit(run_id=run_id, stage="compute", metadata=meta)
+    except BaseException:
+        rw.abandon()
+        raise
+    return counts
+
+
 def _batch(
     lake: Lake,
     series: pl.LazyFrame,
@@ -165,37 +284,17 @@ def _batch(
     tz: dict[str, str],
     run_id: str,
     *,
-    last: bool,
-    upto: int,
+    meta: dict[str, str] | None,
     computed_at: datetime,
 ) -> dict[str, int]:
-    from marketlake import kernels
-
-    bars = (
-        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-        .select("symbol", "ts", "open", "high", "low", "close", "volume")
+    """Recompute ``syms`` on ``tf`` and MERGE the rows that differ from the stored ones."""
+    new = _indicators(series, tf, syms, indicators, columns, tz)
+    old = (
+        lake.scan("indicators")
+        .filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
         .collect()
     )
-    out = kernels.compute(bars, indicators, session_tz={s: tz.get(s, "UTC") for s in syms})
-    new = out.select(
-        "symbol",
-        pl.lit(tf).alias("timeframe"),
-        "ts",
-        *[pl.col(c).fill_nan(None) for c in columns],
-    ).with_columns(period_expr())
-    old = lake.scan("indicators").filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-    old_cols = old.collect_schema().names()
-    have = [c for c in columns if c in old_cols]
-    old = old.select(*KEY, *[pl.col(c).alias(f"{c}__old") for c in have]).collect()
-    old = old.with_columns(pl.lit(True).alias("__exists"))
-    j = new.join(old, on=KEY, how="left")
-    same = pl.col("__exists").fill_null(False) & pl.all_horizontal(
-        [
-            pl.col(c).eq_missing(pl.col(f"{c}__old")) if c in have else pl.col(c).is_null()
-            for c in columns
-        ]
-    )
-    j = j.with_columns(same.alias("__same"))
+    j = _diff(new, old.select([c for c in old.columns if c in (*KEY, *columns)]), columns)
     write = (
         j.filter(~pl.col("__same"))
         .select(new.columns)
@@ -205,9 +304,8 @@ def _batch(
         )
     )
     unchanged = j.height - write.height
-    meta = {WATERMARK: str(upto)} if last else None
     if write.is_empty():
-        if last:
+        if meta:
             lake.mark("indicators", run_id=run_id, stage="compute", metadata=meta)
         return {"inserted": 0, "updated": 0, "unchanged": unchanged}
     res = lake.upsert("indicators", write, run_id=run_id, stage="compute", metadata=meta)

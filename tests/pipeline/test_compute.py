@@ -69,3 +69,36 @@ def test_compute_options_and_bad_specs(home):
     assert run_compute(settings, indicators=SPECS, symbols=["AAA"]).updated == 0
     q = lake.read("indicators").join(lake.read("ohlcv"), on=["symbol", "timeframe", "ts"])
     assert q.filter(pl.col("vwap").is_not_null()).height > 0
+
+
+def test_full_recompute_swaps_files_in_one_commit_instead_of_merging_rows(home):
+    # regression: `compute --full` with another indicator set MERGEd every stored row one by
+    # one (107 s for 5M rows); now the timeframe's files are swapped in one commit
+    settings, lake = setup(home)
+    run_sync(settings, timeframes=["1D"], start="2025-06-01")
+    first = run_compute(settings, indicators=["sma(20)", "rsi(14)"])
+    rows = lake.read("indicators").height
+    assert first.inserted == rows > 0
+    before = lake.version("indicators")
+    full = run_compute(settings, indicators=["ema(21)", "sma(20)"], full=True)
+    # every row past ema_21's warm-up gained a value
+    assert (full.inserted, full.updated, full.unchanged) == (0, rows - 3 * 20, 3 * 20)
+    new_commits = lake.history("indicators", lake.version("indicators") - before)
+    ops = [h["operation"] for h in new_commits]
+    assert "MERGE" not in ops and len(ops) <= 2  # the new column, then the one swap
+    after = frame(lake)
+    assert after.height == rows
+    assert after["rsi_14"].null_count() < rows  # a column not recomputed is carried over
+    assert after["ema_21"].null_count() < rows
+    assert last_watermark(lake) == lake.version("ohlcv")
+    version = lake.version("indicators")
+    again = run_compute(settings, indicators=["ema(21)", "sma(20)"], full=True)
+    assert (again.inserted, again.updated) == (0, 0)
+    assert frame(lake).equals(after)
+    assert lake.version("indicators") <= version + 1  # at most the watermark mark
+    # the files the unchanged re-run wrote were deleted, not left behind
+    on_disk = {p.name for p in lake.path("indicators").rglob("*.parquet")}
+    logged = set()
+    for v in range(lake.version("indicators") + 1):
+        logged |= {f.rsplit("/", 1)[-1] for f in lake.table("indicators", v).file_uris()}
+    assert on_disk <= logged

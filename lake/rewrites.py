@@ -1,0 +1,132 @@
+"""Rewrites: replace every row of some partitions by new files, in one commit.
+
+A full recompute rewrites whole series; MERGEing millions of changed rows one by one is the
+slow way to do that. A :class:`Rewrite` instead streams batches into new parquet files (the
+table's schema plus any new float columns, page checksums, file statistics), invisible until
+:meth:`Rewrite.commit` removes every file of the scoped partitions and adds the new ones in
+one commit pinned to the version it read (another writer in between is a conflict, never a
+silent overwrite). The change feed shows the old rows deleted and the new ones inserted.
+:meth:`Rewrite.abandon` (also on an error) deletes the written files.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.schema import Field
+from deltalake.transaction import AddAction, RemoveAction
+
+from marketlake.lake._errors import CommitConflict, lake_errors
+from marketlake.lake.frames import stats
+from marketlake.lake.tables import TableDef
+from marketlake.lake.writes import PARQUET_OPTIONS, commit_properties, create, literal
+
+
+class Rewrite:
+    """New contents for the partitions of ``tdef`` whose ``column`` equals ``value`` (e.g.
+    every ``timeframe=1D`` partition); batches go to disk as they come."""
+
+    def __init__(self, dt: DeltaTable | None, uri: str, tdef: TableDef, column: str, value: str):
+        if column not in tdef.partitions:
+            raise ValueError(f"{tdef.name}: {column} is not a partition column")
+        literal(value)
+        self.dt, self.uri, self.tdef = dt, uri, tdef
+        self.column, self.value = column, value
+        self.root = Path(uri)
+        self.adds: list[AddAction] = []
+        self.written: list[Path] = []
+        self.columns: dict[str, pa.DataType] = {}
+        self.rows = 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Write ``frame`` (its partition columns included, all in this rewrite's scope)."""
+        if frame.is_empty():
+            return
+        parts = list(self.tdef.partitions)
+        if frame.select((pl.col(self.column) != self.value).any()).item():
+            raise ValueError(f"{self.tdef.name}: a row outside {self.column}={self.value}")
+        data = frame.drop(parts)
+        fields = {f.name: f.type for f in self.tdef.schema if f.name not in parts}
+        extra = {c: pa.float64() for c in data.columns if c not in fields}
+        for c, t in {**fields, **extra}.items():
+            self.columns.setdefault(c, t)
+        for key, part in frame.partition_by(parts, as_dict=True, maintain_order=True).items():
+            values = {p: str(v) for p, v in zip(parts, key, strict=True)}
+            for v in values.values():
+                literal(v)
+            rel = "/".join(f"{p}={v}" for p, v in values.items())
+            rel += f"/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+            target = self.root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            body = part.drop(parts)
+            schema = pa.schema([(c, self.columns[c]) for c in body.columns])
+            self.written.append(target)
+            table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+            pq.write_table(table, target, **PARQUET_OPTIONS)
+            self.adds.append(
+                AddAction(
+                    rel, target.stat().st_size, values, int(time.time() * 1000), True, stats(body)
+                )
+            )
+            self.rows += part.height
+
+    def commit(self, *, run_id: str, stage: str, metadata: dict[str, str] | None = None) -> int:
+        """Swap the scoped partitions' files for the written ones in one commit; returns the
+        number of files removed. New columns are added to the table's schema first."""
+        name = self.tdef.name
+        props = commit_properties(run_id, stage, metadata)
+        try:
+            with lake_errors("rewrite", name):
+                dt = self.dt or create(self.uri, self.tdef)
+                have = set(dt.schema().to_arrow().names)
+                new = [Field.from_arrow(pa.field(c, t)) for c, t in self.columns.items()]
+                new = [f for f in new if f.name not in have]
+                if new:  # nullable columns only: no row changes, the swap below still pinned
+                    before = dt.version()
+                    dt.alter.add_columns(new, commit_properties=props)
+                    dt = DeltaTable(self.uri)
+                    if dt.version() != before + 1:
+                        raise CommitConflict(f"rewrite {name}: another writer committed")
+                files = pa.table(dt.get_add_actions(flatten=True))
+                col = f"partition.{self.column}"
+                now = int(time.time() * 1000)
+                removes = [
+                    RemoveAction(
+                        f["path"],
+                        True,
+                        now,
+                        f["size_bytes"],
+                        {p: f.get(f"partition.{p}") for p in self.tdef.partitions},
+                    )
+                    for f in files.to_pylist()
+                    if files.num_rows and f.get(col) == self.value
+                ]
+                if not removes and not self.adds:
+                    return 0
+                dt.create_write_transaction(
+                    [*removes, *self.adds],
+                    "append",
+                    dt.schema(),
+                    list(self.tdef.partitions),
+                    commit_properties=props,
+                )
+        except BaseException:
+            self.abandon()
+            raise
+        self.written = []
+        return len(removes)
+
+    def abandon(self) -> None:
+        """Delete the files written so far (never committed, nothing references them)."""
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        self.written, self.adds = [], []
+
+
+__all__ = ["Rewrite"]
