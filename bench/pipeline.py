@@ -1,0 +1,298 @@
+"""The pipeline end to end, each stage as a ratio against a reference measured in the same run.
+
+Rows of the printed table (ratio > 1: ours is faster than the reference):
+
+* synthetic market: bars generated per second (``provider.fetch`` in the sync's chunks);
+* ``sync --provider synthetic`` of ``--sync-symbols`` x 10 years of 1D and 1h bars, against a
+  plain polars ``write_parquet`` of the same rows;
+* ingest (``land_bars`` of a pre-built frame) against ``write_parquet`` of the same frame;
+* files import (``sync --provider files`` of one parquet file of bars) against polars reading
+  and writing the same file;
+* ``compute --full`` (the 8 TA-Lib indicators) over ``--symbols`` x 2,520 daily bars in the
+  lake, against polars reading the lake + TA-Lib per symbol + one parquet write, and against the
+  raw kernels + one parquet write; then ``compute --full`` with the default set over the stored
+  rows (a rewrite, not a MERGE);
+* the nightly increment: one new day for ``--nightly-symbols`` symbols (sync from the synthetic
+  market, compute, load into PostgreSQL), with the top of its profile.
+
+Timings are wall clock, medians of ``--repeat`` runs where a stage is cheap to repeat.
+
+    python bench/pipeline.py [--symbols 2000] [--sync-symbols 300] [--files-rows 10000000]
+                             [--nightly-symbols 2600] [--dsn postgresql://...] [--skip ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ingest import make_bars  # noqa: E402
+
+from kernels import TALIB_SET, talib_per_symbol  # noqa: E402
+from marketlake.lake import Lake  # noqa: E402
+from marketlake.pipeline import universe  # noqa: E402
+from marketlake.pipeline.config import ProviderSettings, load_settings  # noqa: E402
+from marketlake.pipeline.providers.base import FetchRequest  # noqa: E402
+from marketlake.pipeline.providers.synthetic import SyntheticProvider  # noqa: E402
+from marketlake.pipeline.stages.compute import run_compute  # noqa: E402
+from marketlake.pipeline.stages.ingest import land_bars, run_sync  # noqa: E402
+
+NOW = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
+ROWS: list[tuple[str, str, float, str]] = []
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def median(fn: Callable[[], object], n: int) -> float:
+    return statistics.median(timed(fn)[0] for _ in range(n))
+
+
+def row(name: str, ours: float, ref: float, note: str, target: str) -> None:
+    ROWS.append((name, note, ref / ours, target))
+    print(f"  {name}: ours {ours:.2f} s, reference {ref:.2f} s -> {ref / ours:.2f}x ({note})")
+
+
+def settings_for(home: Path, **kw):
+    return load_settings(home=home, env={}, now=kw.pop("now", NOW)).with_(**kw)
+
+
+# -- synthetic market -----------------------------------------------------------------------
+def bench_synthetic(tmp: Path, symbols: int) -> None:
+    print(f"synthetic market: {symbols} symbols x 10 years of 1D and 1h, generated")
+    p = SyntheticProvider(ProviderSettings("synthetic", options={"seed": 42}), clock=lambda: NOW)
+    start = NOW - timedelta(days=3653)
+
+    def generate() -> int:
+        rows = 0
+        for i in range(symbols):
+            sym = f"G{i:04d}"
+            rows += p.fetch(FetchRequest.bars(sym, "1D", start, NOW)).height
+            s = start
+            while s < NOW:
+                e = min(s + timedelta(days=365), NOW)
+                rows += p.fetch(FetchRequest.bars(sym, "1h", s, e)).height
+                s = e
+        return rows
+
+    from marketlake.pipeline.providers import synthetic
+
+    synthetic._daily_path.cache_clear()
+    t0c = time.process_time()
+    wall, bars = timed(generate)
+    cpu = time.process_time() - t0c
+    print(f"  {bars:,} bars in {wall:.2f} s wall ({bars / wall:,.0f} bars/s), {cpu:.2f} s CPU")
+    ROWS.append(("synthetic bars/s (millions)", f"{bars:,} bars", bars / wall / 1e6, ">= 1"))
+
+
+def bench_sync(tmp: Path, symbols: int) -> None:
+    print(f"sync --provider synthetic: {symbols} symbols x 10 years of 1D and 1h")
+    home = tmp / "sync"
+    lake = Lake(home)
+    for i in range(symbols):
+        universe.add(lake, f"Y{i:04d}", run_id="u", provider="synthetic", asset_type="equity")
+    settings = settings_for(home)
+    start = (NOW - timedelta(days=3653)).date().isoformat()
+    wall, res = timed(
+        lambda: run_sync(settings, provider="synthetic", timeframes=["1D", "1h"], start=start)
+    )
+    frame = lake.read("ohlcv").drop("period")
+    ref = median(lambda: frame.write_parquet(tmp / "sync-plain.parquet"), 3)
+    print(f"  {frame.height:,} rows landed ({res.status})")
+    row("sync synthetic vs write_parquet", wall, ref, f"{frame.height:,} rows", ">= 0.5")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def bench_ingest(tmp: Path, symbols: int, days: int) -> None:
+    print(f"ingest: {symbols} symbols x {days} days, 5 commits")
+    frame = make_bars(symbols, days)
+    ref = median(lambda: frame.write_parquet(tmp / "ingest-plain.parquet"), 3)
+
+    def ingest() -> None:
+        lake = Lake(tmp / f"ingest-{uuid.uuid4().hex[:6]}")
+        per = -(-symbols // 5) * days
+        for i in range(0, frame.height, per):
+            land_bars(lake, frame.slice(i, per), run_id="b", now=NOW, timeframe="1D")
+
+    ours = median(ingest, 3)
+    row("ingest vs write_parquet", ours, ref, f"{frame.height:,} rows", ">= 0.5")
+
+
+def bench_files(tmp: Path, rows: int) -> None:
+    symbols = max(1, rows // 2520)
+    print(f"files import: {symbols * 2520:,}-row parquet file ({symbols} symbols)")
+    src = tmp / "bars.parquet"
+    make_bars(symbols, 2520).select(
+        "symbol", pl.col("ts").alias("date"), "open", "high", "low", "close", "volume"
+    ).write_parquet(src)
+    ref = median(lambda: pl.read_parquet(src).write_parquet(tmp / "files-plain.parquet"), 3)
+    home = tmp / "files"
+    lake = Lake(home)
+    for i in range(symbols):
+        universe.add(lake, f"S{i:05d}", run_id="u", provider="files")
+    settings = settings_for(home)
+    providers = dict(settings.providers)
+    providers["files"] = ProviderSettings("files", options={"path": str(src)})
+    settings = settings.with_(providers=providers)
+    ours, res = timed(lambda: run_sync(settings, provider="files", start="2000-01-01"))
+    print(f"  {res.inserted:,} rows landed ({res.status})")
+    row("files import vs read+write", ours, ref, f"{symbols * 2520:,} rows", ">= 0.5")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# -- compute --------------------------------------------------------------------------------
+def bench_compute(tmp: Path, symbols: int) -> None:
+    from marketlake import kernels
+
+    print(f"compute --full: {symbols} symbols x 2,520 daily bars in the lake")
+    home = tmp / "compute"
+    lake = Lake(home)
+    land_bars(lake, make_bars(symbols, 2520), run_id="b", now=NOW, timeframe="1D")
+    settings = settings_for(home)
+    kernels.compute(
+        make_bars(2, 300).select("symbol", "ts", "open", "high", "low", "close", "volume"),
+        TALIB_SET,
+    )
+
+    def talib_pipeline() -> None:
+        bars = lake.read("ohlcv").filter(pl.col("timeframe") == "1D").sort("symbol", "ts")
+        res = talib_per_symbol(bars)
+        cols = list(zip(*res, strict=True))
+        out = bars.select("symbol", "ts").with_columns(
+            [pl.Series(f"c{i}", np.concatenate(c)) for i, c in enumerate(cols)]
+        )
+        out.write_parquet(tmp / "talib.parquet")
+
+    def raw_kernels() -> None:
+        bars = lake.read("ohlcv").select("symbol", "ts", "open", "high", "low", "close", "volume")
+        kernels.compute(bars, TALIB_SET).write_parquet(tmp / "kernels.parquet")
+
+    def ours() -> None:
+        shutil.rmtree(lake.path("indicators"), ignore_errors=True)
+        res = run_compute(settings, indicators=TALIB_SET, full=True)
+        assert res.status == "ok", res.errors
+
+    t_talib, t_raw, t_ours = [], [], []
+    for i in range(3):  # interleaved
+        for fn, out in [(ours, t_ours), (talib_pipeline, t_talib), (raw_kernels, t_raw)][
+            :: 1 if i % 2 == 0 else -1
+        ]:
+            out.append(timed(fn)[0])
+    o, t, r = (statistics.median(x) for x in (t_ours, t_talib, t_raw))
+    print(f"  spread ours {min(t_ours):.2f}-{max(t_ours):.2f} s")
+    row("compute --full vs TA-Lib pipeline", o, t, "8 indicators", ">= 3")
+    row("compute --full vs raw kernels + write", o, r, "8 indicators", ">= 0.5")
+    wall, res = timed(lambda: run_compute(settings, full=True))
+    print(
+        f"  compute --full, default set, over the stored rows: {wall:.2f} s "
+        f"({res.inserted:,} inserted, {res.updated:,} updated)"
+    )
+    ROWS.append(("compute --full default set over stored (s)", f"{res.updated:,} upd", wall, "-"))
+    again, res = timed(lambda: run_compute(settings, full=True))
+    print(f"  its re-run: {again:.2f} s ({res.inserted} inserted, {res.updated} updated)")
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# -- nightly --------------------------------------------------------------------------------
+def bench_nightly(tmp: Path, symbols: int, dsn: str | None) -> None:
+    from marketlake.pipeline.stages.load import run_load
+
+    print(f"nightly increment: {symbols} symbols, one new day (sync, compute, load)")
+    home = tmp / "nightly"
+    lake = Lake(home)
+    for i in range(symbols):
+        universe.add(lake, f"N{i:04d}", run_id="u", provider="synthetic", asset_type="equity")
+    schema = f"bench_nightly_{uuid.uuid4().hex[:8]}"
+    day0 = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
+    settings = settings_for(home, now=day0, dsn=dsn, pg_schema=schema)
+    run_sync(settings, provider="synthetic", timeframes=["1D"], start="2016-01-01")
+    run_compute(settings)
+    if dsn:
+        run_load(settings)
+    nxt = settings.with_(now=day0 + timedelta(days=1))
+    steps: dict[str, float] = {}
+    prof = cProfile.Profile()
+    prof.enable()
+    steps["sync"], res = timed(lambda: run_sync(nxt, provider="synthetic", timeframes=["1D"]))
+    steps["compute"], cres = timed(lambda: run_compute(nxt))
+    if dsn:
+        steps["load"], _ = timed(lambda: run_load(nxt))
+    prof.disable()
+    total = sum(steps.values())
+    print(
+        "  "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items())
+        + f"; total {total:.2f} s ({res.inserted} bars, {cres.inserted} indicator rows)"
+    )
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(25)
+    print("  profile (cumulative, top 25):")
+    print("\n".join("    " + line for line in out.getvalue().splitlines()[6:40]))
+    ROWS.append(("nightly increment (s)", f"{symbols} symbols", total, "< 3"))
+    if dsn:
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--symbols", type=int, default=2000, help="compute: symbols x 2,520 bars")
+    ap.add_argument("--sync-symbols", type=int, default=300)
+    ap.add_argument("--gen-symbols", type=int, default=100)
+    ap.add_argument("--ingest-symbols", type=int, default=2000)
+    ap.add_argument("--ingest-days", type=int, default=5040)
+    ap.add_argument("--files-rows", type=int, default=10_000_000)
+    ap.add_argument("--nightly-symbols", type=int, default=2600)
+    ap.add_argument("--dsn", default=os.environ.get("MARKETLAKE_BENCH_DSN"))
+    ap.add_argument(
+        "--skip", nargs="*", default=[], help="synthetic sync ingest files compute nightly"
+    )
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="marketlake-bench-pipeline-"))
+    try:
+        if "synthetic" not in args.skip:
+            bench_synthetic(tmp, args.gen_symbols)
+        if "sync" not in args.skip:
+            bench_sync(tmp, args.sync_symbols)
+        if "ingest" not in args.skip:
+            bench_ingest(tmp, args.ingest_symbols, args.ingest_days)
+        if "files" not in args.skip:
+            bench_files(tmp, args.files_rows)
+        if "compute" not in args.skip:
+            bench_compute(tmp, args.symbols)
+        if "nightly" not in args.skip:
+            bench_nightly(tmp, args.nightly_symbols, args.dsn)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(f"{'measure':44} {'size':>16} {'value':>8}  target")
+    for name, note, value, target in ROWS:
+        print(f"{name:44} {note:>16} {value:8.2f}  {target}")
+
+
+if __name__ == "__main__":
+    main()
