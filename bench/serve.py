@@ -54,7 +54,7 @@ def start_server(home: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(cwd / "serve.log", "w"),  # noqa: SIM115 - kept open for the server
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
