@@ -654,6 +654,62 @@ def load(
         _emit(result, json_out)
 
 
+RemoteUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--remote", help="The remote service, e.g. https://host:8765.", show_default=False
+    ),
+]
+
+
+@app.command()
+def push(
+    remote: RemoteUrl = None,
+    tables: Annotated[
+        str | None, typer.Option(help="Comma-separated lake tables (default: market data).")
+    ] = None,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Send what changed in the lake since the last acknowledged push to a remote service
+    (token: MARKETLAKE_REMOTE_TOKEN), which merges it into its lake and its database."""
+    with _session(home, None, config) as settings:
+        from marketlake.pipeline.remote.client import Remote
+        from marketlake.pipeline.stages.push import run_push
+
+        target = Remote.parse(remote, os.environ.get("MARKETLAKE_REMOTE_TOKEN"))
+        with _progress("push", not json_out) as cb:
+            result = run_push(settings, target, tables=_csv(tables), progress=cb)
+        _emit(result, json_out)
+
+
+@app.command()
+def pull(
+    remote: RemoteUrl = None,
+    tables: Annotated[
+        str | None, typer.Option(help="Comma-separated tables the remote exposes for pull.")
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Read whole tables; drop rows the remote deleted.")
+    ] = False,
+    home: Home = None,
+    config: ConfigFile = None,
+    json_out: JsonOut = False,
+    wait: Wait = False,
+) -> None:
+    """Bring rows of the remote's app tables changed since the last pull into local lake
+    tables of the same name (token: MARKETLAKE_REMOTE_TOKEN)."""
+    with _session(home, None, config, lock_wait=wait) as settings:
+        from marketlake.pipeline.remote.client import Remote
+        from marketlake.pipeline.stages.pull import run_pull
+
+        target = Remote.parse(remote, os.environ.get("MARKETLAKE_REMOTE_TOKEN"))
+        with _progress("pull", not json_out) as cb:
+            result = run_pull(settings, target, tables=_csv(tables), full=full, progress=cb)
+        _emit(result, json_out)
+
+
 @app.command()
 def daily(
     home: Home = None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import platformdirs
@@ -258,6 +258,24 @@ class _Universe(_Section):
     file: str | None = None
 
 
+_IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+class _PullTable(_Section):
+    """One table of the serving schema that ``marketlake pull`` may read: its key, the column
+    that every change stamps, and the soft-delete column (a non-null value means deleted)."""
+
+    key: list[Annotated[str, Field(pattern=_IDENT)]] = Field(min_length=1)
+    updated_at: str = Field("updated_at", pattern=_IDENT)
+    deleted: str | None = Field(None, pattern=_IDENT)
+
+
+class _Pull(_Section):
+    """``[serve.pull]``: the serving tables exposed to ``marketlake pull``."""
+
+    tables: dict[Annotated[str, Field(pattern=_IDENT)], _PullTable] = {}
+
+
 class _Serve(_Section):
     """``[serve]``: where the service listens, and the settings it applies at start (checked
     there, like the same settings over HTTP)."""
@@ -267,6 +285,7 @@ class _Serve(_Section):
     schedule: str | dict[str, Any] | None = None
     segment_schedules: dict[str, str | dict[str, Any]] | None = None
     overdue_grace: str | None = None
+    pull: _Pull | None = None
 
 
 class _File(_Section):

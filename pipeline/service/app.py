@@ -43,6 +43,7 @@ from marketlake.pipeline.service.settings_store import SettingError, SettingsSto
 log = logging.getLogger("marketlake.serve")
 ARROW = "application/vnd.apache.arrow.stream"
 MAX_BODY_BYTES = 64 * 1024
+STREAMED_BODIES = "/api/v1/sync/push/"  # pushes: streamed to disk by the route, any size
 STATUS_TTL_S = 2.0
 STATIC = resources.files("marketlake.pipeline.service") / "static"
 PAGE_HEADERS = {
@@ -112,7 +113,7 @@ class _BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(STREAMED_BODIES):
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
@@ -605,8 +606,11 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             }
         )
 
+    from marketlake.pipeline.service.transfer import transfer_router
+
     app.include_router(api)
     app.include_router(secured)
+    app.include_router(transfer_router(svc, authorized, ok, fail))
 
     # -- the page ----------------------------------------------------------------------------
     def static(name: str, media: str) -> Response:

@@ -1,0 +1,257 @@
+"""The remote side of a push: one table's spooled batch applied to the lake as ONE commit.
+
+The batch (an IPC stream spooled to disk while it arrived) carries every changed row of the
+source's table since the version the remote last acknowledged, each flagged ``_ml_delete``
+when the source deleted its key; a ``snapshot`` batch carries the whole table instead (the
+source's change feed could not serve the range, or this is the first push).
+
+* The commit records ``push_source``, ``push_table_id`` (the source table's Delta id) and the
+  version range in its metadata. A batch whose range the history already holds (a push the
+  remote committed but whose acknowledgement was lost) commits nothing and changes 0 rows.
+* Into an empty table the rows are appended, streamed from the spool; otherwise one MERGE
+  inserts new keys, updates rows whose values differ (so a re-applied batch is a no-op),
+  deletes flagged keys and, for a snapshot, every key the snapshot lacks.
+* Columns the source grew (a new indicator) are added first by a metadata-only commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import DeltaTable, Field, write_deltalake
+from deltalake.schema import Schema as DeltaSchema
+
+from marketlake.errors import ValidationError
+from marketlake.lake import writes
+from marketlake.lake._errors import lake_errors
+from marketlake.lake.merges import q
+from marketlake.lake.tables import TableDef
+from marketlake.pipeline.remote.wire import FLAG, cast_batches, read_file
+
+log = logging.getLogger("marketlake.push")
+
+HISTORY_LIMIT = 500  # commits searched for an earlier application of the same batch
+MODES = ("changes", "snapshot")
+
+
+@dataclass(frozen=True)
+class PushBatch:
+    """What the source says about one table's batch (query parameters of the request)."""
+
+    table: str
+    source: str
+    source_table_id: str
+    from_version: int | None  # the last acknowledged version (None: snapshot)
+    to_version: int
+    mode: str
+    rows: int
+
+
+@dataclass
+class Applied:
+    """What applying one batch did to the remote's lake table."""
+
+    table: str
+    version: int
+    table_id: str
+    mode: str
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rows: int = 0
+    already_applied: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def applied_before(dt: DeltaTable, batch: PushBatch) -> int | None:
+    """The highest ``push_to`` recorded for this source table in recent history."""
+    best: int | None = None
+    with lake_errors("read the history of", batch.table):
+        history = dt.history(HISTORY_LIMIT)
+    for commit in history:
+        if (
+            commit.get("push_source") == batch.source
+            and commit.get("push_table_id") == batch.source_table_id
+        ):
+            to = int(commit.get("push_to", -1))
+            best = to if best is None else max(best, to)
+    return best
+
+
+def _scan(path: Path, tdef: TableDef, declared: int) -> tuple[pa.Schema, dict[str, set], bool]:
+    """One pass over the spool: its schema, the partition values it touches, whether any key
+    is deleted; the row count must equal what the source declared."""
+    reader = read_file(path)
+    parts: dict[str, set] = {p: set() for p in tdef.partitions}
+    rows, deletes = 0, False
+    for batch in reader:
+        rows += batch.num_rows
+        for p in tdef.partitions:
+            parts[p].update(batch.column(p).unique().to_pylist())
+        if batch.schema.get_field_index(FLAG) >= 0:
+            deletes = deletes or bool(pa.compute.any(batch.column(FLAG)).as_py())
+    if rows != declared:
+        raise ValidationError(
+            f"{tdef.name}: the body holds {rows} rows, the source sent {declared}"
+        )
+    return reader.schema, parts, deletes
+
+
+def _grow(dt: DeltaTable, tdef: TableDef, incoming: pa.Schema) -> pa.Schema:
+    """Add the columns the batch has and the table lacks (evolving tables only)."""
+    have = set(pa.schema(dt.schema().to_arrow()).names)
+    new = [f for f in incoming if f.name not in have and f.name != FLAG]
+    if new:
+        if not tdef.evolving:
+            raise ValidationError(
+                f"{tdef.name}: the batch has columns the table lacks: "
+                + ", ".join(f.name for f in new)
+            )
+        with lake_errors("add columns to", tdef.name):
+            fields = DeltaSchema.from_arrow(pa.schema(new)).fields
+            dt.alter.add_columns([Field(f.name, f.type, nullable=True) for f in fields])
+            dt.update_incremental()
+    return pa.schema(dt.schema().to_arrow())
+
+
+def apply_push(
+    dt: DeltaTable | None, uri: str, tdef: TableDef, batch: PushBatch, spool: Path, props_for
+) -> Applied:
+    """Apply ``spool`` (the batch's IPC stream) to the Delta table at ``uri`` (``dt``, or None
+    when it does not exist yet) as one commit; a batch with a ``source`` is skipped when the
+    history shows it applied already.
+
+    ``props_for(metadata)`` builds the commit properties; the caller holds the writer lock."""
+    if batch.mode not in MODES:
+        raise ValidationError(f"mode must be one of {', '.join(MODES)}, got {batch.mode!r}")
+    meta = {
+        "push_source": batch.source,
+        "push_table_id": batch.source_table_id,
+        "push_from": "" if batch.from_version is None else str(batch.from_version),
+        "push_to": str(batch.to_version),
+        "push_mode": batch.mode,
+    }
+    if dt is not None and batch.source:
+        done = applied_before(dt, batch)
+        if done is not None and done >= batch.to_version:
+            return Applied(
+                tdef.name,
+                dt.version(),
+                dt.metadata().id,
+                batch.mode,
+                rows=batch.rows,
+                unchanged=batch.rows,
+                already_applied=True,
+            )
+    incoming, parts, deletes = _scan(spool, tdef, batch.rows)
+    if dt is None:
+        dt = writes.create(uri, tdef)
+    schema = _grow(dt, tdef, incoming)
+    empty = dt.get_add_actions().num_rows == 0
+    props = props_for(meta)
+    if empty and not deletes:
+        rows = _append(dt, tdef, schema, spool, batch.rows, props)
+        res = Applied(tdef.name, 0, "", batch.mode, inserted=rows, rows=rows)
+    else:
+        res = _merge(dt, tdef, schema, spool, parts, batch, props)
+    with lake_errors("read", tdef.name):
+        dt = DeltaTable(uri)
+    res.version, res.table_id = dt.version(), dt.metadata().id
+    return res
+
+
+def _append(
+    dt: DeltaTable, tdef: TableDef, schema: pa.Schema, spool: Path, declared: int, props
+) -> int:
+    """Stream the spool into the (empty) table as one append commit."""
+    seen = 0
+
+    def batches():
+        nonlocal seen
+        for b in cast_batches(read_file(spool), schema):
+            seen += b.num_rows
+            yield b
+        if seen != declared:  # raising here aborts the write before its commit
+            raise ValidationError(f"{tdef.name}: read {seen} rows, the source sent {declared}")
+
+    with lake_errors("append to", tdef.name):
+        write_deltalake(
+            dt,
+            pa.RecordBatchReader.from_batches(schema, batches()),
+            mode="append",
+            partition_by=list(tdef.partitions) or None,
+            commit_properties=props,
+        )
+    return seen
+
+
+def _merge(
+    dt: DeltaTable,
+    tdef: TableDef,
+    schema: pa.Schema,
+    spool: Path,
+    parts: dict[str, set],
+    batch: PushBatch,
+    props,
+) -> Applied:
+    """One MERGE of the spooled batch (streamed as the merge's source)."""
+    source_schema = schema.append(pa.field(FLAG, pa.bool_()))
+    flagged = _with_flag(read_file(spool), source_schema)
+    on = [f"t.{q(k)} = s.{q(k)}" for k in tdef.key]
+    snapshot = batch.mode == "snapshot"
+    if not snapshot:  # prune the target to the partitions the batch touches
+        for p, values in parts.items():
+            if None in values:
+                raise ValidationError(f"{tdef.name}: a row has no {p}")
+            on.append(f"t.{q(p)} IN ({', '.join(writes.literal(str(v)) for v in sorted(values))})")
+    cols = list(schema.names)
+    mapping = {q(c): f"s.{q(c)}" for c in cols}
+    values = [c for c in cols if c not in tdef.key]
+    changed = " OR ".join(f"(t.{q(c)} IS DISTINCT FROM s.{q(c)})" for c in values) or "FALSE"
+    with lake_errors("merge into", tdef.name):
+        merger = dt.merge(
+            pa.RecordBatchReader.from_batches(source_schema, flagged),
+            predicate=" AND ".join(on),
+            source_alias="s",
+            target_alias="t",
+            commit_properties=props,
+        )
+        merger = merger.when_matched_delete(predicate=f"s.{q(FLAG)}")
+        merger = merger.when_matched_update(
+            updates=dict(mapping), predicate=f"NOT s.{q(FLAG)} AND ({changed})"
+        )
+        merger = merger.when_not_matched_insert(updates=mapping, predicate=f"NOT s.{q(FLAG)}")
+        if snapshot:
+            merger = merger.when_not_matched_by_source_delete()
+        metrics = merger.execute()
+    ins = int(metrics.get("num_target_rows_inserted", 0))
+    upd = int(metrics.get("num_target_rows_updated", 0))
+    dele = int(metrics.get("num_target_rows_deleted", 0))
+    return Applied(
+        tdef.name,
+        0,
+        "",
+        batch.mode,
+        inserted=ins,
+        updated=upd,
+        deleted=dele,
+        unchanged=max(batch.rows - ins - upd - dele, 0),
+        rows=batch.rows,
+    )
+
+
+def _with_flag(reader, schema: pa.Schema):
+    """Batches in ``schema``: the data columns cast, ``_ml_delete`` false where absent."""
+    for b in cast_batches(reader, schema):
+        flag = b.column(FLAG)
+        if flag.null_count:
+            flag = pa.compute.fill_null(flag, False)
+            b = b.set_column(b.schema.get_field_index(FLAG), FLAG, flag)
+        yield b
