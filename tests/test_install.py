@@ -55,3 +55,24 @@ def test_importing_kernels_writes_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*")} if cache.is_dir() else {}
     assert after == before
+
+
+def test_every_source_package_is_installed() -> None:
+    """A folder with an ``__init__.py`` that pyproject does not list would be missing from a
+    non-editable install (``pip install .``) while every editable checkout still works."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    dirs = tool["package-dir"]
+    found = {"marketlake"}
+    for init in root.glob("*/**/__init__.py"):
+        rel = init.parent.relative_to(root)
+        if rel.parts[0] in ("tests", "bench", "build", "docs") or rel.parts[0].startswith("."):
+            continue
+        found.add("marketlake." + ".".join(rel.parts))
+    assert found == listed
+    assert all(
+        dirs[p] == p.removeprefix("marketlake.").replace(".", "/") for p in listed - {"marketlake"}
+    )
