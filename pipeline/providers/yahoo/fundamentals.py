@@ -6,8 +6,10 @@ period of their own (recommendations, holders, estimates, ESG) use the fetch dat
 ``period_end``, so each fetch keeps a dated snapshot.
 
 The seven financial-statement types are read straight from the fundamentals-timeseries
-endpoint (the same request and type keys yfinance uses); the others come from yfinance's
-accessors and are flattened here by :func:`tidy`.
+endpoint (the same type keys yfinance uses), one request per statement family with every
+timescale's keys listed; the others come from yfinance's accessors, which read one batched
+quoteSummary answer carrying every module they need (:data:`MODULES`), and are flattened here
+by :func:`tidy`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,51 @@ ACCESSORS: dict[str, tuple[str, str | None, str | None]] = {
     "esg_scores": ("get_sustainability", None, None),
 }
 
+# data_type -> the quoteSummary modules its yfinance accessor reads (yfinance scrapers/quote.py,
+# holders.py, analysis.py); earnings_dates reads Yahoo's earnings-calendar page instead
+_HOLDERS = (
+    "institutionOwnership",
+    "fundOwnership",
+    "majorDirectHolders",
+    "majorHoldersBreakdown",
+    "insiderTransactions",
+    "insiderHolders",
+    "netSharePurchaseActivity",
+)
+MODULES: dict[str, tuple[str, ...]] = {
+    "recommendations": ("recommendationTrend",),
+    "recommendations_summary": ("recommendationTrend",),
+    "analyst_price_targets": ("financialData",),
+    "earnings_dates": (),
+    "insider_purchases": _HOLDERS,
+    "institutional_holders": _HOLDERS,
+    "major_holders": _HOLDERS,
+    "growth_estimates": ("earningsTrend", "industryTrend", "sectorTrend", "indexTrend"),
+    "revenue_estimate": ("earningsTrend",),
+    "earnings_estimate": ("earningsTrend",),
+    "eps_trend": ("earningsTrend",),
+    "eps_revisions": ("earningsTrend",),
+    "calendar": ("calendarEvents",),
+    "sec_filings": ("secFilings",),
+    "esg_scores": ("esgScores",),
+}
+
 TIMESERIES_CHUNK = 60  # keys per request: keeps the URL under ~2 KB (yfinance does the same)
+
+
+def quote_summary_modules(data_types: Iterable[str]) -> tuple[str, ...]:
+    """Every quoteSummary module the accessors of ``data_types`` read, each once."""
+    return tuple(dict.fromkeys(m for t in data_types for m in MODULES.get(t, ())))
+
+
+def statement_families(data_types: Iterable[str]) -> dict[str, list[str]]:
+    """The statement types among ``data_types`` grouped by the key table (statement family)
+    they share, so one timeseries request can list every timescale of a family."""
+    families: dict[str, list[str]] = {}
+    for t in data_types:
+        if t in STATEMENTS:
+            families.setdefault(STATEMENTS[t][0], []).append(t)
+    return families
 
 
 def statement_keys(data_type: str) -> tuple[str, list[str]]:

@@ -25,7 +25,9 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import polars as pl
 
 from marketlake.errors import (
@@ -139,6 +141,7 @@ class YahooProvider(HttpProvider):
         super().__init__(settings, **kw)
         self._crumb: str | None = None
         self._crumb_lock = threading.Lock()
+        self._timeseries_chunked = False  # set once a long timeseries URL has failed
 
     def _url(self, host: str, path: str) -> str:
         return (self.settings.base_url or _HOSTS[host]) + path
@@ -346,52 +349,93 @@ class YahooProvider(HttpProvider):
         )
 
     # -- fundamentals -------------------------------------------------------------------------
-    def _statement(
-        self, symbol: str, ysym: str, data_type: str, now: datetime
-    ) -> list[dict[str, Any]]:
-        timescale, keys = yfund.statement_keys(data_type)
-        url = self._url(
-            "query2", "/ws/fundamentals-timeseries/v1/finance/timeseries/" + path_segment(ysym)
+    def _timeseries(self, symbol: str, ysym: str, types: list[str], now: datetime) -> Any:
+        """One fundamentals-timeseries answer for ``types`` (full keys, timescale included)."""
+        body = self.http.get_json(
+            self._url(
+                "query2", "/ws/fundamentals-timeseries/v1/finance/timeseries/" + path_segment(ysym)
+            ),
+            symbol=symbol,
+            params={
+                "symbol": ysym,
+                "type": ",".join(types),
+                "period1": int(STATEMENT_START.timestamp()),
+                "period2": int((now + timedelta(days=1)).timestamp()),
+            },
         )
-        period2 = int((now + timedelta(days=1)).timestamp())
-        rows: list[dict[str, Any]] = []
-        for i in range(0, len(keys), yfund.TIMESERIES_CHUNK):
-            chunk = keys[i : i + yfund.TIMESERIES_CHUNK]
-            body = self.http.get_json(
-                url,
-                symbol=symbol,
-                params={
-                    "symbol": ysym,
-                    "type": ",".join(timescale + k for k in chunk),
-                    "period1": int(STATEMENT_START.timestamp()),
-                    "period2": period2,
-                },
-            )
-            if not isinstance(body, dict) or "timeseries" not in body:
-                raise BadResponseError(
-                    f"yahoo {symbol}: timeseries response without 'timeseries'",
-                    provider=self.name,
-                    symbol=symbol,
-                )
-            rows += yfund.parse_timeseries(
-                body,
-                symbol=symbol,
-                data_type=data_type,
-                timescale=timescale,
-                wanted=chunk,
-                fetched_at=now,
+        if not isinstance(body, dict) or "timeseries" not in body:
+            raise BadResponseError(
+                f"yahoo {symbol}: timeseries response without 'timeseries'",
                 provider=self.name,
+                symbol=symbol,
             )
-        return rows
+        return body
 
-    def _yfinance(self, symbol: str, action: str, call) -> Any:
-        """Run ``call()`` (yfinance code) with its HTTP routed through this provider, and
-        convert whatever it raises at this boundary."""
+    def _family(self, symbol: str, ysym: str, types: list[str], now: datetime) -> list[Any]:
+        """The timeseries answers for one statement family: one request listing every type
+        (annual, quarterly and trailing keys together). Should the long URL fail (a proxy or
+        edge refusing its length, a dropped connection), the keys go in chunks of
+        ``TIMESERIES_CHUNK``, and keep doing so for this provider (yfinance's strategy)."""
+        if not self._timeseries_chunked:
+            try:
+                return [self._timeseries(symbol, ysym, types, now)]
+            except RateLimitedError:
+                raise
+            except (TransientProviderError, TerminalProviderError) as exc:
+                if isinstance(exc, AuthError | BadResponseError) or (
+                    isinstance(exc, InvalidSymbolError) and "HTTP 400" not in str(exc)
+                ):
+                    raise
+                log.info("%s; listing the statement keys in chunks from now on", exc)
+                self._timeseries_chunked = True
+        n = yfund.TIMESERIES_CHUNK
+        try:
+            return [
+                self._timeseries(symbol, ysym, types[i : i + n], now)
+                for i in range(0, len(types), n)
+            ]
+        except (TransientProviderError, TerminalProviderError):
+            self._timeseries_chunked = False  # the length was not the problem
+            raise
+
+    def _statements(
+        self, symbol: str, ysym: str, data_types: list[str], now: datetime
+    ) -> tuple[list[dict[str, Any]], list[TerminalProviderError]]:
+        """Rows of the statement types among ``data_types``: one request per family."""
+        rows: list[dict[str, Any]] = []
+        failures: list[TerminalProviderError] = []
+        for members in yfund.statement_families(data_types).values():
+            keys = {t: yfund.statement_keys(t) for t in members}
+            types = [scale + k for scale, ks in keys.values() for k in ks]
+            try:
+                bodies = self._family(symbol, ysym, types, now)
+            except AuthError:
+                raise
+            except TerminalProviderError as exc:
+                log.warning("%s", exc)
+                failures += [exc] * len(members)
+                continue
+            for data_type, (timescale, wanted) in keys.items():
+                for body in bodies:
+                    rows += yfund.parse_timeseries(
+                        body,
+                        symbol=symbol,
+                        data_type=data_type,
+                        timescale=timescale,
+                        wanted=wanted,
+                        fetched_at=now,
+                        provider=self.name,
+                    )
+        return rows, failures
+
+    def _yfinance(self, symbol: str, action: str, call, local=None) -> Any:
+        """Run ``call()`` (yfinance code) with its HTTP routed through this provider (or
+        answered by ``local``), and convert whatever it raises at this boundary."""
         import requests
 
         sess = yfbridge.session(self.home / "cache" / "yfinance" if self.home else None)
         try:
-            with yfbridge.route(self.http, self.settings.base_url, symbol):
+            with yfbridge.route(self.http, self.settings.base_url, symbol, local):
                 return call(sess)
         except ProviderError:
             raise
@@ -415,8 +459,47 @@ class YahooProvider(HttpProvider):
                 symbol=symbol,
             ) from exc
 
+    def _held_answers(self, summary: Mapping[str, Any] | None):
+        """What yfinance would ask Yahoo and this provider already holds: the batched
+        quoteSummary (each accessor gets the modules it names, or Yahoo's own 404 when the
+        batch has none of them), and the session's cookie and crumb (the provider's client
+        keeps Yahoo's cookie; yfinance would fetch ``fc.yahoo.com`` again on every call)."""
+        crumb = self._crumb
+
+        def answer(method: str, url: str, params: dict[str, str]) -> httpx.Response | None:
+            parts = urlsplit(url)
+            host, path = parts.hostname or "", parts.path
+            request = httpx.Request(method, url)
+            if host == "fc.yahoo.com" and crumb:
+                return httpx.Response(200, text="", request=request)
+            if path == "/v1/test/getcrumb" and crumb:
+                return httpx.Response(200, text=crumb, request=request)
+            if summary is not None and "/v10/finance/quoteSummary/" in path:
+                wanted = [m for m in params.get("modules", "").split(",") if m]
+                found = {m: summary[m] for m in wanted if m in summary}
+                if not found:
+                    return httpx.Response(
+                        404,
+                        json={
+                            "quoteSummary": {
+                                "result": None,
+                                "error": {
+                                    "code": "Not Found",
+                                    "description": "No fundamentals data found for any of the "
+                                    f"summaryTypes={','.join(wanted)}",
+                                },
+                            }
+                        },
+                        request=request,
+                    )
+                body = {"quoteSummary": {"result": [found], "error": None}}
+                return httpx.Response(200, json=body, request=request)
+            return None
+
+        return answer
+
     def _accessor(
-        self, symbol: str, ysym: str, data_type: str, now: datetime
+        self, symbol: str, ysym: str, data_type: str, now: datetime, local=None
     ) -> list[dict[str, Any]]:
         import yfinance as yf
 
@@ -428,30 +511,43 @@ class YahooProvider(HttpProvider):
             except KeyError:  # the quoteSummary module is absent: Yahoo has no such data
                 return None
 
-        obj = self._yfinance(symbol, data_type, call)
+        obj = self._yfinance(symbol, data_type, call, local)
         return yfund.tidy(data_type, obj, symbol=symbol, fetched_at=now, provider=self.name)
 
     def _fetch_fundamentals(self, request: FetchRequest) -> pl.DataFrame:
-        """Tidy ``fundamentals`` rows for ``data_types`` (default: all 23).
+        """Tidy ``fundamentals`` rows for ``data_types`` (default: all 23), in at most six
+        requests: one quoteSummary carrying every module the accessor types read, one
+        timeseries request per statement family, the chart for dividends and the
+        earnings-calendar page.
 
         A type Yahoo has nothing for gives no rows; a type that fails terminally is logged and
         skipped (the symbol fails only when every type does); auth and transient failures
         propagate so the stage can stop or retry.
         """
         symbol, instrument = request.symbol, request.instrument
-        types = tuple(request.data_types or yfund.DATA_TYPES)
+        types = tuple(dict.fromkeys(request.data_types or yfund.DATA_TYPES))
         unknown = [t for t in types if t not in yfund.DATA_TYPES]
         if unknown:
             raise ConfigError(f"unknown fundamentals data type(s) {unknown}")
         ysym = self._symbol(symbol, instrument)
         now = self.clock()
-        rows: list[dict[str, Any]] = []
-        failures: list[TerminalProviderError] = []
-        for data_type in types:
+        rows, failures = self._statements(symbol, ysym, list(types), now)
+        summary: dict[str, Any] | None = None
+        summary_error: TerminalProviderError | None = None
+        modules = yfund.quote_summary_modules(types)
+        if modules:
             try:
-                if data_type in yfund.STATEMENTS:
-                    rows += self._statement(symbol, ysym, data_type, now)
-                elif data_type == "dividends":
+                summary = self.quote_summary(symbol, modules, instrument)
+            except AuthError:
+                raise
+            except TerminalProviderError as exc:
+                summary_error = exc
+        local = self._held_answers(summary)
+        for data_type in types:
+            if data_type in yfund.STATEMENTS:
+                continue
+            try:
+                if data_type == "dividends":
                     actions = self._fetch_actions(
                         FetchRequest.actions(
                             symbol,
@@ -463,8 +559,10 @@ class YahooProvider(HttpProvider):
                     rows += yfund.dividends_rows(
                         actions, symbol=symbol, fetched_at=now, provider=self.name
                     )
+                elif summary_error is not None and yfund.MODULES[data_type]:
+                    raise summary_error
                 else:
-                    rows += self._accessor(symbol, ysym, data_type, now)
+                    rows += self._accessor(symbol, ysym, data_type, now, local)
             except AuthError:
                 raise
             except TerminalProviderError as exc:

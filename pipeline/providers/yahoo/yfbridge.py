@@ -13,6 +13,11 @@ instances with different base URLs can share the one yfinance session.
 yfinance is also told to raise instead of logging-and-returning-empty (its logger is silenced:
 the provider converts and raises), and to keep its tz and cookie caches under the marketlake
 home instead of the user's cache directory.
+
+A provider that already holds an answer (one batched quoteSummary carrying every module the
+accessors read, its own cookie and crumb) passes a ``local`` answerer to :func:`route`: the
+requests it answers never leave the process, so yfinance's parsers read the batch instead of
+asking Yahoo once per accessor.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import requests
@@ -37,6 +42,9 @@ _local = threading.local()
 _install_lock = threading.Lock()
 _session: BridgeSession | None = None
 _FORWARD_HEADERS = {"content-type", "accept", "referer"}
+
+# (method, url, params) -> an answer already held, or None to ask Yahoo
+LocalAnswer = Callable[[str, str, dict[str, str]], httpx.Response | None]
 
 
 def _is_yahoo(host: str) -> bool:
@@ -65,12 +73,14 @@ class BridgeSession(requests.Session):
         cert: Any = None,
         json: Any = None,
     ) -> requests.Response:
-        active: tuple[HttpClient, str | None, str] | None = getattr(_local, "active", None)
+        active: tuple[HttpClient, str | None, str, LocalAnswer | None] | None = getattr(
+            _local, "active", None
+        )
         if active is None:
             raise TerminalProviderError(
                 "yahoo: yfinance request outside a provider call", provider="yahoo"
             )
-        client, base_url, symbol = active
+        client, base_url, symbol, local = active
         host = urlsplit(url).hostname or ""
         if not _is_yahoo(host):
             raise TerminalProviderError(
@@ -78,21 +88,27 @@ class BridgeSession(requests.Session):
                 provider="yahoo",
                 symbol=symbol,
             )
-        target = with_origin(url, base_url) if base_url else url
-        fwd = {k: v for k, v in (headers or {}).items() if k.lower() in _FORWARD_HEADERS}
-        content = data if isinstance(data, str | bytes) else None
-        form = data if isinstance(data, dict) else None
-        resp = client.request(
-            method,
-            target,
-            params=params,
-            headers=fwd or None,
-            content=content,
-            data=form,
-            json_body=json,
-            symbol=symbol,
-            check=False,
-        )
+        resp = None
+        if local is not None:
+            query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+            query.update({str(k): str(v) for k, v in (params or {}).items()})
+            resp = local(method.upper(), url, query)
+        if resp is None:
+            target = with_origin(url, base_url) if base_url else url
+            fwd = {k: v for k, v in (headers or {}).items() if k.lower() in _FORWARD_HEADERS}
+            content = data if isinstance(data, str | bytes) else None
+            form = data if isinstance(data, dict) else None
+            resp = client.request(
+                method,
+                target,
+                params=params,
+                headers=fwd or None,
+                content=content,
+                data=form,
+                json_body=json,
+                symbol=symbol,
+                check=False,
+            )
         out = requests.Response()
         out.status_code = resp.status_code
         out._content = resp.content
@@ -135,10 +151,16 @@ def session(cache_dir: Path | None = None) -> BridgeSession:
 
 
 @contextmanager
-def route(client: HttpClient, base_url: str | None, symbol: str = "") -> Iterator[None]:
-    """Send this thread's yfinance requests through ``client`` (to ``base_url`` if set)."""
+def route(
+    client: HttpClient,
+    base_url: str | None,
+    symbol: str = "",
+    local: LocalAnswer | None = None,
+) -> Iterator[None]:
+    """Send this thread's yfinance requests through ``client`` (to ``base_url`` if set),
+    except those ``local`` answers from what the provider already holds."""
     previous = getattr(_local, "active", None)
-    _local.active = (client, base_url, symbol)
+    _local.active = (client, base_url, symbol, local)
     try:
         yield
     finally:
