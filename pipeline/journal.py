@@ -3,8 +3,9 @@ run starts and finished (``success``/``partial``/``failed``) when it ends.
 
 A process killed with ``kill -9`` never finishes its row; the next process that takes the
 lake's writer lock marks every ``running`` row that no live process holds as ``interrupted``,
-so no run stays ``running`` for ever. Scheduled runs record their slot in the row's metadata:
-the scheduler computes its next run from the last completed one.
+so no run stays ``running`` for ever. Scheduled runs record their slot in the row's metadata
+(manual full runs the schedules they cover and their start): the scheduler computes its next
+run from the last completed one.
 """
 
 from __future__ import annotations
@@ -165,17 +166,19 @@ def recover_interrupted(
 
 
 def last_slots(lake: Lake) -> dict[str, datetime]:
-    """Per schedule name, the slot of its last completed run."""
+    """Per schedule name, the slot of its last completed run: a scheduled run's slot
+    (``schedule``), or the start of a manual run of the same work (``covers``)."""
     out: dict[str, datetime] = {}
-    done = runs(lake, statuses=COMPLETED).filter(pl.col("trigger") == "schedule")
+    done = runs(lake, statuses=COMPLETED)
     for meta in done.get_column("metadata").to_list():
         info = json.loads(meta or "{}")
-        name, slot = info.get("schedule"), info.get("slot")
-        if not name or not slot:
+        names, slot = info.get("covers") or [info.get("schedule")], info.get("slot")
+        if not slot:
             continue
         when = datetime.fromisoformat(slot)
-        if name not in out or when > out[name]:
-            out[name] = when
+        for name in names:
+            if name and (name not in out or when > out[name]):
+                out[name] = when
     return out
 
 

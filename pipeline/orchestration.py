@@ -78,15 +78,23 @@ class _Steps:
     """The steps of one orchestrated run: each is one task; whatever a step raises is logged
     (stage, run_id, cause) and the next step still runs."""
 
-    def __init__(self, settings: Settings, stage: str, run_id: str) -> None:
+    def __init__(
+        self, settings: Settings, stage: str, run_id: str, progress: Progress | None = None
+    ) -> None:
         self.settings = settings
         self.stage = stage
         self.run_id = run_id
         self.secrets = settings.secrets()
         self.log = TaskLog(run_id, stage, stage, self.secrets, clock=settings.clock)
         self.results: list[StageResult | StepFailure] = []
+        self.progress = progress or (lambda *a, **k: None)
+        self.count: int | None = None  # how many steps the run has, once known
+        self.started = 0
 
     def run(self, name: str, fn: Callable[[], StageResult | None]) -> StageResult | None:
+        # step i of n: a watcher's bar advances by steps, never back when a step finds work
+        self.progress("step", name=name, index=self.started, count=self.count)
+        self.started += 1
         started = self.settings.clock()
         watch = Stopwatch()
         try:
@@ -157,7 +165,7 @@ def run_daily(
     watch = Stopwatch()
     run_id = run_id or new_run_id(settings.clock())
     lake = Lake(settings.home)
-    steps = _Steps(settings, "daily", run_id)
+    steps = _Steps(settings, "daily", run_id, progress)
     try:
         if settings.universe_file is not None:
             steps.run("universe", lambda: _refresh_universe(settings, lake, run_id))
@@ -165,9 +173,15 @@ def run_daily(
             segments = list(settings.segments) or sorted(
                 set(universe.load(lake).get_column("asset_type").to_list())
             )
+            failed = None
         except Exception as exc:  # an unreadable universe fails the sync step, not the run
-            segments = []
-            steps.run("sync", lambda e=exc: _raise(e))
+            segments, failed = [], exc
+        # the rest is known now: each segment's sync (or the failed one), market, compute, load
+        steps.count = (
+            steps.started + max(len(segments), failed is not None) + 2 + bool(settings.dsn)
+        )
+        if failed is not None:
+            steps.run("sync", lambda e=failed: _raise(e))
         for seg in segments:
             steps.run(
                 f"sync:{seg}",

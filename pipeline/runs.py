@@ -210,7 +210,8 @@ def mark_interrupted(
         started_at=info.started_at,
     )
     log.flush(lake)
-    journal.recover_interrupted(lake)  # the lock is ours: no other run is alive
+    # the lock is ours: no other run is alive
+    journal.recover_interrupted(lake, now=clock() if clock is not None else None)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

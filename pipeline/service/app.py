@@ -4,6 +4,10 @@ admin page at ``/``. Built on the same stages as the CLI (see :mod:`.runs`, :mod
 Responses use the envelope people's sync services use today: ``{"success": true, "data": ...}``
 and ``{"success": false, "error": "..."}``. Every ``/api`` route but health needs
 ``Authorization: Bearer <token>``; request bodies are bounded; no CORS headers are sent.
+Status and health answer from memory (the run's live state and a :class:`.summary.Summary`
+kept current off the request path); every time they show or age from is the settings' one
+clock. ``/docs`` (Swagger UI) and ``/redoc`` load their scripts from this origin
+(``fastapi-offline`` ships them), so they work without a network.
 """
 
 from __future__ import annotations
@@ -11,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException
@@ -39,12 +42,13 @@ from marketlake.pipeline.service.runs import Run, RunInProgress, RunManager, Run
 from marketlake.pipeline.service.scheduler import Scheduler
 from marketlake.pipeline.service.schedules import format_duration
 from marketlake.pipeline.service.settings_store import SettingError, SettingsStore
+from marketlake.pipeline.service.summary import Snapshot, Summary
 
 log = logging.getLogger("marketlake.serve")
 ARROW = "application/vnd.apache.arrow.stream"
 MAX_BODY_BYTES = 64 * 1024
 STREAMED_BODIES = "/api/v1/sync/push/"  # pushes: streamed to disk by the route, any size
-STATUS_TTL_S = 2.0
+STATUS_BODY_TTL_S = 0.25  # one status body serves every client polling within this window
 STATIC = resources.files("marketlake.pipeline.service") / "static"
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -71,7 +75,6 @@ class ServiceConfig:
     settings: Settings
     token: Token
     file_values: dict[str, Any] = field(default_factory=dict)  # marketlake.toml [serve]
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     tick_seconds: float = 1.0
     scheduler: bool = True
 
@@ -157,34 +160,66 @@ class Service:
     def __init__(self, cfg: ServiceConfig) -> None:
         self.cfg = cfg
         self.settings = cfg.settings
+        self.clock = cfg.settings.clock  # the one clock: pinned by MARKETLAKE_NOW
         self.lake = Lake(cfg.settings.home)
-        self.store = SettingsStore(self.lake, clock=cfg.clock)
+        self.store = SettingsStore(self.lake, clock=self.clock)
         self.scheduler: Scheduler | None = None
-        self.manager = RunManager(cfg.settings, on_finish=self._finished)
-        self.scheduler = Scheduler(
-            self.manager, self.store, clock=cfg.clock, tick_seconds=cfg.tick_seconds
+        self.summary = Summary(self._read_summary, self._lock_holder, on_change=self.invalidate)
+        self.manager = RunManager(
+            cfg.settings, on_finish=self._finished, on_commit=self.summary.touch
         )
-        self._cache: dict[str, tuple[float, Any]] = {}
-        self._cache_mutex = threading.Lock()
+        self.scheduler = Scheduler(
+            self.manager, self.store, clock=self.clock, tick_seconds=cfg.tick_seconds
+        )
+        self._body: tuple[float, Any, bytes] | None = None  # (when, run key, status body)
 
-    def _cached(self, key: str, compute: Callable[[], Any]) -> Any:
-        """``compute()`` at most once per :data:`STATUS_TTL_S` (and after every run), however
-        many requests ask at once: status polling never turns into lake scans per request."""
-        hit = self._cache.get(key)
-        if hit is not None and time.monotonic() - hit[0] < STATUS_TTL_S:
-            return hit[1]
-        with self._cache_mutex:
-            hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < STATUS_TTL_S:
-                return hit[1]
-            value = compute()
-            self._cache[key] = (time.monotonic(), value)
-            return value
+    def _read_summary(self) -> Snapshot:
+        """The lake's part of status and health (on the summary's thread, never a request's)."""
+        from marketlake.pipeline.reports import status
+
+        done = journal.runs(self.lake, statuses=(*journal.COMPLETED, journal.INTERRUPTED))
+        done = done.sort("completed_at", descending=True, nulls_last=True)
+
+        def first(frame: pl.DataFrame) -> dict | None:
+            if frame.is_empty():
+                return None
+            row = frame.row(0, named=True)
+            row["metadata"] = json.loads(row["metadata"] or "{}")
+            return row
+
+        now = self.clock()
+        return Snapshot(
+            segments=status(self.settings, self.lake, now),
+            last_completed=first(done.filter(pl.col("status").is_in(journal.COMPLETED))),
+            last_ended=first(done),
+            computed_at=now,
+        )
+
+    def _lock_holder(self) -> dict[str, Any] | None:
+        h = self.manager.lock.holder()
+        if h is None:
+            return None
+        return {"run_id": h.run_id, "stage": h.stage, "started_at": h.started_at}
+
+    def invalidate(self) -> None:
+        """Something status shows changed: the next status request builds a new body."""
+        self._body = None
+
+    def lake_changed(self) -> None:
+        """The lake was written outside a run (a push): status shows it at once."""
+        self.summary.refresh()
 
     def _finished(self, run: Run) -> None:
-        self._cache.clear()
         if self.scheduler is not None:
             self.scheduler.finished(run)
+        self.summary.refresh()  # before watchers hear the end: status is current
+
+    def other_run(self) -> dict[str, Any] | None:
+        """A run another process (a CLI stage) holds the lake for, as last polled."""
+        h = self.summary.holder
+        if h is None or h["run_id"] in self.manager.runs or h["run_id"].startswith("recover-"):
+            return None
+        return h
 
     def startup(self) -> None:
         marked = self.manager.recover()
@@ -197,31 +232,58 @@ class Service:
         applied = self.store.apply_file(values)
         if applied:
             log.info("settings from marketlake.toml applied: %s", ", ".join(applied))
+        self.store.values()  # read once here, not on a request
+        self.summary.start()
         if self.cfg.scheduler:
             self.scheduler.start()
 
     def shutdown(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
+        self.summary.stop()
 
-    def segment_status(self) -> list[dict]:
-        from marketlake.pipeline.reports import status
+    def status_body(self) -> bytes:
+        """``GET /api/v1/sync/status`` from memory: built at most once per
+        :data:`STATUS_BODY_TTL_S` (and anew when a run starts or ends or settings change)."""
+        cur = self.manager.current
+        key = (cur.run_id, cur.active) if cur is not None else None
+        hit = self._body
+        if hit is not None and hit[1] == key and time.monotonic() - hit[0] < STATUS_BODY_TTL_S:
+            return hit[2]
+        body = json.dumps({"success": True, "data": self._status(cur)}, default=str).encode()
+        self._body = (time.monotonic(), key, body)
+        return body
 
-        return self._cached(
-            "segments",
-            lambda: status(self.settings, self.lake, self.settings.now or datetime.now(UTC)),
-        )
+    def _status(self, cur: Run | None) -> dict[str, Any]:
+        now = self.clock()
+        running = cur is not None and cur.active
+        holder = None if running else self.other_run()
+        snap = self.summary.snapshot
+        last = snap.last_completed
+        result = (last or {}).get("metadata", {}).get("result") or {}
+        sched = self.schedule_info(now)
+        return {
+            "is_running": running or holder is not None,
+            "run": cur.state() | {"tasks": list(cur.tasks)[-20:]} if running else None,
+            "other_process_run": {
+                k: _iso(v) if isinstance(v, datetime) else v for k, v in holder.items()
+            }
+            if holder
+            else None,
+            "last_sync": _iso(last["completed_at"]) if last else None,
+            "last_run_id": last["run_id"] if last else None,
+            "last_status": last["status"] if last else None,
+            "last_error": (last or {}).get("error_message"),
+            "total_tasks": sum((result.get("tasks") or {}).values()) if result else 0,
+            "failed_tasks": (result.get("tasks") or {}).get("failed", 0),
+            "updated_rows": (last or {}).get("rows_updated", 0),
+            **{k: v for k, v in sched.items() if not k.startswith("_")},
+            "segments": snap.segments,
+            "segments_as_of": _iso(snap.computed_at),
+        }
 
-    def last_run(self, statuses=journal.COMPLETED) -> dict | None:
-        def compute() -> dict | None:
-            done = journal.runs(self.lake, statuses=statuses)
-            if done.is_empty():
-                return None
-            row = done.sort("completed_at", descending=True, nulls_last=True).row(0, named=True)
-            row["metadata"] = json.loads(row["metadata"] or "{}")
-            return row
-
-        return self._cached(f"last_run:{','.join(statuses)}", compute)
+    def last_run(self) -> dict | None:
+        return self.summary.snapshot.last_completed
 
     def schedule_info(self, now: datetime) -> dict[str, Any]:
         cur = self.store.current()
@@ -255,16 +317,19 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         finally:
             await asyncio.to_thread(svc.shutdown)
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served from here, not a CDN
         title="marketlake",
         summary="Sync service: scheduler, runs with live progress, bars and indicators.",
         version="1",
         lifespan=lifespan,
+        static_url="/docs-assets",
+        favicon_url="/favicon.ico",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from elsewhere
     )
     app.state.service = svc
     app.add_middleware(_BodyLimit)
 
-    def authorized(creds: Credentials) -> None:
+    async def authorized(creds: Credentials) -> None:
         if (
             creds is None
             or creds.scheme.lower() != "bearer"
@@ -333,9 +398,8 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
                 },
             )
         last = svc.last_run()
-        est = None
-        if last is not None and last.get("duration_seconds"):
-            est = "~" + (format_duration(last["duration_seconds"]) or "0s")
+        took = ((last or {}).get("metadata", {}).get("result") or {}).get("duration_seconds")
+        est = "~" + (format_duration(took) or "0s") if took else None
         return ok(
             {
                 "run_id": run.run_id,
@@ -350,53 +414,27 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         )
 
     @secured.get("/sync/status", summary="Current run, schedule, last sync, per-segment coverage")
-    def sync_status():
-        now = cfg.clock()
-        cur = svc.manager.current
-        running = cur is not None and cur.active
-        holder = None if running else svc.manager.busy()
-        last = svc.last_run()
-        result = (last or {}).get("metadata", {}).get("result") or {}
-        sched = svc.schedule_info(now)
-        return ok(
-            {
-                "is_running": running or holder is not None,
-                "run": cur.state() | {"tasks": list(cur.tasks)[-20:]} if running else None,
-                "other_process_run": {
-                    k: _iso(v) if isinstance(v, datetime) else v for k, v in holder.items()
-                }
-                if holder
-                else None,
-                "last_sync": _iso(last["completed_at"]) if last else None,
-                "last_run_id": last["run_id"] if last else None,
-                "last_status": last["status"] if last else None,
-                "last_error": (last or {}).get("error_message"),
-                "total_tasks": sum((result.get("tasks") or {}).values()) if result else 0,
-                "failed_tasks": (result.get("tasks") or {}).get("failed", 0),
-                "updated_rows": (last or {}).get("rows_updated", 0),
-                **{k: v for k, v in sched.items() if not k.startswith("_")},
-                "segments": svc.segment_status(),
-            }
-        )
+    async def sync_status():
+        return Response(svc.status_body(), media_type="application/json")
 
     @api.get("/sync/health", summary="healthy / degraded / unhealthy (503); no token needed")
-    def sync_health():
-        now = cfg.clock()
-        try:
-            sched = svc.schedule_info(now)
-            last = svc.last_run(statuses=(*journal.COMPLETED, journal.INTERRUPTED))
-            segments = svc.segment_status()
-        except Exception as exc:  # noqa: BLE001 - an unreadable lake is the unhealthy case
+    async def sync_health():
+        now = svc.clock()
+        snap = svc.summary.snapshot
+        if snap.error is not None:  # the lake cannot be read: the unhealthy case
             body = {
                 "status": "unhealthy",
                 "is_running": False,
                 "is_healthy": False,
                 "is_overdue": False,
-                "summary": f"cannot read the lake: {type(exc).__name__}",
+                "summary": snap.error,
                 "checked_at": _iso(now),
             }
             return JSONResponse({"success": True, "data": body}, status_code=503)
-        running = svc.manager.busy() is not None
+        sched = svc.schedule_info(now)
+        last, segments = snap.last_ended, snap.segments
+        cur = svc.manager.current
+        running = (cur is not None and cur.active) or svc.other_run() is not None
         nxt, grace = sched["_next"], sched["_grace"]
         overdue = bool(sched["enabled"] or sched["segment_schedules"]) and (
             nxt is not None and now > nxt + grace and not running
@@ -454,7 +492,7 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             else {"cron": cron, "timezone": timezone, "enabled": True}
         )
         _set_schedule(svc, segment, value)
-        return ok(svc.schedule_info(cfg.clock()) | {"_next": None, "_grace": None})
+        return ok(svc.schedule_info(svc.clock()) | {"_next": None, "_grace": None})
 
     @secured.post("/sync/stop", summary="Turn the schedule off (a running run goes on)")
     def schedule_off(segment: str | None = None):
@@ -462,7 +500,7 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
         sched = cur.segment_schedules.get(segment) if segment else cur.schedule
         if sched is not None:
             _set_schedule(svc, segment, {**sched.to_json(), "enabled": False})
-        return ok(svc.schedule_info(cfg.clock()) | {"_next": None, "_grace": None})
+        return ok(svc.schedule_info(svc.clock()) | {"_next": None, "_grace": None})
 
     @secured.get("/sync/logs", summary="sync_logs rows, newest first")
     def sync_logs(
@@ -511,6 +549,7 @@ def create_app(cfg: ServiceConfig) -> FastAPI:
             values = await asyncio.to_thread(svc.store.update, body)
         except SettingError as exc:
             return fail(str(exc), 422, data={"key": exc.key})
+        svc.invalidate()
         return ok(values)
 
     @secured.get("/runs/{run_id}/events", summary="Server-sent events of one run")
@@ -654,6 +693,7 @@ def _set_schedule(svc: Service, segment: str | None, value: dict[str, Any]) -> N
         svc.store.update({"segment_schedules": {**cur, segment: value}})
     else:
         svc.store.update({"schedule": value})
+    svc.invalidate()
 
 
 def _arrow(frame: pl.DataFrame) -> Response:

@@ -2,9 +2,12 @@
 
 A :class:`Run` turns the stage's progress callback into events for its watchers: ``task``
 (one per finished and committed task), ``progress`` (done/total, rows/s, ETA; throttled) and a
-``final`` event equal to the stage's ``--json`` object. A watcher that subscribes late first
+``final`` event equal to the stage's ``--json`` object. A run of several steps (the daily run)
+reports step i of n with that step's tasks, so its percentage never moves back when a later
+step finds its work. A watcher that subscribes late first
 gets a ``state`` event with everything so far. Every run is journaled in ``sync_logs``
-(``running`` at start, its outcome at the end; see :mod:`marketlake.pipeline.journal`).
+(``running`` at start, its outcome at the end; see :mod:`marketlake.pipeline.journal`), every
+time in it taken from the settings' one clock (``Settings.clock``, pinned by ``MARKETLAKE_NOW``).
 """
 
 from __future__ import annotations
@@ -41,21 +44,44 @@ class RunRequest:
     schedule: str | None = None  # the schedule's name when the scheduler started it
     slot: datetime | None = None
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    @property
+    def covers(self) -> tuple[str, ...]:
+        """The schedules a run of this request fulfils: the scheduled one, or for a manual
+        run the work a schedule would start (``daily``; a whole segment's sync), so a manual
+        full run moves that schedule on."""
+        if self.schedule:
+            return (self.schedule,)
+        if self.stage == "daily":
+            return ("daily",)
+        p = self.params
+        whole = not (p.get("symbols") or p.get("timeframes") or p.get("kinds"))
+        if self.stage == "sync" and whole and (p.get("scope") or "all") == "all":
+            return tuple(f"segment:{s}" for s in p.get("segments") or ())
+        return ()
 
 
 class Run:
     """One run's live state and its watchers."""
 
-    def __init__(self, run_id: str, request: RunRequest, started_at: datetime) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        request: RunRequest,
+        started_at: datetime,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.run_id = run_id
         self.request = request
         self.started_at = started_at
+        self.clock = clock
         self.status = "starting"
         self.total = 0
         self.done = 0
+        # a run of steps: which one runs (0-based), of how many (None until known)
+        self.step_name: str | None = None
+        self.step_index = 0
+        self.step_count: int | None = None
+        self._high = 0.0  # the highest percentage reported: the bar never moves back
         self.rows = 0
         self.failed = 0
         self.current: str | None = None
@@ -70,7 +96,15 @@ class Run:
 
     # -- the stage's progress callback (worker thread) -------------------------------------
     def on_progress(self, event: str, **info: Any) -> None:
-        if event == "start":
+        if event == "step":  # a run of several steps begins its next one
+            with self._mutex:
+                self.step_name = str(info.get("name"))
+                self.step_index = int(info.get("index") or 0)
+                count = info.get("count")
+                self.step_count = int(count) if count else None
+                self.total = self.done = 0
+            self._progress(force=True)
+        elif event == "start":
             with self._mutex:
                 self.total += int(info.get("total") or 0)
             self._progress(force=True)
@@ -90,7 +124,7 @@ class Run:
                 "status": info.get("status"),
                 "rows": int(info.get("rows") or 0),
                 "error": info.get("error"),
-                "committed_at": _now().isoformat(),
+                "committed_at": self.clock().isoformat(),
             }
             with self._mutex:  # one step: a late watcher sees it in its state or as an event
                 self.tasks.append(task)
@@ -105,17 +139,37 @@ class Run:
         self._publish("progress", self.progress())
 
     def progress(self) -> dict[str, Any]:
+        """``done``/``total``: tasks, or for a run of steps the steps finished of all; a
+        stepped run adds ``step`` (its number, name and tasks done/total). ``percent`` is
+        the share of the run done and never decreases."""
         with self._mutex:
             elapsed = max(time.monotonic() - self._t0, 1e-6)
-            done, total = self.done, self.total
-            rate = self.rows / elapsed
-            eta = (elapsed / done) * (total - done) if done and total > done else 0.0
+            share = min(1.0, self.done / self.total) if self.total else 0.0
+            step = None
+            if self.step_name is None:
+                done, total, unit = self.done, self.total, "tasks"
+            else:
+                finished = self.final is not None
+                count = self.step_count or 0
+                done = count if finished else min(self.step_index, count)
+                total, unit = count, "steps"
+                share = 1.0 if finished else (done + share) / count if count else 0.0
+                step = {
+                    "number": min(self.step_index + 1, count) if count else None,
+                    "name": self.step_name,
+                    "done": self.done,
+                    "total": self.total,
+                }
+            self._high = max(self._high, round(100.0 * share, 1))
+            eta = elapsed * (100.0 - self._high) / self._high if 0 < self._high < 100 else 0.0
             return {
                 "done": done,
                 "total": total,
-                "percent": round(100.0 * done / total, 1) if total else 0.0,
+                "unit": unit,
+                "step": step,
+                "percent": self._high,
                 "rows": self.rows,
-                "rows_per_s": round(rate, 1),
+                "rows_per_s": round(self.rows / elapsed, 1),
                 "eta_seconds": round(eta, 1) if total else None,
                 "failed": self.failed,
                 "current": self.current,
@@ -169,12 +223,12 @@ class Run:
     def active(self) -> bool:
         return self.final is None
 
-    def finish(self, final: dict[str, Any]) -> None:
-        self._progress(force=True)
+    def finish(self, final: dict[str, Any], finished_at: datetime) -> None:
         with self._mutex:
-            self.finished_at = _now()
+            self.finished_at = finished_at
             self.status = final.get("status", "failed")
             self.final = final
+            self._publish("progress", self.progress())
             self._publish("final", final)
 
 
@@ -186,12 +240,14 @@ class RunManager:
         settings: Settings,
         *,
         on_finish: Callable[[Run], None] | None = None,
+        on_commit: Callable[[], None] | None = None,
         runner: Callable[[Settings, RunRequest, str, Callable[..., None]], dict] | None = None,
     ) -> None:
         self.settings = settings
         self.lake = Lake(settings.home)
         self.lock = WriterLock(settings.lake)
         self.on_finish = on_finish
+        self.on_commit = on_commit  # a task's batch was committed
         self.runner = runner or run_stage
         self._mutex = threading.Lock()
         self.current: Run | None = None
@@ -214,8 +270,8 @@ class RunManager:
             cur = self.current
             if cur is not None and cur.active:
                 raise RunInProgress(cur.run_id, cur.request.stage, cur.started_at)
-            now = self.settings.now or _now()
-            run = Run(new_run_id(now), request, _now())
+            now = self.settings.clock()
+            run = Run(new_run_id(now), request, now, clock=self.settings.clock)
             self.current = run
             ready = threading.Event()
             failure: list[BaseException] = []
@@ -237,15 +293,16 @@ class RunManager:
     def recover(self) -> list[str]:
         """At start: mark runs a killed process left ``running`` as interrupted (only when
         the lake is free; otherwise the next run here does it)."""
-        run_id = "recover-" + new_run_id(_now())
+        clock = self.settings.clock
+        run_id = "recover-" + new_run_id(clock())
         try:
             stale = self.lock.acquire(run_id, "serve")
         except LakeBusyError:
             return []
         try:
             if stale is not None:
-                mark_interrupted(self.lake, stale, self.settings.secrets())
-            return journal.recover_interrupted(self.lake)
+                mark_interrupted(self.lake, stale, self.settings.secrets(), clock=clock)
+            return journal.recover_interrupted(self.lake, now=clock())
         finally:
             self.lock.release()
 
@@ -267,10 +324,13 @@ class RunManager:
         meta: dict[str, Any] = {"request": req.params}
         if req.schedule:
             meta.update(schedule=req.schedule, slot=req.slot.isoformat() if req.slot else None)
+        elif req.covers:  # a manual full run: its schedules count from its start
+            meta.update(covers=list(req.covers), slot=run.started_at.isoformat())
         final: dict[str, Any]
+        clock = self.settings.clock
         try:
             if stale is not None:  # a run died holding the lake: say so in sync_logs
-                mark_interrupted(self.lake, stale, secrets)
+                mark_interrupted(self.lake, stale, secrets, clock=clock)
             journal.record_start(
                 self.lake,
                 run.run_id,
@@ -279,10 +339,11 @@ class RunManager:
                 started_at=run.started_at,
                 metadata=meta,
             )
-            final = self.runner(self.settings, req, run.run_id, run.on_progress)
+            final = self.runner(self.settings, req, run.run_id, self._progress(run))
         except Exception as exc:  # any failure ends this run, never the service
             msg = str(exc) if isinstance(exc, MarketlakeError) else f"{type(exc).__name__}: {exc}"
             final = _failed(run, redact(msg.splitlines()[0] if msg else "failed", secrets))
+        completed_at = clock()
         try:
             journal.record_end(
                 self.lake,
@@ -290,7 +351,7 @@ class RunManager:
                 req.stage,
                 trigger=req.trigger,
                 started_at=run.started_at,
-                completed_at=_now(),
+                completed_at=completed_at,
                 result=final,
                 metadata=meta,
                 secrets=secrets,
@@ -303,7 +364,19 @@ class RunManager:
             self.lock.release()
         if self.on_finish is not None:  # before watchers hear the end: state is current
             self.on_finish(run)
-        run.finish(final)
+        run.finish(final, completed_at)
+
+    def _progress(self, run: Run) -> Callable[..., None]:
+        if self.on_commit is None:
+            return run.on_progress
+        on_commit = self.on_commit
+
+        def progress(event: str, **info: Any) -> None:
+            run.on_progress(event, **info)
+            if event == "task":
+                on_commit()
+
+        return progress
 
 
 class RunInProgress(MarketlakeError):

@@ -2,7 +2,8 @@
 
 It keeps no timer: on every tick it asks each schedule for the slot due now, given the slot of
 the schedule's last *completed* run (read from the journal at start, then kept current as runs
-finish). So a restart neither skips nor doubles a run, a slot missed while the service was
+finish). A manual run of the same work (``POST /api/v1/sync`` of the daily run or of a whole
+segment) is such a run too: its start counts as its slot. So a restart neither skips nor doubles a run, a slot missed while the service was
 down runs once at start, and a run killed mid-way (journaled ``interrupted``, not completed)
 is run again. A due slot waits while another run (here or a CLI stage) holds the lake.
 """
@@ -90,13 +91,17 @@ class Scheduler:
             return None
 
     def finished(self, run: Run) -> None:
-        """A run ended: a scheduled one that completed moves its schedule on."""
+        """A run ended: a scheduled one moves its schedule on to its slot, a manual full run
+        (the daily run, a whole segment's sync) the schedules it covers to its start."""
         req = run.request
-        if req.schedule and req.slot is not None:
-            with self._mutex:
-                old = self._last.get(req.schedule)
-                if old is None or req.slot > old:
-                    self._last[req.schedule] = req.slot
+        slot = req.slot if req.schedule else run.started_at
+        if slot is None:
+            return
+        with self._mutex:
+            for name in req.covers:
+                old = self._last.get(name)
+                if old is None or slot > old:
+                    self._last[name] = slot
 
     # -- the thread -----------------------------------------------------------------------
     def start(self) -> None:

@@ -140,7 +140,7 @@ def _apply(svc: Any, batch: PushBatch, spool: Path) -> dict[str, Any]:
                 out["load"] = _load(svc, tdef, run_id)
             except MarketlakeError as exc:
                 out["load_error"] = redact(str(exc).splitlines()[0], settings.secrets())
-    svc._cache.clear()  # status and bars reflect the push at once
+    svc.lake_changed()  # status reflects the push at once
     log.info(
         "push %s from %s: +%d ~%d -%d (version %d%s)",
         batch.table,

@@ -72,7 +72,7 @@ async function refreshStatus() {
     tr.append(el("td", {}, s.segment), el("td", {}, s.timeframe), el("td", {}, s.kind),
       el("td", { class: "num" }, s.symbols), el("td", { class: "num" }, s.failed),
       el("td", { class: "num" }, (s.rows || 0).toLocaleString()), el("td", {}, fmtTime(s.last_ts)),
-      el("td", { class: "num" }, s.freshness_hours === null ? "" : Math.abs(s.freshness_hours).toFixed(1)),
+      el("td", { class: "num" }, s.freshness_hours === null ? "" : s.freshness_hours.toFixed(1)),
       el("td", { class: "num" }, s.overdue), el("td", { class: "err" }, s.last_error || ""));
     tbody.append(tr);
   }
@@ -109,12 +109,14 @@ async function refreshLogs() {
 // -- a run and its events ---------------------------------------------------------------------
 function setProgress(p, status) {
   if (!p) return;
-  const pct = p.total ? Math.min(100, (100 * p.done) / p.total) : (status && status !== "running" ? 100 : 0);
+  // percent is the server's share of the whole run (steps included); it never decreases
+  const pct = status && status !== "running" && status !== "starting" ? 100 : Math.min(100, p.percent || 0);
   const bar = $("#progress-bar");
   bar.style.width = pct.toFixed(1) + "%";
   bar.dataset.percent = pct.toFixed(1);
   const eta = p.eta_seconds ? ", ETA " + p.eta_seconds.toFixed(0) + "s" : "";
-  $("#progress-text").textContent = `${p.done}/${p.total} tasks · ${p.rows.toLocaleString()} rows · ` +
+  const step = p.step ? ` · ${p.step.name}: ${p.step.done}/${p.step.total} tasks` : "";
+  $("#progress-text").textContent = `${p.done}/${p.total} ${p.unit || "tasks"}${step} · ${p.rows.toLocaleString()} rows · ` +
     `${p.rows_per_s.toLocaleString()} rows/s${eta}` + (p.current ? " · " + p.current : "");
 }
 

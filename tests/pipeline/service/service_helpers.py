@@ -54,14 +54,19 @@ class Server:
     """``marketlake serve`` as a child process."""
 
     def __init__(self, home: Path, cwd: Path, *, token: str | None = TOKEN) -> None:
-        self.home, self.cwd, self.token = home, cwd, token
+        self.home, self.cwd = home, cwd
+        self.start(token)
+
+    def start(self, token: str | None = TOKEN) -> None:
+        """Start (again, after :meth:`kill9` or :meth:`stop`) on a new port."""
+        self.token = token
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log = cwd / f"serve-{self.port}.log"
+        self.log = self.cwd / f"serve-{self.port}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "marketlake.cli", "serve", "--port", str(self.port)],
-            cwd=cwd,
-            env=env_for(home, token),
+            cwd=self.cwd,
+            env=env_for(self.home, token),
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
         )

@@ -12,7 +12,7 @@ import pytest
 from marketlake.lake import Lake
 from marketlake.pipeline import journal, universe
 from marketlake.pipeline.config import load_settings
-from marketlake.pipeline.service.runs import RunManager
+from marketlake.pipeline.service.runs import RunManager, RunRequest
 from marketlake.pipeline.service.scheduler import Scheduler
 from marketlake.pipeline.service.settings_store import SettingsStore
 
@@ -36,8 +36,9 @@ def lake_home(home):
 
 
 def _boot(home, clock):
-    """One service lifetime: a manager and a scheduler over the lake (no thread; we tick)."""
-    settings = load_settings(home=home, env={}).with_(now=T0)
+    """One service lifetime: a manager and a scheduler over the lake (no thread; we tick),
+    its runs on the same clock."""
+    settings = load_settings(home=home, env={}).with_(now=clock.now)
     manager = RunManager(settings)
     store = SettingsStore(manager.lake, clock=clock)
     sched = Scheduler(manager, store, clock=clock)
@@ -46,14 +47,17 @@ def _boot(home, clock):
     return manager, store, sched
 
 
+def _wait(run):
+    deadline = time.monotonic() + 60
+    while run.active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not run.active
+    return run
+
+
 def _tick_and_wait(sched: Scheduler):
     run = sched.tick()
-    if run is not None:
-        deadline = time.monotonic() + 60
-        while run.active and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not run.active
-    return run
+    return _wait(run) if run is not None else None
 
 
 def _scheduled(home) -> pl.DataFrame:
@@ -117,3 +121,37 @@ def test_a_scheduled_run_left_running_is_interrupted_and_its_slot_runs_again(lak
     again = _tick_and_wait(sched)
     assert again is not None and again.request.slot == T0 + timedelta(hours=1)
     assert again.final["status"] == "ok"
+
+
+def test_a_manual_daily_run_moves_the_daily_schedule_on_across_restarts(lake_home):
+    # regression: only scheduled runs moved a schedule, so a daily run started by hand at
+    # 18:30 was followed by the scheduled one at 19:00 (the next run is computed from the
+    # last completed run, whoever started it)
+    clock = Clock(T0)
+    _, store, sched = _boot(lake_home, clock)
+    store.update({"schedule": {"interval": "1h"}})  # first slot: T0
+    assert _tick_and_wait(sched).request.slot == T0
+
+    clock.now = T0 + timedelta(minutes=30)
+    manager, store, sched = _boot(lake_home, clock)
+    manual = _wait(manager.start(RunRequest("daily", trigger="api")))
+    assert manual.final["status"] in ("ok", "partial") and manual.started_at == clock.now
+    assert sched.next_runs()["daily"] == T0 + timedelta(hours=1, minutes=30)
+    clock.now = T0 + timedelta(hours=1, seconds=1)
+    assert _tick_and_wait(sched) is None  # the 19:00 slot was covered by the manual run
+
+    _, store, sched = _boot(lake_home, clock)  # the journal says so after a restart too
+    assert sched.next_runs()["daily"] == T0 + timedelta(hours=1, minutes=30)
+    assert _tick_and_wait(sched) is None
+    clock.now = T0 + timedelta(hours=1, minutes=31)
+    due = _tick_and_wait(sched)
+    assert due is not None and due.request.slot == T0 + timedelta(hours=1, minutes=30)
+
+    # a manual run of part of the work (some symbols) moves nothing
+    clock.now = T0 + timedelta(hours=2)
+    manager, store, sched = _boot(lake_home, clock)
+    part = RunRequest("sync", trigger="api", params={"segments": ["equity"], "symbols": ["AAA"]})
+    _wait(manager.start(part))
+    assert sched.next_runs()["daily"] == T0 + timedelta(hours=2, minutes=30)
+    runs = journal.runs(Lake(lake_home)).filter(pl.col("trigger") == "api")
+    assert runs.height == 2
