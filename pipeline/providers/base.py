@@ -18,6 +18,7 @@ bars of the symbol land (:func:`split_rejects`).
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC
 from collections.abc import Callable, Mapping
@@ -194,6 +195,9 @@ class FetchRequest:
         return cls(kind="instruments")
 
 
+_NOTES_LOCK = threading.Lock()
+
+
 class Provider(ABC):  # noqa: B024 - a base with optional kind methods, not all abstract
     """Base of every provider; subclasses set ``name`` and ``capabilities`` and implement
     ``_fetch_<kind>(request) -> frame`` for the kinds they offer."""
@@ -233,6 +237,17 @@ class Provider(ABC):  # noqa: B024 - a base with optional kind methods, not all 
         if self.retries_transient:
             return method(request)
         return retrying(lambda: method(request), self.settings, sleep=self.sleep)
+
+    def note_asset_type(self, symbol: str, asset_type: str) -> None:
+        """Record the instrument type the provider's own answer gave ``symbol`` (Yahoo's
+        ``instrumentType: ETF``); the sync stores it on the instrument."""
+        with _NOTES_LOCK:
+            self.__dict__.setdefault("_asset_types", {})[symbol] = asset_type
+
+    def take_asset_type(self, symbol: str) -> str | None:
+        """The type noted for ``symbol`` since the last call, if any."""
+        with _NOTES_LOCK:
+            return self.__dict__.get("_asset_types", {}).pop(symbol, None)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release connections."""

@@ -78,6 +78,7 @@ class Outcome:
     rejected: pl.DataFrame | None = None  # rows the provider could not parse, with a reason
     error: str | None = None
     error_kind: str | None = None
+    asset_type: str | None = None  # the type the provider's own answer gave the instrument
     started_at: datetime | None = None
     completed_at: datetime | None = None
 
@@ -132,6 +133,7 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
             )
         prov = providers.get(unit.provider)
         out.frame, out.rejected = _fetch_unit(unit, prov, unit.chunks, providers.now)
+        out.asset_type = prov.take_asset_type(unit.symbol)
     except AuthError as exc:
         providers.aborted.setdefault(unit.provider, str(exc))
         out.error, out.error_kind = str(exc), "auth"
@@ -426,7 +428,32 @@ class Sync:
         for key in sorted(readjusted):
             self._replace_history(key, batch, now)
         self._other_kinds(good_units, now)
+        self._provider_types(good_units, now)
         self._status_and_logs(batch, per_unit, now)
+
+    def _provider_types(self, outcomes: list[Outcome], now: datetime) -> None:
+        """Instruments a provider's own answer called an ETF (Yahoo's ``instrumentType``
+        or ``quoteType``) become one: ``is_etf`` true and ``asset_type`` etf."""
+        etfs = {o.unit.symbol for o in outcomes if o.asset_type == "etf"}
+        if not etfs or self.lake.table("instruments") is None:
+            return
+        rows = (
+            self.lake.scan("instruments")
+            .filter(
+                pl.col("symbol").is_in(sorted(etfs))
+                & ~(pl.col("is_etf").fill_null(False) & (pl.col("asset_type") == "etf"))
+            )
+            .collect()
+        )
+        if rows.is_empty():
+            return
+        rows = rows.with_columns(
+            pl.lit(True).alias("is_etf"),
+            pl.lit("etf").alias("asset_type"),
+            pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
+            pl.lit(self.run_id).alias("run_id"),
+        )
+        self.lake.upsert("instruments", rows, run_id=self.run_id, stage="sync")
 
     def _replace_history(self, key: tuple[str, str], batch: _Batch, now: datetime) -> None:
         symbol, tf = key

@@ -154,7 +154,18 @@ class YahooProvider(HttpProvider):
     # -- bars and actions -----------------------------------------------------------------
     def _chart(self, symbol: str, ysym: str, params: dict[str, Any]) -> Any:
         url = self._url("query2", "/v8/finance/chart/" + path_segment(ysym))
-        return self.http.get_json(url, params=params, symbol=symbol)
+        body = self.http.get_json(url, params=params, symbol=symbol)
+        try:
+            self._note_type(symbol, body["chart"]["result"][0]["meta"].get("instrumentType"))
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass  # no meta: parse_bars says what is wrong with the answer
+        return body
+
+    def _note_type(self, symbol: str, yahoo_type: Any) -> None:
+        """Yahoo's own instrument type (chart ``instrumentType``, quoteSummary ``quoteType``):
+        an ETF is noted so the sync marks the instrument one."""
+        if isinstance(yahoo_type, str) and yahoo_type.upper() == "ETF":
+            self.note_asset_type(symbol, "etf")
 
     def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
         """Native bars in [start, end); see :mod:`.chart`."""
@@ -326,6 +337,7 @@ class YahooProvider(HttpProvider):
                 raise first from None
         asset = res.get("assetProfile") or res.get("summaryProfile") or {}
         price = res.get("price") or {}
+        self._note_type(symbol, price.get("quoteType"))
 
         def num(v: Any) -> float | None:
             v = v.get("raw") if isinstance(v, dict) else v
