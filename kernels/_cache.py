@@ -3,13 +3,15 @@
 Consistency. Numba stamps a cached function with the content hash of *its own* source file
 only. The driver inlines kernels from other modules (``kernels.moving``, ``kernels._common``
 ...), so an edit there would leave stale machine code in use. Before the first compute of a
-process (never at import) :func:`ensure_fresh_cache` compares a content hash of every
-``kernels/*.py`` (plus the numba version) with the one stored next to the cache and, when they
-differ, deletes the package's cache files (``kernels/__pycache__/*.nbi|*.nbc``) so numba
-recompiles. Content, not mtimes: an installer copying the files keeps the cache valid.
+process (never at import) :func:`ensure_fresh_cache` compares a content hash of the
+``kernels/*.py`` that hold compiled code (plus the numba version) with the one stored next to
+the cache and, when they differ, deletes the package's cache files
+(``kernels/__pycache__/*.nbi|*.nbc``) so numba recompiles. Content, not mtimes: an installer
+copying the files keeps the cache valid.
 
-Build-time artefact (the first run). Compiling the kernels costs 25-50 s on 2 cores, most of it
-in the one parallel driver that inlines every kernel. Measured ways in:
+Build-time artefact (the first run). Compiling the kernels costs 25-50 s on 2 cores (more when
+the machine is shared), nearly all of it in the parallel driver and the lane kernels linked into
+it. Measured ways in:
 
 * compiling only the signatures a run needs: every run needs the same three entry points with
   one signature each (the driver's plan is data, not types), so there is nothing to skip;
@@ -23,21 +25,22 @@ in the one parallel driver that inlines every kernel. Measured ways in:
   a cache miss that compiles as before. Loading them takes well under a second.
 
 The artefact is what we ship: it is the only one that moves the whole cost out of the first run.
-Nothing is written at import time; numba writes new entries on a miss, into the package's
-``__pycache__`` or, if that is read-only, its user cache directory (``NUMBA_CACHE_DIR``).
+Numba writes new entries on a miss, into the package's ``__pycache__`` or, if that is
+read-only, its user cache directory (``NUMBA_CACHE_DIR``); importing writes nothing of ours.
 
 Preloading. Even from the cache, a process's first kernel call pays numba's own start-up (its
 target context, reading and linking the cached machine code): about as long as TA-Lib takes for
 2,000 symbols. When the cache was built for these sources, importing ``marketlake.kernels``
 starts :func:`preload` in a daemon thread, which loads the entry points while the caller is
 still reading its data; a call that comes first simply waits for it (numba's compiler lock).
-It only loads code (``Dispatcher.compile`` of the cached signatures), never runs a parallel
-region, so it cannot collide with the caller's threads.
+It only loads code (``Dispatcher.compile`` of the cached signatures, then the polars adapter's
+imports), never runs a parallel region, so it cannot collide with the caller's threads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from pathlib import Path
 
@@ -47,12 +50,21 @@ _PKG = Path(__file__).resolve().parent
 _STAMP = "kernels-sources.fingerprint"
 
 
+# a module holds compiled code when a line starts with one of numba's decorators
+_COMPILED = re.compile(rb"^@(?:njit|intrinsic)\b", re.MULTILINE)
+
+
 def fingerprint() -> str:
-    """Content hash of every kernel source file and the numba version."""
+    """Content hash of the kernel modules that hold compiled code, and the numba version.
+
+    Pure-Python modules (the adapter, the registry, this one) do not change machine code, so
+    editing them keeps the cache."""
     h = hashlib.sha256(f"numba {numba.__version__}\n".encode())
     for p in sorted(_PKG.glob("*.py")):
-        h.update(f"{p.name}\n".encode())
-        h.update(p.read_bytes())
+        src = p.read_bytes()
+        if _COMPILED.search(src):
+            h.update(f"{p.name}\n".encode())
+            h.update(src)
     return h.hexdigest()
 
 
@@ -160,6 +172,7 @@ def preload() -> threading.Thread | None:
         try:
             for dispatcher, args in precompile_calls():
                 dispatcher.compile(tuple(numba.typeof(a) for a in args))
+            import marketlake.kernels.adapter  # noqa: F401 -- polars, pyarrow: imported lazily
         except Exception:  # noqa: BLE001 -- an optimisation only: the first call loads instead
             return
 
