@@ -10,15 +10,17 @@ A ratio is TA-Lib's time over ours (> 1: we are faster).
    output column, outside the timer) then dropped -- the compute stage's pattern. TA-Lib and
    kernels.compute alternate round by round (which one goes first alternates too), so both
    sample the same machine state; the ratio is of the medians of ROUNDS rounds, with the
-   spread of the per-round ratios.
+   spread of the per-round ratios. Beside the 8: the full default indicator set (SPEC section
+   7; 37 columns) against the same TA-Lib loop of the 8 (TA-Lib has no Supertrend, VWAP,
+   pivots or Fibonacci levels).
 2. fresh process, warm cache: a new Python process imports everything, builds the frame, then
-   times its first kernels.compute call (cache load, thread pool start, fresh output memory);
-   another new process times its first TA-Lib loop. Alternated, FRESH pairs, medians.
+   times its first kernels.compute call (fresh output memory, thread pool start, and whatever
+   of numba's start-up the background preload has not finished); another new process times
+   its first TA-Lib loop. Alternated, FRESH pairs, medians.
 3. one series of 1,000,000 bars (one symbol), steady as in 1.
-4. the full default indicator set (SPEC section 7; 37 columns) beside the 8, steady, against
-   the same TA-Lib loop of the 8 (TA-Lib has no Supertrend, VWAP, pivots or Fibonacci levels).
-5. first run, empty cache: a new process with an empty numba cache (NUMBA_CACHE_DIR pointing
-   at an empty folder, which numba searches first) times its first call, i.e. the compile.
+4. first run, empty cache: a new process with an empty numba cache (NUMBA_CACHE_DIR pointing
+   at an empty folder, which numba searches first) times its first call, i.e. the compile,
+   against the first call from the cache that building the package fills.
 
 Usage: python bench/kernels.py [--symbols 2000] [--bars 2520] [--rounds 7] [--fresh 5]
        [--skip-cold]
