@@ -48,8 +48,9 @@ def rebatch(batches: Iterable[pa.RecordBatch], rows: int = BATCH_ROWS) -> Iterat
 
 
 def read_file(path: Path) -> pa.RecordBatchStreamReader:
-    """A reader over an IPC stream spooled to ``path`` (memory-mapped, read batch by batch)."""
-    return pa.ipc.open_stream(pa.memory_map(str(path), "r"))
+    """A reader over an IPC stream spooled to ``path``, read batch by batch (plain reads: a
+    memory map would count the whole spool as resident)."""
+    return pa.ipc.open_stream(pa.OSFile(str(path), "rb"))
 
 
 def cast_batches(reader: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

@@ -155,7 +155,14 @@ def push_table(
         mode, prev = "snapshot", None
         dataset = dt.to_pyarrow_dataset()
         rows = dataset.count_rows()
-        batches = cast_batches(_flagged(dataset.scanner(batch_size=65_536).to_batches()), schema)
+        batches = cast_batches(
+            _flagged(
+                dataset.scanner(
+                    batch_size=65_536, batch_readahead=2, fragment_readahead=1
+                ).to_batches()
+            ),
+            schema,
+        )
     params = {
         "source": source,
         "table_id": table_id,

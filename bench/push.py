@@ -1,0 +1,224 @@
+"""Benchmark ``marketlake push`` against the raw transport, in one run on this machine.
+
+* a local lake of ``--symbols`` x ``--days`` daily bars (default 2,000 x 2,500 = 5M);
+* a remote ``marketlake serve`` (its own temp home, its own throwaway PostgreSQL schema);
+* the raw ceiling: the same zstd Arrow IPC bytes the push sends, POSTed to a bare receiver
+  that only reads and discards the body (no parse, no lake, no database);
+* the initial push of the whole table (``marketlake push`` as a child process): rows/s end to
+  end (the remote's lake commit and its PostgreSQL load included), the client's peak RSS and
+  the remote's peak RSS (VmHWM) before and after;
+* one new day for every symbol pushed (the change feed path), wall time.
+
+Usage: ``python bench/push.py [--symbols 2000] [--days 2500]``; the server comes from
+``MARKETLAKE_BENCH_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load import bars  # noqa: E402  (the same synthetic bars as bench/load.py)
+
+from marketlake.lake.store import Lake  # noqa: E402
+from marketlake.pipeline.config import load_settings  # noqa: E402
+from marketlake.pipeline.remote.client import Remote  # noqa: E402
+from marketlake.pipeline.remote.wire import FLAG, cast_batches, encode  # noqa: E402
+from marketlake.pipeline.stages.push import run_push  # noqa: E402
+
+DSN = os.environ.get("MARKETLAKE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+TOKEN = "bench-token-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url: str, proc: subprocess.Popen) -> None:
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: the server exited {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not start")
+
+
+def sink_main(port: int) -> None:
+    """The bare receiver: read each body to its end, answer its size."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def take(request):
+        n = 0
+        async for chunk in request.stream():
+            n += len(chunk)
+        return JSONResponse({"bytes": n})
+
+    async def health(request):
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/", take, methods=["POST"]), Route("/h", health)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--symbols", type=int, default=2000)
+    ap.add_argument("--days", type=int, default=2500)
+    args = ap.parse_args()
+    rows = args.symbols * args.days
+    root = Path(tempfile.mkdtemp(prefix="ml-bench-push-"))
+    schema = f"mlbench_{uuid.uuid4().hex[:8]}"
+    procs: list[subprocess.Popen] = []
+    try:
+        local, remote_home = root / "local", root / "remote"
+        t0 = time.perf_counter()
+        Lake(local).upsert("ohlcv", bars(args.symbols, args.days), run_id="bench", stage="bench")
+        print(f"local lake: {rows:,} bars in {time.perf_counter() - t0:.1f}s", flush=True)
+
+        # the remote service, and the bare receiver
+        (root / "marketlake.toml").write_text(f'[postgres]\nschema = "{schema}"\n')
+        port, sink_port = free_port(), free_port()
+        env = {**os.environ, "MARKETLAKE_HOME": str(remote_home), "MARKETLAKE_DSN": DSN}
+        env["MARKETLAKE_API_TOKEN"] = TOKEN
+        log = (root / "serve.log").open("w")
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "marketlake.cli", "serve", "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(serve)
+        sink = subprocess.Popen([sys.executable, __file__, "--sink", str(sink_port)])
+        procs.append(sink)
+        url = f"http://127.0.0.1:{port}"
+        wait_up(url + "/api/v1/sync/health", serve)
+        wait_up(f"http://127.0.0.1:{sink_port}/h", sink)
+
+        # the raw ceiling: the snapshot's IPC bytes, encoded once, then POSTed as they are
+        import pyarrow as pa
+
+        dt = Lake(local).table("ohlcv")
+        schema_ = pa.schema(dt.schema().to_arrow()).append(pa.field(FLAG, pa.bool_()))
+        body = root / "body.arrows"
+        t0 = time.perf_counter()
+        with body.open("wb") as fh:
+            batches = (
+                b.append_column(FLAG, pa.repeat(pa.scalar(False), b.num_rows))
+                for b in dt.to_pyarrow_dataset().scanner(batch_size=65_536).to_batches()
+            )
+            for chunk in encode(schema_, cast_batches(batches, schema_)):
+                fh.write(chunk)
+        encode_s = time.perf_counter() - t0
+        size = body.stat().st_size
+
+        def chunks():
+            with body.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    yield block
+
+        t0 = time.perf_counter()
+        res = httpx.post(f"http://127.0.0.1:{sink_port}/", content=chunks(), timeout=600)
+        raw_s = time.perf_counter() - t0
+        assert res.json()["bytes"] == size
+        body.unlink()
+
+        # the initial push, as the command runs it
+        remote_before = peak_rss_mb(serve.pid)
+        cenv = {**os.environ, "MARKETLAKE_HOME": str(local), "MARKETLAKE_REMOTE_TOKEN": TOKEN}
+        cenv.pop("MARKETLAKE_DSN", None)
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-m", "marketlake.cli", "push", "--remote", url, "--tables", "ohlcv"]
+            + ["--json"],
+            env=cenv,
+            capture_output=True,
+            text=True,
+        )
+        push_s = time.perf_counter() - t0
+        client_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if out.returncode != 0:
+            raise SystemExit(f"push failed: {out.stderr}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        info = result["tables"]["ohlcv"]
+        remote_after = peak_rss_mb(serve.pid)
+        assert info["inserted"] == rows, info
+        served = info.get("load") or {}
+
+        # one new day for every symbol: the change feed path
+        day = bars(args.symbols, 1, first_day=args.days)
+        Lake(local).upsert("ohlcv", day, run_id="bench2", stage="bench")
+        settings = load_settings(home=local, env={})
+        t0 = time.perf_counter()
+        inc = run_push(settings, Remote.parse(url, TOKEN), tables=["ohlcv"])
+        day_s = time.perf_counter() - t0
+        assert inc.inserted == args.symbols, inc.to_json()
+
+        print(f"\nbars: {rows:,} ({size / 1e6:.1f} MB as zstd Arrow IPC)")
+        print(f"{'step':<46}{'seconds':>9}{'rows/s':>12}")
+        print(
+            f"{'encode the snapshot stream (client side)':<46}{encode_s:>9.2f}{rows / encode_s:>12,.0f}"
+        )
+        print(f"{'raw Arrow IPC POST of the same bytes':<46}{raw_s:>9.2f}{rows / raw_s:>12,.0f}")
+        print(
+            f"{'marketlake push (lake commit + PG load)':<46}{push_s:>9.2f}{rows / push_s:>12,.0f}"
+        )
+        print(
+            f"  remote load into PostgreSQL: mode {served.get('mode')}, "
+            f"{served.get('inserted', 0):,} rows"
+        )
+        print(f"{'one new day, ' + str(args.symbols) + ' symbols (changes)':<46}{day_s:>9.2f}")
+        print(
+            f"peak RSS: client {client_rss:.0f} MB; remote {remote_before:.0f} MB at start, "
+            f"{remote_after:.0f} MB after the push"
+        )
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        try:
+            import psycopg
+
+            with psycopg.connect(DSN, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        except Exception as exc:  # the report matters more than the cleanup
+            print(f"could not drop {schema}: {exc}")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--sink":
+        sink_main(int(sys.argv[2]))
+    else:
+        main()
