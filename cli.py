@@ -919,14 +919,13 @@ def chart(
     """Candles and chosen indicators of one symbol to a PNG (overlays on the price, RSI, MACD
     and other oscillators in panes below)."""
     with _session(home, None, config) as settings:
-        from marketlake.lake.store import Lake
         from marketlake.pipeline.bars import read_bars
         from marketlake.pipeline.chart import render
         from marketlake.pipeline.commands import split_indicators
         from marketlake.pipeline.planning import parse_when
 
         frame = read_bars(
-            Lake(settings.home),
+            settings.open_lake(),
             symbol,
             timeframe,
             start=parse_when(start, "--start"),

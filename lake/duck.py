@@ -53,12 +53,23 @@ def connect(
     ``read_only`` (user SQL): file access is limited to the lake's own directory, extensions
     are neither installed nor loaded, and the configuration is locked, so no statement can
     lift the limits. Statement types are the caller's to check (COPY TO inside the lake
-    directory is still a file write)."""
+    directory is still a file write).
+
+    A lake on object storage is read through delta-rs' pyarrow datasets registered with
+    DuckDB: filters and projections are pushed down to the parquet files, which are fetched
+    by range requests, never downloaded whole, and DuckDB needs no extension (nothing is
+    installed at run time); file access from SQL is off entirely."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    remote = not lake.location.is_local
     for name in tables or list(TABLES):
         dt = lake.table(name)
         files: list[str] = []
+        if dt is not None and remote:
+            with lake_errors("open lake table", name):
+                con.register(f"__{name}", dt.to_pyarrow_dataset())
+            con.execute(load_sql("duckdb/empty_view.sql").format(name=name, relation=f"__{name}"))
+            continue
         if dt is not None:
             with lake_errors("open lake table", name):
                 files = [_local(u) for u in dt.file_uris()]
@@ -68,9 +79,10 @@ def connect(
             con.register(f"__{name}", TABLES[name].schema.empty_table())
             con.execute(load_sql("duckdb/empty_view.sql").format(name=name, relation=f"__{name}"))
     if read_only:
-        root = lake.path(next(iter(TABLES))).parent
-        roots = sorted({str(root.absolute()) + "/", str(root.resolve()) + "/"})
-        con.execute(f"SET allowed_directories = [{', '.join(_lit(r) for r in roots)}]")
+        if not remote:
+            root = lake.location.path
+            roots = sorted({str(root.absolute()) + "/", str(root.resolve()) + "/"})
+            con.execute(f"SET allowed_directories = [{', '.join(_lit(r) for r in roots)}]")
         for setting in (
             "enable_external_access = false",
             "autoinstall_known_extensions = false",

@@ -187,12 +187,25 @@ class WriterLock:
             return None  # a torn record cannot name anyone
 
 
+def writer_lock(lake_root):
+    """The writer lock of a lake: the file lock for a local directory (a ``Path`` or a local
+    :class:`~marketlake.lake.location.LakeLocation`), a lease for an object-store lake."""
+    from marketlake.lake.lease import LeaseLock
+    from marketlake.lake.location import LakeLocation
+
+    if isinstance(lake_root, LakeLocation):
+        return WriterLock(lake_root.path) if lake_root.is_local else LeaseLock(lake_root)
+    return WriterLock(lake_root)
+
+
 @contextmanager
 def writer(
-    lake_root: Path, run_id: str, stage: str, *, wait: float | bool = False
+    lake_root, run_id: str, stage: str, *, wait: float | bool = False
 ) -> Iterator[LockInfo | None]:
-    """Hold the writer lock for the block; yields a dead previous holder's record or None."""
-    lock = WriterLock(lake_root)
+    """Hold the writer lock of the lake at ``lake_root`` (a directory or a
+    :class:`~marketlake.lake.location.LakeLocation`) for the block; yields a dead previous
+    holder's record or None."""
+    lock = writer_lock(lake_root)
     stale = lock.acquire(run_id, stage, wait=wait)
     try:
         yield stale

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 
 from marketlake.errors import LakeCorruptError
 from marketlake.lake._errors import first_line, lake_errors
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
@@ -72,10 +72,10 @@ def _maintain_table(
             stale = dt.vacuum(
                 retention_hours=vacuum_hours, dry_run=True, enforce_retention_duration=False
             )
-            root = lake.path(name)
+            present = set(lake.location.list(name)) if stale else set()
             # delta-rs lists tombstones whose files are already gone, and a vacuum commits
             # even when it has nothing to delete: run it only for files that still exist
-            if any((root / unquote(f)).exists() for f in stale):
+            if any(unquote(f) in present for f in stale):
                 removed = dt.vacuum(
                     retention_hours=vacuum_hours, dry_run=False, enforce_retention_duration=False
                 )
@@ -112,20 +112,21 @@ def _crowded_partitions(lake: Lake, name: str) -> list[list[tuple[str, str, Any]
     ]
 
 
-def referenced_files(table_dir: Path) -> set[str]:
-    """Every data or change file any commit (or checkpoint) of the log names."""
-    log = table_dir / "_delta_log"
+def referenced_files(location: LakeLocation, name: str) -> set[str]:
+    """Every data or change file any commit (or checkpoint) of the table's log names."""
+    log = f"{name}/_delta_log"
+    entries = location.list(log)
     out: set[str] = set()
-    for commit in sorted(log.glob("*.json")):
-        for line in commit.read_text().splitlines():
+    for commit in sorted(k for k in entries if k.endswith(".json") and "/" not in k):
+        for line in location.get(f"{log}/{commit}").decode().splitlines():
             if not line.strip():
                 continue
             action = json.loads(line)
             for kind in ("add", "remove", "cdc"):
                 if kind in action:
                     out.add(unquote(action[kind]["path"]))
-    for cp in log.glob("*.checkpoint*.parquet"):
-        t = pq.read_table(cp, columns=["add", "remove"])
+    for cp in (k for k in entries if ".checkpoint" in k and k.endswith(".parquet")):
+        t = pq.read_table(pa.BufferReader(location.get(f"{log}/{cp}")), columns=["add", "remove"])
         for col in ("add", "remove"):
             for v in t.column(col).to_pylist():
                 if v and v.get("path"):
@@ -136,14 +137,12 @@ def referenced_files(table_dir: Path) -> set[str]:
 def remove_orphans(lake: Lake, name: str) -> int:
     """Delete parquet files under the table that no version of its log references (left by a
     writer that died before its commit). Call with the writer lock held."""
-    root = lake.path(name)
-    known = referenced_files(root)
+    known = referenced_files(lake.location, name)
     removed = 0
-    for path in root.rglob("*.parquet"):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith("_delta_log/") or rel in known:
+    for rel in lake.location.list(name):
+        if not rel.endswith(".parquet") or rel.startswith("_delta_log/") or rel in known:
             continue
-        path.unlink()
+        lake.location.delete(f"{name}/{rel}")
         removed += 1
     return removed
 
@@ -157,22 +156,22 @@ def verify(lake: Lake, tables: list[str] | None = None) -> list[dict[str, Any]]:
         dt = lake._open(name)
         if dt is None:
             continue
-        root = lake.path(name)
         with lake_errors("list files of", name):
             paths = [
                 unquote(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist()
             ]
         for rel in paths:
-            problem = _verify_file(root / rel)
+            problem = _verify_file(lake.location, f"{name}/{rel}")
             if problem is not None:
                 problems.append({"table": name, "file": rel, **problem})
     return problems
 
 
-def _verify_file(path: Path) -> dict[str, Any] | None:
+def _verify_file(location: LakeLocation, key: str) -> dict[str, Any] | None:
     group: int | None = None
     try:
-        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        source = location.path / key if location.is_local else pa.BufferReader(location.get(key))
+        pf = pq.ParquetFile(source, page_checksum_verification=True)
         for group in range(pf.num_row_groups):
             pf.read_row_group(group)
     except FileNotFoundError:

@@ -13,34 +13,46 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.schema import Field
 from deltalake.transaction import AddAction, RemoveAction
 
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import stats
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef
-from marketlake.lake.writes import PARQUET_OPTIONS, commit_properties, create, literal
+from marketlake.lake.writes import (
+    commit_properties,
+    create,
+    literal,
+    remove_files,
+    write_parquet,
+)
 
 
 class Rewrite:
     """New contents for the partitions of ``tdef`` whose ``column`` equals ``value`` (e.g.
     every ``timeframe=1D`` partition); batches go to disk as they come."""
 
-    def __init__(self, dt: DeltaTable | None, uri: str, tdef: TableDef, column: str, value: str):
+    def __init__(
+        self,
+        dt: DeltaTable | None,
+        location: LakeLocation,
+        tdef: TableDef,
+        column: str,
+        value: str,
+    ):
         if column not in tdef.partitions:
             raise ValueError(f"{tdef.name}: {column} is not a partition column")
         literal(value)
-        self.dt, self.uri, self.tdef = dt, uri, tdef
+        self.dt, self.location, self.tdef = dt, location, tdef
+        self.uri = location.table_uri(tdef.name)
         self.column, self.value = column, value
-        self.root = Path(uri)
         self.adds: list[AddAction] = []
-        self.written: list[Path] = []
+        self.written: list[str] = []
         self.columns: dict[str, pa.DataType] = {}
         self.rows = 0
 
@@ -62,17 +74,13 @@ class Rewrite:
                 literal(v)
             rel = "/".join(f"{p}={v}" for p, v in values.items())
             rel += f"/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
-            target = self.root / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
             body = part.drop(parts)
             schema = pa.schema([(c, self.columns[c]) for c in body.columns])
-            self.written.append(target)
+            self.written.append(rel)
             table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
-            pq.write_table(table, target, **PARQUET_OPTIONS)
+            size = write_parquet(self.location, self.tdef.name, rel, table)
             self.adds.append(
-                AddAction(
-                    rel, target.stat().st_size, values, int(time.time() * 1000), True, stats(body)
-                )
+                AddAction(rel, size, values, int(time.time() * 1000), True, stats(body))
             )
             self.rows += part.height
 
@@ -83,14 +91,15 @@ class Rewrite:
         props = commit_properties(run_id, stage, metadata)
         try:
             with lake_errors("rewrite", name):
-                dt = self.dt or create(self.uri, self.tdef)
+                options = self.location.storage_options
+                dt = self.dt or create(self.uri, self.tdef, options)
                 have = set(dt.schema().to_arrow().names)
                 new = [Field.from_arrow(pa.field(c, t)) for c, t in self.columns.items()]
                 new = [f for f in new if f.name not in have]
                 if new:  # nullable columns only: no row changes, the swap below still pinned
                     before = dt.version()
                     dt.alter.add_columns(new, commit_properties=props)
-                    dt = DeltaTable(self.uri)
+                    dt = DeltaTable(self.uri, storage_options=options)
                     if dt.version() != before + 1:
                         raise CommitConflict(f"rewrite {name}: another writer committed")
                 files = pa.table(dt.get_add_actions(flatten=True))
@@ -124,8 +133,7 @@ class Rewrite:
 
     def abandon(self) -> None:
         """Delete the files written so far (never committed, nothing references them)."""
-        for path in self.written:
-            path.unlink(missing_ok=True)
+        remove_files(self.location, self.tdef.name, self.written)
         self.written, self.adds = [], []
 
 

@@ -25,8 +25,9 @@ from marketlake.errors import LakeConflictError, LakeCorruptError, LakeError
 from marketlake.lake import frames, merges, writes
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import dedupe
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.overlap import may_overlap
-from marketlake.lake.paths import ensure_home, table_path
+from marketlake.lake.paths import ensure_home
 from marketlake.lake.rewrites import Rewrite
 from marketlake.lake.tables import TABLES, TableDef
 from marketlake.lake.writes import TABLE_CONFIG, commit_properties
@@ -63,32 +64,51 @@ class WriteResult:
 
 
 class Lake:
-    """The lake under ``home/lake``: one Delta table per :data:`lake.tables.TABLES` entry."""
+    """The lake under ``home/lake``, or at ``location`` (a local directory or an object-store
+    URI): one Delta table per :data:`lake.tables.TABLES` entry."""
 
-    def __init__(self, home: Path, *, create: bool = True) -> None:
+    def __init__(
+        self, home: Path, *, create: bool = True, location: LakeLocation | None = None
+    ) -> None:
         self.home = Path(home)
         if create:
             ensure_home(self.home)
+        self.location = location or LakeLocation.local(self.home / "lake")
 
     @property
-    def root(self) -> Path:
-        """The lake's directory (its tables and its writer lock live here)."""
-        return self.home / "lake"
+    def root(self) -> Path | LakeLocation:
+        """The lake's directory (a local lake), else its location: the tables and the writer
+        lock live here."""
+        return self.location.path if self.location.is_local else self.location
 
     # -- tables -----------------------------------------------------------------
     def path(self, name: str) -> Path:
+        """The table's local directory (a local lake only)."""
+        self._known(name)
+        return self.location.path / name
+
+    def uri(self, name: str) -> str:
+        """The table's URI (a local path, or ``s3://bucket/prefix/<table>``)."""
+        self._known(name)
+        return self.location.table_uri(name)
+
+    @staticmethod
+    def _known(name: str) -> None:
         if name not in TABLES:
             raise LakeError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
-        return table_path(self.home, name)
 
     def exists(self, name: str) -> bool:
-        return DeltaTable.is_deltatable(str(self.path(name)))
+        return DeltaTable.is_deltatable(
+            self.uri(name), storage_options=self.location.storage_options
+        )
 
     def _open(self, name: str, version: int | None = None) -> DeltaTable | None:
-        uri = str(self.path(name))
+        uri = self.uri(name)
         try:
             with lake_errors("open lake table", name):
-                return DeltaTable(uri, version=version)
+                return DeltaTable(
+                    uri, version=version, storage_options=self.location.storage_options
+                )
         except LakeError as exc:
             if isinstance(exc.__cause__, TableNotFoundError):
                 return None
@@ -113,12 +133,13 @@ class Lake:
             adds = dt.get_add_actions(flatten=True)
             paths = adds.column("path").to_pylist()
             sizes = adds.column("size_bytes").to_pylist()
-        root = self.path(name)
+        remote = None if self.location.is_local else self.location.list(name)
+        root = self.path(name) if remote is None else None
         for rel, size in zip(paths, sizes, strict=True):
             rel = unquote(rel)
             try:
-                actual = os.stat(root / rel).st_size
-            except FileNotFoundError:
+                actual = os.stat(root / rel).st_size if remote is None else remote[rel]
+            except (FileNotFoundError, KeyError):
                 raise LakeCorruptError(
                     f"lake table {name}: data file {rel} is missing", table=name, file=rel
                 ) from None
@@ -213,12 +234,12 @@ class Lake:
         )
 
     def _append(self, tdef: TableDef, dt: DeltaTable | None, frame: pl.DataFrame, props) -> int:
-        uri = str(self.path(tdef.name))
+        uri, options = self.uri(tdef.name), self.location.storage_options
         if tdef.evolving:
-            return writes.append_evolving(dt, uri, tdef, frame, props)
+            return writes.append_evolving(dt, uri, tdef, frame, props, options)
         if dt is None:
-            dt = writes.create(uri, tdef)
-        return writes.append_files(dt, self.path(tdef.name), tdef, frame, props)
+            dt = writes.create(uri, tdef, options)
+        return writes.append_files(dt, self.location, tdef, frame, props)
 
     def replace(
         self, name: str, frame: pl.DataFrame, *, scope: pl.DataFrame, run_id: str, stage: str
@@ -255,7 +276,7 @@ class Lake:
         """A :class:`~marketlake.lake.rewrites.Rewrite` of every partition of ``name`` whose
         ``column`` is ``value``: write batches, then commit (one commit) or abandon."""
         tdef = TABLES[name]
-        return Rewrite(self.table(name), str(self.path(name)), tdef, column, value)
+        return Rewrite(self.table(name), self.location, tdef, column, value)
 
     def delete_keys(self, name: str, keys: pl.DataFrame, *, run_id: str, stage: str) -> int:
         """Delete the rows whose key is in ``keys`` (one commit, keys bound as data)."""
@@ -288,7 +309,11 @@ class Lake:
         if dt is None:
             return self.empty(name).lazy()
         with lake_errors("read lake table", name):
-            return pl.scan_delta(str(self.path(name)), version=dt.version())
+            return pl.scan_delta(
+                self.uri(name),
+                version=dt.version(),
+                storage_options=self.location.storage_options,
+            )
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         scan = self.scan(name, version)

@@ -12,7 +12,6 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -23,6 +22,7 @@ from deltalake.transaction import AddAction
 from marketlake.errors import LakeError
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import stats, to_arrow, to_polars
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import (
     TableDef,
     period_of_code,
@@ -81,15 +81,17 @@ def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[int, dict[tuple, pl.Dat
     return data.height, data.partition_by(list(tdef.partitions), as_dict=True, maintain_order=True)
 
 
-def append_files(
-    dt: DeltaTable, root: Path, tdef: TableDef, frame: pl.DataFrame, props: CommitProperties
-) -> int:
-    """Write ``frame`` as new files under ``root`` and commit them on top of ``dt``'s version;
-    returns the rows appended. Until the commit the files are invisible."""
+def write_files(
+    location: LakeLocation, tdef: TableDef, frame: pl.DataFrame
+) -> tuple[int, list[AddAction]]:
+    """Write ``frame`` as new parquet files under the table at ``location``; returns the rows
+    written and the files' add actions. The files stay invisible until a commit names them
+    (a crash before it leaves only files ``maintain`` removes). Usable in any process that
+    can reach the storage: distributed workers write here and return the add actions."""
     rows, parts = _parts(tdef, frame)
     cols = [c for c in tdef.schema.names if c not in tdef.partitions]
     schema = pa.schema([tdef.schema.field(c) for c in cols])
-    written: list[Path] = []
+    written: list[str] = []
 
     def write(item) -> AddAction:
         key, part = item
@@ -98,36 +100,80 @@ def append_files(
             literal(v)
         rel = "/".join(f"{p}={v}" for p, v in values.items())
         rel = (rel + "/" if rel else "") + f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
         body = part.select(cols)
-        written.append(target)
         table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
-        pq.write_table(table, target, **PARQUET_OPTIONS)
-        return AddAction(
-            rel, target.stat().st_size, values, int(time.time() * 1000), True, stats(body)
-        )
+        written.append(rel)
+        size = write_parquet(location, tdef.name, rel, table)
+        return AddAction(rel, size, values, int(time.time() * 1000), True, stats(body))
 
     try:
         with lake_errors("append to", tdef.name):
             with ThreadPoolExecutor(max_workers=2) as pool:
                 adds = list(pool.map(write, parts.items()))
-            dt.create_write_transaction(
-                adds,
-                "append",
-                dt.schema(),
-                list(tdef.partitions),
-                commit_properties=props,
-            )
     except BaseException:
-        for path in written:  # never committed: nothing references them
-            path.unlink(missing_ok=True)
+        remove_files(location, tdef.name, written)
+        raise
+    return rows, adds
+
+
+def write_parquet(location: LakeLocation, table: str, rel: str, data: pa.Table) -> int:
+    """Write one data file of ``table`` (page checksums on); returns its size in bytes."""
+    if location.is_local:
+        target = location.path / table / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(data, target, **PARQUET_OPTIONS)
+        return target.stat().st_size
+    sink = pa.BufferOutputStream()  # an object store: one PUT of the finished file
+    pq.write_table(data, sink, **PARQUET_OPTIONS)
+    body = sink.getvalue().to_pybytes()
+    location.put(f"{table}/{rel}", body)
+    return len(body)
+
+
+def remove_files(location: LakeLocation, table: str, rels: list[str]) -> None:
+    """Delete data files no commit references (a refused or abandoned write)."""
+    for rel in rels:
+        if location.is_local:
+            (location.path / table / rel).unlink(missing_ok=True)
+        else:
+            location.delete(f"{table}/{rel}")
+
+
+def commit_files(
+    dt: DeltaTable, tdef: TableDef, adds: list[AddAction], props: CommitProperties
+) -> None:
+    """One Delta commit adding ``adds`` on top of ``dt``'s version."""
+    with lake_errors("append to", tdef.name):
+        dt.create_write_transaction(
+            adds, "append", dt.schema(), list(tdef.partitions), commit_properties=props
+        )
+
+
+def append_files(
+    dt: DeltaTable,
+    location: LakeLocation,
+    tdef: TableDef,
+    frame: pl.DataFrame,
+    props: CommitProperties,
+) -> int:
+    """Write ``frame`` as new files and commit them on top of ``dt``'s version; returns the
+    rows appended. Files of a refused commit are removed."""
+    rows, adds = write_files(location, tdef, frame)
+    try:
+        commit_files(dt, tdef, adds, props)
+    except BaseException:
+        remove_files(location, tdef.name, [a.path for a in adds])
         raise
     return rows
 
 
 def append_evolving(
-    dt: DeltaTable | None, uri: str, tdef: TableDef, frame: pl.DataFrame, props: CommitProperties
+    dt: DeltaTable | None,
+    uri: str,
+    tdef: TableDef,
+    frame: pl.DataFrame,
+    props: CommitProperties,
+    storage_options: dict[str, str] | None = None,
 ) -> int:
     """Append to a table whose columns grow (indicators), through delta-rs' writer, which
     merges the schema in the same commit."""
@@ -141,11 +187,12 @@ def append_evolving(
             configuration=TABLE_CONFIG if dt is None else None,
             schema_mode="merge",
             commit_properties=props,
+            storage_options=storage_options if dt is None else None,
         )
     return data.num_rows
 
 
-def create(uri: str, tdef: TableDef) -> DeltaTable:
+def create(uri: str, tdef: TableDef, storage_options: dict[str, str] | None = None) -> DeltaTable:
     """The empty table (or the existing one, if another writer created it first)."""
     with lake_errors("create", tdef.name):
         return DeltaTable.create(
@@ -154,6 +201,7 @@ def create(uri: str, tdef: TableDef) -> DeltaTable:
             mode="ignore",
             partition_by=list(tdef.partitions) or None,
             configuration=TABLE_CONFIG,
+            storage_options=storage_options,
         )
 
 
@@ -175,8 +223,12 @@ __all__ = [
     "TABLE_CONFIG",
     "append_evolving",
     "append_files",
+    "commit_files",
     "commit_properties",
     "create",
     "literal",
     "mark",
+    "remove_files",
+    "write_files",
+    "write_parquet",
 ]

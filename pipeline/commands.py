@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from marketlake.errors import ConfigError, ValidationError
-from marketlake.lake.store import Lake, WriteResult
+from marketlake.lake.store import WriteResult
 from marketlake.pipeline import universe
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import new_run_id
@@ -47,7 +47,7 @@ def import_universe(
         raise ConfigError(f"universe import: file not found: {file}")
     try:
         return universe.import_csv(
-            Lake(settings.home),
+            settings.open_lake(),
             file,
             run_id=new_run_id(settings.clock()),
             now=settings.clock(),
@@ -63,7 +63,7 @@ def add_instrument(settings: Settings, symbol: str, **fields: Any) -> WriteResul
     """Add or update one instrument; a bad symbol or asset type is a usage error."""
     try:
         return universe.add(
-            Lake(settings.home),
+            settings.open_lake(),
             symbol,
             run_id=new_run_id(settings.clock()),
             wait=settings.lock_wait,
@@ -81,7 +81,7 @@ def refresh_universe(settings: Settings, source: str, file: Path | None = None):
     try:
         listed, problems = fetch_source(settings, source, file)
         out = refresh(
-            Lake(settings.home),
+            settings.open_lake(),
             source,
             listed,
             run_id=new_run_id(settings.clock()),
@@ -96,7 +96,7 @@ def refresh_universe(settings: Settings, source: str, file: Path | None = None):
 
 def list_universe(settings: Settings, asset_type: str | None) -> pl.DataFrame:
     frame = universe.load(
-        Lake(settings.home), asset_types=[asset_type] if asset_type else None, active_only=False
+        settings.open_lake(), asset_types=[asset_type] if asset_type else None, active_only=False
     )
     return frame.select(*UNIVERSE_COLUMNS)
 
@@ -105,7 +105,7 @@ def status_rows(settings: Settings) -> list[dict]:
     """Per-segment status at the settings' clock."""
     from marketlake.pipeline.reports import status
 
-    return status(settings, Lake(settings.home), settings.clock())
+    return status(settings, settings.open_lake(), settings.clock())
 
 
 def segment_overview(settings: Settings, names: list[str] | None = None) -> list[dict]:
@@ -113,7 +113,7 @@ def segment_overview(settings: Settings, names: list[str] | None = None) -> list
     usage error."""
     from marketlake.pipeline.stages.segment_tasks import overview
 
-    rows = overview(settings, Lake(settings.home), settings.clock())
+    rows = overview(settings, settings.open_lake(), settings.clock())
     if names:
         unknown = sorted(set(names) - {r["segment"] for r in rows})
         if unknown:
@@ -128,7 +128,7 @@ def recent_logs(settings: Settings, *, limit: int, failed: bool, task: str | Non
 
     if limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
-    return logs(Lake(settings.home), limit=limit, failed=failed, task=task)
+    return logs(settings.open_lake(), limit=limit, failed=failed, task=task)
 
 
 def query(settings: Settings, sql: str, *, out: Path | None = None) -> pl.DataFrame:
@@ -136,7 +136,7 @@ def query(settings: Settings, sql: str, *, out: Path | None = None) -> pl.DataFr
     ``out``, where the caller will write the result, must lie outside the lake."""
     from marketlake.pipeline.query import check_out, run_query
 
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     check_out(lake, out)
     return run_query(lake, sql)
 
@@ -156,7 +156,7 @@ def export(
     from marketlake.pipeline.stages.export import export_table
 
     return export_table(
-        Lake(settings.home),
+        settings.open_lake(),
         table,
         out_dir,
         fmt=fmt,
@@ -183,12 +183,12 @@ def maintain(
     if unknown:
         raise ConfigError(f"--tables: unknown table(s) {unknown}; tables: {', '.join(TABLES)}")
     if verify:
-        lake = Lake(settings.home)
+        lake = settings.open_lake()
         problems = check(lake, tables)
         raise_on_damage(problems)
         return {"verified": {t: lake.check_files(t) for t in tables or TABLES}, "damaged": []}
     return run(
-        Lake(settings.home),
+        settings.open_lake(),
         tables=tables,
         vacuum_hours=vacuum_hours,
         run_id=new_run_id(settings.clock()),

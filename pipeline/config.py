@@ -23,7 +23,9 @@ import platformdirs
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from marketlake.errors import ConfigError
+from marketlake.errors import ConfigError, LakeError
+from marketlake.lake.location import LEASE_S, LakeLocation
+from marketlake.lake.store import Lake
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.redact import redact
 
@@ -100,10 +102,22 @@ class Settings:
     universe_file: Path | None = None
     lock_wait: bool | float = False  # a busy lake: fail at once, wait, or wait this long (s)
     serve: Mapping[str, Any] = field(default_factory=dict)  # [serve]: the service's settings
+    lake_uri: str | None = None  # the lake elsewhere: s3://bucket/prefix (default home/lake)
+    storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    lake_lease_s: float = LEASE_S  # an object-store writer lease not renewed this long is dead
 
     @property
-    def lake(self) -> Path:
-        return self.home / "lake"
+    def lake(self) -> LakeLocation:
+        """Where the lake lives: ``lake_uri`` (with the storage options), else home/lake."""
+        if self.lake_uri:
+            return LakeLocation.parse(
+                self.lake_uri, self.storage_options, lease_s=self.lake_lease_s
+            )
+        return LakeLocation(str((self.home / "lake").absolute()), lease_s=self.lake_lease_s)
+
+    def open_lake(self, *, create: bool = True) -> Lake:
+        """The lake these settings name."""
+        return Lake(self.home, create=create, location=self.lake)
 
     def clock(self) -> datetime:
         """The one clock of a run: the pinned ``now`` when set, else the wall clock (UTC)."""
@@ -117,6 +131,7 @@ class Settings:
         from marketlake.pipeline.redact import dsn_secrets
 
         out = [p.secret for p in self.providers.values() if p.secret]
+        out += [v for k, v in self.storage_options.items() if k in _SECRET_OPTIONS]
         out += [urlparse(p.base_url).password or "" for p in self.providers.values() if p.base_url]
         return tuple(s for s in (*out, *dsn_secrets(self.dsn)) if s)
 
@@ -288,6 +303,11 @@ class _Serve(_Section):
     pull: _Pull | None = None
 
 
+class _Lake(_Section):
+    uri: str | None = None
+    lease_s: float = Field(LEASE_S, ge=1)
+
+
 class _File(_Section):
     """The whole file: general keys at the top (or under ``[marketlake]``) and sections."""
 
@@ -300,6 +320,7 @@ class _File(_Section):
     postgres: _Postgres = _Postgres()
     universe: _Universe = _Universe()
     serve: _Serve = _Serve()
+    lake: _Lake = _Lake()
 
 
 _PROVIDER_FIELDS = frozenset(_Provider.model_fields)
@@ -405,6 +426,60 @@ def _home(flag: str | Path | None, env: Mapping[str, str], general: _File) -> Pa
     return Path(platformdirs.user_data_dir("marketlake"))
 
 
+# the standard AWS environment -> object-store options (delta-rs, polars and obstore alike)
+_AWS_ENV = {
+    "AWS_ENDPOINT_URL_S3": "aws_endpoint_url",
+    "AWS_ENDPOINT_URL": "aws_endpoint_url",
+    "AWS_REGION": "aws_region",
+    "AWS_DEFAULT_REGION": "aws_region",
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "AWS_ALLOW_HTTP": "aws_allow_http",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "aws_virtual_hosted_style_request",
+}
+_SECRET_OPTIONS = frozenset({"aws_secret_access_key", "aws_session_token"})
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _lake_uri(env: Mapping[str, str], cfg: _File) -> tuple[str | None, dict[str, str]]:
+    """The lake's URI (MARKETLAKE_LAKE_URI > [lake] uri) and, for s3://, its storage options
+    from the standard AWS environment; commits always use conditional puts."""
+    uri = env.get("MARKETLAKE_LAKE_URI")
+    source = "MARKETLAKE_LAKE_URI"
+    if uri is not None and not uri.strip():
+        raise ConfigError(
+            "MARKETLAKE_LAKE_URI is set but empty: unset it or give s3://bucket/prefix"
+        )
+    if uri is None:
+        uri, source = cfg.lake.uri, "[lake] uri in marketlake.toml"
+    if not uri:
+        return None, {}
+    try:
+        location = LakeLocation.parse(uri.strip())
+    except LakeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if location.is_local:
+        return location.uri, {}
+    if env.get("AWS_S3_ALLOW_UNSAFE_RENAME", "").strip().lower() in _TRUE:
+        raise ConfigError(
+            "AWS_S3_ALLOW_UNSAFE_RENAME is refused: two writers could overwrite each other's "
+            "commits; the lake commits with S3 conditional writes, unset it"
+        )
+    if env.get("AWS_S3_LOCKING_PROVIDER", "").strip():
+        raise ConfigError(
+            "AWS_S3_LOCKING_PROVIDER: delta-rs has no DynamoDB log store any more; the lake "
+            "commits with S3 conditional writes (If-None-Match), unset it"
+        )
+    options: dict[str, str] = {}
+    for name, key in _AWS_ENV.items():
+        value = env.get(name, "").strip()
+        if value and key not in options:
+            options[key] = value
+    options["aws_conditional_put"] = "etag"
+    return location.uri, options
+
+
 def load_settings(
     *,
     home: str | Path | None = None,
@@ -478,6 +553,8 @@ def load_settings(
         raise ConfigError("MARKETLAKE_NOW is set but empty: unset it or give a date")
     if overrides.get("concurrency") is not None:
         overrides["concurrency"] = _int(overrides["concurrency"], "--concurrency")
+    values["lake_uri"], values["storage_options"] = _lake_uri(env, cfg)
+    values["lake_lease_s"] = cfg.lake.lease_s
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(
         home=home_path,

@@ -164,7 +164,7 @@ def run_daily(
 
     watch = Stopwatch()
     run_id = run_id or new_run_id(settings.clock())
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     steps = _Steps(settings, "daily", run_id, progress)
     try:
         if settings.universe_file is not None:
@@ -245,7 +245,7 @@ def run_demo(
     from marketlake.pipeline.stages.ingest import run_sync
 
     watch = Stopwatch()
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     run_id = run_id or new_run_id(settings.clock())
     syms = demo_symbols(equities)
     import polars as pl

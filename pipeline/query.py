@@ -44,9 +44,9 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 def check_out(lake: Lake, dest: Path | None) -> None:
     """Raise ConfigError when ``--out`` points inside the lake (it would change a table)."""
-    if dest is None:
-        return
-    root = lake.path("ohlcv").parent.resolve()
+    if dest is None or not lake.location.is_local:
+        return  # a lake on object storage has no local directory to write into
+    root = lake.location.path.resolve()
     target = Path(dest).resolve()
     if target == root or root in target.parents:
         raise ConfigError(f"--out {dest}: refusing to write inside the lake ({root})")

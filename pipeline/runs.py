@@ -186,7 +186,7 @@ def writing(settings, run_id: str, stage: str) -> Iterator[None]:
     previous holder that died without releasing is logged as ``interrupted``."""
     with writer(settings.lake, run_id, stage, wait=settings.lock_wait) as stale:
         if stale is not None:
-            mark_interrupted(Lake(settings.home), stale, settings.secrets(), settings.clock)
+            mark_interrupted(settings.open_lake(), stale, settings.secrets(), settings.clock)
         yield
 
 

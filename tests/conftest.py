@@ -74,3 +74,43 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if in_ci() and skipped and session.exitstatus == 0:
         reporter.write_line(f"CI: {skipped} test(s) skipped; failing the run", red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3 (and DynamoDB) API on loopback: moto's server mode on a free port."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_lake(s3_endpoint: str) -> dict[str, str]:
+    """The environment of a lake at ``s3://<fresh bucket>/lake`` on the loopback S3 API:
+    MARKETLAKE_LAKE_URI and the standard AWS variables."""
+    import boto3
+
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+        "AWS_ALLOW_HTTP": "true",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    s3.create_bucket(Bucket=bucket)
+    return {**env, "MARKETLAKE_LAKE_URI": f"s3://{bucket}/lake"}

@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marketlake.errors import LakeBusyError, MarketlakeError
-from marketlake.lake.lock import WriterLock
-from marketlake.lake.store import Lake
+from marketlake.lake.lock import writer_lock
 from marketlake.pipeline import journal
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.redact import redact
@@ -244,8 +243,8 @@ class RunManager:
         runner: Callable[[Settings, RunRequest, str, Callable[..., None]], dict] | None = None,
     ) -> None:
         self.settings = settings
-        self.lake = Lake(settings.home)
-        self.lock = WriterLock(settings.lake)
+        self.lake = settings.open_lake()
+        self.lock = writer_lock(settings.lake)
         self.on_finish = on_finish
         self.on_commit = on_commit  # a task's batch was committed
         self.runner = runner or run_stage

@@ -73,7 +73,7 @@ def run_compute(
 
     progress = progress or (lambda *a, **k: None)
     watch = Stopwatch()
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     run_id = run_id or new_run_id(settings.clock())
     log = TaskLog(run_id, "compute", trigger, settings.secrets(), clock=settings.clock)
     try:

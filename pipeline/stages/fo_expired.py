@@ -89,7 +89,7 @@ class _Run:
         self.settings = settings
         self.seg = seg
         self.run_id = run_id
-        self.lake = Lake(settings.home)
+        self.lake = settings.open_lake()
         self.log = TaskLog(run_id, "sync", trigger, settings.secrets(), clock=settings.clock)
         self.progress = progress or (lambda *a, **k: None)
         self.totals = dict(inserted=0, updated=0, unchanged=0, quarantined=0)

@@ -321,7 +321,7 @@ class Sync:
         self.settings = settings
         self.req = req
         self.progress = progress or (lambda *a, **k: None)
-        self.lake = Lake(settings.home)
+        self.lake = settings.open_lake()
         self.now = settings.clock()
         self.run_id = run_id or new_run_id(self.now)
         self.stage = stage
@@ -802,7 +802,7 @@ def _sync_market(
     now = settings.clock()
     run_id = new_run_id(now)
     if dry_run:
-        lake = Lake(settings.home)
+        lake = settings.open_lake()
         name = provider or market.market_provider(lake) or "yahoo"
         tasks = [
             {

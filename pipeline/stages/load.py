@@ -50,7 +50,7 @@ def run_load(
     run_id = run_id or new_run_id(settings.clock())
     secrets = settings.secrets()
     emit = progress or (lambda event, **info: None)
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     tasklog = TaskLog(run_id, "load", trigger, secrets, clock=settings.clock)
     results: dict[str, TableLoad] = {}
     errors: list[str] = []

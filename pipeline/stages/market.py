@@ -168,7 +168,7 @@ def run_market(
     """Refresh ``market_cache`` from ``provider`` (default: the universe's market provider,
     else yahoo). With ``required=False`` (the daily run) a universe none of whose providers
     serves market data is not an error: nothing runs and None is returned."""
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     name = provider or market_provider(lake)
     if name is None:
         if not required:

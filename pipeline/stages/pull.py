@@ -82,7 +82,7 @@ def run_pull(
     names = select_tables(tables)
     watch = Stopwatch()
     emit = progress or (lambda event, **info: None)
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     results: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     with remote.client() as client:

@@ -68,7 +68,7 @@ def run_push(
     watch = Stopwatch()
     run_id = new_run_id(settings.clock())
     emit = progress or (lambda event, **info: None)
-    lake = Lake(settings.home)
+    lake = settings.open_lake()
     source = source_id(settings.home)
     marks = Marks(settings.home, remote)
     results: dict[str, dict[str, Any]] = {}

@@ -32,7 +32,7 @@ def run_segment_task(
         if dry_run:
             from marketlake.pipeline.stages.fo_expired import finished
 
-            done = len(finished(Lake(settings.home), name))
+            done = len(finished(settings.open_lake(), name))
             tasks = [
                 {
                     "symbol": u,
@@ -65,7 +65,7 @@ def run_segment_task(
     if seg.task == "indicators":
         from marketlake.pipeline.stages.compute import run_compute
 
-        held = named_segments.select(seg, universe.load(Lake(settings.home)))
+        held = named_segments.select(seg, universe.load(settings.open_lake()))
         wanted = held.get_column("symbol").to_list()
         if symbols:
             wanted = [s for s in wanted if s in set(symbols)]

@@ -1,2 +1,3 @@
--- A lake table that has no data yet: a view over an empty arrow table of its schema.
+-- A lake table as a view over a registered arrow relation: an empty table of its schema
+-- (no data yet), or the Delta snapshot's dataset (a lake on object storage).
 CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM "{relation}"
