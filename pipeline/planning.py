@@ -18,8 +18,8 @@ import polars as pl
 
 from marketlake.errors import ConfigError
 from marketlake.lake.store import Lake
+from marketlake.pipeline import freshness, universe
 from marketlake.pipeline import timeframes as tfs
-from marketlake.pipeline import universe
 from marketlake.pipeline.config import SegmentSettings, Settings
 from marketlake.pipeline.providers.base import KINDS, provider_class
 
@@ -424,7 +424,9 @@ def _plan_bars(
         tail = min(tail, cov["first_provisional"])
         reason.append("provisional")
     tail = max(tail, cov["first_ts"])
-    if cov["last_ts"] + step < end or cov["first_provisional"] is not None:
+    if (
+        cov["last_ts"] + step < end and _session_missing(row, tf, cov["last_ts"], min(end, now))
+    ) or cov["first_provisional"] is not None:
         chunks.append((tail, end))
         reason.append("update")
     chunks = [(s, e) for s, e in chunks if s < e]
@@ -445,6 +447,21 @@ def _plan_bars(
         psym,
         row,
     )
+
+
+def _session_missing(row: Mapping[str, Any], tf: str, last_ts: datetime, at: datetime) -> bool:
+    """Whether a session of the instrument's exchange calendar (exchange-calendars, as
+    ``status`` uses) has closed after the series' last bar by ``at``: days the exchange was
+    closed (weekends, holidays) are not a gap to re-request, a missing session is."""
+    if tf not in tfs.DURATION:
+        return True
+    try:
+        cal = freshness.calendar_for(
+            row.get("exchange"), row.get("asset_type"), row.get("timezone")
+        )
+        return last_ts < freshness.expected_last_bar(cal, tf, at)
+    except Exception:  # noqa: BLE001 - a calendar the library cannot build: ask, as before
+        return True
 
 
 def _unit(segment, row, tf, fetch_tf, pname, psym, caps, reason, start, end) -> Unit:

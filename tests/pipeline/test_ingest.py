@@ -163,3 +163,22 @@ def test_scope_never_and_limit(home):
         settings, timeframes=["1D"], start="2026-11-01", scope="never", dry_run=True
     ).details["tasks"]
     assert {t["symbol"] for t in plan} == {"BBB", "CCC"}
+
+
+def test_closed_days_are_not_a_gap_a_missing_session_is(home):
+    # regression: a series complete to Friday was re-requested over the weekend and a holiday
+    # (last bar + one day < now), asking the provider for days the exchange was closed
+    settings, lake = setup(home, symbols=("AAA",))
+    friday = datetime(2025, 1, 17, 23, 0, tzinfo=UTC)  # NYSE closed at 21:00 UTC
+    run_sync(settings.with_(now=friday), timeframes=["1D"], start="2025-01-02")
+    last = lake.read("ohlcv").sort("ts").tail(1)
+    assert last["ts"][0] == datetime(2025, 1, 17, tzinfo=UTC) and last["is_final"][0]
+
+    def planned(at: datetime) -> list[dict]:
+        res = run_sync(settings.with_(now=at), timeframes=["1D"], start="2025-01-02", dry_run=True)
+        return res.details["tasks"]
+
+    assert planned(datetime(2025, 1, 19, 12, 0, tzinfo=UTC)) == []  # Sunday
+    assert planned(datetime(2025, 1, 20, 23, 0, tzinfo=UTC)) == []  # Martin Luther King Day
+    tuesday = planned(datetime(2025, 1, 21, 23, 0, tzinfo=UTC))  # a session closed: a gap
+    assert [t["reason"] for t in tuesday] == ["update"]
