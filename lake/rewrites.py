@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pyarrow as pa
@@ -68,7 +69,9 @@ class Rewrite:
         extra = {c: pa.float64() for c in data.columns if c not in fields}
         for c, t in {**fields, **extra}.items():
             self.columns.setdefault(c, t)
-        for key, part in frame.partition_by(parts, as_dict=True, maintain_order=True).items():
+
+        def one(item: tuple[tuple, pl.DataFrame]) -> AddAction:
+            key, part = item
             values = {p: str(v) for p, v in zip(parts, key, strict=True)}
             for v in values.values():
                 literal(v)
@@ -79,10 +82,12 @@ class Rewrite:
             self.written.append(rel)
             table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
             size = write_parquet(self.location, self.tdef.name, rel, table)
-            self.adds.append(
-                AddAction(rel, size, values, int(time.time() * 1000), True, stats(body))
-            )
-            self.rows += part.height
+            return AddAction(rel, size, values, int(time.time() * 1000), True, stats(body))
+
+        items = frame.partition_by(parts, as_dict=True, maintain_order=True).items()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow's writer releases the GIL
+            self.adds.extend(pool.map(one, items))
+        self.rows += frame.height
 
     def commit(self, *, run_id: str, stage: str, metadata: dict[str, str] | None = None) -> int:
         """Swap the scoped partitions' files for the written ones in one commit; returns the

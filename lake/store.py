@@ -29,7 +29,7 @@ from marketlake.lake.location import LakeLocation
 from marketlake.lake.overlap import may_overlap
 from marketlake.lake.paths import ensure_home
 from marketlake.lake.rewrites import Rewrite
-from marketlake.lake.tables import TABLES, TableDef
+from marketlake.lake.tables import TABLES, TableDef, polars_schema
 from marketlake.lake.writes import TABLE_CONFIG, commit_properties
 
 ATTEMPTS = 5  # commits refused because another writer committed first, before giving up
@@ -300,7 +300,8 @@ class Lake:
 
     # -- reads ------------------------------------------------------------------------
     def empty(self, name: str) -> pl.DataFrame:
-        return pl.from_arrow(TABLES[name].schema.empty_table())
+        # from the polars schema: pyarrow's ``empty_table`` imports pandas (~1 s cold)
+        return pl.DataFrame(schema=polars_schema(name))
 
     def scan(self, name: str, version: int | None = None) -> pl.LazyFrame:
         """A lazy polars scan of the table (an empty frame of the right schema if absent);

@@ -118,13 +118,16 @@ def write_files(
 
 def write_parquet(location: LakeLocation, table: str, rel: str, data: pa.Table) -> int:
     """Write one data file of ``table`` (page checksums on); returns its size in bytes."""
+    # dictionaries only for strings: trying them on prices costs time and saves nothing
+    text = [f.name for f in data.schema if pa.types.is_string(f.type)]
+    options = {**PARQUET_OPTIONS, "use_dictionary": text}
     if location.is_local:
         target = location.path / table / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, target, **PARQUET_OPTIONS)
+        pq.write_table(data, target, **options)
         return target.stat().st_size
     sink = pa.BufferOutputStream()  # an object store: one PUT of the finished file
-    pq.write_table(data, sink, **PARQUET_OPTIONS)
+    pq.write_table(data, sink, **options)
     body = sink.getvalue().to_pybytes()
     location.put(f"{table}/{rel}", body)
     return len(body)

@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from marketlake.lake.tables import TABLES
+from marketlake.lake.tables import polars_schema
 from marketlake.pipeline.config import ProviderSettings
 from marketlake.pipeline.providers.retry import retrying
 
@@ -59,9 +59,8 @@ REJECT = "_reject"
 def frame_schema(kind: str) -> pl.Schema:
     """The polars schema of a provider frame of ``kind``: the lake table's columns without
     those the lake adds itself (``run_id``, ``ingested_at``, ``period``, ``expires_at``)."""
-    table = TABLES[KIND_TABLES[kind]].schema
-    arrow = table.empty_table().select([n for n in table.names if n not in _LAKE_ADDED])
-    return pl.from_arrow(arrow).schema
+    schema = polars_schema(KIND_TABLES[kind])  # not via pyarrow: that would import pandas
+    return pl.Schema({c: t for c, t in schema.items() if c not in _LAKE_ADDED})
 
 
 def empty_frame(kind: str) -> pl.DataFrame:

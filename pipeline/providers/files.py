@@ -62,6 +62,7 @@ class FilesProvider(Provider):
         self.fixed_symbol = opts.get("symbol")
         self._lock = threading.Lock()
         self._frame: pl.DataFrame | None = None
+        self._by_symbol: dict[str, pl.DataFrame] = {}
         self._problems: list[dict] = []
 
     def _files(self) -> list[Path]:
@@ -185,6 +186,13 @@ class FilesProvider(Provider):
                     if frames
                     else empty_ohlcv().with_columns(pl.lit(None, pl.String).alias(REJECT))
                 )
+                # one pass to split by symbol, not one scan of every row per request
+                self._by_symbol = {
+                    k[0]: part
+                    for k, part in self._frame.partition_by(
+                        "symbol", as_dict=True, maintain_order=True
+                    ).items()
+                }
             return self._frame
 
     def problems(self) -> list[dict]:
@@ -199,8 +207,8 @@ class FilesProvider(Provider):
         frame = self._load()
         if request.timeframe != self.timeframe:
             return frame.clear()
-        sel = frame.filter(pl.col("symbol") == request.remote_symbol)
-        if sel.is_empty() and request.remote_symbol not in set(frame.get_column("symbol")):
+        sel = self._by_symbol.get(request.remote_symbol)
+        if sel is None:
             raise InvalidSymbolError(
                 f"files: no rows for symbol {request.symbol!r} in {self.path}",
                 provider=self.name,

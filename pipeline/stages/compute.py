@@ -28,6 +28,7 @@ from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive,
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
+BATCH_ROWS = 2_500_000  # bars per batch of a rewrite (memory: ~40 output columns each)
 KEY = ["symbol", "timeframe", "ts"]
 
 
@@ -40,19 +41,25 @@ def last_watermark(lake: Lake) -> int | None:
 
 
 def changed_series(lake: Lake, since: int | None, upto: int) -> pl.DataFrame | None:
-    """(symbol, timeframe) pairs whose bars changed in ohlcv versions (since, upto];
-    None when the history cannot tell (no watermark, or the change feed was vacuumed)."""
+    """(symbol, timeframe, from_ts) of the series whose bars changed in ohlcv versions
+    (since, upto], ``from_ts`` their earliest changed bar; None when the history cannot tell
+    (no watermark, or the change feed was vacuumed)."""
+    empty = pl.DataFrame(
+        schema={"symbol": pl.String, "timeframe": pl.String, "from_ts": pl.Datetime("us", "UTC")}
+    )
     if since is None:
         return None
     if since >= upto:
-        return pl.DataFrame(schema={"symbol": pl.String, "timeframe": pl.String})
+        return empty
     try:
         cdf = lake.changes("ohlcv", since + 1, upto)
     except Exception:  # change feed files vacuumed or unreadable: fall back to everything
         return None
     if cdf.is_empty():
-        return pl.DataFrame(schema={"symbol": pl.String, "timeframe": pl.String})
-    return cdf.select("symbol", "timeframe").unique()
+        return empty
+    return cdf.group_by("symbol", "timeframe").agg(
+        pl.col("ts").min().cast(pl.Datetime("us", "UTC")).alias("from_ts")
+    )
 
 
 @exclusive("compute")
@@ -103,6 +110,12 @@ def run_compute(
     ok = failed = 0
     errors: list[str] = []
     progress("start", total=todo.height)
+    # indicators are causal: rows before a series' first changed bar cannot change
+    since_ts = (
+        {(s, tf): t for s, tf, t in todo.select("symbol", "timeframe", "from_ts").iter_rows()}
+        if "from_ts" in todo.columns
+        else {}
+    )
     groups = todo.group_by("timeframe", maintain_order=True).agg(pl.col("symbol"))
     rewrite = {tf: since is None and _covers(lake, tf, syms) for tf, syms in groups.iter_rows()}
     # one unit of work: a whole rewritten timeframe, or a batch of series to merge
@@ -119,7 +132,12 @@ def run_compute(
             if rewrite[tf]:
                 res = _rewrite(*args, meta=meta, computed_at=settings.clock(), progress=progress)
             else:
-                res = _batch(*args, meta=meta, computed_at=settings.clock())
+                res = _batch(
+                    *args,
+                    meta=meta,
+                    computed_at=settings.clock(),
+                    from_ts={s: since_ts[(s, tf)] for s in syms if (s, tf) in since_ts},
+                )
                 progress("advance", advance=len(syms), symbol=f"{tf}", rows=0)
             for k in totals:
                 totals[k] += res[k]
@@ -200,7 +218,13 @@ def _diff(new: pl.DataFrame, old: pl.DataFrame, columns: list[str]) -> pl.DataFr
     old = old.select(
         *KEY, *keep, *[pl.col(c).alias(f"{c}__old") for c in have], pl.lit(True).alias("__exists")
     )
-    j = new.join(old, on=KEY, how="left").with_columns(pl.col("__exists").fill_null(False))
+    old = old.sort("symbol", "ts")
+    if old.height == new.height and all(
+        old.get_column(k).equals(new.get_column(k)) for k in ("symbol", "ts")
+    ):  # the same rows in the same order (re-runs, new columns): no join needed
+        j = pl.concat([new, old.drop(KEY)], how="horizontal")
+    else:
+        j = new.join(old, on=KEY, how="left").with_columns(pl.col("__exists").fill_null(False))
     same = pl.col("__exists") & pl.all_horizontal(
         [
             pl.col(c).eq_missing(pl.col(f"{c}__old")) if c in have else pl.col(c).is_null()
@@ -238,8 +262,7 @@ def _rewrite(
     stamp = pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))
     rw = lake.rewrite("indicators", "timeframe", tf)
     try:
-        for i in range(0, len(syms), BATCH_SYMBOLS):
-            part = syms[i : i + BATCH_SYMBOLS]
+        for part in _row_batches(series, tf, syms):
             new = _indicators(series, tf, part, indicators, columns, tz)
             old = stored.filter(pl.col("symbol").is_in(part)).collect()
             if old.is_empty():
@@ -274,6 +297,27 @@ def _rewrite(
     return counts
 
 
+def _row_batches(series: pl.LazyFrame, tf: str, syms: list[str]) -> list[list[str]]:
+    """``syms`` in consecutive batches of about :data:`BATCH_ROWS` bars (few scans of the
+    lake for short series, bounded memory for long ones)."""
+    counts = dict(
+        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
+        .group_by("symbol")
+        .len()
+        .collect()
+        .iter_rows()
+    )
+    batches: list[list[str]] = [[]]
+    rows = 0
+    for s in syms:
+        if batches[-1] and rows + counts.get(s, 0) > BATCH_ROWS:
+            batches.append([])
+            rows = 0
+        batches[-1].append(s)
+        rows += counts.get(s, 0)
+    return batches
+
+
 def _batch(
     lake: Lake,
     series: pl.LazyFrame,
@@ -286,14 +330,22 @@ def _batch(
     *,
     meta: dict[str, str] | None,
     computed_at: datetime,
+    from_ts: dict[str, datetime] | None = None,
 ) -> dict[str, int]:
-    """Recompute ``syms`` on ``tf`` and MERGE the rows that differ from the stored ones."""
+    """Recompute ``syms`` on ``tf`` and MERGE the rows that differ from the stored ones;
+    with ``from_ts`` (each symbol's first changed bar) only rows from there on are compared
+    (indicators are causal: earlier rows cannot have changed)."""
     new = _indicators(series, tf, syms, indicators, columns, tz)
-    old = (
-        lake.scan("indicators")
-        .filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-        .collect()
-    )
+    old = lake.scan("indicators").filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
+    if from_ts and len(from_ts) == len(syms):
+        starts = pl.DataFrame(
+            {"symbol": list(from_ts), "from_ts": list(from_ts.values())},
+            schema={"symbol": pl.String, "from_ts": pl.Datetime("us", "UTC")},
+        )
+        new = new.join(starts, on="symbol").filter(pl.col("ts") >= pl.col("from_ts"))
+        new = new.drop("from_ts")
+        old = old.filter(pl.col("ts") >= starts.get_column("from_ts").min())
+    old = old.collect()
     j = _diff(new, old.select([c for c in old.columns if c in (*KEY, *columns)]), columns)
     write = (
         j.filter(~pl.col("__same"))
