@@ -90,6 +90,8 @@ def split_rejects(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows to land, rows a provider rejected with a ``reason``); drops :data:`REJECT`."""
     if REJECT not in frame.columns:
         return frame, frame.clear().with_columns(pl.lit(None, pl.String).alias("reason"))
+    if frame.get_column(REJECT).null_count() == frame.height:  # all good: no filtering
+        return frame.drop(REJECT), frame.clear().rename({REJECT: "reason"})
     bad = pl.col(REJECT).is_not_null()
     return (
         frame.filter(~bad).drop(REJECT),

@@ -214,9 +214,12 @@ class FilesProvider(Provider):
                 provider=self.name,
                 symbol=request.symbol,
             )
-        return sel.filter(
-            (pl.col("ts") >= request.start) & (pl.col("ts") < request.end)
-        ).with_columns(pl.lit(request.symbol).alias("symbol"))
+        ts = sel.get_column("ts")
+        if not (request.start <= ts.min() and ts.max() < request.end):  # not all asked for
+            sel = sel.filter((pl.col("ts") >= request.start) & (pl.col("ts") < request.end))
+        if request.symbol == request.remote_symbol:
+            return sel
+        return sel.with_columns(pl.lit(request.symbol).alias("symbol"))
 
 
 def _unparsed(given: pl.Series, parsed: pl.Series, column: str) -> pl.Expr:
