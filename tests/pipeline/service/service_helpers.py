@@ -57,8 +57,9 @@ class Server:
         self.home, self.cwd = home, cwd
         self.start(token)
 
-    def start(self, token: str | None = TOKEN) -> None:
-        """Start (again, after :meth:`kill9` or :meth:`stop`) on a new port."""
+    def start(self, token: str | None = TOKEN, *, wait: bool = True) -> None:
+        """Start (again, after :meth:`kill9` or :meth:`stop`) on a new port; ``wait=False``
+        returns at once (call :meth:`wait_ready` before using it)."""
         self.token = token
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -70,7 +71,8 @@ class Server:
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -336,13 +336,6 @@ def _bars(home, timeframe: str) -> pl.DataFrame:
 def test_kill_9_mid_run_then_restart_reads_interrupted_and_the_next_run_completes(server, tmp_path):
     # the module's service, killed mid-way through a sync of bars it has not seen (1h), then
     # started again (with a token of its own making); compared with one clean run
-    clean = tmp_path / "clean"
-    make_universe(clean / "home", SYMBOLS)
-    (clean / "marketlake.toml").write_text(SLOW_SYNC)
-    settings = load_settings(home=clean / "home", env={}, cwd=clean)
-    ref = run_sync(settings.with_(now=parse_when(NOW, "now")), timeframes=["1h"])
-    assert ref.status == "ok"
-
     with server.client() as c:
         run_id = c.post("/api/v1/sync", json={"timeframes": ["1h"]}).json()["data"]["run_id"]
         for kind, _ in events(c, run_id):
@@ -351,7 +344,14 @@ def test_kill_9_mid_run_then_restart_reads_interrupted_and_the_next_run_complete
     server.kill9()
     assert journal.find(Lake(server.home), run_id)["status"] == "running"
 
-    server.start(token=None)  # a generated token
+    server.start(token=None, wait=False)  # a generated token
+    clean = tmp_path / "clean"  # the reference, made while the service starts
+    make_universe(clean / "home", SYMBOLS)
+    (clean / "marketlake.toml").write_text(SLOW_SYNC)
+    settings = load_settings(home=clean / "home", env={}, cwd=clean)
+    ref = run_sync(settings.with_(now=parse_when(NOW, "now")), timeframes=["1h"])
+    assert ref.status == "ok"
+    server.wait_ready()
     token_file = server.home / "api-token"
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     token = token_file.read_text().strip()
