@@ -613,6 +613,13 @@ def compute(
     timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute everything.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on Dask: a scheduler address tcp://host:8786, or local:N for N local "
+            "worker processes (recomputes whole timeframes, one commit)."
+        ),
+    ] = None,
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
@@ -620,19 +627,40 @@ def compute(
 ) -> None:
     """Compute indicators for every series whose bars changed since the last compute."""
     with _session(home, None, config, lock_wait=wait) as settings:
+        from marketlake.errors import ConfigError
         from marketlake.pipeline.commands import split_indicators
         from marketlake.pipeline.stages.compute import run_compute
 
         specs = split_indicators(indicators)
-        with _progress("compute", not json_out) as cb:
-            result = run_compute(
-                settings,
-                indicators=specs,
-                timeframes=_csv(timeframes),
-                symbols=_csv(symbols),
-                full=full,
-                progress=cb,
+        if cluster is not None:
+            from marketlake.pipeline.stages.distributed import check_cluster
+
+            check_cluster(cluster)
+        if cluster is not None and symbols:
+            raise ConfigError(
+                "--symbols cannot be combined with --cluster (it recomputes whole timeframes)"
             )
+        with _progress("compute", not json_out) as cb:
+            if cluster is not None:
+                from marketlake.pipeline.stages.distributed import run_compute_cluster
+
+                result = run_compute_cluster(
+                    settings,
+                    cluster=cluster,
+                    indicators=specs,
+                    timeframes=_csv(timeframes),
+                    full=full,
+                    progress=cb,
+                )
+            else:
+                result = run_compute(
+                    settings,
+                    indicators=specs,
+                    timeframes=_csv(timeframes),
+                    symbols=_csv(symbols),
+                    full=full,
+                    progress=cb,
+                )
         _emit(result, json_out)
 
 
