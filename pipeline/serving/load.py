@@ -32,7 +32,8 @@ from marketlake.lake.store import Lake
 from marketlake.lake.tables import TableDef
 from marketlake.pipeline.redact import redact
 from marketlake.pipeline.serving.connection import Serving, retry
-from marketlake.pipeline.serving.sqltext import quote_ident
+from marketlake.pipeline.serving.sqltext import quote_ident, render
+from marketlake.sql import load_sql
 
 log = logging.getLogger("marketlake.load")
 
@@ -42,6 +43,8 @@ FLAG = "_ml_delete"
 BULK_ROWS = 100_000
 BATCH_ROWS = 256_000
 _UPSERT_TYPES = ("insert", "update_postimage")
+# served tables range-partitioned by ts (yearly for daily bars, monthly for intraday)
+TS_PARTITIONED = frozenset({"ohlcv", "indicators"})
 _PG_TYPES = {
     pa.float64(): "double precision",
     pa.float32(): "real",
@@ -179,6 +182,14 @@ class Loader:
         changes = None
         if prev is not None and prev_id == table_id and prev < current:
             changes = _read_changes(dt, tdef, prev, current)
+        if name in TS_PARTITIONED:  # the ts range partitions the rows need, made on demand
+            rows = (
+                changes.lazy().filter(~pl.col(FLAG))
+                if changes is not None
+                else self.lake.scan(name, version=current)
+            )
+            for tf, lo, hi in _ts_ranges(rows):
+                db.query("ensure_ts_partitions", (target, tf, lo, hi))
         if changes is not None:
             res = TableLoad(name, "changes", current, prev)
             if not changes.is_empty():
@@ -232,6 +243,17 @@ class Loader:
             self.db.query("add_column", target=target, column=quote_ident(f.name), type=typ)
         self._columns = None  # the ALTER may yet roll back: re-read next time
         return self.db.columns()[tdef.name]
+
+
+def _ts_ranges(rows: pl.LazyFrame) -> list[tuple[str, Any, Any]]:
+    """(timeframe, first ts, last ts) of the rows about to be served."""
+    return (
+        rows.group_by("timeframe")
+        .agg(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"))
+        .sort("timeframe")
+        .collect()
+        .rows()
+    )
 
 
 def _read_changes(dt: Any, tdef: TableDef, prev: int, current: int) -> pl.DataFrame | None:
@@ -357,6 +379,17 @@ def _apply(
             for c in key
         ),
     }
+    if tdef.name in TS_PARTITIONED:  # RETURNING cannot read xmax of a partitioned table
+        parts["inserted_flag"] = "NULL::boolean"
+        parts["inserted"] = render(
+            load_sql("postgres/queries/count_new_keys.sql"),
+            staging=parts["staging"],
+            target=target,
+            key_match=parts["key_match"],
+        )
+    else:
+        parts["inserted_flag"] = "(t.xmax = 0)"
+        parts["inserted"] = "count(*) FILTER (WHERE inserted)"
     try:
         inserted, updated, deleted = db.query(query, **parts)[0]
     except LoadError as exc:

@@ -1,6 +1,8 @@
 -- Apply a staged delta in one statement: delete the keys flagged for deletion; insert the
 -- others when new, update them only when some column really differs (unchanged rows are
 -- not touched). Deleted and upserted keys are disjoint (one change per key is staged).
+-- Inserted rows are told by their xmax, or, on a partitioned target (no system columns in
+-- RETURNING), counted as the staged keys absent before the statement.
 WITH deleted AS (
     DELETE FROM {target} AS t USING {staging} AS s
     WHERE s._ml_delete AND {key_match}
@@ -13,9 +15,9 @@ upserted AS (
     WHERE NOT s._ml_delete
     ON CONFLICT ({key}) DO UPDATE SET {assignments}
     WHERE ({target_values}) IS DISTINCT FROM ({excluded_values})
-    RETURNING (t.xmax = 0) AS inserted
+    RETURNING {inserted_flag} AS inserted
 )
-SELECT count(*) FILTER (WHERE inserted),
-       count(*) FILTER (WHERE NOT inserted),
+SELECT {inserted},
+       count(*) - {inserted},
        (SELECT count(*) FROM deleted)
 FROM upserted

@@ -12,9 +12,9 @@ upserted AS (
     WHERE NOT s._ml_delete
     ON CONFLICT ({key}) DO UPDATE SET {assignments}
     WHERE ({target_values}) IS DISTINCT FROM ({excluded_values})
-    RETURNING (t.xmax = 0) AS inserted
+    RETURNING {inserted_flag} AS inserted
 )
-SELECT count(*) FILTER (WHERE inserted),
-       count(*) FILTER (WHERE NOT inserted),
+SELECT {inserted},
+       count(*) - {inserted},
        (SELECT count(*) FROM deleted)
 FROM upserted
