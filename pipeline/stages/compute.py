@@ -62,6 +62,24 @@ def changed_series(lake: Lake, since: int | None, upto: int) -> pl.DataFrame | N
     )
 
 
+def begin(settings: Settings, indicators, timeframes, run_id: str | None, trigger: str):
+    """What every compute run starts from: the lake, its run id and task log, the output
+    columns, the checked timeframes and the ohlcv version it computes up to (None: no bars).
+    Shared by the single-process and the cluster compute."""
+    from marketlake import kernels
+
+    lake = settings.open_lake()
+    run_id = run_id or new_run_id(settings.clock())
+    log = TaskLog(run_id, "compute", trigger, settings.secrets(), clock=settings.clock)
+    try:
+        columns = kernels.output_columns(indicators)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if timeframes:
+        timeframes = list(tfs.check(timeframes))
+    return lake, run_id, log, columns, timeframes, lake.version("ohlcv")
+
+
 @exclusive("compute")
 def run_compute(
     settings: Settings,
@@ -76,20 +94,12 @@ def run_compute(
 ) -> StageResult:
     """Recompute indicators where bars changed and merge the rows that differ (under the
     lake's writer lock)."""
-    from marketlake import kernels
 
     progress = progress or (lambda *a, **k: None)
     watch = Stopwatch()
-    lake = settings.open_lake()
-    run_id = run_id or new_run_id(settings.clock())
-    log = TaskLog(run_id, "compute", trigger, settings.secrets(), clock=settings.clock)
-    try:
-        columns = kernels.output_columns(indicators)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    if timeframes:
-        timeframes = list(tfs.check(timeframes))
-    upto = lake.version("ohlcv")
+    lake, run_id, log, columns, timeframes, upto = begin(
+        settings, indicators, timeframes, run_id, trigger
+    )
     if upto is None:
         return StageResult(run_id, "compute", duration_seconds=watch.elapsed)
     since = None if (full or symbols or timeframes or indicators) else last_watermark(lake)

@@ -33,15 +33,15 @@ from marketlake.lake.rewrites import Rewrite
 from marketlake.lake.store import Lake
 from marketlake.lake.swap import swap_partitions
 from marketlake.lake.tables import TABLES
-from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
-from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
+from marketlake.pipeline.runs import StageResult, Stopwatch, exclusive
 from marketlake.pipeline.stages.compute import (
     BATCH_SYMBOLS,
     KEY,
     WATERMARK,
     _diff,
     _indicators,
+    begin,
     changed_series,
     last_watermark,
 )
@@ -172,20 +172,12 @@ def run_compute_cluster(
     """Recompute the indicators of every timeframe with changed bars on a Dask cluster and
     commit them in one transaction (under the lake's writer lock). ``client``: an open Dask
     client to use instead of opening ``cluster``."""
-    from marketlake import kernels
 
     progress = progress or (lambda *a, **k: None)
     watch = Stopwatch()
-    lake = settings.open_lake()
-    run_id = run_id or new_run_id(settings.clock())
-    log = TaskLog(run_id, "compute", trigger, settings.secrets(), clock=settings.clock)
-    try:
-        columns = kernels.output_columns(indicators)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    if timeframes:
-        timeframes = list(tfs.check(timeframes))
-    upto = lake.version("ohlcv")
+    lake, run_id, log, columns, timeframes, upto = begin(
+        settings, indicators, timeframes, run_id, trigger
+    )
     if upto is None:
         return StageResult(run_id, "compute", duration_seconds=watch.elapsed)
     since = None if (full or timeframes or indicators) else last_watermark(lake)
