@@ -15,8 +15,9 @@ of its worker threads:
 - each request is retried by the one retry loop (:func:`retry.retrying`): a 429 pauses the
   whole provider (the bucket is shared);
 - each exchange has a total deadline (``deadline_s``; httpx's timeouts are per read, so a
-  server dripping a byte a second would otherwise hold it forever) and a size cap
-  (``max_response_bytes``), both enforced while the body streams in;
+  server dripping a byte a second would otherwise hold it forever), enforced on the socket
+  from connect through headers and body (:mod:`.deadline`), and a size cap
+  (``max_response_bytes``) enforced while the body streams in;
 - redirects are followed only where the provider's API has them, and never to another
   origin while the request carries a credential;
 - a body that is not JSON (truncated, HTML error page): :class:`BadResponseError`.
@@ -52,6 +53,7 @@ from marketlake.errors import (
 )
 from marketlake.pipeline.config import ProviderSettings
 from marketlake.pipeline.providers.base import Provider
+from marketlake.pipeline.providers.deadline import DeadlineTransport, deadline
 from marketlake.pipeline.providers.retry import backoff, retrying
 from marketlake.pipeline.redact import clip, redact
 
@@ -255,14 +257,15 @@ class HttpClient:
         )
         self.limiter = RateLimiter(rate, clock=clock, sleep=sleep)
         workers = max(1, settings.concurrency or concurrency)
+        # more connections than workers: the stage may run more threads than the
+        # provider's own concurrency, and the token bucket, not the pool, is the bound
+        limits = httpx.Limits(
+            max_connections=max(32, workers * 4), max_keepalive_connections=max(8, workers * 2)
+        )
         self.client = httpx.Client(
             headers={"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
-            # more connections than workers: the stage may run more threads than the
-            # provider's own concurrency, and the token bucket, not the pool, is the bound
-            limits=httpx.Limits(
-                max_connections=max(32, workers * 4), max_keepalive_connections=max(8, workers * 2)
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport or DeadlineTransport(limits),
             follow_redirects=False,  # followed here, under the policy above
         )
         self._abort_lock = threading.Lock()
@@ -356,34 +359,56 @@ class HttpClient:
         size cap."""
         where = self._where(symbol)
         deadline_s = self.settings.deadline_s
-        deadline = time.monotonic() + deadline_s
+        deadline_at = time.monotonic() + deadline_s
         errors = {"provider": self.provider, "symbol": symbol, "secrets": self.secrets}
-        with map_httpx_errors(where, method, url, **errors):
-            timeout = httpx.Timeout(
-                min(self.settings.timeout_s, deadline_s), connect=min(10.0, deadline_s)
+        try:
+            with deadline(deadline_at), map_httpx_errors(where, method, url, **errors):
+                return self._follow(method, url, where, symbol, deadline_at, kw)
+        except TransientProviderError as exc:
+            if (
+                isinstance(exc.__cause__, httpx.TimeoutException)
+                and time.monotonic() >= deadline_at
+            ):
+                raise self._past_deadline(where, url, symbol) from exc
+            raise
+
+    def _past_deadline(self, where: str, url: object, symbol: str) -> TransientProviderError:
+        return TransientProviderError(
+            f"{where}: no complete response within deadline_s "
+            f"({self.settings.deadline_s:g} s) from {self.clean(url)}",
+            provider=self.provider,
+            symbol=symbol,
+        )
+
+    def _follow(
+        self, method: str, url: str, where: str, symbol: str, deadline_at: float, kw: dict
+    ) -> httpx.Response:
+        deadline_s = self.settings.deadline_s
+        timeout = httpx.Timeout(
+            min(self.settings.timeout_s, deadline_s), connect=min(10.0, deadline_s)
+        )
+        request = self.client.build_request(method, url, timeout=timeout, **kw)
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self.client.send(request, stream=True)
+            try:
+                if resp.has_redirect_location:
+                    request = self._redirect(request, resp, where, symbol)
+                    continue
+                body = self._read(resp, deadline_at, where, symbol)
+            finally:
+                resp.close()
+            keep = {
+                k: v
+                for k, v in resp.headers.multi_items()
+                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+            }
+            return httpx.Response(
+                resp.status_code,
+                headers=keep,
+                content=body,
+                request=request,
+                extensions={"reason_phrase": resp.reason_phrase.encode()},
             )
-            request = self.client.build_request(method, url, timeout=timeout, **kw)
-            for _ in range(MAX_REDIRECTS + 1):
-                resp = self.client.send(request, stream=True)
-                try:
-                    if resp.has_redirect_location:
-                        request = self._redirect(request, resp, where, symbol)
-                        continue
-                    body = self._read(resp, deadline, where, symbol)
-                finally:
-                    resp.close()
-                keep = {
-                    k: v
-                    for k, v in resp.headers.multi_items()
-                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-                }
-                return httpx.Response(
-                    resp.status_code,
-                    headers=keep,
-                    content=body,
-                    request=request,
-                    extensions={"reason_phrase": resp.reason_phrase.encode()},
-                )
         raise TerminalProviderError(
             f"{where}: more than {MAX_REDIRECTS} redirects from {self.clean(url)}",
             provider=self.provider,
@@ -435,8 +460,8 @@ class HttpClient:
             return True
         return any(s and s in v for s in self.secrets for v in values)
 
-    def _read(self, resp: httpx.Response, deadline: float, where: str, symbol: str) -> bytes:
-        """The body, streamed: at most ``max_response_bytes``, complete before ``deadline``."""
+    def _read(self, resp: httpx.Response, deadline_at: float, where: str, symbol: str) -> bytes:
+        """The body, streamed: at most ``max_response_bytes``, complete before ``deadline_at``."""
         limit = self.settings.max_response_bytes
         declared = resp.headers.get("content-length", "")
         too_large = BadResponseError(
@@ -453,13 +478,8 @@ class HttpClient:
             size += len(chunk)
             if size > limit:
                 raise too_large
-            if time.monotonic() > deadline:
-                raise TransientProviderError(
-                    f"{where}: no complete response within deadline_s "
-                    f"({self.settings.deadline_s:g} s) from {self.clean(resp.request.url)}",
-                    provider=self.provider,
-                    symbol=symbol,
-                )
+            if time.monotonic() > deadline_at:
+                raise self._past_deadline(where, resp.request.url, symbol)
             chunks.append(chunk)
         return b"".join(chunks)
 

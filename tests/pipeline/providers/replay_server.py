@@ -23,14 +23,16 @@ from marketlake.pipeline.config import ProviderSettings
 
 @dataclass
 class Reply:
-    """One answer. ``drip`` sends the body a byte at a time, that many seconds apart;
-    ``endless`` repeats the body until the client hangs up (no content-length)."""
+    """One answer. ``drip`` sends the body a byte at a time, that many seconds apart
+    (``drip_headers``: the status line and headers too); ``endless`` repeats the body until
+    the client hangs up (no content-length)."""
 
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drip: float = 0.0
+    drip_headers: bool = False
     endless: bool = False
 
 
@@ -108,6 +110,9 @@ class ReplayServer:
                 reply = server._answer(self.command, self.path, dict(self.headers.items()))
                 if reply.delay:
                     threading.Event().wait(reply.delay)
+                if reply.drip_headers:
+                    self._drip_all(reply)
+                    return
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -134,6 +139,20 @@ class ReplayServer:
                         self.wfile.flush()
                 except OSError:
                     self.close_connection = True
+
+            def _drip_all(self, reply: Reply) -> None:
+                head = [f"HTTP/1.1 {reply.status} OK", f"content-length: {len(reply.body)}"]
+                head += [f"{k}: {v}" for k, v in reply.headers.items()]
+                raw = ("\r\n".join(head) + "\r\n\r\n").encode() + reply.body
+                self.close_connection = True
+                try:
+                    for i in range(len(raw)):
+                        if server.stopping.wait(reply.drip):
+                            break
+                        self.wfile.write(raw[i : i + 1])
+                        self.wfile.flush()
+                except OSError:
+                    pass
 
             do_GET = do_POST = _handle
 

@@ -3,19 +3,23 @@ the response size cap, the redirect policy, and error bodies redacted before the
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from datetime import UTC, datetime
 
 import pytest
 from replay_server import FakeClock, ReplayServer, Reply, settings_for
+from typer.testing import CliRunner
 
+from marketlake.cli import app
 from marketlake.errors import BadResponseError, TerminalProviderError, TransientProviderError
 from marketlake.pipeline.providers.base import FetchRequest, provider_class
 from marketlake.pipeline.providers.http import HttpClient
 
 NOW = datetime(2024, 2, 1, tzinfo=UTC)
 KEY = "CG-canary-7f3a9b21c4d5e6f708192a3b"
+AAPL = "chart_AAPL_1d_2020-08-31_2020-11-07_split_and_dividends.cassette.json"
 
 
 def client(settings, **kw) -> HttpClient:
@@ -52,9 +56,59 @@ def test_a_stalled_server_is_bounded_by_the_deadline_too(replay):
     replay.add("/stall", Reply(200, b"{}", delay=5.0))
     http = client(settings_for("fake", replay, deadline_s=0.5, timeout_s=30.0, max_retries=0))
     t0 = time.monotonic()
-    with pytest.raises(TransientProviderError, match="ReadTimeout"):
+    with pytest.raises(TransientProviderError, match=r"no complete response within deadline_s"):
         http.get("/stall", symbol="AAA")
-    assert time.monotonic() - t0 < 2.0
+    assert 0.45 <= time.monotonic() - t0 < 1.0
+
+
+def test_a_server_dripping_its_headers_hits_the_deadline(replay):
+    # regression: a status line and headers sent a byte at a time never tripped the per-read
+    # timeout (each read got its byte), so only the body was bounded by the deadline
+    replay.add("/hdr", Reply(200, b"{}", drip=0.05, drip_headers=True))
+    http = client(settings_for("fake", replay, deadline_s=1.0, timeout_s=5.0, max_retries=0))
+    t0 = time.monotonic()
+    with pytest.raises(TransientProviderError, match=r"fake AAA: no complete response within"):
+        http.get("/hdr", symbol="AAA")
+    took = time.monotonic() - t0
+    assert 0.95 <= took < 1.3, took
+    replay.add("/ok", Reply(200, b"{}"))
+    assert http.get_json("/ok") == {}  # the client (and its pool) still works
+
+
+def test_a_header_drip_fails_its_task_only_and_the_other_symbols_land(
+    replay, provider_fixtures, home, tmp_path, monkeypatch
+):
+    replay.add_file(
+        "/v8/finance/chart/AAPL", provider_fixtures / "yahoo" / AAPL, params={"interval": "1d"}
+    )
+    replay.add("/v8/finance/chart/MSFT", Reply(200, b"{}", drip=0.2, drip_headers=True))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "marketlake.toml").write_text(
+        "[providers.yahoo]\ndeadline_s = 1.5\nmax_retries = 0\n"
+    )
+    env = {
+        "MARKETLAKE_HOME": str(home),
+        "MARKETLAKE_YAHOO_BASE_URL": replay.url,
+        "MARKETLAKE_NOW": "2025-03-03T12:00:00+00:00",
+    }
+    runner = CliRunner()
+    for sym in ("AAPL", "MSFT"):
+        args = ["universe", "add", sym, "--provider", "yahoo", "--exchange", "NMS"]
+        assert runner.invoke(app, args, env=env).exit_code == 0
+    t0 = time.monotonic()
+    synced = runner.invoke(
+        app,
+        ["sync", "--provider", "yahoo", "--symbols", "AAPL,MSFT", "--timeframes", "1D"]
+        + ["--kinds", "ohlcv", "--start", "2020-08-31", "--end", "2020-11-07", "--json"],
+        env=env,
+    )
+    took = time.monotonic() - t0
+    summary = json.loads(synced.stdout.strip().splitlines()[-1])
+    assert summary["rows"]["inserted"] == 49, summary  # AAPL landed
+    assert summary["status"] == "partial" and summary["tasks"]["failed"] == 1, summary
+    (error,) = summary["errors"]
+    assert error.startswith("MSFT 1D ohlcv: yahoo MSFT: no complete response within deadline_s")
+    assert took < 6, took  # the headers alone would drip for ~9 s
 
 
 def test_an_endless_body_stops_at_the_size_cap(replay):
