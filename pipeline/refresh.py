@@ -2,11 +2,12 @@
 
 Sources: ``file`` (a CSV such as a Russell 2000 list), ``fmp-etf`` (FMP's ETF list),
 ``coingecko`` (the coin list), ``indodax`` (the pairs) and ``upstox`` (the NSE/BSE indices and
-the current F&O contracts of their underlyings). A refresh adds new instruments, updates
-changed ones (fields the source does not know are kept), marks those the source listed before
-but lists no more as inactive (``active`` false, ``delisted_at`` now; their bars and history
-stay), and reports duplicates without creating them: one instrument listed twice, or listed
-under a second symbol (the same provider id as an instrument already in the universe). Each
+the current F&O contracts, options and futures, of their underlyings). A refresh adds new
+instruments, updates changed ones (fields the source does not know are kept), marks those the
+source listed before but lists no more as inactive (``active`` false, ``delisted_at`` now;
+their bars and history stay), and reports duplicates without creating them: one instrument
+listed twice, or listed under a second symbol (the same provider id as an instrument already
+in the universe). Each
 instrument remembers the source that listed it (``provider_symbols["source"]``), so a refresh
 never touches instruments another source or a manual import brought.
 """
@@ -91,11 +92,8 @@ def fetch_source(
         if source == "upstox":
             from marketlake.pipeline.segments import BSE_INDICES, FO_UNDERLYINGS, NSE_INDICES
 
-            frames, problems = [], []
-            for u in FO_UNDERLYINGS:
-                frame, bad = prov.option_contracts(u)
-                frames.append(frame)
-                problems += bad
+            contracts, problems = prov.current_contracts(list(FO_UNDERLYINGS))
+            frames = [contracts]
             indices = pl.DataFrame(
                 {
                     "symbol": [*NSE_INDICES, *BSE_INDICES],

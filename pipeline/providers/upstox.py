@@ -17,12 +17,18 @@ Expired contracts (Upstox Plus): expiries per underlying, then the option and fu
 contracts of an expiry (``lot_size``; the expired API also sends ``minimum_lot``, the same
 number, used when ``lot_size`` is absent), then their candles from
 ``/v2/expired-instruments/historical-candle``.
+
+Current contracts: options from ``/v2/option/contract``; futures from the daily instrument
+master per exchange (``NSE.json.gz``, ``BSE.json.gz`` on Upstox's assets host; the API has no
+current-futures endpoint and its documentation points there), filtered to ``FUT`` records of
+the wanted underlyings.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -38,11 +44,14 @@ from marketlake.pipeline.providers.base import (
     frame_schema,
     rows_frame,
 )
-from marketlake.pipeline.providers.http import HttpProvider
+from marketlake.pipeline.providers.http import HttpProvider, with_origin
 from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
 from marketlake.pipeline.timeframes import DURATION
 
 BASE_URL = "https://api.upstox.com"
+# the daily (BOD) instrument master per exchange; the documented source of current futures
+INSTRUMENTS_URL = "https://assets.upstox.com/market-quote/instruments/exchange/{exchange}.json.gz"
+INFLATE_FACTOR = 8  # the inflated file may be this many times max_response_bytes
 IST = ZoneInfo("Asia/Kolkata")
 SESSION_CLOSE_UTC = time(10, 0)  # 15:30 IST
 # lake timeframe -> (V3 unit, interval)
@@ -189,15 +198,31 @@ def parse_expiries(body: Any, *, symbol: str) -> list[date]:
 def parse_contracts(
     body: Any, *, symbol: str, today: date, provider: str = "upstox"
 ) -> tuple[pl.DataFrame, list[str]]:
-    """Option or future contracts → ``instruments`` rows, and one line per contract left out
-    (no lot size at all, no trading symbol). The canonical symbol is Upstox's trading symbol
-    (``NIFTY 20400 PE 17 APR 25``); the instrument key is kept in ``provider_symbols``.
-    A contract whose expiry has passed is inactive, delisted at that session's close."""
+    """Option or future contracts (a ``{"status": "success", "data": [...]}`` envelope) →
+    ``instruments`` rows, and one line per contract left out; see :func:`contract_rows`."""
     data = _check(body, "contracts", symbol)
     if not isinstance(data, list):
         raise BadResponseError(
             f"upstox {symbol}: contracts are not a list", provider=provider, symbol=symbol
         )
+    return contract_rows(data, symbol=symbol, today=today, provider=provider)
+
+
+def _expiry(value: Any) -> date:
+    """An expiry as the API sends it (``2025-04-24``) or as the instruments JSON file does
+    (epoch milliseconds of the expiry day's end, IST)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, UTC).astimezone(IST).date()
+    return date.fromisoformat(str(value)[:10])
+
+
+def contract_rows(
+    data: list[Any], *, symbol: str, today: date, provider: str = "upstox"
+) -> tuple[pl.DataFrame, list[str]]:
+    """Contract records → ``instruments`` rows, and one line per contract left out (no lot
+    size at all, no trading symbol). The canonical symbol is Upstox's trading symbol
+    (``NIFTY 20400 PE 17 APR 25``); the instrument key is kept in ``provider_symbols``.
+    A contract whose expiry has passed is inactive, delisted at that session's close."""
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     for c in data:
@@ -211,8 +236,8 @@ def parse_contracts(
         lot = c.get("lot_size") if c.get("lot_size") not in (None, 0) else c.get("minimum_lot")
         try:
             lot_size = int(lot)
-            expiry = date.fromisoformat(str(c.get("expiry"))[:10])
-        except (TypeError, ValueError):
+            expiry = _expiry(c.get("expiry"))
+        except (TypeError, ValueError, OverflowError, OSError):
             problems.append(f"upstox {name}: no usable lot size or expiry (left out)")
             continue
         kind = str(c.get("instrument_type") or "").upper()
@@ -241,6 +266,29 @@ def parse_contracts(
             }
         )
     return rows_frame("instruments", rows), problems
+
+
+def instruments_file(raw: bytes, *, exchange: str, limit: int) -> list[Any]:
+    """The records of an instruments JSON file (gzip as published, or plain JSON), inflated
+    to at most ``limit`` bytes."""
+    where = f"upstox instruments {exchange}"
+    if raw[:2] == b"\x1f\x8b":
+        inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        try:
+            raw = inflate.decompress(raw, limit)
+        except zlib.error as exc:
+            raise BadResponseError(f"{where}: corrupt gzip: {exc}", provider="upstox") from exc
+        if inflate.unconsumed_tail:
+            raise BadResponseError(
+                f"{where}: inflates beyond max_response_bytes ({limit} bytes)", provider="upstox"
+            )
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadResponseError(f"{where}: not JSON: {exc}", provider="upstox") from exc
+    if not isinstance(data, list):
+        raise BadResponseError(f"{where}: not a list of instruments", provider="upstox")
+    return data
 
 
 class UpstoxProvider(HttpProvider):
@@ -396,17 +444,54 @@ class UpstoxProvider(HttpProvider):
         today = self.clock().astimezone(IST).date()
         return parse_contracts(body, symbol=underlying, today=today, provider=self.name)
 
-    def _fetch_instruments(self, request: FetchRequest) -> pl.DataFrame:
-        """The current F&O contracts of the underlyings named in ``request.instrument``
-        (``{"underlyings": [...]}``; default: the five indices)."""
-        underlyings = list(request.instrument.get("underlyings") or INDICES)
-        frames = []
+    def future_contracts(self, underlyings: list[str]) -> tuple[pl.DataFrame, list[str]]:
+        """The current future contracts of ``underlyings``, from the instrument master of
+        their exchanges (Upstox's API serves current options and expired contracts only; its
+        documentation points to this file for active futures)."""
+        wanted = set(underlyings)
+        today = self.clock().astimezone(IST).date()
+        frames, problems = [], []
+        for exchange in sorted({u.split("|")[0].split("_")[0] for u in underlyings}):
+            url = INSTRUMENTS_URL.format(exchange=exchange)
+            if self.settings.base_url:
+                url = with_origin(url, self.settings.base_url)
+            raw = self.http.get(url, symbol=f"instruments {exchange}", rate_limited=False)
+            records = instruments_file(
+                raw.content,
+                exchange=exchange,
+                limit=INFLATE_FACTOR * self.settings.max_response_bytes,
+            )
+            futures = [
+                r
+                for r in records
+                if isinstance(r, dict)
+                and r.get("instrument_type") == "FUT"
+                and r.get("underlying_key") in wanted
+            ]
+            frame, bad = contract_rows(futures, symbol=exchange, today=today, provider=self.name)
+            frames.append(frame.filter(pl.col("active")))  # a stale file's expired futures
+            problems += bad
+        if not frames:
+            return rows_frame("instruments", []), problems
+        return pl.concat(frames), problems
+
+    def current_contracts(self, underlyings: list[str]) -> tuple[pl.DataFrame, list[str]]:
+        """Every current option and future contract of ``underlyings``."""
+        frames, problems = [], []
         for u in underlyings:
             try:
-                frame, _ = self.option_contracts(u)
+                frame, bad = self.option_contracts(u)
             except InvalidSymbolError:
                 continue  # an underlying without options (SENSEX weeklies come and go)
             frames.append(frame)
-        if not frames:
-            return rows_frame("instruments", [])
-        return pl.concat(frames)
+            problems += bad
+        futures, bad = self.future_contracts(underlyings)
+        frames.append(futures)
+        problems += bad
+        return pl.concat(frames), problems
+
+    def _fetch_instruments(self, request: FetchRequest) -> pl.DataFrame:
+        """The current F&O contracts (options and futures) of the underlyings named in
+        ``request.instrument`` (``{"underlyings": [...]}``; default: the five indices)."""
+        underlyings = list(request.instrument.get("underlyings") or INDICES)
+        return self.current_contracts(underlyings)[0]

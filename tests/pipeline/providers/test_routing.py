@@ -4,13 +4,14 @@ Upstox 401 that fails only Upstox's tasks."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime
 from types import MappingProxyType
 
 import polars as pl
 import pytest
-from replay_server import settings_for
+from replay_server import Reply, settings_for
 
 from marketlake.lake.store import Lake
 from marketlake.pipeline import universe
@@ -160,6 +161,14 @@ def test_refresh_fmp_etf_and_upstox_sources(home, replay, provider_fixtures):
         own / "upstox" / "written_from_docs_v2_option_contract_nifty50.json",
         params={"instrument_key": "NSE_INDEX|Nifty 50"},
     )
+    for exchange, sample in (  # current futures: the instrument master, gzip
+        ("NSE", "written_from_docs_instruments_json_NSE_futures_sample.json"),
+        ("BSE", "written_from_docs_instruments_json_BSE_futures_sample.json"),
+    ):
+        replay.add(
+            f"/market-quote/instruments/exchange/{exchange}.json.gz",
+            Reply(200, gzip.compress((own / "upstox" / sample).read_bytes()), {}),
+        )
     now = datetime(2025, 12, 1, 12, 0, tzinfo=UTC)
     settings = _settings(home, replay, now, fmp="k-fmp-123456", upstox="t-upstox-123456")
     lake = Lake(home)
@@ -170,6 +179,16 @@ def test_refresh_fmp_etf_and_upstox_sources(home, replay, provider_fixtures):
     assert etfs["is_etf"].all() and set(etfs["provider"]) == {"yahoo"}  # bars from Yahoo
     listed, problems = fetch_source(settings, "upstox")
     res = refresh(lake, "upstox", listed, run_id="r2", now=now)
-    assert res.added == 7 and problems == []  # 2 contracts + 5 indices
+    # 2 options + 5 futures (NIFTY Dec and Jan, BANKNIFTY, FINNIFTY, SENSEX) + 5 indices
+    assert res.added == 12 and problems == []
     opts = lake.read("instruments").filter(pl.col("asset_type") == "option")
     assert opts["lot_size"].to_list() == [75, 75] and opts["active"].all()
+    futs = lake.read("instruments").filter(pl.col("asset_type") == "future").sort("symbol")
+    assert futs["symbol"].to_list() == [
+        "BANKNIFTY FUT 30 DEC 25",
+        "FINNIFTY FUT 30 DEC 25",
+        "NIFTY FUT 27 JAN 26",
+        "NIFTY FUT 30 DEC 25",
+        "SENSEX FUT 24 DEC 25",
+    ]
+    assert futs["lot_size"].null_count() == 0 and futs["active"].all()

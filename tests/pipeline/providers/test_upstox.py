@@ -3,12 +3,13 @@ socket."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from replay_server import FakeClock, load_recording, settings_for
+from replay_server import FakeClock, Reply, load_recording, settings_for
 
 from marketlake.errors import AuthError
 from marketlake.pipeline.providers.base import FetchRequest, frame_schema, provider_class
@@ -204,3 +205,55 @@ def test_registry_and_expiry_parse_errors():
     assert provider_class("upstox") is UpstoxProvider
     with pytest.raises(Exception, match="not a date"):
         parse_expiries({"status": "success", "data": ["17-04-2025"]}, symbol=NIFTY)
+
+
+MASTERS = {
+    "NSE": OWN / "written_from_docs_instruments_json_NSE_futures_sample.json",
+    "BSE": OWN / "written_from_docs_instruments_json_BSE_futures_sample.json",
+}
+
+
+def _instruments_file(replay, exchange: str) -> None:
+    """The exchange's instrument master, gzip-compressed as Upstox publishes it."""
+    raw = MASTERS[exchange].read_bytes()
+    path = f"/market-quote/instruments/exchange/{exchange}.json.gz"
+    replay.add(path, Reply(200, gzip.compress(raw), {"content-type": "application/gzip"}))
+
+
+def test_current_futures_from_the_instrument_master(replay, upstox, clock):
+    clock.current = utc(2025, 12, 1, 4, 0)
+    _instruments_file(replay, "NSE")
+    _instruments_file(replay, "BSE")
+    frame, problems = upstox.future_contracts([NIFTY, "NSE_INDEX|Nifty Bank", "BSE_INDEX|SENSEX"])
+    assert problems == [] and replay.unmatched == []
+    assert sorted(frame["symbol"]) == [
+        "BANKNIFTY FUT 30 DEC 25",
+        "NIFTY FUT 27 JAN 26",
+        "NIFTY FUT 30 DEC 25",
+        "SENSEX FUT 24 DEC 25",
+    ]  # no option, no equity future of another underlying, no FINNIFTY (not asked)
+    nifty = frame.filter(frame["symbol"] == "NIFTY FUT 30 DEC 25").row(0, named=True)
+    # the file's expiry is epoch milliseconds at the day's end, IST
+    assert nifty["expiry"] == date(2025, 12, 30) and nifty["lot_size"] == 75
+    assert (nifty["asset_type"], nifty["underlying"], nifty["exchange"]) == (
+        "future",
+        NIFTY,
+        "NSE_FO",
+    )
+    assert nifty["strike"] is None and nifty["option_type"] is None and nifty["active"]
+    assert json.loads(nifty["provider_symbols"]) == {"upstox": "NSE_FO|52168"}
+    # the static file is fetched without the API's rate limit, from the configured origin
+    assert len(replay.requests_to("/market-quote/instruments/exchange/NSE.json.gz")) == 1
+
+
+def test_instrument_master_inflate_limit_and_bad_bodies():
+    from marketlake.errors import BadResponseError
+    from marketlake.pipeline.providers.upstox import instruments_file
+
+    raw = json.dumps([{"instrument_type": "FUT"}] * 200).encode()
+    assert len(instruments_file(gzip.compress(raw), exchange="NSE", limit=len(raw))) == 200
+    assert len(instruments_file(raw, exchange="NSE", limit=10)) == 200  # plain JSON as is
+    with pytest.raises(BadResponseError, match="inflates beyond"):
+        instruments_file(gzip.compress(raw), exchange="NSE", limit=100)
+    with pytest.raises(BadResponseError, match="not a list"):
+        instruments_file(b"{}", exchange="NSE", limit=100)
