@@ -1,22 +1,28 @@
 """kill -9 during a large sync, then the same sync again: the lake equals one clean run's."""
 
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from marketlake.cli import app
 from marketlake.lake import Lake
 from marketlake.pipeline import universe
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = [f"K{i:03d}" for i in range(70)] + ["BRK.B", "x'; DROP TABLE ohlcv;--"]
 ARGS = ["sync", "--timeframes", "1D", "--start", "2019-01-01", "--json"]
+SHORT = ["sync", "--timeframes", "1D", "--start", "2025-06-01"]
 
 
 def _env(home: Path) -> dict:
@@ -27,16 +33,16 @@ def _env(home: Path) -> dict:
     }
 
 
-def _prepare(home: Path, cwd: Path) -> None:
+def _prepare(home: Path, cwd: Path, symbols=SYMBOLS, batch_tasks: int = 6) -> None:
     lake = Lake(home)
-    for s in SYMBOLS:
+    for s in symbols:
         universe.add(lake, s, run_id="u", provider="synthetic")
-    (cwd / "marketlake.toml").write_text("[sync]\nbatch_tasks = 6\nconcurrency = 2\n")
+    (cwd / "marketlake.toml").write_text(f"[sync]\nbatch_tasks = {batch_tasks}\nconcurrency = 2\n")
 
 
-def _sync(home: Path, cwd: Path) -> subprocess.CompletedProcess:
+def _sync(home: Path, cwd: Path, args=ARGS) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "marketlake.cli", *ARGS],
+        [sys.executable, "-m", "marketlake.cli", *args],
         cwd=cwd,
         env=_env(home),
         capture_output=True,
@@ -105,7 +111,94 @@ def test_kill_9_then_rerun_equals_a_clean_run(tmp_path):
     assert a.equals(b)
     assert b.select("symbol", "timeframe", "ts").is_duplicated().sum() == 0
     again = _sync(killed, killed)
-    import json
-
     res = json.loads(again.stdout.strip().splitlines()[-1])
     assert res["rows"]["inserted"] == 0 and res["rows"]["updated"] == 0
+
+
+# A real sync whose ohlcv commit number PAUSE_AT stops after its data files are written and
+# before the commit (listing them in READY), so the parent can kill -9 it exactly there.
+_PAUSED_WRITER = """
+import os, sys, time
+from marketlake.lake import writes
+real = writes.commit_files
+seen = [0]
+def paused(dt, tdef, adds, props):
+    if tdef.name == "ohlcv":
+        seen[0] += 1
+        if seen[0] == int(os.environ["PAUSE_AT"]):
+            with open(os.environ["READY"] + ".tmp", "w") as f:
+                f.write("\\n".join(a.path for a in adds))
+            os.rename(os.environ["READY"] + ".tmp", os.environ["READY"])
+            time.sleep(600)
+    return real(dt, tdef, adds, props)
+writes.commit_files = paused
+from marketlake.cli import app
+sys.argv = ["marketlake", *sys.argv[1:]]
+app()
+"""
+
+
+def _committed(home: Path) -> set[str]:
+    paths = Lake(home).table("ohlcv").get_add_actions(flatten=True).column("path")
+    return {unquote(p) for p in paths.to_pylist()}
+
+
+def _on_disk(home: Path) -> set[str]:
+    root = home / "lake" / "ohlcv"
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*.parquet")
+        if not p.relative_to(root).parts[0].startswith("_")
+    }
+
+
+def _cli(home: Path, args: list[str], monkeypatch) -> dict:
+    """``marketlake <args> --json`` in this process; its summary."""
+    monkeypatch.chdir(home)
+    res = CliRunner().invoke(app, [*args, "--json"], env=_env(home))
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_kill_9_between_files_and_commit_then_maintain_removes_exactly_the_orphans(
+    tmp_path, monkeypatch
+):
+    # regression: the orphan test planted files; here a real writer dies mid-commit
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    clean.mkdir()
+    _prepare(clean, clean, SYMBOLS[:12], batch_tasks=3)
+    shutil.copytree(clean, killed)
+    _cli(clean, SHORT, monkeypatch)
+    ready = tmp_path / "ready"
+    env = {**_env(killed), "PAUSE_AT": "3", "READY": str(ready)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_WRITER, *SHORT, "--json"],
+        cwd=killed,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert ready.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() else "no pause"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    uncommitted = {unquote(p) for p in ready.read_text().split("\n")}
+    assert uncommitted and uncommitted <= _on_disk(killed)
+    assert _on_disk(killed) == _committed(killed) | uncommitted  # nothing else lies around
+    assert _commits(killed) == 1 + 2  # the table's creation and the two commits before
+
+    report = _cli(killed, ["maintain", "--vacuum-hours", "0"], monkeypatch)
+    assert report["ohlcv"]["orphans_removed"] == len(uncommitted), report
+    left = _on_disk(killed)
+    assert not (left & uncommitted)
+    assert left == _committed(killed)
+
+    _cli(killed, SHORT, monkeypatch)
+    assert _state(killed).equals(_state(clean))
