@@ -11,6 +11,10 @@ endpoint, the one-off session requests, the projected time for ``--project`` sym
 configured rate (``requests / rate``: a rate-limited job cannot beat it), and a digest of the
 rows, so two runs that land the same ``fundamentals`` rows print the same digest.
 
+A second pass models the nightly job, which syncs ``actions`` and ``fundamentals`` for each
+symbol: the actions kind fetches the symbol's event chart first, then the 23 types; it prints
+the requests the fundamentals added on top of that chart.
+
     python bench/fundamentals.py [--symbols 20] [--project 2600] [--rate 0 (provider default)]
 """
 
@@ -170,9 +174,18 @@ def main() -> None:
         for i in range(1, args.symbols + 1):
             frames.append(provider.fetch(FetchRequest.fundamentals(f"S{i:04d}")))
         wall = time.perf_counter() - t0
+        first = Counter(yahoo.seen)
+        start = datetime(2025, 2, 24, tzinfo=UTC)  # the nightly's actions range: last days
+        nightly = Counter()
+        for i in range(1, args.symbols + 1):
+            sym = f"N{i:04d}"
+            provider.fetch(FetchRequest.actions(sym, start, datetime(2025, 3, 3, tzinfo=UTC)))
+            before = Counter(yahoo.seen)
+            provider.fetch(FetchRequest.fundamentals(sym))
+            nightly.update(Counter(yahoo.seen) - before)
         provider.close()
     httpd.shutdown()
-    per_kind = {k: (yahoo.seen[k] - setup[k]) / args.symbols for k in sorted(yahoo.seen)}
+    per_kind = {k: (first[k] - setup[k]) / args.symbols for k in sorted(first)}
     per_symbol = sum(per_kind.values())
     once = sum(setup.values()) - per_symbol
     projected = (once + per_symbol * args.project) / rate
@@ -185,6 +198,16 @@ def main() -> None:
     print(f"requests per symbol {per_symbol:.2f} (+{once:.0f} once per session)")
     print(
         f"projected           {projected:,.0f} s = {projected / 3600:.2f} h for "
+        f"{args.project:,} symbols at {rate:g} req/s"
+    )
+    after_actions = sum(nightly.values()) / args.symbols
+    print(
+        f"beside actions      {after_actions:.2f} req/symbol for the 23 types after the actions "
+        f"kind's chart ({', '.join(f'{k} {n / args.symbols:.2f}' for k, n in sorted(nightly.items()))})"
+    )
+    projected = (once + after_actions * args.project) / rate
+    print(
+        f"projected nightly   {projected:,.0f} s = {projected / 3600:.2f} h for the fundamentals of "
         f"{args.project:,} symbols at {rate:g} req/s"
     )
     print(f"client time         {wall / args.symbols * 1000:.0f} ms per symbol (loopback)")

@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,6 +63,8 @@ _HOSTS = {
     "fc": "https://fc.yahoo.com",
 }
 _EVENTS = "div,splits,capitalGains"
+EVENTS_FROM = datetime(1970, 1, 2, tzinfo=UTC)  # the event history asks from here
+HELD_EVENT_CHARTS = 1024  # event-history charts held per provider instance (~30 KB each)
 _CLASS_SUFFIX = re.compile(r"^([A-Z0-9&]+)\.([A-Z])$")
 _ONE_LETTER_EXCHANGES = frozenset({"L", "F", "V", "T"})  # London, Frankfurt, TSX-V, Tokyo
 _US_EXCHANGES = frozenset(
@@ -142,6 +145,9 @@ class YahooProvider(HttpProvider):
         self._crumb: str | None = None
         self._crumb_lock = threading.Lock()
         self._timeseries_chunked = False  # set once a long timeseries URL has failed
+        self._events: OrderedDict[str, Any] = OrderedDict()  # ysym -> event-history chart
+        self._events_locks: dict[str, threading.Lock] = {}
+        self._events_lock = threading.Lock()
 
     def _url(self, host: str, path: str) -> str:
         return (self.settings.base_url or _HOSTS[host]) + path
@@ -205,25 +211,42 @@ class YahooProvider(HttpProvider):
         )
 
     def _fetch_actions(self, request: FetchRequest) -> pl.DataFrame:
-        """Splits, dividends and capital gains with ex_date in [start, end).
-
-        Asked at 3-month granularity: Yahoo sends every event of the range with any interval,
-        and the coarse bars keep the answer small.
-        """
+        """Splits, dividends and capital gains with ex_date in [start, end), from the
+        symbol's event-history chart (:meth:`_event_history`)."""
         symbol, start, end = request.symbol, request.start, request.end
-        ysym = self._symbol(symbol, request.instrument)
-        body = self._chart(
-            symbol,
-            ysym,
-            {
-                "period1": int((start - timedelta(days=2)).timestamp()),
-                "period2": int((end + timedelta(days=2)).timestamp()),
-                "interval": "3mo",
-                "includePrePost": "false",
-                "events": _EVENTS,
-            },
-        )
+        body = self._event_history(symbol, self._symbol(symbol, request.instrument))
         return parse_events(body, symbol=symbol, start=start, end=end, provider=self.name)
+
+    def _event_history(self, symbol: str, ysym: str) -> Any:
+        """The symbol's whole event history: one chart since 1970 at 3-month granularity
+        (Yahoo sends every event of the range with any interval; coarse bars keep the answer
+        small), fetched once per provider instance (one run) and held for the last
+        :data:`HELD_EVENT_CHARTS` symbols, so the ``actions`` kind and the fundamentals'
+        ``dividends`` of one symbol share one request, whichever asks first."""
+        with self._events_lock:
+            lock = self._events_locks.setdefault(ysym, threading.Lock())
+        with lock:
+            with self._events_lock:
+                if ysym in self._events:
+                    self._events.move_to_end(ysym)
+                    return self._events[ysym]
+            body = self._chart(
+                symbol,
+                ysym,
+                {
+                    "period1": int(EVENTS_FROM.timestamp()),
+                    "period2": int((self.clock() + timedelta(days=2)).timestamp()),
+                    "interval": "3mo",
+                    "includePrePost": "false",
+                    "events": _EVENTS,
+                },
+            )
+            with self._events_lock:
+                self._events[ysym] = body
+                while len(self._events) > HELD_EVENT_CHARTS:
+                    old, _ = self._events.popitem(last=False)
+                    self._events_locks.pop(old, None)
+            return body
 
     # -- quoteSummary ---------------------------------------------------------------------------
     def _get_crumb(self, symbol: str) -> str:
@@ -529,8 +552,9 @@ class YahooProvider(HttpProvider):
     def _fetch_fundamentals(self, request: FetchRequest) -> pl.DataFrame:
         """Tidy ``fundamentals`` rows for ``data_types`` (default: all 23), in at most six
         requests: one quoteSummary carrying every module the accessor types read, one
-        timeseries request per statement family, the chart for dividends and the
-        earnings-calendar page.
+        timeseries request per statement family, the symbol's event-history chart for
+        dividends (shared with the ``actions`` kind: no request when that kind already
+        fetched it in this run) and the earnings-calendar page.
 
         A type Yahoo has nothing for gives no rows; a type that fails terminally is logged and
         skipped (the symbol fails only when every type does); auth and transient failures
@@ -559,14 +583,9 @@ class YahooProvider(HttpProvider):
             if data_type in yfund.STATEMENTS:
                 continue
             try:
-                if data_type == "dividends":
-                    actions = self._fetch_actions(
-                        FetchRequest.actions(
-                            symbol,
-                            datetime(1970, 1, 2, tzinfo=UTC),
-                            now + timedelta(days=1),
-                            instrument=instrument,
-                        )
+                if data_type == "dividends":  # the event chart the actions kind reads
+                    actions = parse_events(
+                        self._event_history(symbol, ysym), symbol=symbol, provider=self.name
                     )
                     rows += yfund.dividends_rows(
                         actions, symbol=symbol, fetched_at=now, provider=self.name

@@ -140,6 +140,7 @@ def test_msft_dividends_and_the_dividends_data_type(replay, yahoo_dir, yahoo):
     fund = yahoo.fetch(FetchRequest.fundamentals("MSFT", ("dividends",)))
     assert fund.height == 4 and set(fund["data_type"]) == {"dividends"}
     assert fund["value"].sum() == pytest.approx(2.30)
+    assert len(replay.requests_to(CHART + "MSFT")) == 1  # the chart the actions read
 
 
 def test_leading_null_bar_dropped_and_live_last_bar_not_final(replay, yahoo_dir, yahoo):

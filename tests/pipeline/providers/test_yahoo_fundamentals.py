@@ -1,5 +1,6 @@
 """Yahoo's 23 fundamentals types in a handful of requests: one quoteSummary with every module,
-one timeseries request per statement family, the chart for dividends, the earnings page."""
+one timeseries request per statement family, the event chart for dividends (shared with the
+actions kind), the earnings page."""
 
 from __future__ import annotations
 
@@ -95,6 +96,34 @@ def test_all_23_types_in_six_requests(aapl, yahoo):
         (pl.col("data_type") == "quarterly_financials") & (pl.col("item") == "TotalRevenue")
     )
     assert revenue.height == 4 and revenue["value"].min() == 85777000000.0
+
+
+def test_dividends_from_the_chart_the_actions_kind_fetched(aapl, yahoo):
+    """A sync of actions and fundamentals asks for the event chart once: the dividends type
+    reads the chart the actions kind fetched, whichever runs first."""
+    actions = yahoo.fetch(
+        FetchRequest.actions(
+            "AAPL", datetime(2021, 1, 1, tzinfo=UTC), datetime(2022, 1, 1, tzinfo=UTC)
+        )
+    )
+    assert actions["kind"].to_list() == ["dividend"] * 4
+    before = len(aapl.seen)
+    out = yahoo.fetch(FetchRequest.fundamentals("AAPL"))
+    fundamentals = [s.path for s in aapl.seen[before:] if s.path not in ("/", "/v1/test/getcrumb")]
+    assert len(fundamentals) <= 5 and "/v8/finance/chart/AAPL" not in fundamentals
+    dividends = out.filter(pl.col("data_type") == "dividends")
+    assert dividends["period_end"].to_list() == actions["ex_date"].to_list()
+    assert dividends["value"].to_list() == actions["amount"].to_list()
+    # the held chart is the whole event history, asked once
+    (chart,) = aapl.requests_to("/v8/finance/chart/AAPL")
+    assert (chart.params["interval"], chart.params["period1"]) == ("3mo", "86400")
+    again = yahoo.fetch(
+        FetchRequest.actions(
+            "AAPL", datetime(2021, 6, 1, tzinfo=UTC), datetime(2021, 9, 1, tzinfo=UTC)
+        )
+    )
+    assert again["ex_date"].to_list() == [date(2021, 8, 18)]
+    assert len(aapl.requests_to("/v8/finance/chart/AAPL")) == 1
 
 
 def test_batched_rows_equal_one_type_at_a_time(aapl, yahoo):
