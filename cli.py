@@ -583,6 +583,14 @@ def backfill(
     end: Annotated[str | None, typer.Option(help="End date (UTC, exclusive).")] = None,
     timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
     symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Fetch on Dask: a scheduler address tcp://host:8786, or local:N for N local "
+            "worker processes (one rate limit per provider across all workers; this process "
+            "commits)."
+        ),
+    ] = None,
     home: Home = None,
     config: ConfigFile = None,
     json_out: JsonOut = False,
@@ -592,6 +600,10 @@ def backfill(
     with _session(home, None, config, lock_wait=wait) as settings:
         from marketlake.pipeline.stages.ingest import run_sync
 
+        if cluster is not None:
+            from marketlake.pipeline.stages.distributed import check_cluster
+
+            check_cluster(cluster)
         with _progress("backfill", not json_out) as cb:
             result = run_sync(
                 settings,
@@ -603,6 +615,7 @@ def backfill(
                 progress=cb,
                 trigger="backfill",
                 stage="backfill",
+                cluster=cluster,
             )
         _emit(result, json_out)
 

@@ -114,3 +114,24 @@ def s3_lake(s3_endpoint: str) -> dict[str, str]:
     )
     s3.create_bucket(Bucket=bucket)
     return {**env, "MARKETLAKE_LAKE_URI": f"s3://{bucket}/lake"}
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """Two local Dask worker processes, two threads each, with nannies that restart a killed
+    worker (started once: a worker process takes seconds to start on a busy machine)."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=2,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()

@@ -89,6 +89,14 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Take one token, sleeping as long as needed; returns the seconds waited."""
+        wait = self.reserve()
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+    def reserve(self) -> float:
+        """Take one token without sleeping; returns the seconds until it may be used (the
+        cluster's shared bucket answers workers with this)."""
         with self._lock:
             now = self.clock()
             wait = max(0.0, self._blocked_until - now)
@@ -99,8 +107,6 @@ class RateLimiter:
                 self._tokens -= 1.0
                 if self._tokens < 0:
                     wait += -self._tokens / self.rate
-        if wait > 0:
-            self.sleep(wait)
         return wait
 
     def block(self, seconds: float) -> None:

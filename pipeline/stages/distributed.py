@@ -64,9 +64,10 @@ def check_cluster(spec: str) -> int | None:
     return None
 
 
-def open_cluster(spec: str):
+def open_cluster(spec: str, threads_per_worker: int = 1):
     """A Dask client for ``tcp://host:port`` (a running scheduler) or ``local:N`` (N local
-    worker processes, one thread each); the caller closes it with :func:`close_cluster`."""
+    worker processes, ``threads_per_worker`` threads each); the caller closes it with
+    :func:`close_cluster`."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:  # pragma: no cover - the optional extra is not installed
@@ -77,7 +78,7 @@ def open_cluster(spec: str):
     if n is not None:
         cluster = LocalCluster(
             n_workers=n,
-            threads_per_worker=1,
+            threads_per_worker=threads_per_worker,
             processes=True,
             dashboard_address=None,
             silence_logs=logging.ERROR,

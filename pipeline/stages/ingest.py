@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -84,11 +84,18 @@ class Outcome:
 
 
 class _Providers:
-    """One provider instance per name, shared by all workers; remembers aborted providers."""
+    """One provider instance per name, shared by all workers; remembers aborted providers.
+    ``adapt`` is applied to each new instance (a cluster run shares its rate limit)."""
 
-    def __init__(self, settings: Settings, now: datetime) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        now: datetime,
+        adapt: Callable[[Provider], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.now = now
+        self.adapt = adapt
         self._lock = threading.Lock()
         self._instances: dict[str, Provider] = {}
         self.aborted: dict[str, str] = {}
@@ -106,11 +113,14 @@ class _Providers:
                 except ConfigError as exc:
                     self._unavailable[name] = exc
                     raise
-                self._instances[name] = cls(
+                prov = cls(
                     self.settings.provider(name),
                     home=self.settings.home,
                     clock=self.settings.clock,
                 )
+                if self.adapt is not None:
+                    self.adapt(prov)
+                self._instances[name] = prov
             return self._instances[name]
 
     def instances(self) -> dict[str, Provider]:
@@ -123,6 +133,18 @@ class _Providers:
 
 
 def _fetch(unit: Unit, providers: _Providers) -> Outcome:
+    return guarded(
+        unit, providers, lambda prov: _fetch_unit(unit, prov, unit.chunks, providers.now)
+    )
+
+
+def guarded(
+    unit: Unit,
+    providers: _Providers,
+    work: Callable[[Provider], tuple[pl.DataFrame, pl.DataFrame | None]],
+) -> Outcome:
+    """``work(provider)`` for ``unit`` as an :class:`Outcome`: (rows, rejects) or the error,
+    never raising (an auth failure stops the provider for the rest of the run)."""
     out = Outcome(unit, started_at=providers.settings.clock())
     try:
         if unit.provider in providers.aborted:
@@ -132,7 +154,7 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
                 symbol=unit.symbol,
             )
         prov = providers.get(unit.provider)
-        out.frame, out.rejected = _fetch_unit(unit, prov, unit.chunks, providers.now)
+        out.frame, out.rejected = work(prov)
         out.asset_type = prov.take_asset_type(unit.symbol)
     except AuthError as exc:
         providers.aborted.setdefault(unit.provider, str(exc))
@@ -163,16 +185,32 @@ def _fetch_unit(
         return prov.fetch(FetchRequest.fundamentals(unit.symbol, instrument=inst)), None
     if unit.kind == "valuation":
         return prov.fetch(FetchRequest.valuation(unit.symbol, instrument=inst)), None
+    pieces = [fetch_chunk(unit, prov, s, e) for s, e in chunks]
+    return finish_bars(unit, [g for g, _ in pieces], [b for _, b in pieces if b is not None], now)
+
+
+def fetch_chunk(
+    unit: Unit, prov: Provider, start: datetime, end: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """One request of a bars unit: the rows as the provider sent them (its native timeframe)
+    and the rows it could not parse (with the symbol), or None."""
+    req = FetchRequest.bars(
+        unit.symbol,
+        unit.fetch_timeframe or unit.timeframe,
+        start,
+        end,
+        provider_symbol=unit.provider_symbol,
+        instrument=dict(unit.instrument),
+    )
+    good, bad = split_rejects(prov.fetch(req))
+    return good, None if bad.is_empty() else bad.with_columns(pl.lit(unit.symbol).alias("symbol"))
+
+
+def finish_bars(
+    unit: Unit, parts: list[pl.DataFrame], rejects: list[pl.DataFrame], now: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """A bars unit's chunks (in order) as one frame of its timeframe, and its rejects."""
     fetch_tf = unit.fetch_timeframe or unit.timeframe
-    parts, rejects = [], []
-    for s, e in chunks:
-        req = FetchRequest.bars(
-            unit.symbol, fetch_tf, s, e, provider_symbol=unit.provider_symbol, instrument=inst
-        )
-        good, bad = split_rejects(prov.fetch(req))
-        parts.append(good)
-        if not bad.is_empty():
-            rejects.append(bad.with_columns(pl.lit(unit.symbol).alias("symbol")))
     frame = pl.concat(parts) if parts else pl.DataFrame()
     if fetch_tf != unit.timeframe and not frame.is_empty():
         frame = tfs.resample(frame, unit.timeframe, now=now)
@@ -295,6 +333,24 @@ def land_bars(
     return out
 
 
+class Fetcher(Protocol):
+    """Fetches units elsewhere (:mod:`marketlake.pipeline.stages.fanout`): ``submit`` returns a
+    future of the unit's :class:`Outcome`; ``window`` units are kept in flight."""
+
+    window: int
+
+    def submit(self, unit: Unit) -> Future: ...
+
+    def close(self) -> None: ...
+
+
+def _provider_class(name: str) -> type | None:
+    try:
+        return provider_class(name)
+    except ConfigError:
+        return None
+
+
 class _Batch:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
@@ -332,10 +388,13 @@ class Sync:
         self.errors: list[str] = []
         self.events: list[dict[str, Any]] = []
 
-    def run(self, units: list[Unit]) -> StageResult:
+    def run(self, units: list[Unit], fetcher: Fetcher | None = None) -> StageResult:
+        """Fetch ``units`` (on this process's threads, or through ``fetcher``: a cluster) and
+        commit them in batches."""
         watch = Stopwatch()
         self.progress("start", total=len(units))
         workers = max(1, self.settings.concurrency)
+        window = fetcher.window if fetcher is not None else workers * 4
         batch = _Batch()
         every = self.settings.commit_every_s
         next_commit = time.monotonic() + every
@@ -347,12 +406,15 @@ class Sync:
                 it = iter(units)
                 exhausted = False
                 while pending or not exhausted:
-                    while not exhausted and len(pending) < workers * 4:
+                    while not exhausted and len(pending) < window:
                         u = next(it, None)
                         if u is None:
                             exhausted = True
                             break
-                        pending.add(pool.submit(_fetch, u, self.providers))
+                        if fetcher is not None:
+                            pending.add(fetcher.submit(u))
+                        else:
+                            pending.add(pool.submit(_fetch, u, self.providers))
                     if not pending:
                         break
                     timeout = max(0.0, next_commit - time.monotonic())
@@ -378,8 +440,14 @@ class Sync:
                     if due or not batch.outcomes:
                         next_commit = time.monotonic() + every
             self.commit(batch)
+            if fetcher is not None:  # read the files providers' problems here, as one run does
+                for name in sorted({u.provider for u in units}):
+                    if callable(getattr(_provider_class(name), "problems", None)):
+                        self.providers.get(name)
             self._file_problems()
         finally:
+            if fetcher is not None:
+                fetcher.close()
             self.providers.close()
         return StageResult(
             run_id=self.run_id,
@@ -682,10 +750,14 @@ def run_sync(
     trigger: str = "cli",
     stage: str = "sync",
     run_id: str | None = None,
+    cluster: str | None = None,
+    client: Any = None,
 ) -> StageResult:
     """Fetch what the lake is missing and commit it, holding the lake's writer lock;
     ``dry_run`` only plans. ``stage`` names the run in its result and ``sync_logs``
-    (``backfill`` for a backfill).
+    (``backfill`` for a backfill). ``cluster`` (``tcp://host:8786`` or ``local:N``) fans the
+    fetches out over Dask workers under one rate limit per provider (``client``: an open Dask
+    client to use instead); this process still plans and commits.
 
     The kind ``market`` (market status and calendars, not per symbol) is served by the
     market stage from ``market_cache`` within its TTL; the other kinds are planned per symbol.
@@ -730,6 +802,8 @@ def run_sync(
                     progress=progress,
                     trigger=trigger,
                     stage=stage,
+                    cluster=cluster,
+                    client=client,
                 ),
             )
         out = results[0]
@@ -760,6 +834,8 @@ def run_sync(
             trigger=trigger,
             stage=stage,
             run_id=run_id,
+            cluster=cluster,
+            client=client,
         )
         return _merged(rest, market)
     req = SyncRequest(
@@ -782,8 +858,14 @@ def run_sync(
     if not dry_run:
         # a plan made before waiting for another writer may re-fetch what it landed: the
         # diff under the lock marks those bars unchanged
-        with writing(settings, sync.run_id, stage):
-            return sync.run(units)
+        if (cluster is None and client is None) or not units:
+            with writing(settings, sync.run_id, stage):
+                return sync.run(units)
+        from marketlake.pipeline.stages.fanout import cluster_fetcher
+
+        with cluster_fetcher(sync, cluster, client) as fetcher:
+            with writing(settings, sync.run_id, stage):
+                return sync.run(units, fetcher)
     tasks = [t for u in units for t in u.tasks()]
     return StageResult(
         run_id=sync.run_id,

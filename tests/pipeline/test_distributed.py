@@ -53,20 +53,6 @@ def single(synced, tmp_path_factory):
     return indicators(home)
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    """Two local worker processes (with nannies that restart a killed worker)."""
-    from dask.distributed import Client, LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 @pytest.mark.slow
 def test_cluster_compute_equals_single_process_in_one_commit(synced, single, tmp_path, dask_client):
     from marketlake.pipeline.stages.distributed import run_compute_cluster
