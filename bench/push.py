@@ -5,8 +5,9 @@
 * the raw ceiling: the same zstd Arrow IPC bytes the push sends, POSTed to a bare receiver
   that only reads and discards the body (no parse, no lake, no database);
 * the initial push of the whole table (``marketlake push`` as a child process): rows/s end to
-  end (the remote's lake commit and its PostgreSQL load included), the client's peak RSS and
-  the remote's peak RSS (VmHWM) before and after;
+  end (the remote's lake commit and its PostgreSQL load included) and as a multiple of the
+  raw POST's time, the client's peak RSS and the remote's peak RSS (VmHWM) before and after:
+  both stay flat as ``--days`` grows (run 1M and 5M bars to compare);
 * one new day for every symbol pushed (the change feed path), wall time.
 
 Usage: ``python bench/push.py [--symbols 2000] [--days 2500]``; the server comes from
@@ -18,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,10 +34,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import bars  # noqa: E402  (the same synthetic bars as bench/load.py)
 
+from marketlake.lake.batches import conform, iter_batches  # noqa: E402
 from marketlake.lake.store import Lake  # noqa: E402
 from marketlake.pipeline.config import load_settings  # noqa: E402
 from marketlake.pipeline.remote.client import Remote  # noqa: E402
-from marketlake.pipeline.remote.wire import FLAG, cast_batches, encode  # noqa: E402
+from marketlake.pipeline.remote.wire import FLAG, encode  # noqa: E402
 from marketlake.pipeline.stages.push import run_push  # noqa: E402
 
 DSN = os.environ.get("MARKETLAKE_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -82,10 +84,35 @@ def sink_main(port: int) -> None:
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    """The process's peak resident set (the kernel's high-water mark, VmHWM)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
     return float("nan")
+
+
+def run_watched(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``cmd``, reading its VmHWM until it exits (getrusage's children figure is useless
+    here: exec records the forking parent's own peak as the child's)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+
+    def watch() -> None:
+        nonlocal peak
+        while proc.poll() is None:
+            value = peak_rss_mb(proc.pid)
+            if value == value:  # not NaN
+                peak = max(peak, value)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    watcher.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak
 
 
 def main() -> None:
@@ -133,9 +160,9 @@ def main() -> None:
         with body.open("wb") as fh:
             batches = (
                 b.append_column(FLAG, pa.repeat(pa.scalar(False), b.num_rows))
-                for b in dt.to_pyarrow_dataset().scanner(batch_size=65_536).to_batches()
+                for b in iter_batches(dt, "ohlcv")
             )
-            for chunk in encode(schema_, cast_batches(batches, schema_)):
+            for chunk in encode(schema_, conform(batches, schema_)):
                 fh.write(chunk)
         encode_s = time.perf_counter() - t0
         size = body.stat().st_size
@@ -156,15 +183,12 @@ def main() -> None:
         cenv = {**os.environ, "MARKETLAKE_HOME": str(local), "MARKETLAKE_REMOTE_TOKEN": TOKEN}
         cenv.pop("MARKETLAKE_DSN", None)
         t0 = time.perf_counter()
-        out = subprocess.run(
+        out, client_rss = run_watched(
             [sys.executable, "-m", "marketlake.cli", "push", "--remote", url, "--tables", "ohlcv"]
             + ["--json"],
-            env=cenv,
-            capture_output=True,
-            text=True,
+            cenv,
         )
         push_s = time.perf_counter() - t0
-        client_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if out.returncode != 0:
             raise SystemExit(f"push failed: {out.stderr}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -182,14 +206,18 @@ def main() -> None:
         day_s = time.perf_counter() - t0
         assert inc.inserted == args.symbols, inc.to_json()
 
+        ratio = push_s / raw_s
         print(f"\nbars: {rows:,} ({size / 1e6:.1f} MB as zstd Arrow IPC)")
-        print(f"{'step':<46}{'seconds':>9}{'rows/s':>12}")
+        print(f"{'step':<46}{'seconds':>9}{'rows/s':>12}{'x raw':>8}")
         print(
             f"{'encode the snapshot stream (client side)':<46}{encode_s:>9.2f}{rows / encode_s:>12,.0f}"
         )
-        print(f"{'raw Arrow IPC POST of the same bytes':<46}{raw_s:>9.2f}{rows / raw_s:>12,.0f}")
+        print(
+            f"{'raw Arrow IPC POST of the same bytes':<46}{raw_s:>9.2f}{rows / raw_s:>12,.0f}{1:>8.1f}"
+        )
         print(
             f"{'marketlake push (lake commit + PG load)':<46}{push_s:>9.2f}{rows / push_s:>12,.0f}"
+            f"{ratio:>8.1f}"
         )
         print(
             f"  remote load into PostgreSQL: mode {served.get('mode')}, "
@@ -197,9 +225,10 @@ def main() -> None:
         )
         print(f"{'one new day, ' + str(args.symbols) + ' symbols (changes)':<46}{day_s:>9.2f}")
         print(
-            f"peak RSS: client {client_rss:.0f} MB; remote {remote_before:.0f} MB at start, "
-            f"{remote_after:.0f} MB after the push"
+            f"peak RSS of the push: client {client_rss:.0f} MB; remote {remote_after:.0f} MB "
+            f"({remote_before:.0f} MB when it started serving)"
         )
+        print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         for p in procs:
             p.terminate()

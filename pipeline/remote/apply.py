@@ -8,7 +8,8 @@ source's change feed could not serve the range, or this is the first push).
 * The commit records ``push_source``, ``push_table_id`` (the source table's Delta id) and the
   version range in its metadata. A batch whose range the history already holds (a push the
   remote committed but whose acknowledgement was lost) commits nothing and changes 0 rows.
-* Into an empty table the rows are appended, streamed from the spool; otherwise one MERGE
+* Into an empty table the rows are appended, streamed from the spool into data files in
+  bounded memory (:mod:`.files`); otherwise one MERGE
   inserts new keys, updates rows whose values differ (so a re-applied batch is a no-op),
   deletes flagged keys and, for a snapshot, every key the snapshot lacks.
 * Columns the source grew (a new indicator) are added first by a metadata-only commit.
@@ -22,15 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import DeltaTable, Field, write_deltalake
+from deltalake import DeltaTable, Field
 from deltalake.schema import Schema as DeltaSchema
 
 from marketlake.errors import ValidationError
 from marketlake.lake import writes
 from marketlake.lake._errors import lake_errors
+from marketlake.lake.batches import conform
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.merges import q
 from marketlake.lake.tables import TableDef
-from marketlake.pipeline.remote.wire import FLAG, cast_batches, read_file
+from marketlake.pipeline.remote.files import FileWriter
+from marketlake.pipeline.remote.wire import FLAG, read_file
 
 log = logging.getLogger("marketlake.push")
 
@@ -122,11 +126,16 @@ def _grow(dt: DeltaTable, tdef: TableDef, incoming: pa.Schema) -> pa.Schema:
 
 
 def apply_push(
-    dt: DeltaTable | None, uri: str, tdef: TableDef, batch: PushBatch, spool: Path, props_for
+    dt: DeltaTable | None,
+    location: LakeLocation,
+    tdef: TableDef,
+    batch: PushBatch,
+    spool: Path,
+    props_for,
 ) -> Applied:
-    """Apply ``spool`` (the batch's IPC stream) to the Delta table at ``uri`` (``dt``, or None
-    when it does not exist yet) as one commit; a batch with a ``source`` is skipped when the
-    history shows it applied already.
+    """Apply ``spool`` (the batch's IPC stream) to the table ``tdef.name`` of the lake at
+    ``location`` (``dt``, or None when it does not exist yet) as one commit; a batch with a
+    ``source`` is skipped when the history shows it applied already.
 
     ``props_for(metadata)`` builds the commit properties; the caller holds the writer lock."""
     if batch.mode not in MODES:
@@ -151,45 +160,45 @@ def apply_push(
                 already_applied=True,
             )
     incoming, parts, deletes = _scan(spool, tdef, batch.rows)
+    uri, options = location.table_uri(tdef.name), location.storage_options
     if dt is None:
-        dt = writes.create(uri, tdef)
+        dt = writes.create(uri, tdef, options)
     schema = _grow(dt, tdef, incoming)
     empty = dt.get_add_actions().num_rows == 0
     props = props_for(meta)
     if empty and not deletes:
-        rows = _append(dt, tdef, schema, spool, batch.rows, props)
+        rows = _append(dt, location, tdef, schema, spool, batch.rows, props)
         res = Applied(tdef.name, 0, "", batch.mode, inserted=rows, rows=rows)
     else:
         res = _merge(dt, tdef, schema, spool, parts, batch, props)
     with lake_errors("read", tdef.name):
-        dt = DeltaTable(uri)
+        dt = DeltaTable(uri, storage_options=options)
     res.version, res.table_id = dt.version(), dt.metadata().id
     return res
 
 
 def _append(
-    dt: DeltaTable, tdef: TableDef, schema: pa.Schema, spool: Path, declared: int, props
+    dt: DeltaTable,
+    location: LakeLocation,
+    tdef: TableDef,
+    schema: pa.Schema,
+    spool: Path,
+    declared: int,
+    props,
 ) -> int:
-    """Stream the spool into the (empty) table as one append commit."""
-    seen = 0
-
-    def batches():
-        nonlocal seen
-        for b in cast_batches(read_file(spool), schema):
-            seen += b.num_rows
-            yield b
-        if seen != declared:  # raising here aborts the write before its commit
-            raise ValidationError(f"{tdef.name}: read {seen} rows, the source sent {declared}")
-
+    """Stream the spool into the (empty) table as one append commit, written in bounded
+    memory (:mod:`.files`); nothing is committed unless every declared row was read."""
+    out = FileWriter(location, tdef, schema)
     with lake_errors("append to", tdef.name):
-        write_deltalake(
-            dt,
-            pa.RecordBatchReader.from_batches(schema, batches()),
-            mode="append",
-            partition_by=list(tdef.partitions) or None,
-            commit_properties=props,
-        )
-    return seen
+        adds = out.write_all(conform(read_file(spool), schema))
+    try:
+        if out.rows != declared:
+            raise ValidationError(f"{tdef.name}: read {out.rows} rows, the source sent {declared}")
+        writes.commit_files(dt, tdef, adds, props)
+    except BaseException:
+        writes.remove_files(location, tdef.name, [a.path for a in adds])
+        raise
+    return out.rows
 
 
 def _merge(
@@ -249,7 +258,7 @@ def _merge(
 
 def _with_flag(reader, schema: pa.Schema):
     """Batches in ``schema``: the data columns cast, ``_ml_delete`` false where absent."""
-    for b in cast_batches(reader, schema):
+    for b in conform(reader, schema):
         flag = b.column(FLAG)
         if flag.null_count:
             flag = pa.compute.fill_null(flag, False)

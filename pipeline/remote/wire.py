@@ -51,16 +51,3 @@ def read_file(path: Path) -> pa.RecordBatchStreamReader:
     """A reader over an IPC stream spooled to ``path``, read batch by batch (plain reads: a
     memory map would count the whole spool as resident)."""
     return pa.ipc.open_stream(pa.OSFile(str(path), "rb"))
-
-
-def cast_batches(reader: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Each batch in ``schema`` (columns by name; a column the batch lacks is null)."""
-    for batch in reader:
-        cols = []
-        for field in schema:
-            idx = batch.schema.get_field_index(field.name)
-            col = batch.column(idx) if idx >= 0 else pa.nulls(batch.num_rows, field.type)
-            if col.type != field.type:
-                col = col.cast(field.type)
-            cols.append(col)
-        yield pa.RecordBatch.from_arrays(cols, schema=schema)

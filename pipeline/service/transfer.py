@@ -128,7 +128,7 @@ def _apply(svc: Any, batch: PushBatch, spool: Path) -> dict[str, Any]:
     with writer(settings.lake, run_id, "push", wait=LOCK_WAIT_S):
         res = apply_push(
             svc.lake.table(batch.table),
-            str(svc.lake.path(batch.table)),
+            svc.lake.location,
             tdef,
             batch,
             spool,

@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 
 from marketlake.errors import LoadError
+from marketlake.lake import batches
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TableDef
 from marketlake.pipeline.redact import redact
@@ -302,9 +303,8 @@ def _snapshot(
             .select(cols)
         )
         return frame.to_arrow(), frame.height
-    dataset = lake.table(tdef.name, version=version).to_pyarrow_dataset()
-    reader = dataset.scanner(columns=cols, batch_size=BATCH_ROWS).to_reader()
-    return reader, dataset.count_rows()
+    dt = lake.table(tdef.name, version=version)  # streamed in bounded batches
+    return batches.reader(dt, tdef.name, cols, BATCH_ROWS), batches.count_rows(dt)
 
 
 def _with_flag(source: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchReader:

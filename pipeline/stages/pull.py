@@ -27,6 +27,7 @@ from deltalake import DeltaTable
 
 from marketlake.errors import ConfigError, MarketlakeError
 from marketlake.lake._errors import lake_errors
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES, TableDef
 from marketlake.lake.writes import commit_properties
@@ -56,12 +57,21 @@ def select_tables(tables: Iterable[str] | None) -> list[str]:
     return names
 
 
-def last_pull(uri: str, remote: Remote) -> str | None:
+def open_table(location: LakeLocation, name: str) -> DeltaTable | None:
+    """The pulled table ``name`` of the lake at ``location`` (None before the first pull)."""
+    uri, options = location.table_uri(name), location.storage_options
+    with lake_errors("open", name):
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return None
+        return DeltaTable(uri, storage_options=options)
+
+
+def last_pull(dt: DeltaTable | None, name: str, remote: Remote) -> str | None:
     """The ``updated_at`` to pull from next (None: pull everything)."""
-    if not DeltaTable.is_deltatable(uri):
+    if dt is None:
         return None
-    with lake_errors("read the history of", Path(uri).name):
-        history = DeltaTable(uri).history(HISTORY_LIMIT)
+    with lake_errors("read the history of", name):
+        history = dt.history(HISTORY_LIMIT)
     for commit in history:  # newest first
         if commit.get("pull_remote") == remote.slug and commit.get("pull_since"):
             return str(commit["pull_since"])
@@ -123,8 +133,8 @@ def run_pull(
 def _pull_table(
     lake: Lake, client: httpx.Client, remote: Remote, name: str, *, full: bool, run_id: str
 ) -> dict[str, Any]:
-    uri = str(lake.root / name)
-    since = None if full else last_pull(uri, remote)
+    dt = open_table(lake.location, name)
+    since = None if full else last_pull(dt, name, remote)
     spool_dir = lake.home / SPOOL_DIR
     spool_dir.mkdir(parents=True, exist_ok=True)
     raw, flagged = (_temp(spool_dir, name, s) for s in (".raw.arrows", ".arrows"))
@@ -151,9 +161,13 @@ def _pull_table(
         next_since = newest or since
         meta = {"pull_remote": remote.slug, "pull_since": next_since or ""}
         batch = PushBatch(name, "", "", None, 0, "snapshot" if full else "changes", rows)
-        dt = DeltaTable(uri) if DeltaTable.is_deltatable(uri) else None
         res = apply_push(
-            dt, uri, tdef, batch, flagged, lambda _m: commit_properties(run_id, "pull", meta)
+            dt,
+            lake.location,
+            tdef,
+            batch,
+            flagged,
+            lambda _m: commit_properties(run_id, "pull", meta),
         )
         return out | {
             "inserted": res.inserted,

@@ -18,12 +18,13 @@ import httpx
 import pyarrow as pa
 
 from marketlake.errors import ConfigError, MarketlakeError
+from marketlake.lake.batches import conform, count_rows, iter_batches
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.redact import redact
 from marketlake.pipeline.remote.client import Marks, Remote, answer, source_id, transport
-from marketlake.pipeline.remote.wire import ARROW, FLAG, cast_batches, encode, rebatch
+from marketlake.pipeline.remote.wire import ARROW, FLAG, encode, rebatch
 from marketlake.pipeline.runs import StageResult, Stopwatch, new_run_id
 from marketlake.pipeline.serving.load import _read_changes
 
@@ -150,19 +151,11 @@ def push_table(
     changes = _read_changes(dt, tdef, mark["version"], current) if valid else None
     if changes is not None:
         mode, prev, rows = "changes", mark["version"], changes.height
-        batches = cast_batches(rebatch(changes.to_arrow().to_batches()), schema)
+        batches = conform(rebatch(changes.to_arrow().to_batches()), schema)
     else:
         mode, prev = "snapshot", None
-        dataset = dt.to_pyarrow_dataset()
-        rows = dataset.count_rows()
-        batches = cast_batches(
-            _flagged(
-                dataset.scanner(
-                    batch_size=65_536, batch_readahead=2, fragment_readahead=1
-                ).to_batches()
-            ),
-            schema,
-        )
+        rows = count_rows(dt)
+        batches = conform(_flagged(iter_batches(dt, name)), schema)
     params = {
         "source": source,
         "table_id": table_id,
