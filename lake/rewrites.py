@@ -24,7 +24,7 @@ from deltalake.transaction import AddAction, RemoveAction
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import stats
 from marketlake.lake.location import LakeLocation
-from marketlake.lake.tables import TableDef
+from marketlake.lake.tables import TableDef, period_of_code
 from marketlake.lake.writes import (
     commit_properties,
     create,
@@ -58,13 +58,20 @@ class Rewrite:
         self.rows = 0
 
     def write(self, frame: pl.DataFrame) -> None:
-        """Write ``frame`` (its partition columns included, all in this rewrite's scope)."""
+        """Write ``frame`` (its partition columns included, all in this rewrite's scope; a
+        ``period`` partition may come as the integer ``_pcode`` of
+        :func:`~marketlake.lake.tables.with_period_code` instead: no per-row strings)."""
         if frame.is_empty():
             return
         parts = list(self.tdef.partitions)
         if frame.select((pl.col(self.column) != self.value).any()).item():
             raise ValueError(f"{self.tdef.name}: a row outside {self.column}={self.value}")
-        data = frame.drop(parts)
+        if "_pcode" in frame.columns and "period" in parts and "period" not in frame.columns:
+            items = self._by_code(frame, parts)
+            frame = frame.drop("_pcode")
+        else:
+            items = frame.partition_by(parts, as_dict=True, maintain_order=True).items()
+        data = frame.drop(parts, strict=False)
         fields = {f.name: f.type for f in self.tdef.schema if f.name not in parts}
         extra = {c: pa.float64() for c in data.columns if c not in fields}
         for c, t in {**fields, **extra}.items():
@@ -77,17 +84,28 @@ class Rewrite:
                 literal(v)
             rel = "/".join(f"{p}={v}" for p, v in values.items())
             rel += f"/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
-            body = part.drop(parts)
+            body = part.drop(*parts, "_pcode", strict=False)
             schema = pa.schema([(c, self.columns[c]) for c in body.columns])
             self.written.append(rel)
             table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
             size = write_parquet(self.location, self.tdef.name, rel, table)
             return AddAction(rel, size, values, int(time.time() * 1000), True, stats(body))
 
-        items = frame.partition_by(parts, as_dict=True, maintain_order=True).items()
         with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow's writer releases the GIL
             self.adds.extend(pool.map(one, items))
         self.rows += frame.height
+
+    def _by_code(self, frame: pl.DataFrame, parts: list[str]) -> list[tuple[tuple, pl.DataFrame]]:
+        """``frame`` split by partition, ``period`` given as the integer ``_pcode`` (the
+        scope column is the same on every row, checked by :meth:`write`)."""
+        keys = ["_pcode" if p == "period" else p for p in parts if p != self.column]
+        out = []
+        for k, df in frame.partition_by(keys, as_dict=True, maintain_order=True).items():
+            got = dict(zip(keys, k, strict=True))
+            got["period"] = period_of_code(got.pop("_pcode"))
+            got[self.column] = self.value
+            out.append((tuple(got[p] for p in parts), df))
+        return out
 
     def commit(self, *, run_id: str, stage: str, metadata: dict[str, str] | None = None) -> int:
         """Swap the scoped partitions' files for the written ones in one commit; returns the

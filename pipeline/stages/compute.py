@@ -14,14 +14,15 @@ Warm-up values are stored as nulls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import polars as pl
+import pyarrow as pa
 
 from marketlake.errors import ConfigError, LakeError
 from marketlake.lake.store import Lake
-from marketlake.lake.tables import with_period
+from marketlake.lake.tables import with_period, with_period_code
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
@@ -29,6 +30,8 @@ from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive,
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
 BATCH_ROWS = 2_500_000  # bars per batch of a rewrite (memory: ~40 output columns each)
+READ_ONCE_ROWS = 4 * BATCH_ROWS  # a rewrite reads and sorts up to this many bars at once
+BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 KEY = ["symbol", "timeframe", "ts"]
 
 
@@ -202,22 +205,36 @@ def _indicators(
     series: pl.LazyFrame, tf: str, syms: list[str], indicators, columns, tz: dict[str, str]
 ) -> pl.DataFrame:
     """The indicator rows of ``syms`` on ``tf`` (warm-up values null), with ``period``."""
-    from marketlake import kernels
-
     bars = (
         series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-        .select("symbol", "ts", "open", "high", "low", "close", "volume")
+        .select(*BAR_COLUMNS)
         .collect()
     )
+    return _computed(bars, tf, syms, indicators, columns, tz)
+
+
+def _computed(
+    bars: pl.DataFrame,
+    tf: str,
+    syms: list[str],
+    indicators,
+    columns,
+    tz: dict[str, str],
+    *,
+    period_code: bool = False,
+) -> pl.DataFrame:
+    """The indicator rows of ``bars`` (warm-up values null) with ``period``, or with the
+    integer ``_pcode`` of the period (``period_code``: no per-row strings, for rewrites)."""
+    from marketlake import kernels
+
     out = kernels.compute(bars, indicators, session_tz={s: tz.get(s, "UTC") for s in syms})
-    return with_period(
-        out.select(
-            "symbol",
-            pl.lit(tf).alias("timeframe"),
-            "ts",
-            *[pl.col(c).fill_nan(None) for c in columns],
-        )
+    out = out.select(
+        "symbol",
+        pl.lit(tf).alias("timeframe"),
+        "ts",
+        *[pl.col(c).fill_nan(None) for c in columns],
     )
+    return with_period_code(out, tf) if period_code else with_period(out)
 
 
 def _diff(new: pl.DataFrame, old: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -272,8 +289,8 @@ def _rewrite(
     stamp = pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))
     rw = lake.rewrite("indicators", "timeframe", tf)
     try:
-        for part in _row_batches(series, tf, syms):
-            new = _indicators(series, tf, part, indicators, columns, tz)
+        for part, bars in _rewrite_batches(lake, series, tf, syms):
+            new = _computed(bars, tf, part, indicators, columns, tz, period_code=True)
             old = stored.filter(pl.col("symbol").is_in(part)).collect()
             if old.is_empty():
                 out = new.with_columns(
@@ -293,7 +310,7 @@ def _rewrite(
                     pl.when("__same").then("computed_at").otherwise(stamp).alias("computed_at"),
                     pl.when("__same").then("run_id").otherwise(pl.lit(run_id)).alias("run_id"),
                 )
-            rw.write(out.select(*KEY, "period", *columns, *other, "computed_at", "run_id"))
+            rw.write(out.select(*KEY, "_pcode", *columns, *other, "computed_at", "run_id"))
             progress("advance", advance=len(part), symbol=tf, rows=new.height)
         if counts["inserted"] + counts["updated"] + counts["deleted"] == 0:
             rw.abandon()
@@ -305,6 +322,69 @@ def _rewrite(
         rw.abandon()
         raise
     return counts
+
+
+def _rewrite_batches(
+    lake: Lake, series: pl.LazyFrame, tf: str, syms: list[str]
+) -> Iterator[tuple[list[str], pl.DataFrame]]:
+    """The bars of ``syms`` on ``tf`` in batches of whole series of about
+    :data:`BATCH_ROWS` bars, sorted by (symbol, ts): ``(symbols, bars)``.
+
+    When the timeframe holds at most :data:`READ_ONCE_ROWS` bars (counted from the Delta
+    file statistics, no data read) its bars are read and sorted once and the batches are
+    zero-copy slices; larger timeframes are read batch by batch (bounded memory)."""
+    from marketlake.kernels.adapter import sort_frame
+
+    total = _timeframe_rows(lake, tf)
+    if total is None or total > READ_ONCE_ROWS:
+        for part in _row_batches(series, tf, syms):
+            bars = (
+                series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(part))
+                .select(*BAR_COLUMNS)
+                .collect()
+            )
+            yield part, bars
+        return
+    bars = (
+        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
+        .select(*BAR_COLUMNS)
+        .collect()
+    )
+    bars, offsets = sort_frame(bars)
+    names = bars.get_column("symbol").gather(offsets[:-1]).to_list() if bars.height else []
+    # series without bars still belong to a batch: their stored rows are to be deleted
+    gone = sorted(set(syms) - set(names))
+    if not names:
+        yield gone, bars
+        return
+    start = 0
+    for i in range(1, len(names) + 1):
+        if i == len(names) or offsets[i + 1] - offsets[start] > BATCH_ROWS:
+            a, b = int(offsets[start]), int(offsets[i])
+            yield names[start:i] + (gone if i == len(names) else []), bars.slice(a, b - a)
+            start = i
+
+
+def _timeframe_rows(lake: Lake, tf: str) -> int | None:
+    """Bars stored for ``tf`` in the latest ohlcv version, from its files' statistics (None:
+    not recorded); only sizes the reads."""
+    dt = lake.table("ohlcv")
+    if dt is None:
+        return 0
+    files = pa.table(dt.get_add_actions(flatten=True))
+    if "num_records" not in files.column_names or "partition.timeframe" not in files.column_names:
+        return None
+    total = 0
+    for n, t in zip(
+        files.column("num_records").to_pylist(),
+        files.column("partition.timeframe").to_pylist(),
+        strict=True,
+    ):
+        if t == tf:
+            if n is None:
+                return None
+            total += n
+    return total
 
 
 def _row_batches(series: pl.LazyFrame, tf: str, syms: list[str]) -> list[list[str]]:

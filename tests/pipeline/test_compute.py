@@ -1,3 +1,4 @@
+import shutil
 from datetime import UTC, datetime
 
 import polars as pl
@@ -102,3 +103,24 @@ def test_full_recompute_swaps_files_in_one_commit_instead_of_merging_rows(home):
     for v in range(lake.version("indicators") + 1):
         logged |= {f.rsplit("/", 1)[-1] for f in lake.table("indicators", v).file_uris()}
     assert on_disk <= logged
+
+
+def test_full_rewrite_batches_read_once_equal_batches_read_apart(home, monkeypatch):
+    from marketlake.pipeline.stages import compute
+
+    settings, lake = setup(home)
+    run_sync(settings, timeframes=["1D", "1h"], start="2026-08-01")
+    monkeypatch.setattr(compute, "BATCH_ROWS", 150)  # several batches per timeframe
+    run_compute(settings, indicators=SPECS, full=True)
+    once = frame(lake)
+    periods = dict(once.group_by("timeframe").agg(pl.col("period").unique().sort()).iter_rows())
+    assert periods["1D"] == ["2026"] and periods["1h"] == [
+        "2026-08",
+        "2026-09",
+        "2026-10",
+        "2026-11",
+    ]
+    monkeypatch.setattr(compute, "READ_ONCE_ROWS", 0)  # each batch read from the lake on its own
+    shutil.rmtree(lake.path("indicators"))
+    run_compute(settings, indicators=SPECS, full=True)
+    assert frame(lake).equals(once)
