@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,7 @@ from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, exclusive
 from marketlake.pipeline.stages.compute import (
-    BATCH_SYMBOLS,
+    BATCH_ROWS,
     KEY,
     WATERMARK,
     _diff,
@@ -76,12 +77,16 @@ def open_cluster(spec: str, threads_per_worker: int = 1):
         ) from None
     n = check_cluster(spec)
     if n is not None:
+        # the kernels (numba) and polars each run a thread per core: N processes on one
+        # machine share its cores instead of each starting one thread per core
+        share = str(max(1, (os.cpu_count() or 1) // (n * threads_per_worker)))
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=threads_per_worker,
             processes=True,
             dashboard_address=None,
             silence_logs=logging.ERROR,
+            env={"NUMBA_NUM_THREADS": share, "POLARS_MAX_THREADS": share},
         )
         return Client(cluster)
     try:
@@ -113,14 +118,19 @@ def compute_shard(
     """On a worker: the indicator rows of ``syms`` on ``tf`` written as new files of the
     ``indicators`` table (not committed); returns their add actions, column types and counts."""
     lake = Lake(Path("."), create=False, location=location)
-    series = lake.scan("ohlcv", version=upto)
+    # a shard is a run of sorted symbols: the range lets the scans skip files and row groups
+    # by their statistics (a maintained lake is z-ordered by symbol), is_in then selects
+    in_range = pl.col("symbol").is_between(pl.lit(syms[0]), pl.lit(syms[-1]))
+    series = lake.scan("ohlcv", version=upto).filter(in_range)
     new = _indicators(series, tf, syms, indicators, columns, tz)
     stored = (
         lake.scan("indicators", version=stored_version)
         if stored_version is not None
         else lake.empty("indicators").lazy()
     )
-    old = stored.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms)).collect()
+    old = stored.filter(
+        (pl.col("timeframe") == tf) & in_range & pl.col("symbol").is_in(syms)
+    ).collect()
     stamp = pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))
     counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
     if old.is_empty():
@@ -149,11 +159,24 @@ def compute_shard(
     return {"adds": rw.adds, "columns": rw.columns, "counts": counts, "tf": tf, "n": len(syms)}
 
 
-def _shards(groups: list[tuple[str, list[str]]], workers: int) -> list[tuple[str, list[str]]]:
-    out = []
-    for tf, syms in groups:
-        size = max(1, min(BATCH_SYMBOLS, math.ceil(len(syms) / max(1, 2 * workers))))
-        out += [(tf, syms[i : i + size]) for i in range(0, len(syms), size)]
+def _shards(
+    groups: list[tuple[str, list[str], list[int]]], threads: int
+) -> list[tuple[str, list[str]]]:
+    """Consecutive runs of each timeframe's (sorted) symbols, about the same number of bars
+    each: as few shards as keep every worker thread busy (one each when the bars split
+    evenly), none over :data:`BATCH_ROWS` bars. Each shard pays a read of the lake, a
+    kernel launch and a file per partition, so fewer, bigger shards cost less."""
+    total = sum(sum(lens) for _, _, lens in groups)
+    target = max(1, min(BATCH_ROWS, math.ceil(total / max(1, threads))))
+    out: list[tuple[str, list[str]]] = []
+    for tf, syms, lens in groups:
+        start, rows = 0, 0
+        for i, n in enumerate(lens):
+            if i > start and rows + n > target:
+                out.append((tf, syms[start:i]))
+                start, rows = i, 0
+            rows += n
+        out.append((tf, syms[start:]))
     return out
 
 
@@ -196,14 +219,16 @@ def run_compute_cluster(
         if since is not None and since < upto:
             lake.mark("indicators", run_id=run_id, stage="compute", metadata={WATERMARK: str(upto)})
         return StageResult(run_id, "compute", duration_seconds=watch.elapsed)
-    groups = (
+    lengths = (  # bars per series: shards are sized by rows
         series.filter(pl.col("timeframe").is_in(touched))
-        .select("timeframe", "symbol")
-        .unique()
+        .group_by("timeframe", "symbol")
+        .len()
         .sort("timeframe", "symbol")
         .collect()
-        .group_by("timeframe", maintain_order=True)
-        .agg(pl.col("symbol"))
+    )
+    groups = (
+        lengths.group_by("timeframe", maintain_order=True)
+        .agg(pl.col("symbol"), pl.col("len"))
         .rows()
     )
     stored = lake.scan("indicators", version=stored_version) if stored_dt else None
@@ -215,7 +240,7 @@ def run_compute_cluster(
             for c in stored.collect_schema().names()
             if c not in (*KEY, "period", "computed_at", "run_id", *columns)
         ]
-        live = pl.DataFrame(groups, schema=["timeframe", "symbol"], orient="row").explode("symbol")
+        live = lengths.select("timeframe", "symbol")
         gone = (
             stored.filter(pl.col("timeframe").is_in(touched))
             .select("timeframe", "symbol")
@@ -231,8 +256,9 @@ def run_compute_cluster(
     owned = client is None
     client = client or open_cluster(cluster)
     try:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        shards = _shards(groups, workers)
+        threads = client.nthreads()
+        workers = max(1, len(threads))
+        shards = _shards(groups, max(1, sum(threads.values())))
         progress("start", total=sum(len(s) for _, s in shards))
         computed_at = settings.clock()
         futures = [
@@ -297,7 +323,7 @@ def run_compute_cluster(
             stage="compute",
             metadata=meta,
         )
-    n_series = sum(len(s) for _, s in groups)
+    n_series = lengths.height
     log.add(
         f"compute:cluster:{n_series} series",
         status="success",

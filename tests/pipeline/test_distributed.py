@@ -61,7 +61,7 @@ def test_cluster_compute_equals_single_process_in_one_commit(synced, single, tmp
     shutil.copytree(synced, home)
     res = cli(home, "compute", "--cluster", "local:2", "--json")
     assert res["status"] == "ok" and res["rows"]["inserted"] == single.height
-    assert res["workers"] == 2 and res["shards"] >= 4
+    assert res["workers"] == 2 and res["shards"] >= 2  # one per worker thread, by rows
     assert indicators(home).equals(single)
     assert data_commits(home) == 1  # every shard's files arrived in one transaction
     settings = load_settings(home=home, env=ENV)
