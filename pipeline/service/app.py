@@ -33,7 +33,6 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from marketlake.errors import ConfigError, MarketlakeError, UnknownSymbolError
-from marketlake.lake.store import Lake
 from marketlake.pipeline import journal
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.planning import parse_when
@@ -161,7 +160,7 @@ class Service:
         self.cfg = cfg
         self.settings = cfg.settings
         self.clock = cfg.settings.clock  # the one clock: pinned by MARKETLAKE_NOW
-        self.lake = Lake(cfg.settings.home)
+        self.lake = cfg.settings.open_lake()  # home/lake, or MARKETLAKE_LAKE_URI
         self.store = SettingsStore(self.lake, clock=self.clock)
         self.scheduler: Scheduler | None = None
         self.summary = Summary(self._read_summary, self._lock_holder, on_change=self.invalidate)

@@ -24,8 +24,9 @@ import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
-from marketlake.errors import ConfigError, MarketlakeError
+from marketlake.errors import ConfigError, LakeError, MarketlakeError
 from marketlake.lake._errors import lake_errors
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.store import Lake
@@ -59,11 +60,13 @@ def select_tables(tables: Iterable[str] | None) -> list[str]:
 
 def open_table(location: LakeLocation, name: str) -> DeltaTable | None:
     """The pulled table ``name`` of the lake at ``location`` (None before the first pull)."""
-    uri, options = location.table_uri(name), location.storage_options
-    with lake_errors("open", name):
-        if not DeltaTable.is_deltatable(uri, storage_options=options):
+    try:
+        with lake_errors("open", name):
+            return DeltaTable(location.table_uri(name), storage_options=location.storage_options)
+    except LakeError as exc:
+        if isinstance(exc.__cause__, TableNotFoundError):
             return None
-        return DeltaTable(uri, storage_options=options)
+        raise
 
 
 def last_pull(dt: DeltaTable | None, name: str, remote: Remote) -> str | None:

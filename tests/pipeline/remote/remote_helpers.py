@@ -37,8 +37,11 @@ def free_port() -> int:
 class Remote:
     """``marketlake serve`` of the remote home, as a child process (restartable)."""
 
-    def __init__(self, home: Path, cwd: Path, dsn: str, schema: str) -> None:
+    def __init__(
+        self, home: Path, cwd: Path, dsn: str, schema: str, extra_env: dict | None = None
+    ) -> None:
         self.home, self.cwd, self.dsn = home, cwd, dsn
+        self.extra_env = dict(extra_env or {})
         (cwd / "marketlake.toml").write_text(PULL_CONFIG.format(schema=schema))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,7 +51,7 @@ class Remote:
     def env(self) -> dict[str, str]:
         env = {**os.environ, "MARKETLAKE_HOME": str(self.home), "MARKETLAKE_DSN": self.dsn}
         env["MARKETLAKE_API_TOKEN"] = TOKEN
-        return env
+        return env | self.extra_env
 
     def start(self) -> None:
         log = (self.cwd / f"serve-{self.port}.log").open("a")
