@@ -22,7 +22,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from marketlake.errors import LakeConflictError, LakeCorruptError, LakeError
-from marketlake.lake import frames, merges, writes
+from marketlake.lake import evolve, frames, merges, writes
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import dedupe
 from marketlake.lake.location import LakeLocation
@@ -214,6 +214,8 @@ class Lake:
         tdef = TABLES[name]
         if frame.is_empty():
             return WriteResult(name)
+        if self.evolve(name, run_id=run_id, stage=stage):
+            assume_new = False  # the proof was for a version before the new columns
         if not assume_new:
             frame = dedupe(frame, list(tdef.key))
         props = commit_properties(run_id, stage, metadata)
@@ -232,6 +234,23 @@ class Lake:
         raise LakeConflictError(
             f"write to {name} failed: other writers committed first {ATTEMPTS} times"
         )
+
+    def evolve(self, name: str, *, run_id: str, stage: str) -> bool:
+        """Add the nullable columns the table's definition gained since it was created, in
+        one metadata-only commit (no rewrite; old files read them as null); whether it did.
+        Writers call it before writing; the caller holds the writer lock."""
+        tdef = TABLES[name]
+        if tdef.evolving:
+            return False  # columns of their own, merged by each write
+        for attempt in range(ATTEMPTS):
+            dt = self.table(name)
+            if dt is None:
+                return False
+            try:
+                return evolve.add_missing_columns(dt, tdef, run_id=run_id, stage=stage)
+            except CommitConflict:
+                time.sleep(0.05 * (attempt + 1))
+        raise LakeConflictError(f"adding columns to {name} failed: other writers committed first")
 
     def _append(self, tdef: TableDef, dt: DeltaTable | None, frame: pl.DataFrame, props) -> int:
         uri, options = self.uri(tdef.name), self.location.storage_options
@@ -252,6 +271,7 @@ class Lake:
         tdef = TABLES[name]
         key = list(tdef.key)
         frame = frame.unique(subset=key, keep="last", maintain_order=True)
+        self.evolve(name, run_id=run_id, stage=stage)
         props = commit_properties(run_id, stage)
         for attempt in range(ATTEMPTS):
             dt = self.table(name)
@@ -310,11 +330,13 @@ class Lake:
         if dt is None:
             return self.empty(name).lazy()
         with lake_errors("read lake table", name):
-            return pl.scan_delta(
+            scan = pl.scan_delta(
                 self.uri(name),
                 version=dt.version(),
                 storage_options=self.location.storage_options,
             )
+        tdef = TABLES[name]
+        return scan if tdef.evolving else evolve.conform(scan, tdef)
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         scan = self.scan(name, version)

@@ -13,7 +13,7 @@ from types import MappingProxyType
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
-TIMEFRAMES = ("1m", "15m", "30m", "1h", "4h", "1D", "1W")
+TIMEFRAMES = ("1m", "15m", "30m", "1h", "4h", "1D", "1W", "1mo")
 INTRADAY = frozenset({"1m", "15m", "30m", "1h", "4h"})
 ASSET_TYPES = ("equity", "etf", "index", "crypto", "fx", "future", "option", "mutualfund")
 
@@ -93,6 +93,9 @@ OHLCV = TableDef(
         ("ingested_at", TS),
         ("run_id", pa.string()),
         ("period", pa.string(), False),
+        # contracts open at the bar's close (F&O); null where a market has none. Added after
+        # the first release: existing lakes gain it in a metadata-only commit (lake/evolve.py)
+        ("open_interest", pa.float64()),
     ),
     key=("symbol", "timeframe", "ts"),
     partitions=("timeframe", "period"),

@@ -31,6 +31,7 @@ DEFAULT_LOOKBACK = {
     "4h": timedelta(days=365),
     "1D": timedelta(days=5 * 365),
     "1W": timedelta(days=10 * 365),
+    "1mo": timedelta(days=20 * 365),
 }
 SCOPES = ("all", "never", "stale")
 NO_TIMEFRAME = "-"
@@ -418,14 +419,14 @@ def _plan_bars(
     if start < cov["first_ts"] and (checked is None or start < checked):
         chunks.append((start, cov["first_ts"]))
         reason.append("backfill")
-    step = tfs.DURATION[tf]
-    tail = cov["last_ts"] - step * settings.overlap_bars
+    tail = tfs.shift(cov["last_ts"], tf, -settings.overlap_bars)
     if cov["first_provisional"] is not None:
         tail = min(tail, cov["first_provisional"])
         reason.append("provisional")
     tail = max(tail, cov["first_ts"])
     if (
-        cov["last_ts"] + step < end and _session_missing(row, tf, cov["last_ts"], min(end, now))
+        tfs.shift(cov["last_ts"], tf, 1) < end
+        and _session_missing(row, tf, cov["last_ts"], min(end, now))
     ) or cov["first_provisional"] is not None:
         chunks.append((tail, end))
         reason.append("update")

@@ -1,4 +1,10 @@
-"""Timeframes: durations, bar alignment and resampling from a finer timeframe."""
+"""Timeframes: durations, bar alignment and resampling from a finer timeframe.
+
+``1mo`` is the monthly bar (keyed at 00:00 UTC of the month's first day); ``1M`` stays
+refused, as it reads as minutes as often as months. A month has no fixed length: its
+:data:`DURATION` is the longest (31 days), an upper bound for "is the next bar due" checks;
+:func:`floor` and :func:`shift` use the calendar.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +24,11 @@ DURATION: dict[str, timedelta] = {
     "4h": timedelta(hours=4),
     "1D": timedelta(days=1),
     "1W": timedelta(weeks=1),
+    "1mo": timedelta(days=31),  # the longest month: see the module docstring
 }
 # what each timeframe can be built from, finest last
-RESAMPLE_FROM = {"4h": "1h", "1h": "30m", "30m": "15m", "15m": "1m", "1W": "1D"}
-_EVERY = {"1m": "1m", "15m": "15m", "30m": "30m", "1h": "1h", "4h": "4h", "1D": "1d", "1W": "1w"}
+RESAMPLE_FROM = {"4h": "1h", "1h": "30m", "30m": "15m", "15m": "1m", "1W": "1D", "1mo": "1D"}
+_EVERY = {"1m": "1m", "15m": "15m", "30m": "30m", "1h": "1h", "4h": "4h", "1D": "1d", "1W": "1w", "1mo": "1mo"}  # fmt: skip
 
 
 _UNITS = {
@@ -47,15 +54,16 @@ _UNITS = {
     "month": "month",
     "months": "month",
 }
-_WORDS = {"hourly": "1h", "daily": "1D", "weekly": "1W"}
+_WORDS = {"hourly": "1h", "daily": "1D", "weekly": "1W", "monthly": "1mo"}
 _BY_MINUTES = {1: "1m", 15: "15m", 30: "30m", 60: "1h", 240: "4h"}
 _SPELLING = re.compile(r"^(\d*)\s*([a-zA-Z]+)$")
 
 
 def canonical(tf: str, source: str | None = "timeframe") -> str:
     """The lake's name for ``tf``, accepting the spellings of yfinance and pandas (``1d``,
-    ``1wk``, ``60m``, ``1H``, ``4H``, ``60min``); ``source`` names the flag or setting in the
-    error. A lowercase ``m`` is always minutes; ``1M`` is refused as ambiguous."""
+    ``1wk``, ``60m``, ``1H``, ``4H``, ``60min``, ``1mo``, ``1month``, ``monthly``); ``source``
+    names the flag or setting in the error. A lowercase ``m`` is always minutes; ``1M`` is
+    refused as ambiguous."""
     text = str(tf).strip()
     where = f"{source}: " if source else ""
     if text in TIMEFRAMES:
@@ -68,16 +76,15 @@ def canonical(tf: str, source: str | None = "timeframe") -> str:
         unit = "minute" if m.group(2) == "m" else _UNITS.get(m.group(2).lower())
         if m.group(2) == "M":
             raise ConfigError(
-                f"{where}{text!r} is ambiguous (minutes or months): use {n}m for minutes;"
-                " monthly bars are not supported"
+                f"{where}{text!r} is ambiguous (minutes or months): use {n}m for minutes"
+                " or 1mo for months"
             )
-        if unit == "month":
-            raise ConfigError(f"{where}{text!r}: monthly bars are not supported")
         found = {
             "minute": _BY_MINUTES.get(n),
             "hour": _BY_MINUTES.get(n * 60),
             "day": "1D" if n == 1 else None,
             "week": "1W" if n == 1 else None,
+            "month": "1mo" if n == 1 else None,
         }.get(unit or "")
         if found:
             return found
@@ -99,7 +106,9 @@ def is_intraday(tf: str) -> bool:
 
 
 def floor(ts: datetime, tf: str) -> datetime:
-    """Start of the bar that contains ``ts`` (UTC; weeks start on Monday)."""
+    """Start of the bar that contains ``ts`` (UTC; weeks start on Monday, months on the 1st)."""
+    if tf == "1mo":
+        return ts.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     if tf == "1W":
         day = ts.replace(hour=0, minute=0, second=0, microsecond=0)
         return day - timedelta(days=day.weekday())
@@ -109,6 +118,15 @@ def floor(ts: datetime, tf: str) -> datetime:
     epoch = ts.replace(hour=0, minute=0, second=0, microsecond=0)
     n = (ts - epoch) // step
     return epoch + n * step
+
+
+def shift(ts: datetime, tf: str, bars: int) -> datetime:
+    """``ts`` moved by ``bars`` bars of ``tf`` (negative: back); months by the calendar
+    (from a month's first day, to a month's first day)."""
+    if tf == "1mo":
+        months = ts.year * 12 + ts.month - 1 + bars
+        return ts.replace(year=months // 12, month=months % 12 + 1)
+    return ts + DURATION[tf] * bars
 
 
 def source_for(tf: str, native: tuple[str, ...] | frozenset[str]) -> str | None:
@@ -124,8 +142,9 @@ def source_for(tf: str, native: tuple[str, ...] | frozenset[str]) -> str | None:
 
 def resample(bars: pl.DataFrame, tf: str, *, now: datetime) -> pl.DataFrame:
     """Aggregate finer bars into ``tf`` bars per symbol (open first, high max, low min, close
-    last, volume sum). A bar is final only when all its parts are and its period has closed
-    by ``now`` (the run's clock): the current week's bar is still forming on a Wednesday."""
+    last, volume sum, open interest last). A bar is final only when all its parts are and its
+    period has closed by ``now`` (the run's clock): the current week's bar is still forming on
+    a Wednesday, the current month's until the month has ended."""
     if bars.is_empty():
         return bars.with_columns(pl.lit(tf).alias("timeframe"))
     every = _EVERY[tf]
@@ -138,8 +157,13 @@ def resample(bars: pl.DataFrame, tf: str, *, now: datetime) -> pl.DataFrame:
             pl.col("low").min(),
             pl.col("close").last(),
             pl.col("volume").sum(),
-            pl.col("adj_close").last() if "adj_close" in bars.columns else pl.lit(None),
+            pl.col("adj_close").last()
+            if "adj_close" in bars.columns
+            else pl.lit(None, pl.Float64).alias("adj_close"),
             pl.col("provider").first(),
+            pl.col("open_interest").last()
+            if "open_interest" in bars.columns
+            else pl.lit(None, pl.Float64).alias("open_interest"),
             pl.col("is_final").all() if "is_final" in bars.columns else pl.lit(True),
         )
         .with_columns(pl.lit(tf).alias("timeframe"))

@@ -63,6 +63,23 @@ def frame_schema(kind: str) -> pl.Schema:
     return pl.Schema({c: t for c, t in schema.items() if c not in _LAKE_ADDED})
 
 
+# columns a provider may leave out of its frame: they are added as nulls (a market without
+# open interest, a provider written before the column existed)
+OPTIONAL_COLUMNS = {"ohlcv": ("open_interest",)}
+
+
+def with_optional_columns(kind: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the kind's :data:`OPTIONAL_COLUMNS` it lacks as typed nulls, each at
+    its place in :func:`frame_schema`."""
+    missing = [c for c in OPTIONAL_COLUMNS.get(kind, ()) if c not in frame.columns]
+    if not missing or not isinstance(frame, pl.DataFrame):
+        return frame
+    schema = frame_schema(kind)
+    added = frame.with_columns([pl.lit(None, schema[c]).alias(c) for c in missing])
+    order = [c for c in schema if c in added.columns]
+    return added.select(order + [c for c in added.columns if c not in schema])
+
+
 def empty_frame(kind: str) -> pl.DataFrame:
     return pl.DataFrame(schema=frame_schema(kind))
 
@@ -236,8 +253,9 @@ class Provider(ABC):  # noqa: B024 - a base with optional kind methods, not all 
         if request.kind not in REQUEST_KINDS or method is None:
             raise NotImplementedError(f"{self.name} does not provide {request.kind}")
         if self.retries_transient:
-            return method(request)
-        return retrying(lambda: method(request), self.settings, sleep=self.sleep)
+            return with_optional_columns(request.kind, method(request))
+        frame = retrying(lambda: method(request), self.settings, sleep=self.sleep)
+        return with_optional_columns(request.kind, frame)
 
     def note_asset_type(self, symbol: str, asset_type: str) -> None:
         """Record the instrument type the provider's own answer gave ``symbol`` (Yahoo's

@@ -38,6 +38,7 @@ _DEFAULT_NAMES = {
     "close": ("close", "c"),
     "volume": ("volume", "vol", "v"),
     "adj_close": ("adj_close", "adj close", "adjclose"),
+    "open_interest": ("open_interest", "open interest", "openinterest", "oi"),
 }
 
 
@@ -139,7 +140,7 @@ class FilesProvider(Provider):
         else:
             sym = pl.Series([self.fixed_symbol or path.stem] * raw.height, dtype=pl.String)
         values = {}
-        for c in ("open", "high", "low", "close", "volume", "adj_close"):
+        for c in ("open", "high", "low", "close", "volume", "adj_close", "open_interest"):
             if cols[c] is None:
                 values[c] = None
                 continue

@@ -6,12 +6,13 @@ by Upstox's instrument key (``NSE_INDEX|Nifty 50``, ``NSE_EQ|INE848E01016``,
 segment or sent as a query parameter.
 
 Candles (V3, ``/v3/historical-candle/{key}/{unit}/{interval}/{to}/{from}``, plus the intraday
-endpoint for today's session) are native for 1m, 30m, 1D and 1W; 15m, 1h and 4h are resampled.
-Requests stay inside Upstox's documented range per request (1-15 minutes: one month; more
-than 15 minutes: one quarter; days: a decade; weeks: unlimited) and history (minutes from
-January 2022, days from January 2000). Rows arrive newest first as
-``[ts(+05:30), open, high, low, close, volume, oi]``, with missing minutes left missing.
-Daily and weekly bars are keyed at 00:00 UTC of their IST session date.
+endpoint for today's session) are native for 1m, 30m, 1D, 1W and 1mo (unit ``months``); 15m,
+1h and 4h are resampled. Requests stay inside Upstox's documented range per request (1-15
+minutes: one month; more than 15 minutes: one quarter; days: a decade; weeks and months:
+unlimited) and history (minutes from January 2022, days from January 2000). Rows arrive newest
+first as ``[ts(+05:30), open, high, low, close, volume, oi]``, with missing minutes left
+missing; ``oi`` lands in ``open_interest``. Daily, weekly and monthly bars are keyed at
+00:00 UTC of their IST session date (a month at its first day's).
 
 Expired contracts (Upstox Plus): expiries per underlying, then the option and future
 contracts of an expiry (``lot_size``; the expired API also sends ``minimum_lot``, the same
@@ -46,7 +47,7 @@ from marketlake.pipeline.providers.base import (
 )
 from marketlake.pipeline.providers.http import HttpProvider, with_origin
 from marketlake.pipeline.providers.symbols import path_segment, provider_symbol
-from marketlake.pipeline.timeframes import DURATION
+from marketlake.pipeline.timeframes import DURATION, shift
 
 BASE_URL = "https://api.upstox.com"
 # the daily (BOD) instrument master per exchange; the documented source of current futures
@@ -55,7 +56,8 @@ INFLATE_FACTOR = 8  # the inflated file may be this many times max_response_byte
 IST = ZoneInfo("Asia/Kolkata")
 SESSION_CLOSE_UTC = time(10, 0)  # 15:30 IST
 # lake timeframe -> (V3 unit, interval)
-V3_INTERVALS = {"1m": ("minutes", "1"), "30m": ("minutes", "30"), "1D": ("days", "1"), "1W": ("weeks", "1")}  # fmt: skip
+V3_INTERVALS = {"1m": ("minutes", "1"), "30m": ("minutes", "30"), "1D": ("days", "1"), "1W": ("weeks", "1"), "1mo": ("months", "1")}  # fmt: skip
+SESSION_KEYED = ("1D", "1W", "1mo")  # bars keyed at 00:00 UTC of their IST session date
 # lake timeframe -> expired-instrument interval
 EXPIRED_INTERVALS = {"1m": "1minute", "15m": "15minute", "30m": "30minute", "1D": "day"}
 MINUTES_FROM = datetime(2022, 1, 1, tzinfo=UTC)
@@ -116,7 +118,7 @@ def session_dates(start: datetime, end: datetime, timeframe: str) -> tuple[date,
     """The first and last IST dates [start, end) covers: daily and weekly bars are keyed by
     their session date (at 00:00 UTC), intraday bars by their UTC open time."""
     last = end - timedelta(microseconds=1)
-    if timeframe in ("1D", "1W"):
+    if timeframe in SESSION_KEYED:
         return start.astimezone(UTC).date(), last.astimezone(UTC).date()
     return start.astimezone(IST).date(), last.astimezone(IST).date()
 
@@ -144,10 +146,15 @@ def parse_candles(
     if not candles:
         return empty_ohlcv()
     step = DURATION[timeframe]
-    daily = timeframe in ("1D", "1W")
+    daily = timeframe in SESSION_KEYED
     rows = []
-    for opened, o, h, low, close, vol, _oi in candle_rows(candles, symbol=symbol):
-        if daily:
+    for opened, o, h, low, close, vol, oi in candle_rows(candles, symbol=symbol):
+        if timeframe == "1mo":  # final once the month's last day has closed
+            local = opened.astimezone(IST).date().replace(day=1)
+            ts = datetime(local.year, local.month, 1, tzinfo=UTC)
+            last_day = shift(ts, "1mo", 1).date() - timedelta(days=1)
+            final_at = datetime.combine(last_day, SESSION_CLOSE_UTC, UTC)
+        elif daily:
             local = opened.astimezone(IST).date()
             ts = datetime(local.year, local.month, local.day, tzinfo=UTC)
             final_at = datetime.combine(local, SESSION_CLOSE_UTC, UTC) + (step - DURATION["1D"])
@@ -167,6 +174,7 @@ def parse_candles(
                 "adj_close": close,
                 "provider": provider,
                 "is_final": final_at <= now,
+                "open_interest": oi,
             }
         )
     out = pl.DataFrame(rows, schema=frame_schema("ohlcv"))
@@ -304,8 +312,9 @@ class UpstoxProvider(HttpProvider):
             "30m": timedelta(days=90),
             "1D": timedelta(days=3650),
             "1W": None,
+            "1mo": None,
         },
-        history={"1m": None, "30m": None, "1D": None, "1W": None},
+        history={"1m": None, "30m": None, "1D": None, "1W": None, "1mo": None},
         rate_limit_per_s=20.0,  # documented: 50/s, 500/min, 2000 per 30 min per user
         default_concurrency=4,
         asset_types=frozenset({"equity", "index", "option", "future"}),

@@ -154,6 +154,30 @@ def test_full_load_equals_the_lake_and_a_rerun_changes_nothing(home, pg_dsn):
     assert set(lake_logs["task_name"]) == {"load:ohlcv", "load:market_cache", "load:sync_logs"}
 
 
+def test_monthly_bars_and_open_interest_are_served(home, pg_dsn):
+    lake = Lake(home)
+    lake.append("ohlcv", bars(2, 3), run_id="r1", stage="test")
+    assert run_load(settings_for(home, pg_dsn)).status == "ok"
+    months = [datetime(2019, 11, 1, tzinfo=UTC), datetime(2019, 12, 1, tzinfo=UTC)]
+    months.append(datetime(2020, 1, 1, tzinfo=UTC))
+    monthly = (
+        bars(2, 3)
+        .with_columns(
+            pl.lit("1mo").alias("timeframe"),
+            pl.Series("ts", months * 2, dtype=pl.Datetime("us", "UTC")),
+            pl.lit(9_000_000.0).alias("open_interest"),
+        )
+        .with_columns(period_expr())
+    )
+    lake.append("ohlcv", monthly, run_id="r2", stage="test")
+    res = run_load(settings_for(home, pg_dsn))
+    assert res.status == "ok", res.errors
+    assert_same(home, pg_dsn, "ohlcv")  # every lake column, open_interest included
+    dsn, schema = pg_dsn
+    served_monthly = served(dsn, schema, "ohlcv").filter(pl.col("timeframe") == "1mo")
+    assert served_monthly.height == 6 and served_monthly["open_interest"].min() == 9_000_000.0
+
+
 def test_only_the_delta_travels(home, pg_dsn):
     lake = Lake(home)
     lake.append("ohlcv", bars(30, 40), run_id="r1", stage="test")

@@ -153,3 +153,38 @@ def test_sql_texts_load_from_the_package_and_render_placeholders():
         render("SELECT {nothing}")
     with pytest.raises(ValueError):
         load_sql("../lake/store.py")
+
+
+def test_monthly_and_open_interest_migration_on_a_served_schema(pg_dsn):
+    """A schema served before 005 (daily bars in it) gains open_interest and takes 1mo rows."""
+    dsn, schema = pg_dsn
+    q = quote_ident(schema)
+    before = [m for m in migrations() if m.version < 5]
+    (m005,) = [m for m in migrations() if m.version == 5]
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+        for mig in before:
+            conn.execute(render(mig.text, schema=q))
+        conn.execute(
+            f"SELECT {q}.ml_ensure_ts_partitions('{q}.ohlcv'::regclass, '1D', "  # noqa: S608
+            "'2024-01-01', '2024-01-02')"
+        )
+        conn.execute(
+            f"INSERT INTO {q}.ohlcv (symbol, timeframe, ts, close, period) "  # noqa: S608
+            "VALUES ('NIFTY FUT', '1D', '2024-01-01', 21700, '2024')"
+        )
+        conn.execute(render(m005.text, schema=q))
+        conn.execute(
+            f"SELECT {q}.ml_ensure_ts_partitions('{q}.ohlcv'::regclass, '1mo', "  # noqa: S608
+            "'2024-01-01', '2024-01-01')"
+        )
+        conn.execute(
+            f"INSERT INTO {q}.ohlcv (symbol, timeframe, ts, close, period, open_interest) "  # noqa: S608
+            "VALUES ('NIFTY FUT', '1mo', '2024-01-01', 21730, '2024', 12500000)"
+        )
+        rows = conn.execute(
+            f"SELECT timeframe, open_interest, tableoid::regclass::text FROM {q}.ohlcv "  # noqa: S608
+            "ORDER BY timeframe"
+        ).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("1D", None), ("1mo", 12500000.0)]
+    assert all(r[2].endswith("ohlcv_daily_2024") for r in rows)  # yearly partitions

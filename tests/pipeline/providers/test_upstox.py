@@ -79,6 +79,32 @@ def test_month_doc_sample_rows_parse_oldest_first(up_dir):
     assert rows[0][5] == 1004998611 and rows[0][6] == 0  # volume, oi
 
 
+def test_monthly_bars_native_with_open_interest(replay, up_dir, upstox):
+    replay.add_file(
+        "/v3/historical-candle/NSE_EQ|INE848E01016/months/1/2023-10-19/2023-09-01",
+        up_dir / "doc_sample_v2_historical_candle_month.json",
+    )
+    inst = {"provider_symbols": json.dumps({"upstox": "NSE_EQ|INE848E01016"})}
+    req = FetchRequest.bars("NHPC", "1mo", utc(2023, 9, 1), utc(2023, 10, 20), instrument=inst)
+    out = upstox.fetch(req)  # the clock: 19 Oct 2023, after the close
+    assert replay.unmatched == []
+    # keyed at 00:00 UTC of the month's first day; October is still forming
+    assert out["ts"].to_list() == [utc(2023, 9, 1), utc(2023, 10, 1)]
+    assert out["is_final"].to_list() == [True, False]
+    assert out["open_interest"].to_list() == [0.0, 0.0]  # an equity: Upstox sends 0
+
+
+def test_fo_minutes_carry_open_interest(up_dir):
+    body = body_of(up_dir / "candles_1minute_2023-07-26_illiquid_fo_descending_with_gaps.body.json")
+    raw = {str(c[0]): c[6] for c in body["data"]["candles"]}
+    out = parse_candles(body, symbol="NIFTY FO", timeframe="1m", now=utc(2023, 7, 27))
+    assert out["open_interest"].null_count() == 0
+    assert out["open_interest"].to_list() == [
+        float(raw[k]) for k in sorted(raw, key=datetime.fromisoformat)
+    ]
+    assert out["open_interest"].max() > 0
+
+
 def test_intraday_30minute_today(replay, up_dir, upstox):
     replay.add_file(
         "/v3/historical-candle/intraday/NSE_EQ|INE848E01016/minutes/30",
@@ -110,7 +136,8 @@ def test_ranges_chunk_to_documented_limits():
     assert caps.max_range["30m"] == timedelta(days=90)
     assert caps.max_range["1D"] == timedelta(days=3650)
     assert caps.max_range["1W"] is None
-    assert set(caps.timeframes) == {"1m", "30m", "1D", "1W"}  # 15m, 1h, 4h are resampled
+    assert caps.max_range["1mo"] is None
+    assert set(caps.timeframes) == {"1m", "30m", "1D", "1W", "1mo"}  # 15m, 1h, 4h resampled
 
 
 def test_expiries_and_expired_contracts(replay, up_dir, upstox, clock):
