@@ -2,7 +2,8 @@
 
 Rows of the printed table (ratio > 1: ours is faster than the reference):
 
-* synthetic market: bars generated per second (``provider.fetch`` in the sync's chunks);
+* synthetic market: bars generated per second (``provider.fetch`` in the sync's chunks, the
+  provider's ``max_range``; caches of paths and calendars cleared first);
 * ``sync --provider synthetic`` of ``--sync-symbols`` x 10 years of 1D and 1h bars, against a
   plain polars ``write_parquet`` of the same rows;
 * ingest (``land_bars`` of a pre-built frame) against ``write_parquet`` of the same frame;
@@ -50,6 +51,7 @@ from kernels import TALIB_SET, talib_per_symbol  # noqa: E402
 from marketlake.lake import Lake  # noqa: E402
 from marketlake.pipeline import universe  # noqa: E402
 from marketlake.pipeline.config import ProviderSettings, load_settings  # noqa: E402
+from marketlake.pipeline.planning import split_range  # noqa: E402
 from marketlake.pipeline.providers.base import FetchRequest  # noqa: E402
 from marketlake.pipeline.providers.synthetic import SyntheticProvider  # noqa: E402
 from marketlake.pipeline.stages.compute import run_compute  # noqa: E402
@@ -74,6 +76,15 @@ def row(name: str, ours: float, ref: float, note: str, target: str) -> None:
     print(f"  {name}: ours {ours:.2f} s, reference {ref:.2f} s -> {ref / ours:.2f}x ({note})")
 
 
+def add_universe(lake: Lake, symbols: list[str], provider: str) -> None:
+    """The instruments, as ``universe import`` adds them (one commit)."""
+    csv = Path(tempfile.mkdtemp(prefix="marketlake-bench-universe-")) / "universe.csv"
+    rows = "".join(f"{s},equity,{provider}\n" for s in symbols)
+    csv.write_text("symbol,asset_type,provider\n" + rows)
+    universe.import_csv(lake, csv, run_id="u")
+    shutil.rmtree(csv.parent, ignore_errors=True)
+
+
 def settings_for(home: Path, **kw):
     return load_settings(home=home, env={}, now=kw.pop("now", NOW)).with_(**kw)
 
@@ -84,21 +95,20 @@ def bench_synthetic(tmp: Path, symbols: int) -> None:
     p = SyntheticProvider(ProviderSettings("synthetic", options={"seed": 42}), clock=lambda: NOW)
     start = NOW - timedelta(days=3653)
 
+    hourly = split_range(start, NOW, p.capabilities.max_range["1h"])
+
     def generate() -> int:
         rows = 0
         for i in range(symbols):
             sym = f"G{i:04d}"
             rows += p.fetch(FetchRequest.bars(sym, "1D", start, NOW)).height
-            s = start
-            while s < NOW:
-                e = min(s + timedelta(days=365), NOW)
+            for s, e in hourly:
                 rows += p.fetch(FetchRequest.bars(sym, "1h", s, e)).height
-                s = e
         return rows
 
     from marketlake.pipeline.providers import synthetic
 
-    synthetic._daily_path.cache_clear()
+    synthetic.clear_caches()
     t0c = time.process_time()
     wall, bars = timed(generate)
     cpu = time.process_time() - t0c
@@ -110,8 +120,7 @@ def bench_sync(tmp: Path, symbols: int) -> None:
     print(f"sync --provider synthetic: {symbols} symbols x 10 years of 1D and 1h")
     home = tmp / "sync"
     lake = Lake(home)
-    for i in range(symbols):
-        universe.add(lake, f"Y{i:04d}", run_id="u", provider="synthetic", asset_type="equity")
+    add_universe(lake, [f"Y{i:04d}" for i in range(symbols)], "synthetic")
     settings = settings_for(home)
     start = (NOW - timedelta(days=3653)).date().isoformat()
     wall, res = timed(
@@ -149,8 +158,7 @@ def bench_files(tmp: Path, rows: int) -> None:
     ref = median(lambda: pl.read_parquet(src).write_parquet(tmp / "files-plain.parquet"), 3)
     home = tmp / "files"
     lake = Lake(home)
-    for i in range(symbols):
-        universe.add(lake, f"S{i:05d}", run_id="u", provider="files")
+    add_universe(lake, [f"S{i:05d}" for i in range(symbols)], "files")
     settings = settings_for(home)
     providers = dict(settings.providers)
     providers["files"] = ProviderSettings("files", options={"path": str(src)})
@@ -221,8 +229,7 @@ def bench_nightly(tmp: Path, symbols: int, dsn: str | None) -> None:
     print(f"nightly increment: {symbols} symbols, one new day (sync, compute, load)")
     home = tmp / "nightly"
     lake = Lake(home)
-    for i in range(symbols):
-        universe.add(lake, f"N{i:04d}", run_id="u", provider="synthetic", asset_type="equity")
+    add_universe(lake, [f"N{i:04d}" for i in range(symbols)], "synthetic")
     schema = f"bench_nightly_{uuid.uuid4().hex[:8]}"
     day0 = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
     settings = settings_for(home, now=day0, dsn=dsn, pg_schema=schema)
@@ -232,18 +239,24 @@ def bench_nightly(tmp: Path, symbols: int, dsn: str | None) -> None:
         run_load(settings)
     nxt = settings.with_(now=day0 + timedelta(days=1))
     steps: dict[str, float] = {}
+    from marketlake.pipeline.providers import synthetic
+
+    synthetic.clear_caches()  # a nightly run is a fresh process: nothing generated yet
     prof = cProfile.Profile()
+    cpu0 = time.process_time()
     prof.enable()
     steps["sync"], res = timed(lambda: run_sync(nxt, provider="synthetic", timeframes=["1D"]))
     steps["compute"], cres = timed(lambda: run_compute(nxt))
     if dsn:
         steps["load"], _ = timed(lambda: run_load(nxt))
     prof.disable()
+    cpu = time.process_time() - cpu0
     total = sum(steps.values())
     print(
         "  "
         + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items())
-        + f"; total {total:.2f} s ({res.inserted} bars, {cres.inserted} indicator rows)"
+        + f"; total {total:.2f} s wall, {cpu:.2f} s CPU of this process (profiled)"
+        + f" ({res.inserted} bars, {cres.inserted} indicator rows)"
     )
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(25)

@@ -90,7 +90,7 @@ class Settings:
     home: Path
     dsn: str | None = field(default=None, repr=False)
     concurrency: int = 8
-    batch_tasks: int = 250
+    batch_tasks: int = 5000
     batch_rows: int = 2_000_000
     commit_every_s: float = 30.0  # finished work is committed at least this often
     overlap_bars: int = 3
@@ -153,7 +153,7 @@ class _General(_Section):
 
 class _Sync(_Section):
     concurrency: int = Field(8, ge=1)
-    batch_tasks: int = Field(250, ge=1)
+    batch_tasks: int = Field(5000, ge=1)
     batch_rows: int = Field(2_000_000, ge=1)
     commit_every_s: float = Field(30.0, gt=0)
     overlap_bars: int = Field(3, ge=0)

@@ -102,6 +102,7 @@ def last_closed_session(calendar: str, at: datetime) -> tuple[datetime, datetime
     return datetime(session.year, session.month, session.day, tzinfo=UTC), close
 
 
+@lru_cache(maxsize=256)
 def expected_last_bar(calendar: str, timeframe: str, at: datetime) -> datetime:
     """The open time of the newest bar a complete series holds at ``at``: the bar of the
     last closed session (daily and longer: its date's bar, floored to the timeframe;

@@ -128,9 +128,12 @@ def parse_when(value: str | datetime | None, name: str) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def coverage(lake: Lake, symbols: list[str], timeframes: list[str]) -> pl.DataFrame:
-    """Per (symbol, timeframe): first_ts, last_ts, rows, first_provisional — one lake query."""
-    scan = lake.scan("ohlcv").filter(pl.col("timeframe").is_in(timeframes))
+def coverage(
+    lake: Lake, symbols: list[str], timeframes: list[str], version: int | None = None
+) -> pl.DataFrame:
+    """Per (symbol, timeframe): first_ts, last_ts, rows, first_provisional — one lake query
+    (of ``version``, default the latest)."""
+    scan = lake.scan("ohlcv", version).filter(pl.col("timeframe").is_in(timeframes))
     if symbols:
         scan = scan.filter(pl.col("symbol").is_in(symbols))
     return (
@@ -243,8 +246,24 @@ def route(kind: str, row: Mapping[str, Any], seg: SegmentSettings, forced: str |
     return default
 
 
+@dataclass
+class Planned:
+    """A plan's units and the coverage it was made from: per (symbol, timeframe) the row of
+    :func:`coverage`, as of ohlcv ``version`` (the sync keeps it up to date with its own
+    commits, so writing ``sync_status`` needs no second scan of the lake)."""
+
+    units: list[Unit]
+    coverage: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    version: int | None = None
+
+
 def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> list[Unit]:
     """Every unit the request needs, ordered by symbol."""
+    return plan_with_coverage(settings, lake, req, now).units
+
+
+def plan_with_coverage(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> Planned:
+    """:func:`plan`, with the coverage it read."""
     end = min(req.end or now, now)
     if req.start is not None and req.start >= end:
         raise ConfigError(
@@ -252,13 +271,14 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
         )
     instruments = universe.load(lake, symbols=list(req.symbols) or None)
     if instruments.is_empty():
-        return []
+        return Planned([])
     segs = select_segments(settings, req, instruments)
     all_symbols = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})
     all_tfs = sorted({tf for seg, _ in segs for tf in (req.timeframes or seg.timeframes)})
+    version = lake.version("ohlcv")
     cov = {
         (r["symbol"], r["timeframe"]): r
-        for r in coverage(lake, all_symbols, all_tfs).iter_rows(named=True)
+        for r in coverage(lake, all_symbols, all_tfs, version).iter_rows(named=True)
     }
     status = {
         (r["segment"], r["symbol"], r["timeframe"], r["kind"]): r
@@ -346,7 +366,7 @@ def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> lis
     if req.limit is not None:  # after the scope, so `--scope never --limit 1` plans one symbol
         keep = set(sorted({u.symbol for u in units})[: req.limit])
         units = [u for u in units if u.symbol in keep]
-    return units
+    return Planned(units, cov, version)
 
 
 def _unavailable(seg, row, pname, kinds, seg_tfs, req, end) -> list[Unit]:

@@ -119,9 +119,14 @@ class TaskLog:
         secrets_: tuple[str, ...] = (),
         *,
         clock: Callable[[], datetime],
+        fresh_run: bool = False,
     ) -> None:
         self.run_id = run_id
         self.clock = clock
+        # a run id made for this run alone: a flush of task names not flushed before cannot
+        # meet a stored row, so it is a blind append
+        self.fresh_run = fresh_run
+        self._flushed: set[str] = set()
         self.stage = stage
         self.trigger = trigger
         self.secrets = secrets_
@@ -161,6 +166,10 @@ class TaskLog:
         much cheaper than a MERGE)."""
         if not self.rows:
             return WriteResult("sync_logs")
+        names = {r["task_name"] for r in self.rows}
+        if self.fresh_run and len(names) == len(self.rows) and names.isdisjoint(self._flushed):
+            assume_new = True
+        self._flushed |= names
         frame = pl.DataFrame(
             self.rows,
             schema_overrides=polars_schema("sync_logs"),

@@ -1,37 +1,46 @@
 """A seeded synthetic market for the demo, tests and benchmarks.
 
 Deterministic: a bar's values depend only on the seed, the symbol and its timestamp, never on
-the requested range, so overlapping fetches agree. Equities trade on a NYSE-like calendar
-(weekends, the usual US holidays, 09:30-16:00 America/New_York); crypto trades 24/7 in UTC.
-The daily path is built from per-year random blocks (so extending the horizon never changes
-the past) with quarterly volatility/drift regimes and overnight gaps. Intraday bars refine the
-day top-down through nested levels (4h > 1h > 30m > 15m > 1m): each bar is split into its
-children by a Brownian bridge from its open to its close inside its high/low, one child
-touching the high and one the low, its volume shared out on an intraday U-shape. So every
-timeframe aggregates exactly to the coarser ones and to the daily bar (volume up to rounding),
-and a coarse timeframe never pays for the fine levels. Each level's draws come from a
-per-(symbol, year) block (per month for 1m), indexed by the session's day.
-Some symbols split, some pay quarterly dividends, and some have a trading halt (a run of
-sessions without bars). OHLC and volume follow Yahoo's convention: split-adjusted;
-``adj_close`` also adjusts for dividends.
+the requested range, so overlapping fetches agree. Sessions come from the exchange calendar
+the instrument trades on (:mod:`.synthetic_sessions`, the ``exchange-calendars`` library that
+planning and ``status`` use): NYSE/NASDAQ, NSE/BSE, IDX with their holidays, special closures
+and early closes, 24/5 FX and 24/7 crypto.
 
-Everything is numpy over whole years of sessions, no per-bar Python: millions of bars per
-second. The daily series are those of the per-day generator this replaced; intraday bars
-come from the nested levels above (new in this version of the market).
+The daily path is random-access by year: each symbol's log price at the start of every year
+is fixed by one draw of annual returns, and a year's daily log prices are a random walk with
+quarterly volatility/drift regimes bridged between its two anchors (one block of draws per
+symbol and year). Returns accrue on every weekday and session; a day the exchange is closed
+(a holiday, a special closure, a trading halt) has no bar, and its move shows in the next
+session's opening gap. So fetching the last days of a series costs one year of draws, not the
+whole history. Intraday bars refine each session top-down through nested levels (4h > 1h > 30m
+> 15m > 1m): each bar is split into its children by a Brownian bridge from its open to its
+close inside its high/low, one child touching the high and one the low, its volume shared out
+on an intraday U-shape. So every timeframe aggregates exactly to the coarser ones and to the
+daily bar (volume up to rounding). Each level's draws come from a per-(symbol, year) block
+(per month for 1m), indexed by the day of the year.
+Some symbols split, some pay quarterly dividends (on the first session on or after each
+91-day anniversary), and some have a trading halt (a run of days without bars). OHLC and
+volume follow Yahoo's convention: split-adjusted; ``adj_close`` also adjusts for dividends.
+
+Everything is numpy over whole years of sessions, no per-bar Python. This version of the
+market (calendars from exchange-calendars, year anchors) replaced one with hand-written NYSE
+holidays and a path cumulated from 2000: the same seed gives different series.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
 
+from marketlake.pipeline import freshness
 from marketlake.pipeline.providers.base import (
     Capabilities,
     FetchRequest,
@@ -40,14 +49,15 @@ from marketlake.pipeline.providers.base import (
     profile_row,
     rows_frame,
 )
+from marketlake.pipeline.providers.synthetic_sessions import ORIGIN, sessions
 
-ORIGIN = date(2000, 1, 3)
-NY = ZoneInfo("America/New_York")
 #: intraday levels, coarse to fine: each bar nests in exactly one bar of the level above
 LEVELS = (("4h", 240), ("1h", 60), ("30m", 30), ("15m", 15), ("1m", 1))
 _LEVEL = {name: i for i, (name, _) in enumerate(LEVELS)}
 _US_PER_MIN = 60_000_000
+_US_PER_DAY = 1440 * _US_PER_MIN
 _SQRT12 = 12**0.5
+_ANCHOR_YEARS = 400
 
 
 def _h(*parts: object) -> int:
@@ -61,65 +71,11 @@ def is_crypto(symbol: str, instrument: Mapping[str, Any] | None = None) -> bool:
     return "/" in symbol or symbol.endswith("-USD")
 
 
-def _observed(d: date) -> date:
-    if d.weekday() == 5:
-        return d - timedelta(days=1)
-    if d.weekday() == 6:
-        return d + timedelta(days=1)
-    return d
-
-
-def _nth_weekday(year: int, month: int, weekday: int, n: int) -> date:
-    d = date(year, month, 1)
-    d += timedelta(days=(weekday - d.weekday()) % 7)
-    return d + timedelta(weeks=n - 1)
-
-
-def _last_weekday(year: int, month: int, weekday: int) -> date:
-    d = date(year, month + 1, 1) - timedelta(days=1) if month < 12 else date(year, 12, 31)
-    return d - timedelta(days=(d.weekday() - weekday) % 7)
-
-
-def _easter(year: int) -> date:
-    """Gregorian Easter Sunday (the anonymous Gregorian algorithm)."""
-    a, b, c = year % 19, year // 100, year % 100
-    d, e = divmod(b, 4)
-    g = (8 * b + 13) // 25
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    l_ = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 19 * l_) // 433
-    month = (h + l_ - 7 * m + 90) // 25
-    return date(year, month, (h + l_ - 7 * m + 33 * month + 19) % 32)
-
-
-@lru_cache(maxsize=64)
-def holidays(year: int) -> frozenset[date]:
-    """NYSE-style holidays of ``year`` (fixed-date ones observed on the nearest weekday)."""
-    juneteenth = {_observed(date(year, 6, 19))} if year >= 2022 else set()
-    return frozenset(
-        juneteenth
-        | {
-            _easter(year) - timedelta(days=2),  # Good Friday
-            _observed(date(year, 1, 1)),
-            _nth_weekday(year, 1, 0, 3),  # Martin Luther King Jr. Day
-            _nth_weekday(year, 2, 0, 3),  # Presidents' Day
-            _last_weekday(year, 5, 0),  # Memorial Day
-            _observed(date(year, 7, 4)),
-            _nth_weekday(year, 9, 0, 1),  # Labor Day
-            _nth_weekday(year, 11, 3, 4),  # Thanksgiving
-            _observed(date(year, 12, 25)),
-        }
-    )
-
-
-def is_session(d: date, crypto: bool) -> bool:
-    return crypto or (d.weekday() < 5 and d not in holidays(d.year))
-
-
-@lru_cache(maxsize=64)
-def _holiday_days(year: int) -> np.ndarray:
-    return np.array(sorted(holidays(year)), dtype="datetime64[D]")
+def calendar_of(symbol: str, instrument: Mapping[str, Any] | None = None) -> str:
+    """The exchange calendar ``symbol`` trades on (as planning and ``status`` see it)."""
+    inst = instrument or {}
+    asset = "crypto" if is_crypto(symbol, inst) else inst.get("asset_type")
+    return freshness.calendar_for(inst.get("exchange"), asset, inst.get("timezone"))
 
 
 class _Profile:
@@ -144,6 +100,12 @@ class _Profile:
         if not crypto and h % 7 == 0:
             self.halt_start = ORIGIN + timedelta(days=int(rng.integers(3_000, 9_000)))
         self.halt_days = int(rng.integers(3, 12))
+        # log price at the start of each year from the origin's (annual returns, one draw)
+        annual = np.random.default_rng([seed, h % (2**32), 11]).standard_normal(_ANCHOR_YEARS)
+        scale = 0.45 if crypto else 0.22
+        self.anchors = np.log(self.price0) + np.concatenate(
+            [[0.0], np.cumsum(0.04 + scale * annual)]
+        )
 
     def halted(self, d: date) -> bool:
         return self.halt_start is not None and 0 <= (d - self.halt_start).days < self.halt_days
@@ -165,8 +127,8 @@ class SyntheticProvider(Provider):
             "1m": timedelta(days=8),
             "15m": timedelta(days=60),
             "30m": timedelta(days=60),
-            "1h": timedelta(days=365),
-            "4h": timedelta(days=365),
+            "1h": timedelta(days=3660),  # ten years of hourly bars per request
+            "4h": timedelta(days=3660),
             "1D": None,
         },
         default_concurrency=2,
@@ -178,22 +140,13 @@ class SyntheticProvider(Provider):
         self.seed = int(self.settings.options.get("seed", 42))
 
     # --- daily path -----------------------------------------------------------------------
-    def daily(self, symbol: str, crypto: bool, end: date) -> pl.DataFrame:
-        """All sessions from the origin through ``end`` (inclusive)."""
-        path = self._path(symbol, crypto)
-        n = int(np.searchsorted(path.day, np.datetime64(end, "D"), "right"))
-        names = ("open", "high", "low", "close", "volume", "adj_close", "dividend")
-        return pl.DataFrame(
-            {
-                "date": path.day[:n],
-                **{c: path.values[i, :n] for i, c in enumerate(names)},
-                "ts": pl.Series(path.day[:n].astype("datetime64[us]")).dt.replace_time_zone("UTC"),
-            }
-        )
-
-    def _path(self, symbol: str, crypto: bool) -> _Path:
-        # the horizon is the clock's year: adjusted closes are the same for every range asked
-        return _daily_path(self.seed, symbol, crypto, self.clock().year)
+    def _path(self, request: FetchRequest, first: date) -> _Path:
+        """The daily path from the year of ``first`` through the clock's year (the horizon
+        of adjusted closes: they are the same for every range asked)."""
+        crypto = is_crypto(request.symbol, request.instrument)
+        cal = calendar_of(request.symbol, request.instrument)
+        first_year = min(max(first.year, ORIGIN.year), self.clock().year)
+        return _daily_path(self.seed, request.symbol, crypto, cal, first_year, self.clock().year)
 
     def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
         crypto = is_crypto(request.symbol, request.instrument)
@@ -201,38 +154,54 @@ class SyntheticProvider(Provider):
         end = min(request.end, now)
         if end <= request.start:
             return empty_ohlcv()
-        path = self._path(request.symbol, crypto)
+        path = self._path(request, (request.start - timedelta(days=1)).date())
         start_us, end_us, now_us = _micros(request.start), _micros(end), _micros(now)
+        closes = path.opens + path.minutes * _US_PER_MIN
         if request.timeframe == "1D":
             lo, hi = np.searchsorted(path.midnight, [start_us, end_us], "left")
             o, h, low, c, v, adj = path.values[:6, lo:hi]
-            final = path.opens[lo:hi] + path.length * _US_PER_MIN <= now_us
+            final = closes[lo:hi] <= now_us
             return self._frame(request, path.midnight[lo:hi], o, h, low, c, v, adj, final)
         # sessions open before the range's end and closing after its start
-        lo = int(np.searchsorted(path.opens, start_us - path.length * _US_PER_MIN, "right"))
+        lo = int(np.searchsorted(closes, start_us, "right"))
         hi = int(np.searchsorted(path.opens, end_us, "left"))
         if hi <= lo:
             return empty_ohlcv()
         p = _profile(self.seed, request.symbol, crypto)
-        o, h, low, c, v, start, dur = _refine(
-            self.seed, p, path.day[lo:hi], path.values[:5, lo:hi], _LEVEL[request.timeframe]
-        )
-        ts = (path.opens[lo:hi, None] + start[None, :] * _US_PER_MIN).ravel()
+        widest = int(path.widest)
+        parts = []
+        minutes = path.minutes[lo:hi]
+        for length in np.unique(minutes):  # sessions of one length share a layout
+            sel = lo + np.flatnonzero(minutes == length)
+            o, h, low, c, v, start, dur = _refine(
+                self.seed,
+                p,
+                path.day[sel],
+                path.values[:5, sel],
+                _LEVEL[request.timeframe],
+                int(length),
+                widest,
+            )
+            ts = (path.opens[sel, None] + start[None, :] * _US_PER_MIN).ravel()
+            ends = ts + np.tile(dur, len(sel)) * _US_PER_MIN
+            parts.append((ts, ends, o.ravel(), h.ravel(), low.ravel(), c.ravel(), v.ravel()))
+        ts, ends, o, h, low, c, v = (np.concatenate(x) for x in zip(*parts, strict=True))
         keep = (ts >= start_us) & (ts < end_us)
-        ts = ts[keep]
-        final = ts + np.tile(dur, hi - lo)[keep] * _US_PER_MIN <= now_us
-        v = v.ravel()[keep]
-        c = c.ravel()[keep]
+        if len(parts) > 1:
+            keep = np.flatnonzero(keep)
+            keep = keep[np.argsort(ts[keep], kind="stable")]
+        v = v[keep]
+        c = c[keep]
         return self._frame(
             request,
-            ts,
-            o.ravel()[keep],
-            h.ravel()[keep],
-            low.ravel()[keep],
+            ts[keep],
+            o[keep],
+            h[keep],
+            low[keep],
             c,
             v if crypto else np.round(v),
             c,
-            final,
+            ends[keep] <= now_us,
         )
 
     def _frame(self, req: FetchRequest, ts: np.ndarray, *values: np.ndarray) -> pl.DataFrame:
@@ -261,16 +230,10 @@ class SyntheticProvider(Provider):
 
     # --- other kinds ----------------------------------------------------------------------
     def _fetch_actions(self, request: FetchRequest) -> pl.DataFrame:
-        symbol, instrument, start, end = (
-            request.symbol,
-            request.instrument,
-            request.start,
-            request.end,
-        )
-        crypto = is_crypto(symbol, instrument)
-        p = _profile(self.seed, symbol, crypto)
+        symbol, start, end = request.symbol, request.start, min(request.end, self.clock())
+        p = _profile(self.seed, symbol, is_crypto(symbol, request.instrument))
         rows = []
-        if p.split_date and start.date() <= p.split_date < end.date():
+        if p.split_date and start.date() <= p.split_date < request.end.date():
             rows.append(
                 {
                     "symbol": symbol,
@@ -280,10 +243,15 @@ class SyntheticProvider(Provider):
                     "amount": None,
                 }
             )
-        days = self.daily(symbol, crypto, min(end, self.clock()).date())
-        divs = days.filter(pl.col("dividend") > 0)
-        for d, amount in divs.select("date", "dividend").iter_rows():
-            if start.date() <= d < end.date():
+        if end > start:
+            path = self._path(request, start.date())
+            days = path.day
+            paid = (
+                (path.values[6] > 0)
+                & (days >= np.datetime64(start.date()))
+                & (days < np.datetime64(end.date()))
+            )
+            for d, amount in zip(days[paid].tolist(), path.values[6][paid].tolist(), strict=True):
                 rows.append(
                     {
                         "symbol": symbol,
@@ -329,57 +297,27 @@ def _micros(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
-def _session_opens(days: np.ndarray, crypto: bool) -> np.ndarray:
-    """Each session's opening instant (microseconds since the epoch, UTC): midnight UTC for
-    crypto, 09:30 New York (daylight saving time included) for equities."""
-    midnight = days.astype("datetime64[us]").astype(np.int64)
-    if crypto or not len(days):
-        return midnight
-    years = days.astype("datetime64[Y]")
-    offset = np.empty(len(days), dtype=np.int64)
-    bounds = np.flatnonzero(np.diff(years.astype(np.int64))) + 1
-    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(days)], strict=True):
-        year = int(years[a].astype(np.int64)) + 1970
-        doy = (days[a:b] - years[a].astype("datetime64[D]")).astype(np.int64)
-        offset[a:b] = _ny_open_offsets(year)[doy]
-    return midnight + offset
-
-
-@lru_cache(maxsize=128)
-def _ny_open_offsets(year: int) -> np.ndarray:
-    """For each day of ``year``: microseconds from midnight UTC to 09:30 in New York."""
-    first = datetime(year, 1, 1, 9, 30)
-    return np.array(
-        [
-            int(
-                (first + timedelta(days=i)).replace(tzinfo=NY).utcoffset().total_seconds()
-                * -1_000_000
-            )
-            + (9 * 60 + 30) * _US_PER_MIN
-            for i in range(366)
-        ],
-        dtype=np.int64,
-    )
-
-
 class _Path(NamedTuple):
-    """A symbol's daily sessions: ``day`` (datetime64[D]), their ``midnight`` and ``opens``
-    (microseconds, UTC), ``length`` in minutes, and ``values`` (open, high, low, close, volume,
-    adj_close, dividend) as rows."""
+    """A symbol's daily sessions from the start of a year on: ``day`` (datetime64[D]), their
+    ``midnight`` and ``opens`` (microseconds, UTC), ``minutes`` (session lengths), the
+    calendar's ``widest`` session, and ``values`` (open, high, low, close, volume, adj_close,
+    dividend) as rows."""
 
     day: np.ndarray
     midnight: np.ndarray
     opens: np.ndarray
-    length: int
+    minutes: np.ndarray
+    widest: int
     values: np.ndarray
+    first_year: int
 
 
-@lru_cache(maxsize=32)
-def _layout(crypto: bool, level: int) -> dict[str, np.ndarray]:
-    """The static shape of one session at ``level``: every parent bar (a row) has ``r``
-    child slots (columns), the last parent of an equity session fewer valid ones (its
+@lru_cache(maxsize=64)
+def _layout(minutes: int, level: int) -> dict[str, np.ndarray]:
+    """The static shape of one session of ``minutes`` at ``level``: every parent bar (a row)
+    has ``r`` child slots (columns), the last parent of a session fewer valid ones (its
     padding has duration 0). Parents are the previous level's bars, or the day itself."""
-    n = 1440 if crypto else 390
+    n = minutes
     step = LEVELS[level][1]
     prev = LEVELS[level - 1][1] if level else n
     parents = -(-n // prev)
@@ -403,25 +341,24 @@ def _layout(crypto: bool, level: int) -> dict[str, np.ndarray]:
     }
 
 
-def _draws(seed: int, p: _Profile, level: int, days: np.ndarray, width: int) -> np.ndarray:
+def _draws(
+    seed: int, p: _Profile, level: int, days: np.ndarray, width: int, widest: int
+) -> np.ndarray:
     """(4, sessions, width) uniform draws of ``level`` for the sessions on ``days`` (sorted),
-    from one block per year (per month for 1m) with a row per session of the calendar (per
-    day of the month for 1m), so a session's draws never depend on the range requested."""
+    from one block per year (per month for 1m) with a row per day of the year (of the month
+    for 1m) and a column per slot of the calendar's widest session, so a session's draws
+    never depend on the range requested."""
     monthly = LEVELS[level][0] == "1m"
     block = days.astype("datetime64[M]" if monthly else "datetime64[Y]")
     keys = block.astype(np.int64)
-    out = np.empty((4, len(days), width))
+    out = np.empty((4, len(days), width), dtype=np.float32)
     bounds = np.flatnonzero(np.diff(keys)) + 1
     for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(days)], strict=True):
-        if monthly:
-            rows = 31
-            row = (days[a:b] - block[a].astype("datetime64[D]")).astype(np.int64)
-        else:
-            calendar = _calendar(int(keys[a]) + 1970, p.crypto)[0]
-            rows = len(calendar)
-            row = np.searchsorted(calendar, days[a:b])
+        rows = 31 if monthly else 366
+        row = (days[a:b] - block[a].astype("datetime64[D]")).astype(np.int64)
         rng = np.random.default_rng([seed, p.h % (2**32), int(keys[a]), 100 + level])
-        out[:, a:b] = rng.random((4, rows, width))[:, row]
+        u = rng.random((4, rows, widest), dtype=np.float32)
+        out[:, a:b] = u[:, row] if width == widest else u[:, row, :width]
     return out
 
 
@@ -453,64 +390,126 @@ def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tupl
     return tuple(x.reshape(sessions, -1)[:, flat] for x in (open_, high, low, close, vol))
 
 
-def _refine(seed: int, p: _Profile, days: np.ndarray, daily: np.ndarray, level: int) -> tuple:
-    """Bars of ``level`` for the sessions on ``days`` (rows of ``daily``: open, high, low,
-    close, volume), as (sessions x bars) arrays, plus each bar's start and duration in
-    minutes from the session open."""
+def _refine(
+    seed: int,
+    p: _Profile,
+    days: np.ndarray,
+    daily: np.ndarray,
+    level: int,
+    minutes: int,
+    widest: int,
+) -> tuple:
+    """Bars of ``level`` for the sessions on ``days``, all ``minutes`` long (rows of
+    ``daily``: open, high, low, close, volume), as (sessions x bars) arrays, plus each bar's
+    start and duration in minutes from the session open."""
     bars = tuple(x[:, None] for x in daily)
     days = days.astype("datetime64[D]")
-    lay = _layout(p.crypto, 0)
+    lay = _layout(minutes, 0)
     for lvl in range(level + 1):
-        lay = _layout(p.crypto, lvl)
-        draws = _draws(seed, p, lvl, days, lay["valid"].size)
+        lay = _layout(minutes, lvl)
+        draws = _draws(seed, p, lvl, days, lay["valid"].size, _layout(widest, lvl)["valid"].size)
         bars = _split(bars, lay, draws)
     return (*bars, lay["start"], lay["dur"])
 
 
-@lru_cache(maxsize=128)
-def _calendar(year: int, crypto: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sessions of ``year`` from the origin on: their days, their index into the
-    year's 366 draws, and their quarter (0-3)."""
-    days = np.datetime64(date(year, 1, 1), "D") + np.arange(366)
-    keep = (days < np.datetime64(date(year + 1, 1, 1), "D")) & (days >= np.datetime64(ORIGIN))
-    if not crypto:
-        weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
-        keep &= (weekday < 5) & ~np.isin(days, _holiday_days(year))
-    idx = np.flatnonzero(keep)
+class _Days(NamedTuple):
+    """The days of a year on which a calendar's prices move (every weekday and session):
+    their ``doy`` (day of the year), ``quarter`` and ``traded`` flag, and ``pos``, the
+    calendar index of each traded one."""
+
+    doy: np.ndarray
+    quarter: np.ndarray
+    traded: np.ndarray
+    pos: np.ndarray
+
+
+@lru_cache(maxsize=1024)
+def _days(calendar: str, last_year: int, year: int, halt: tuple[date, int] | None) -> _Days:
+    """:class:`_Days` of ``year`` (shared by every symbol of the calendar; a halt, the days
+    it covers, are neither traded nor moving)."""
+    cal = sessions(calendar, last_year)
+    origin = np.datetime64(ORIGIN, "D")
+    first = max(np.datetime64(f"{year}-01-01"), origin)
+    a = int((first - origin).astype(np.int64))
+    b = int((np.datetime64(f"{year + 1}-01-01") - origin).astype(np.int64))
+    days = first + np.arange(b - a)
+    traded = cal.traded[a:b].copy()
+    latent = traded | (((days.astype(np.int64) + 3) % 7) < 5)  # 1970-01-01: a Thursday
+    if halt is not None:
+        age = (days - np.datetime64(halt[0], "D")).astype(np.int64)
+        halted = (age >= 0) & (age < halt[1])
+        latent &= ~halted
+        traded &= ~halted
+    idx = np.flatnonzero(latent)
+    doy = (days[idx] - np.datetime64(f"{year}-01-01")).astype(np.int64)
     quarter = (days[idx].astype("datetime64[M]").astype(np.int64) % 12) // 3
-    return days[idx], idx, quarter
+    on = traded[idx]
+    return _Days(doy, quarter, on, np.searchsorted(cal.day, days[idx][on]))
 
 
-def _year_sessions(seed: int, p: _Profile, year: int) -> tuple[np.ndarray, ...]:
-    """The sessions of ``year`` and their daily draws (returns, gaps, wicks, volume)."""
+def _year(seed: int, p: _Profile, calendar: str, last_year: int, year: int) -> tuple:
+    """The sessions of ``year`` (indices into the calendar) with their log close, the log
+    price before them (the previous day's), and their gap, wick and volume draws."""
+    halts = p.halt_start is not None and p.halt_start.year <= year <= p.halt_start.year + 1
+    d = _days(calendar, last_year, year, (p.halt_start, p.halt_days) if halts else None)
     rng = np.random.default_rng([seed, p.h % (2**32), year])
     z = rng.standard_normal((5, 366))
     regime_vol = rng.uniform(0.006, 0.03, 4) * (1.6 if p.crypto else 1.0)
     regime_drift = rng.uniform(-0.0013, 0.0015, 4)
-    days, idx, q = _calendar(year, p.crypto)
-    if p.halt_start is not None and p.halt_start.year <= year <= p.halt_start.year + 1:
-        age = (days - np.datetime64(p.halt_start, "D")).astype(np.int64)
-        open_ = ~((age >= 0) & (age < p.halt_days))
-        days, idx, q = days[open_], idx[open_], q[open_]
-    vol, drift = regime_vol[q], regime_drift[q]
-    z = z[:, idx]
-    rets = drift + vol * z[0]
-    gaps = vol * 0.35 * z[1] * np.where(np.abs(z[4]) > 2.3, 3.0, 1.0)
-    hix = np.abs(z[2]) * vol * 0.6
-    lox = np.abs(z[3]) * vol * 0.6
-    return days, rets, gaps, hix, lox, 0.35 * z[4]
+    vol = regime_vol[d.quarter]
+    walk = np.cumsum(regime_drift[d.quarter] + vol * z[0, d.doy])
+    # bridged between this year's anchor and the next: the last moving day ends on it
+    y = year - ORIGIN.year
+    a0, a1 = p.anchors[y], p.anchors[y + 1]
+    lp = walk - np.arange(1, len(walk) + 1) * ((walk[-1] - (a1 - a0)) / len(walk)) + a0
+    before = np.concatenate([[a0], lp[:-1]])
+    on = d.traded
+    dsel, v = d.doy[on], vol[on]
+    zs = z[1:, dsel]
+    gaps = v * 0.35 * zs[0] * np.where(np.abs(zs[3]) > 2.3, 3.0, 1.0)
+    wick = np.abs(zs[1:3]) * (v * 0.6)
+    return d.pos, lp[on], before[on], gaps, wick[0], wick[1], 0.35 * zs[3]
 
 
-@lru_cache(maxsize=512)
-def _daily_path(seed: int, symbol: str, crypto: bool, last_year: int) -> _Path:
-    """Every session from the origin through ``last_year``: a per-year block of draws each,
-    so the past never depends on the horizon."""
+_PATHS: OrderedDict[tuple, _Path] = OrderedDict()
+_PATHS_LOCK = threading.Lock()
+
+
+def _daily_path(
+    seed: int, symbol: str, crypto: bool, calendar: str, first_year: int, last_year: int
+) -> _Path:
+    """The path from ``first_year`` (or earlier: a path already built from an earlier year
+    is reused, its values are the same) through ``last_year``; the 512 latest kept."""
+    key = (seed, symbol, crypto, calendar, last_year)
+    with _PATHS_LOCK:
+        path = _PATHS.get(key)
+        if path is not None and path.first_year <= first_year:
+            _PATHS.move_to_end(key)
+            return path
+    path = _build_path(seed, symbol, crypto, calendar, first_year, last_year)
+    with _PATHS_LOCK:
+        _PATHS[key] = path
+        _PATHS.move_to_end(key)
+        while len(_PATHS) > 512:
+            _PATHS.popitem(last=False)
+    return path
+
+
+def _build_path(
+    seed: int, symbol: str, crypto: bool, calendar: str, first_year: int, last_year: int
+) -> _Path:
+    """The sessions of ``calendar`` from ``first_year`` through ``last_year``: a block of
+    draws per year, each bridged between fixed anchors, so no year depends on another."""
     p = _profile(seed, symbol, crypto)
-    years = [_year_sessions(seed, p, y) for y in range(ORIGIN.year, last_year + 1)]
-    darr, r, gaps, hix, lox, volm = (np.concatenate(x) for x in zip(*years, strict=True))
-    close = p.price0 * np.exp(np.cumsum(r))
-    prev = np.concatenate([[p.price0], close[:-1]])
-    open_ = prev * np.exp(gaps)
+    cal = sessions(calendar, last_year)
+    years = [_year(seed, p, calendar, last_year, y) for y in range(first_year, last_year + 1)]
+    pos, lclose, lbefore, gaps, hix, lox, volm = (
+        np.concatenate(x) for x in zip(*years, strict=True)
+    )
+    darr = cal.day[pos]
+    close = np.exp(lclose)
+    before = np.exp(lbefore)
+    open_ = before * np.exp(gaps)
     high = np.maximum(open_, close) * np.exp(hix)
     low = np.minimum(open_, close) * np.exp(-lox)
     volume = p.volume0 * np.exp(volm)
@@ -519,12 +518,21 @@ def _daily_path(seed: int, symbol: str, crypto: bool, last_year: int) -> _Path:
     if not crypto:
         volume = np.round(volume)
     dividend = np.zeros(len(darr))
-    if p.dividend_anchor is not None:
-        age = (darr - np.datetime64(p.dividend_anchor)).astype(int)
-        first_of_quarter = (age >= 0) & (np.diff(np.concatenate([[-1], age // 91])) != 0)
-        dividend = np.where(first_of_quarter, np.round(prev * 0.005, 4), 0.0)
+    if p.dividend_anchor is not None and len(darr):
+        # the first session on or after each 91-day anniversary of the anchor; the session
+        # before the first one comes from the calendar (no values needed)
+        anchor = np.datetime64(p.dividend_anchor, "D")
+        prior = int(pos[0]) - 1
+        while prior >= 0 and p.halted(cal.day[prior].astype(date)):
+            prior -= 1
+        prev_day = cal.day[prior] if prior >= 0 else np.datetime64(ORIGIN, "D") - 1
+        days = np.concatenate([[prev_day], darr])
+        age = (days - anchor).astype(np.int64)
+        n = np.where(age >= 0, age // 91, -1)
+        paid = np.diff(n) != 0
+        dividend = np.where(paid, np.round(before * 0.005, 4), 0.0)
     # back-adjust closes for dividends (Yahoo's multiplicative method)
-    factor = np.where(dividend > 0, 1.0 - dividend / prev, 1.0)
+    factor = np.where(dividend > 0, 1.0 - dividend / before, 1.0)
     adj = np.cumprod(factor[::-1])[::-1]
     adj = np.concatenate([adj[1:], [1.0]])
     values = np.stack([open_, high, low, close, volume, close * adj, dividend])
@@ -532,7 +540,17 @@ def _daily_path(seed: int, symbol: str, crypto: bool, last_year: int) -> _Path:
     return _Path(
         darr,
         darr.astype("datetime64[us]").astype(np.int64),
-        _session_opens(darr, crypto),
-        1440 if crypto else 390,
+        cal.opens[pos],
+        cal.minutes[pos],
+        int(cal.minutes.max()),
         values,
+        first_year,
     )
+
+
+def clear_caches() -> None:
+    """Forget every built path and calendar (benchmarks measure cold generation)."""
+    with _PATHS_LOCK:
+        _PATHS.clear()
+    _days.cache_clear()
+    sessions.cache_clear()

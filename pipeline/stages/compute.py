@@ -3,7 +3,9 @@
 Changed (symbol, timeframe) pairs come from the lake's own history: the change data feed of
 ``ohlcv`` since the version recorded by the last complete compute (kept in the ``indicators``
 commit metadata, so the watermark lands atomically with the data). Those series are recomputed
-in full (recursive indicators stay exact), diffed against the stored rows, and only rows that
+in full (recursive indicators stay exact) in one read and one commit per timeframe
+(:mod:`.compute_increment`): the rows from each series' first changed bar are appended when
+the lake's statistics prove them new, else diffed against the stored rows and only rows that
 changed are merged. A full recompute (``--full``, the first compute, or any run whose series
 cover every stored series of a timeframe) instead rewrites the timeframe's partitions: batches
 of series stream into new files and one commit swaps them for the old ones, far cheaper than
@@ -26,6 +28,7 @@ from marketlake.lake.tables import with_period, with_period_code
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
+from marketlake.pipeline.stages.compute_increment import increment
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
@@ -131,12 +134,8 @@ def run_compute(
     )
     groups = todo.group_by("timeframe", maintain_order=True).agg(pl.col("symbol"))
     rewrite = {tf: since is None and _covers(lake, tf, syms) for tf, syms in groups.iter_rows()}
-    # one unit of work: a whole rewritten timeframe, or a batch of series to merge
-    units = [
-        (tf, syms[i : i + BATCH_SYMBOLS] if not rewrite[tf] else syms)
-        for tf, syms in groups.iter_rows()
-        for i in range(0, len(syms) if not rewrite[tf] else 1, BATCH_SYMBOLS)
-    ]
+    # one unit of work per timeframe: a rewrite, or an increment of its changed series
+    units = list(groups.iter_rows())
     for n, (tf, syms) in enumerate(units):
         started = settings.clock()
         meta = {WATERMARK: str(upto)} if n == len(units) - 1 else None
@@ -145,8 +144,15 @@ def run_compute(
             if rewrite[tf]:
                 res = _rewrite(*args, meta=meta, computed_at=settings.clock(), progress=progress)
             else:
-                res = _batch(
-                    *args,
+                res = increment(
+                    lake,
+                    upto,
+                    tf,
+                    syms,
+                    indicators,
+                    columns,
+                    tz,
+                    run_id,
                     meta=meta,
                     computed_at=settings.clock(),
                     from_ts={s: since_ts[(s, tf)] for s in syms if (s, tf) in since_ts},

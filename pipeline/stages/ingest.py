@@ -43,10 +43,11 @@ from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.planning import (
     NO_TIMEFRAME,
+    Planned,
     SyncRequest,
     Unit,
     coverage,
-    plan,
+    plan_with_coverage,
     split_range,
 )
 from marketlake.pipeline.providers.base import (
@@ -266,6 +267,8 @@ class Landed:
     rejected: pl.DataFrame = field(default_factory=pl.DataFrame)
     readjusted: set[tuple[str, str]] = field(default_factory=set)
     per_series: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    # per series: first and last ts and the number of the rows inserted
+    spans: dict[tuple[str, str], tuple[datetime, datetime, int]] = field(default_factory=dict)
 
 
 def _series_counts(
@@ -321,6 +324,13 @@ def land_bars(
     out.unchanged = int((tagged.get_column("_state") == "unchanged").sum())
     if write.is_empty():
         return out
+    new = write.filter(pl.col("_state") == "new")
+    out.spans = {
+        (s, tf): (lo, hi, n)
+        for s, tf, lo, hi, n in new.group_by("symbol", "timeframe")
+        .agg(pl.col("ts").min(), pl.col("ts").max().alias("hi"), pl.len())
+        .iter_rows()
+    }
     all_new = bool((write.get_column("_state") == "new").all())
     write = write.drop("_state", "_readjusted").with_columns(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
@@ -381,17 +391,33 @@ class Sync:
         self.now = settings.clock()
         self.run_id = run_id or new_run_id(self.now)
         self.stage = stage
-        self.log = TaskLog(self.run_id, stage, trigger, settings.secrets(), clock=settings.clock)
+        self.log = TaskLog(
+            self.run_id,
+            stage,
+            trigger,
+            settings.secrets(),
+            clock=settings.clock,
+            fresh_run=run_id is None,
+        )
         self.providers = _Providers(settings, self.now)
+        # coverage per (symbol, timeframe) as of ohlcv version ``cov_version``: the plan's,
+        # then kept up to date with this run's own commits (it holds the writer lock)
+        self.cov: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cov_version: int | None = None
         self.totals = dict(inserted=0, updated=0, unchanged=0, quarantined=0)
         self.ok = self.failed = self.skipped = 0
         self.errors: list[str] = []
         self.events: list[dict[str, Any]] = []
 
-    def run(self, units: list[Unit], fetcher: Fetcher | None = None) -> StageResult:
+    def run(
+        self, units: list[Unit], fetcher: Fetcher | None = None, planned: Planned | None = None
+    ) -> StageResult:
         """Fetch ``units`` (on this process's threads, or through ``fetcher``: a cluster) and
-        commit them in batches."""
+        commit them in batches; ``planned``: the plan's coverage, kept up to date for
+        ``sync_status``."""
         watch = Stopwatch()
+        if planned is not None:
+            self.cov, self.cov_version = dict(planned.coverage), planned.version
         self.progress("start", total=len(units))
         workers = max(1, self.settings.concurrency)
         window = fetcher.window if fetcher is not None else workers * 4
@@ -476,6 +502,7 @@ class Sync:
         readjusted: set[tuple[str, str]] = set()
         if bars:
             units_tf = {o.unit.timeframe for o in good_units if o.unit.kind == "ohlcv"}
+            read = self._coverage_at_latest(batch)
             landed = land_bars(
                 self.lake,
                 pl.concat(bars, how="diagonal_relaxed"),
@@ -487,6 +514,12 @@ class Sync:
                 self._quarantine(landed.rejected, "ohlcv", "provider")
             readjusted = landed.readjusted
             per_unit = landed.per_series
+            wrote = landed.inserted + landed.updated > 0
+            after = self.lake.version("ohlcv")
+            # only this write committed since ``read`` (no table yet: it created it)
+            if self.cov_version == read and (read is None or after == read + int(wrote)):
+                self._cover(landed.spans)
+                self.cov_version = after
             self.totals["inserted"] += landed.inserted
             self.totals["updated"] += landed.updated
             self.totals["unchanged"] += landed.unchanged
@@ -495,9 +528,52 @@ class Sync:
             self._quarantine(pl.concat(rejected, how="diagonal_relaxed"), "ohlcv", "provider")
         for key in sorted(readjusted):
             self._replace_history(key, batch, now)
+        if readjusted and self.cov_version is not None:
+            version = self.lake.version("ohlcv")
+            c = coverage(
+                self.lake,
+                sorted({s for s, _ in readjusted}),
+                sorted({t for _, t in readjusted}),
+                version,
+            )
+            for r in c.iter_rows(named=True):
+                self.cov[(r["symbol"], r["timeframe"])] = r
+            self.cov_version = version
         self._other_kinds(good_units, now)
         self._provider_types(good_units, now)
         self._status_and_logs(batch, per_unit, now)
+
+    def _coverage_at_latest(self, batch: _Batch) -> int | None:
+        """The ohlcv version the next write reads; when the kept coverage is not of that
+        version (another writer's commit came between the plan and the lock), the batch's
+        series are read from the lake again."""
+        read = self.lake.version("ohlcv")
+        if self.cov_version != read:
+            keys = {(o.unit.symbol, o.unit.timeframe) for o in batch.outcomes}
+            c = coverage(
+                self.lake, sorted({s for s, _ in keys}), sorted({t for _, t in keys}), read
+            )
+            for key in keys:
+                self.cov.pop(key, None)
+            for r in c.iter_rows(named=True):
+                self.cov[(r["symbol"], r["timeframe"])] = r
+            self.cov_version = read
+        return read
+
+    def _cover(self, spans: dict[tuple[str, str], tuple[datetime, datetime, int]]) -> None:
+        """Extend the kept coverage by the rows a commit inserted."""
+        for key, (lo, hi, n) in spans.items():
+            c = self.cov.get(key)
+            if c is None:
+                self.cov[key] = {"first_ts": lo, "last_ts": hi, "rows": n}
+            else:
+                first, last = c["first_ts"], c["last_ts"]
+                self.cov[key] = {
+                    **c,
+                    "first_ts": min(first, lo),
+                    "last_ts": max(last, hi),
+                    "rows": c["rows"] + n,
+                }
 
     def _provider_types(self, outcomes: list[Outcome], now: datetime) -> None:
         """Instruments a provider's own answer called an ETF (Yahoo's ``instrumentType``
@@ -638,14 +714,9 @@ class Sync:
     def _status_and_logs(self, batch: _Batch, per_unit, now: datetime) -> None:
         units = [o.unit for o in batch.outcomes]
         bar_units = [u for u in units if u.kind == "ohlcv"]
-        cov = {}
-        if bar_units:
-            c = coverage(
-                self.lake,
-                sorted({u.symbol for u in bar_units}),
-                sorted({u.timeframe for u in bar_units}),
-            )
-            cov = {(r["symbol"], r["timeframe"]): r for r in c.iter_rows(named=True)}
+        if bar_units and self.cov_version != self.lake.version("ohlcv"):
+            self._coverage_at_latest(batch)
+        cov = self.cov
         old = {
             (r["segment"], r["symbol"], r["timeframe"], r["kind"]): r
             for r in self.lake.scan("sync_status")
@@ -854,18 +925,20 @@ def run_sync(
         provider_class(provider)  # unknown provider: a usage error before anything runs
     sync = Sync(settings, req, progress=progress, trigger=trigger, stage=stage, run_id=run_id)
     t0 = time.perf_counter()
-    units = plan(settings, sync.lake, req, sync.now)  # usage errors before any lock or write
+    # usage errors before any lock or write
+    planned = plan_with_coverage(settings, sync.lake, req, sync.now)
+    units = planned.units
     if not dry_run:
         # a plan made before waiting for another writer may re-fetch what it landed: the
         # diff under the lock marks those bars unchanged
         if (cluster is None and client is None) or not units:
             with writing(settings, sync.run_id, stage):
-                return sync.run(units)
+                return sync.run(units, planned=planned)
         from marketlake.pipeline.stages.fanout import cluster_fetcher
 
         with cluster_fetcher(sync, cluster, client) as fetcher:
             with writing(settings, sync.run_id, stage):
-                return sync.run(units, fetcher)
+                return sync.run(units, fetcher, planned=planned)
     tasks = [t for u in units for t in u.tasks()]
     return StageResult(
         run_id=sync.run_id,
