@@ -3,10 +3,15 @@ definition (``ohlcv.open_interest``, ``instruments.routes``) gains it without a 
 
 Writers add the missing columns in one metadata-only commit before their first write (old
 files read the column as null); readers of a table not yet evolved see it as a null column,
-so every reader gets the table's current shape whichever version it reads.
+so every reader gets the table's current shape whichever version it reads. Data that an
+older release kept elsewhere moves into its column in the same commit that adds the column (a
+MERGE that merges the schema; :data:`MOVES`: per-kind routes were reserved keys of
+``instruments.provider_symbols``); readers of a table not yet evolved see it moved.
 """
 
 from __future__ import annotations
+
+import json
 
 import polars as pl
 import pyarrow as pa
@@ -17,6 +22,55 @@ from marketlake.lake.tables import TableDef, polars_schema
 from marketlake.lake.writes import commit_properties
 
 
+def routes_out_of_provider_symbols(frame: pl.DataFrame) -> pl.DataFrame:
+    """Instruments whose ``provider_symbols`` still carry per-kind routes under the reserved
+    key ``routes`` (how lakes before the ``routes`` column kept them), with the routes moved
+    into their column; only those rows."""
+    if "provider_symbols" not in frame.columns:
+        return frame.clear()
+    moved, ids, routes = [], [], []
+    for i, raw in enumerate(frame.get_column("provider_symbols").to_list()):
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("routes"), dict):
+            continue
+        found = doc.pop("routes")
+        moved.append(i)
+        ids.append(json.dumps(doc, sort_keys=True))
+        routes.append(json.dumps(found, sort_keys=True))
+    rows = frame[moved]
+    return rows.with_columns(
+        pl.Series("provider_symbols", ids, dtype=pl.String),
+        pl.Series("routes", routes, dtype=pl.String),
+    )
+
+
+# (table, column) -> the rows to rewrite once the column is added (data that lived elsewhere)
+MOVES = {("instruments", "routes"): routes_out_of_provider_symbols}
+
+
+def moved_rows(frame: pl.DataFrame, tdef: TableDef, added: list[str]) -> pl.DataFrame:
+    """The rows of ``frame`` (a whole small table) the :data:`MOVES` of the ``added``
+    columns rewrite, as rewritten."""
+    parts = []
+    for column in added:
+        move = MOVES.get((tdef.name, column))
+        if move is not None:
+            parts.append(move(frame).select(frame.columns))
+    return pl.concat(parts).unique(list(tdef.key), keep="last") if parts else frame.clear()
+
+
+def with_moves(frame: pl.DataFrame, tdef: TableDef, added: list[str]) -> pl.DataFrame:
+    """``frame`` with the rows :func:`moved_rows` rewrites replaced."""
+    rows = moved_rows(frame, tdef, added)
+    if rows.is_empty():
+        return frame
+    key = list(tdef.key)
+    return pl.concat([frame.join(rows.select(key), on=key, how="anti"), rows])
+
+
 def missing_fields(dt: DeltaTable, tdef: TableDef) -> list[pa.Field]:
     """The defined columns the table lacks (nullable ones only: a required column cannot be
     added to rows that exist)."""
@@ -24,17 +78,17 @@ def missing_fields(dt: DeltaTable, tdef: TableDef) -> list[pa.Field]:
     return [f for f in tdef.schema if f.name not in have and f.nullable]
 
 
-def add_missing_columns(dt: DeltaTable, tdef: TableDef, *, run_id: str, stage: str) -> bool:
-    """Add the missing nullable columns in one metadata-only commit; whether it did."""
+def add_missing_columns(dt: DeltaTable, tdef: TableDef, *, run_id: str, stage: str) -> list[str]:
+    """Add the missing nullable columns in one metadata-only commit; the names added."""
     missing = missing_fields(dt, tdef)
     if not missing:
-        return False
+        return []
     props = commit_properties(
         run_id, stage, {"schema_evolution": ",".join(f.name for f in missing)}
     )
     with lake_errors("add columns to", tdef.name):
         dt.alter.add_columns([Field.from_arrow(f) for f in missing], commit_properties=props)
-    return True
+    return [f.name for f in missing]
 
 
 def conform(scan: pl.LazyFrame, tdef: TableDef) -> pl.LazyFrame:

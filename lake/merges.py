@@ -30,9 +30,18 @@ def _counts(metrics: dict, rows: int) -> tuple[int, int, int, int]:
 
 
 def merge_upsert(
-    dt: DeltaTable, tdef: TableDef, frame: pl.DataFrame, props: CommitProperties
+    dt: DeltaTable,
+    tdef: TableDef,
+    frame: pl.DataFrame,
+    props: CommitProperties,
+    *,
+    merge_schema: bool | None = None,
 ) -> tuple[int, int, int, int]:
-    """MERGE ``frame`` (unique keys) on the table key; (inserted, updated, unchanged, deleted)."""
+    """MERGE ``frame`` (unique keys) on the table key; (inserted, updated, unchanged, deleted).
+    ``merge_schema`` (default: the table's ``evolving``) adds the frame's columns the table
+    lacks in the same commit."""
+    if merge_schema is None:
+        merge_schema = tdef.evolving
     if "period" in tdef.partitions and "period" not in frame.columns:
         frame = with_period(frame)
     frame = frame.sort([c for c in (*tdef.partitions, *tdef.key) if c in frame.columns])
@@ -45,7 +54,7 @@ def merge_upsert(
     skip = {*tdef.key, *tdef.partitions, *tdef.bookkeeping}
     value_cols = [c for c in data.schema.names if c not in skip]
     with lake_errors("merge into", tdef.name):
-        existing = set(dt.schema().to_arrow().names) if tdef.evolving else set(data.schema.names)
+        existing = set(dt.schema().to_arrow().names) if merge_schema else set(data.schema.names)
         # a column the table does not have yet (a new indicator) changes every non-null row
         changed = " OR ".join(
             f"(t.{q(c)} IS DISTINCT FROM s.{q(c)})" if c in existing else f"(s.{q(c)} IS NOT NULL)"
@@ -56,7 +65,7 @@ def merge_upsert(
             predicate=" AND ".join(on),
             source_alias="s",
             target_alias="t",
-            merge_schema=tdef.evolving,
+            merge_schema=merge_schema,
             commit_properties=props,
         )
         if changed:

@@ -237,8 +237,9 @@ class Lake:
 
     def evolve(self, name: str, *, run_id: str, stage: str) -> bool:
         """Add the nullable columns the table's definition gained since it was created, in
-        one metadata-only commit (no rewrite; old files read them as null); whether it did.
-        Writers call it before writing; the caller holds the writer lock."""
+        one metadata-only commit (no rewrite; old files read them as null), or, when data an
+        older release kept elsewhere moves into them, in the one MERGE that moves it; whether
+        it did. Writers call it before writing; the caller holds the writer lock."""
         tdef = TABLES[name]
         if tdef.evolving:
             return False  # columns of their own, merged by each write
@@ -246,11 +247,35 @@ class Lake:
             dt = self.table(name)
             if dt is None:
                 return False
+            missing = [f.name for f in evolve.missing_fields(dt, tdef)]
+            if not missing:
+                return False
             try:
-                return evolve.add_missing_columns(dt, tdef, run_id=run_id, stage=stage)
+                moves = any((name, c) in evolve.MOVES for c in missing)  # small tables only
+                raw = self._read_raw(name, dt) if moves else self.empty(name)
+                moved = evolve.moved_rows(raw, tdef, missing)
+                if moved.is_empty():
+                    evolve.add_missing_columns(dt, tdef, run_id=run_id, stage=stage)
+                else:  # the columns and the data moved into them: one commit
+                    props = commit_properties(
+                        run_id, stage, {"schema_evolution": ",".join(missing)}
+                    )
+                    merges.merge_upsert(dt, tdef, moved, props, merge_schema=True)
+                return True
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))
         raise LakeConflictError(f"adding columns to {name} failed: other writers committed first")
+
+    def _read_raw(self, name: str, dt: DeltaTable) -> pl.DataFrame:
+        """The table at ``dt``'s version in its current shape (missing columns null), with
+        nothing moved."""
+        with lake_errors("read lake table", name):
+            scan = pl.scan_delta(
+                self.uri(name),
+                version=dt.version(),
+                storage_options=self.location.storage_options,
+            )
+            return evolve.conform(scan, TABLES[name]).collect()
 
     def _append(self, tdef: TableDef, dt: DeltaTable | None, frame: pl.DataFrame, props) -> int:
         uri, options = self.uri(tdef.name), self.location.storage_options
@@ -336,7 +361,14 @@ class Lake:
                 storage_options=self.location.storage_options,
             )
         tdef = TABLES[name]
-        return scan if tdef.evolving else evolve.conform(scan, tdef)
+        if tdef.evolving:
+            return scan
+        added = [f.name for f in evolve.missing_fields(dt, tdef)]
+        scan = evolve.conform(scan, tdef)
+        if any((name, c) in evolve.MOVES for c in added):  # small tables only
+            with lake_errors("read lake table", name):
+                return evolve.with_moves(scan.collect(), tdef, added).lazy()
+        return scan
 
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         scan = self.scan(name, version)

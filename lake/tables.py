@@ -69,6 +69,9 @@ INSTRUMENTS = TableDef(
         ("delisted_at", TS),
         ("provider", pa.string()),
         ("provider_symbols", pa.string()),  # JSON object provider -> provider's spelling
+        # JSON object kind -> provider serving that kind for this instrument (BTC/IDR's
+        # profile from coingecko); null: the instrument's provider or its segment's route
+        ("routes", pa.string()),
         ("updated_at", TS),
         ("run_id", pa.string()),
     ),

@@ -213,12 +213,12 @@ def _provider_symbol(row: Mapping[str, Any], provider: str) -> str | None:
 
 
 def instrument_routes(row: Mapping[str, Any]) -> dict[str, str]:
-    """The instrument's own per-kind providers (``provider_symbols["routes"]``, set on
-    import), e.g. ``{"profile": "coingecko"}``."""
-    raw = row.get("provider_symbols")
+    """The instrument's own per-kind providers (its ``routes``, set on import), e.g.
+    ``{"profile": "coingecko"}``."""
+    raw = row.get("routes")
     try:
-        routes = json.loads(raw).get("routes") if raw else None
-    except (ValueError, AttributeError):
+        routes = json.loads(raw) if raw else None
+    except ValueError:
         return {}
     return {str(k): str(v) for k, v in routes.items()} if isinstance(routes, dict) else {}
 

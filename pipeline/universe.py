@@ -173,33 +173,35 @@ def instruments_frame(rows: pl.DataFrame, run_id: str, now: datetime | None = No
             "active": pl.Series([True] * n),
             "provider": provider,
             "provider_symbols": col("provider_symbols").fill_null("{}"),
+            "routes": col("routes"),
             "updated_at": pl.Series([now] * n, dtype=pl.Datetime("us", "UTC")),
         }
     )
 
 
-def _routing(raw: pl.DataFrame) -> pl.Series | None:
+def _routing(raw: pl.DataFrame) -> list[pl.Series]:
     """``provider_symbols`` JSON from the columns ``<provider>_symbol`` (each provider's own
-    spelling, e.g. ``coingecko_symbol = bitcoin``) and ``<kind>_provider`` (the provider of
-    one kind, e.g. ``profile_provider = coingecko``, kept under ``routes``)."""
+    spelling, e.g. ``coingecko_symbol = bitcoin``) and ``routes`` JSON from the columns
+    ``<kind>_provider`` (the provider of one kind, e.g. ``profile_provider = coingecko``)."""
     from marketlake.pipeline.config import PROVIDER_NAMES
     from marketlake.pipeline.providers.base import KINDS
 
     lower = {c.strip().lower(): c for c in raw.columns}
     names = {p: lower[f"{p}_symbol"] for p in PROVIDER_NAMES if f"{p}_symbol" in lower}
     routes = {k: lower[f"{k}_provider"] for k in KINDS if f"{k}_provider" in lower}
-    if not names and not routes:
-        return None
-    out = []
+    ids: list[str] = []
+    kinds: list[str | None] = []
     for row in raw.select([*names.values(), *routes.values()]).iter_rows(named=True):
-        doc: dict[str, object] = {
-            p: str(row[c]).strip() for p, c in names.items() if row[c] and str(row[c]).strip()
-        }
+        doc = {p: str(row[c]).strip() for p, c in names.items() if row[c] and str(row[c]).strip()}
         r = {k: str(row[c]).strip() for k, c in routes.items() if row[c] and str(row[c]).strip()}
-        if r:
-            doc["routes"] = r
-        out.append(json.dumps(doc, sort_keys=True))
-    return pl.Series("provider_symbols", out, dtype=pl.String)
+        ids.append(json.dumps(doc, sort_keys=True))
+        kinds.append(json.dumps(r, sort_keys=True) if r else None)
+    out = []
+    if names:
+        out.append(pl.Series("provider_symbols", ids, dtype=pl.String))
+    if routes:
+        out.append(pl.Series("routes", kinds, dtype=pl.String))
+    return out
 
 
 def read_csv(
@@ -219,7 +221,7 @@ def read_csv(
         raise ValidationError(f"{path}: empty file (no instruments)")
     rows = _normalise(raw, str(path))
     routing = _routing(raw)
-    if routing is not None:
+    if routing:
         rows = rows.with_columns(routing)
     problems: list[str] = []
     keep: list[bool] = []
@@ -273,10 +275,15 @@ def add(
     """Add or update one instrument (under the lake's writer lock)."""
     row = {"symbol": check_symbol(symbol)}
     row.update(
-        {k: (None if v is None else str(v)) for k, v in fields.items() if k != "provider_symbols"}
+        {
+            k: (None if v is None else str(v))
+            for k, v in fields.items()
+            if k not in ("provider_symbols", "routes")
+        }
     )
-    if fields.get("provider_symbols"):
-        row["provider_symbols"] = json.dumps(fields["provider_symbols"])
+    for doc in ("provider_symbols", "routes"):  # JSON objects
+        if fields.get(doc):
+            row[doc] = json.dumps(fields[doc], sort_keys=True)
     frame = instruments_frame(pl.DataFrame([row], schema={k: pl.String for k in row}), run_id, now)
     with writer(lake.root, run_id, "universe", wait=wait):
         return lake.upsert("instruments", frame, run_id=run_id, stage="universe")

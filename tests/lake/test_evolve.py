@@ -1,6 +1,7 @@
 """A lake written before a nullable column joined a table's definition gains it in a
 metadata-only commit: no data file is rewritten, old rows read it as null."""
 
+import json
 from datetime import UTC, datetime
 
 import polars as pl
@@ -10,7 +11,7 @@ from tests_helpers import bars
 
 from marketlake.lake import Lake
 from marketlake.lake.frames import to_arrow
-from marketlake.lake.tables import OHLCV, TableDef
+from marketlake.lake.tables import INSTRUMENTS, OHLCV, TableDef
 from marketlake.lake.writes import TABLE_CONFIG
 
 
@@ -65,3 +66,61 @@ def test_time_travel_to_a_version_before_the_column(home):
     assert "open_interest" in old.columns and old.height == 6
     assert lake.read("ohlcv").height == 9
     assert datetime.now(UTC) > old["ts"].max()
+
+
+def _old_instruments(lake: Lake) -> None:
+    """``instruments`` as the previous release kept routes: a reserved key of
+    ``provider_symbols``."""
+    old = TableDef(
+        "instruments",
+        pa.schema([f for f in INSTRUMENTS.schema if f.name != "routes"]),
+        INSTRUMENTS.key,
+        bookkeeping=INSTRUMENTS.bookkeeping,
+    )
+    rows = pl.DataFrame(
+        {
+            "symbol": ["BTC/IDR", "AAPL"],
+            "asset_type": ["crypto", "equity"],
+            "provider": ["indodax", "yahoo"],
+            "provider_symbols": [
+                json.dumps(
+                    {
+                        "indodax": "btcidr",
+                        "coingecko": "bitcoin",
+                        "routes": {"profile": "coingecko"},
+                    }
+                ),
+                "{}",
+            ],
+        }
+    )
+    write_deltalake(lake.uri("instruments"), to_arrow(old, rows), configuration=TABLE_CONFIG)
+
+
+def test_routes_move_out_of_provider_symbols_with_the_column_in_one_commit(home):
+    lake = Lake(home)
+    _old_instruments(lake)
+    # before any writer: readers see the routes in their column already
+    seen = lake.read("instruments").sort("symbol")
+    assert seen["routes"].to_list() == [None, '{"profile": "coingecko"}']
+    assert json.loads(seen["provider_symbols"][1]) == {"coingecko": "bitcoin", "indodax": "btcidr"}
+    assert lake.version("instruments") == 0
+    # the first write moves them: one commit adds the column and rewrites the moved row
+    lake.upsert(
+        "instruments",
+        pl.DataFrame({"symbol": ["MSFT"], "asset_type": ["equity"], "provider_symbols": ["{}"]}),
+        run_id="r2",
+        stage="universe",
+    )
+    dt = DeltaTable(lake.uri("instruments"))
+    assert [h["operation"] for h in reversed(dt.history())][1:] == ["MERGE", "MERGE"]
+    stored = pl.read_delta(lake.uri("instruments")).sort("symbol")
+    assert stored["symbol"].to_list() == ["AAPL", "BTC/IDR", "MSFT"]
+    btc = stored.row(1, named=True)
+    assert json.loads(btc["routes"]) == {"profile": "coingecko"}
+    assert "routes" not in json.loads(btc["provider_symbols"])
+    assert stored.filter(pl.col("symbol") != "BTC/IDR")["routes"].null_count() == 2
+    # and planning routes BTC/IDR's profile by its own route
+    from marketlake.pipeline.planning import instrument_routes
+
+    assert instrument_routes(btc) == {"profile": "coingecko"}

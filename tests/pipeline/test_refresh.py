@@ -103,11 +103,8 @@ def test_import_sets_provider_symbols_and_routes(home, tmp_path):
     lake = Lake(home)
     universe.import_csv(lake, path, run_id="u", now=NOW)
     row = lake.read("instruments").row(0, named=True)
-    assert json.loads(row["provider_symbols"]) == {
-        "coingecko": "bitcoin",
-        "indodax": "btcidr",
-        "routes": {"profile": "coingecko"},
-    }
+    assert json.loads(row["provider_symbols"]) == {"coingecko": "bitcoin", "indodax": "btcidr"}
+    assert json.loads(row["routes"]) == {"profile": "coingecko"}  # its own column
 
 
 def test_unknown_source_is_a_usage_error(home):

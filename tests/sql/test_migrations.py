@@ -17,6 +17,7 @@ pytestmark = pytest.mark.postgres
 
 JSON_COLUMNS = {
     ("instruments", "provider_symbols"),
+    ("instruments", "routes"),
     ("profiles", "raw"),
     ("fundamentals", "raw"),
     ("market_cache", "value"),
@@ -188,3 +189,26 @@ def test_monthly_and_open_interest_migration_on_a_served_schema(pg_dsn):
         ).fetchall()
     assert [(r[0], r[1]) for r in rows] == [("1D", None), ("1mo", 12500000.0)]
     assert all(r[2].endswith("ohlcv_daily_2024") for r in rows)  # yearly partitions
+
+
+def test_routes_migration_moves_the_reserved_key_into_its_column(pg_dsn):
+    dsn, schema = pg_dsn
+    q = quote_ident(schema)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+        for mig in [m for m in migrations() if m.version < 6]:
+            conn.execute(render(mig.text, schema=q))
+        conn.execute(
+            f"INSERT INTO {q}.instruments (symbol, provider_symbols) VALUES "  # noqa: S608
+            """('BTC/IDR', '{"indodax": "btcidr", "routes": {"profile": "coingecko"}}'),"""
+            """('AAPL', '{}')"""
+        )
+        (m006,) = [m for m in migrations() if m.version == 6]
+        conn.execute(render(m006.text, schema=q))
+        rows = conn.execute(
+            f"SELECT symbol, provider_symbols, routes FROM {q}.instruments ORDER BY symbol"  # noqa: S608
+        ).fetchall()
+    assert rows == [
+        ("AAPL", {}, None),
+        ("BTC/IDR", {"indodax": "btcidr"}, {"profile": "coingecko"}),
+    ]

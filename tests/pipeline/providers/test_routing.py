@@ -63,6 +63,43 @@ def test_btc_idr_bars_from_indodax_profile_from_coingecko(home, replay, provider
     assert [s.path for s in replay.unmatched if not s.path.startswith("/coins/images")] == []
 
 
+def test_btc_idr_own_route_as_data_without_a_segment_route(home, replay, provider_fixtures):
+    """The route set on the instrument (its ``routes`` column) sends the profile to CoinGecko
+    in the same sync as Indodax's bars, in a segment that routes nothing."""
+    replay.add_file(
+        "/tradingview/history_v2",
+        provider_fixtures / "indodax" / "doc_sample_tradingview_history_v2_tf15.json",
+        params={"symbol": "btcidr", "tf": "15"},
+    )
+    replay.add_file(
+        "/coins/bitcoin",
+        provider_fixtures
+        / "coingecko"
+        / "coins_bitcoin_market_data_false_2024-05-30.cassette.json",
+    )
+    lake = Lake(home)
+    universe.add(
+        lake,
+        "BTC/IDR",
+        run_id="u",
+        asset_type="crypto",
+        provider="indodax",
+        provider_symbols={"indodax": "btcidr", "coingecko": "bitcoin"},
+        routes={"profile": "coingecko"},
+    )
+    coins = SegmentSettings("coins", asset_types=("crypto",), kinds=("ohlcv", "profile"))
+    settings = _settings(home, replay, datetime(2023, 11, 7, 5, 0, tzinfo=UTC)).with_(
+        segments=MappingProxyType({"coins": coins})
+    )
+    res = run_sync(settings, segments=["coins"], timeframes=["15m"], start="2023-11-07")
+    assert res.tasks_failed == 0, res.errors
+    assert set(lake.read("ohlcv")["provider"]) == {"indodax"}
+    assert lake.read("profiles").select("symbol", "provider").rows() == [("BTC/IDR", "coingecko")]
+    stored = lake.read("instruments").row(0, named=True)
+    assert json.loads(stored["routes"]) == {"profile": "coingecko"}
+    assert json.loads(stored["provider_symbols"]) == {"coingecko": "bitcoin", "indodax": "btcidr"}
+
+
 def test_routes_need_the_providers_symbol_unless_the_own_provider_lacks_the_kind():
     crypto = SegmentSettings("crypto", routes=MappingProxyType({"profile": "coingecko"}))
     plain = {"symbol": "BTC/USD", "provider": "synthetic", "provider_symbols": "{}"}
@@ -70,7 +107,7 @@ def test_routes_need_the_providers_symbol_unless_the_own_provider_lacks_the_kind
     mapped = {**plain, "provider_symbols": json.dumps({"coingecko": "bitcoin"})}
     assert route("profile", mapped, crypto, None) == "coingecko"
     assert route("ohlcv", mapped, crypto, None) == "synthetic"
-    own = {**plain, "provider_symbols": json.dumps({"routes": {"profile": "indodax"}})}
+    own = {**plain, "routes": json.dumps({"profile": "indodax"})}
     assert route("profile", own, crypto, None) == "indodax"  # set on import: the instrument's
     us = SegmentSettings("us_equity", routes=MappingProxyType({"valuation": "fmp"}))
     aapl = {"symbol": "AAPL", "provider": "yahoo", "provider_symbols": "{}"}
