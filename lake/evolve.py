@@ -5,13 +5,14 @@ Writers add the missing columns in one metadata-only commit before their first w
 files read the column as null); readers of a table not yet evolved see it as a null column,
 so every reader gets the table's current shape whichever version it reads. Data that an
 older release kept elsewhere moves into its column in the same commit that adds the column (a
-MERGE that merges the schema; :data:`MOVES`: per-kind routes were reserved keys of
-``instruments.provider_symbols``); readers of a table not yet evolved see it moved.
+MERGE that merges the schema; :data:`MOVES`: per-kind routes and the listing source were reserved keys
+of ``instruments.provider_symbols``); readers of a table not yet evolved see it moved.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import polars as pl
 import pyarrow as pa
@@ -22,53 +23,66 @@ from marketlake.lake.tables import TableDef, polars_schema
 from marketlake.lake.writes import commit_properties
 
 
-def routes_out_of_provider_symbols(frame: pl.DataFrame) -> pl.DataFrame:
-    """Instruments whose ``provider_symbols`` still carry per-kind routes under the reserved
-    key ``routes`` (how lakes before the ``routes`` column kept them), with the routes moved
-    into their column; only those rows."""
-    if "provider_symbols" not in frame.columns:
-        return frame.clear()
-    moved, ids, routes = [], [], []
-    for i, raw in enumerate(frame.get_column("provider_symbols").to_list()):
-        try:
-            doc = json.loads(raw) if raw else None
-        except ValueError:
-            continue
-        if not isinstance(doc, dict) or not isinstance(doc.get("routes"), dict):
-            continue
-        found = doc.pop("routes")
-        moved.append(i)
-        ids.append(json.dumps(doc, sort_keys=True))
-        routes.append(json.dumps(found, sort_keys=True))
-    rows = frame[moved]
-    return rows.with_columns(
-        pl.Series("provider_symbols", ids, dtype=pl.String),
-        pl.Series("routes", routes, dtype=pl.String),
-    )
+def out_of_provider_symbols(key: str, column: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """A move: the instruments whose ``provider_symbols`` still carry the reserved ``key``
+    (how lakes before ``column`` kept it), with its value moved into ``column`` (JSON text
+    for an object); only those rows."""
+
+    def move(frame: pl.DataFrame) -> pl.DataFrame:
+        if "provider_symbols" not in frame.columns:
+            return frame.clear()
+        moved, ids, values = [], [], []
+        for i, raw in enumerate(frame.get_column("provider_symbols").to_list()):
+            try:
+                doc = json.loads(raw) if raw else None
+            except ValueError:
+                continue
+            if not isinstance(doc, dict) or key not in doc:
+                continue
+            found = doc.pop(key)
+            moved.append(i)
+            ids.append(json.dumps(doc, sort_keys=True))
+            values.append(json.dumps(found, sort_keys=True) if isinstance(found, dict) else found)
+        return frame[moved].with_columns(
+            pl.Series("provider_symbols", ids, dtype=pl.String),
+            pl.Series(column, values, dtype=pl.String),
+        )
+
+    return move
 
 
 # (table, column) -> the rows to rewrite once the column is added (data that lived elsewhere)
-MOVES = {("instruments", "routes"): routes_out_of_provider_symbols}
+MOVES = {
+    ("instruments", "routes"): out_of_provider_symbols("routes", "routes"),
+    ("instruments", "listed_by"): out_of_provider_symbols("source", "listed_by"),
+}
 
 
 def moved_rows(frame: pl.DataFrame, tdef: TableDef, added: list[str]) -> pl.DataFrame:
     """The rows of ``frame`` (a whole small table) the :data:`MOVES` of the ``added``
     columns rewrite, as rewritten."""
-    parts = []
-    for column in added:
+    out = frame.clear()
+    for column in added:  # applied in turn: one row may carry several moved keys
         move = MOVES.get((tdef.name, column))
-        if move is not None:
-            parts.append(move(frame).select(frame.columns))
-    return pl.concat(parts).unique(list(tdef.key), keep="last") if parts else frame.clear()
+        if move is None:
+            continue
+        current = with_rows(frame, out, tdef)
+        rows = move(current)
+        out = with_rows(out, rows.select(frame.columns), tdef)
+    return out
 
 
-def with_moves(frame: pl.DataFrame, tdef: TableDef, added: list[str]) -> pl.DataFrame:
-    """``frame`` with the rows :func:`moved_rows` rewrites replaced."""
-    rows = moved_rows(frame, tdef, added)
+def with_rows(frame: pl.DataFrame, rows: pl.DataFrame, tdef: TableDef) -> pl.DataFrame:
+    """``frame`` with ``rows`` replacing (or adding) the rows of their keys."""
     if rows.is_empty():
         return frame
     key = list(tdef.key)
     return pl.concat([frame.join(rows.select(key), on=key, how="anti"), rows])
+
+
+def with_moves(frame: pl.DataFrame, tdef: TableDef, added: list[str]) -> pl.DataFrame:
+    """``frame`` with the rows :func:`moved_rows` rewrites replaced."""
+    return with_rows(frame, moved_rows(frame, tdef, added), tdef)
 
 
 def missing_fields(dt: DeltaTable, tdef: TableDef) -> list[pa.Field]:

@@ -72,6 +72,9 @@ INSTRUMENTS = TableDef(
         # JSON object kind -> provider serving that kind for this instrument (BTC/IDR's
         # profile from coingecko); null: the instrument's provider or its segment's route
         ("routes", pa.string()),
+        # the universe source whose refresh listed it (file, fmp-etf, coingecko, indodax,
+        # upstox): a refresh marks inactive only what its own source listed; null: by hand
+        ("listed_by", pa.string()),
         ("updated_at", TS),
         ("run_id", pa.string()),
     ),

@@ -8,7 +8,7 @@ source listed before but lists no more as inactive (``active`` false, ``delisted
 their bars and history stay), and reports duplicates without creating them: one instrument
 listed twice, or listed under a second symbol (the same provider id as an instrument already
 in the universe). Each
-instrument remembers the source that listed it (``provider_symbols["source"]``), so a refresh
+instrument remembers the source that listed it (``listed_by``), so a refresh
 never touches instruments another source or a manual import brought.
 """
 
@@ -135,10 +135,9 @@ def refresh(
         if ("provider_symbols" in listed.columns)
         else [{} for _ in range(listed.height)]
     )
-    for d in docs:
-        d["source"] = source
     listed = listed.with_columns(
-        pl.Series("provider_symbols", [json.dumps(d, sort_keys=True) for d in docs])
+        pl.Series("provider_symbols", [json.dumps(d, sort_keys=True) for d in docs]),
+        pl.lit(source).alias("listed_by"),
     )
     # duplicates inside the list: the same symbol, or the same provider id twice
     seen_sym: set[str] = set()
@@ -190,9 +189,7 @@ def refresh(
         if not existing.is_empty():
             mine = existing.filter(
                 pl.col("active").fill_null(True)
-                & pl.col("provider_symbols")
-                .map_elements(lambda r: _doc(r).get("source"), return_dtype=pl.String)
-                .eq(source)
+                & pl.col("listed_by").eq(source)
                 & ~pl.col("symbol").is_in(frame.get_column("symbol").to_list())
             )
             if not mine.is_empty():

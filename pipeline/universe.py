@@ -174,6 +174,7 @@ def instruments_frame(rows: pl.DataFrame, run_id: str, now: datetime | None = No
             "provider": provider,
             "provider_symbols": col("provider_symbols").fill_null("{}"),
             "routes": col("routes"),
+            "listed_by": col("listed_by"),
             "updated_at": pl.Series([now] * n, dtype=pl.Datetime("us", "UTC")),
         }
     )

@@ -73,7 +73,7 @@ def _old_instruments(lake: Lake) -> None:
     ``provider_symbols``."""
     old = TableDef(
         "instruments",
-        pa.schema([f for f in INSTRUMENTS.schema if f.name != "routes"]),
+        pa.schema([f for f in INSTRUMENTS.schema if f.name not in ("routes", "listed_by")]),
         INSTRUMENTS.key,
         bookkeeping=INSTRUMENTS.bookkeeping,
     )
@@ -90,14 +90,14 @@ def _old_instruments(lake: Lake) -> None:
                         "routes": {"profile": "coingecko"},
                     }
                 ),
-                "{}",
+                json.dumps({"source": "file"}),
             ],
         }
     )
     write_deltalake(lake.uri("instruments"), to_arrow(old, rows), configuration=TABLE_CONFIG)
 
 
-def test_routes_move_out_of_provider_symbols_with_the_column_in_one_commit(home):
+def test_reserved_keys_move_out_of_provider_symbols_with_their_columns_in_one_commit(home):
     lake = Lake(home)
     _old_instruments(lake)
     # before any writer: readers see the routes in their column already
@@ -120,6 +120,9 @@ def test_routes_move_out_of_provider_symbols_with_the_column_in_one_commit(home)
     assert json.loads(btc["routes"]) == {"profile": "coingecko"}
     assert "routes" not in json.loads(btc["provider_symbols"])
     assert stored.filter(pl.col("symbol") != "BTC/IDR")["routes"].null_count() == 2
+    # the listing source, likewise out of provider_symbols
+    assert stored["listed_by"].to_list() == ["file", None, None]
+    assert stored["provider_symbols"][0] == "{}"
     # and planning routes BTC/IDR's profile by its own route
     from marketlake.pipeline.planning import instrument_routes
 

@@ -201,14 +201,15 @@ def test_routes_migration_moves_the_reserved_key_into_its_column(pg_dsn):
         conn.execute(
             f"INSERT INTO {q}.instruments (symbol, provider_symbols) VALUES "  # noqa: S608
             """('BTC/IDR', '{"indodax": "btcidr", "routes": {"profile": "coingecko"}}'),"""
-            """('AAPL', '{}')"""
+            """('AAPL', '{"source": "file"}')"""
         )
         (m006,) = [m for m in migrations() if m.version == 6]
         conn.execute(render(m006.text, schema=q))
         rows = conn.execute(
-            f"SELECT symbol, provider_symbols, routes FROM {q}.instruments ORDER BY symbol"  # noqa: S608
+            f"SELECT symbol, provider_symbols, routes, listed_by FROM {q}.instruments "  # noqa: S608
+            "ORDER BY symbol"
         ).fetchall()
     assert rows == [
-        ("AAPL", {}, None),
-        ("BTC/IDR", {"indodax": "btcidr"}, {"profile": "coingecko"}),
+        ("AAPL", {}, None, "file"),
+        ("BTC/IDR", {"indodax": "btcidr"}, {"profile": "coingecko"}, None),
     ]
