@@ -26,13 +26,23 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def view_sql(name: str, files: list[str]) -> str:
+_DUCK_TYPES = {"double": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN", "int64": "BIGINT"}
+
+
+def view_sql(name: str, files: list[str], present: set[str] | None = None) -> str:
     """The CREATE VIEW statement for one table over its snapshot's files.
 
     Table and column names come from the fixed TABLES registry; file paths are quoted literals.
+    A column of the table's definition that no file holds yet (``present``: the columns the
+    files have; a lake written before the column existed) is a typed NULL.
     """
     tdef = TABLES[name]
-    cols = ", ".join(f'"{c}"' for c in tdef.schema.names)
+    cols = ", ".join(
+        f'"{f.name}"'
+        if present is None or f.name in present or f.name in tdef.partitions
+        else f'CAST(NULL AS {_DUCK_TYPES.get(str(f.type), "VARCHAR")}) AS "{f.name}"'
+        for f in tdef.schema
+    )
     if tdef.evolving:  # indicator columns appear over time: keep whatever the files have
         cols = "*"
     opts = "union_by_name = true"
@@ -43,6 +53,13 @@ def view_sql(name: str, files: list[str]) -> str:
     return load_sql("duckdb/table_view.sql").format(
         name=name, columns=cols, files=file_list, options=opts
     )
+
+
+def _file_columns(con: duckdb.DuckDBPyConnection, files: list[str]) -> set[str]:
+    """The columns the parquet files hold (their footers only)."""
+    with lake_errors("read the footers of", "lake files"):
+        rows = con.execute(load_sql("duckdb/file_columns.sql"), [files]).fetchall()
+    return {r[0] for r in rows}
 
 
 def connect(
@@ -74,7 +91,7 @@ def connect(
             with lake_errors("open lake table", name):
                 files = [_local(u) for u in dt.file_uris()]
         if files:
-            con.execute(view_sql(name, files))
+            con.execute(view_sql(name, files, _file_columns(con, files)))
         else:
             con.register(f"__{name}", TABLES[name].schema.empty_table())
             con.execute(load_sql("duckdb/empty_view.sql").format(name=name, relation=f"__{name}"))

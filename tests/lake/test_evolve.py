@@ -127,3 +127,18 @@ def test_reserved_keys_move_out_of_provider_symbols_with_their_columns_in_one_co
     from marketlake.pipeline.planning import instrument_routes
 
     assert instrument_routes(btc) == {"profile": "coingecko"}
+
+
+def test_query_views_of_a_lake_from_before_the_column(home):
+    from marketlake.lake.duck import connect
+
+    lake = Lake(home)
+    _old_lake(lake)
+    con = connect(lake, ["ohlcv"], read_only=True)
+    rows = con.execute("SELECT count(*), count(open_interest) FROM ohlcv").fetchall()
+    assert rows == [(6, 0)]
+    fo = bars(["NIFTY FUT"]).with_columns(pl.lit(12_500.0).alias("open_interest"))
+    lake.upsert("ohlcv", fo, run_id="r2", stage="sync")
+    con = connect(lake, ["ohlcv"], read_only=True)
+    rows = con.execute("SELECT count(*), sum(open_interest) FROM ohlcv").fetchall()
+    assert rows == [(9, 37_500.0)]
