@@ -22,6 +22,7 @@ from marketlake.errors import ConfigError, ConnectionConfigError
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES, period_expr
 from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.serving import Serving
 from marketlake.pipeline.stages.load import APPLICATION_NAME, run_load
 
 pytestmark = pytest.mark.postgres
@@ -393,6 +394,8 @@ def test_a_terminated_session_mid_load_is_retried_and_converges(home, pg_dsn):
     lake.append("ohlcv", bars(200, 1000), run_id="r1", stage="test")
     settings = settings_for(home, pg_dsn)
     dsn, _ = pg_dsn
+    with Serving(settings) as db:  # the migrations first: the session to kill is a table's
+        db.migrate()
     killed = threading.Event()
     stop = threading.Event()
 
