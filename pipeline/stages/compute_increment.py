@@ -51,10 +51,6 @@ def increment(
     differ from the stored ones, in one commit; returns the counts."""
     from marketlake import kernels
 
-    starts = pl.DataFrame(
-        {"symbol": list(from_ts), "from_ts": list(from_ts.values())},
-        schema={"symbol": pl.String, "from_ts": pl.Datetime("us", "UTC")},
-    )
     parts = []
     for bars in _reads(lake, version, tf, syms):
         bars = _grouped(bars)
@@ -62,7 +58,7 @@ def increment(
             part = bars.slice(lo, hi - lo)
             zones = {s: tz.get(s, "UTC") for s in part.get_column("symbol").unique().to_list()}
             out = kernels.compute(part, indicators, session_tz=zones)
-            parts.append(_tail(out, starts, tf, columns))
+            parts.append(_tail(out, from_ts, tf, columns))
             del out, part  # frees the output block for the next slice
     if not parts:
         return _nothing(lake, meta, run_id)
@@ -150,12 +146,15 @@ def _stored_rows(lake: Lake, version: int, tf: str) -> int:
 
 
 def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
-    """``bars`` sorted by (symbol, ts). Lake reads hold each series' bars in ts order spread
-    over files, so a stable linear sort by symbol code suffices; a general sort otherwise."""
+    """``bars`` sorted by (symbol, ts), ``symbol`` as an Enum of the sorted symbols (gathering
+    codes is far cheaper than gathering strings). Lake reads hold each series' bars in ts
+    order spread over files, so a stable linear sort by symbol code suffices; a general sort
+    otherwise."""
     if bars.height == 0:
         return bars
     names = bars.get_column("symbol").unique().sort()
-    codes = bars.get_column("symbol").cast(pl.Enum(names)).to_physical().to_numpy()
+    bars = bars.with_columns(pl.col("symbol").cast(pl.Enum(names)))
+    codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").to_physical().to_numpy()
     if len(names) < 1 << 16:
         order = np.argsort(codes.astype(np.uint16), kind="stable")  # radix sort
@@ -185,14 +184,26 @@ def _slices(bars: pl.DataFrame) -> list[tuple[int, int]]:
     return out
 
 
-def _tail(out: pl.DataFrame, starts: pl.DataFrame, tf: str, columns: list[str]) -> pl.DataFrame:
+def _tail(
+    out: pl.DataFrame, starts: dict[str, datetime], tf: str, columns: list[str]
+) -> pl.DataFrame:
     """The rows of each series from its first changed bar on (all rows of a series without
     one), as indicator rows (warm-up values null)."""
-    keep = out.select("symbol", "ts", *columns).join(starts, on="symbol", how="left")
-    keep = keep.filter(pl.col("from_ts").is_null() | (pl.col("ts") >= pl.col("from_ts")))
-    return keep.select(
-        "symbol",
+    sym = out.get_column("symbol")
+    names = sym.dtype.categories.to_list()
+    floor = np.full(len(names), np.iinfo(np.int64).min, dtype=np.int64)
+    for i, name in enumerate(names):
+        if name in starts:
+            floor[i] = _micros(starts[name])
+    ts = out.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
+    keep = ts >= floor[sym.to_physical().to_numpy()]
+    return out.filter(pl.Series(keep)).select(
+        pl.col("symbol").cast(pl.String),
         pl.lit(tf).alias("timeframe"),
         "ts",
         *[pl.col(c).fill_nan(None) for c in columns],
     )
+
+
+def _micros(t: datetime) -> int:
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
