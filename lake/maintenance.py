@@ -8,21 +8,27 @@ deleted: the writer lock is held, so no commit can be in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 import uuid
 from collections import defaultdict
 from typing import Any
 from urllib.parse import unquote
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake.transaction import RemoveAction
 
 from marketlake.errors import LakeCorruptError
+from marketlake.lake import merges
 from marketlake.lake._errors import first_line, lake_errors
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
+from marketlake.lake.writes import commit_properties, remove_files, write_partitioned
 
 
 def maintain(
@@ -53,17 +59,10 @@ def _maintain_table(
     info: dict[str, Any] = {"files_added": 0, "files_removed": 0}
     with lake_errors("maintenance of", name):
         if optimize:
-            cols = [c for c in ("symbol", "ts") if c in TABLES[name].schema.names]
-            for filters in _crowded_partitions(lake, name):
-                dt = lake.table(name)
-                opt = dt.optimize
-                m = (
-                    opt.z_order(cols, partition_filters=filters)
-                    if len(cols) == 2
-                    else opt.compact(partition_filters=filters)
-                )
-                info["files_added"] += m.get("numFilesAdded", 0)
-                info["files_removed"] += m.get("numFilesRemoved", 0)
+            for files in _crowded_partitions(lake, name):
+                _compact(lake, name, files)
+                info["files_added"] += 1
+                info["files_removed"] += len(files)
             if info["files_removed"]:
                 lake.table(name).create_checkpoint()
         info["vacuumed_files"] = 0
@@ -85,31 +84,53 @@ def _maintain_table(
     return info
 
 
-def _crowded_partitions(lake: Lake, name: str) -> list[list[tuple[str, str, Any]] | None]:
-    """Partition filters for the partitions holding more than one data file (None: the
-    whole unpartitioned table); one filter per value of the leading partition columns."""
+def _crowded_partitions(lake: Lake, name: str) -> list[list[dict[str, Any]]]:
+    """The add actions of each partition holding more than one data file."""
     tdef = TABLES[name]
-    adds = lake.table(name).get_add_actions(flatten=True)
-    if not tdef.partitions:
-        return [None] if adds.num_rows > 1 else []
-    parts = list(
-        zip(*[adds.column(f"partition.{p}").to_pylist() for p in tdef.partitions], strict=True)
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for f in pa.table(lake.table(name).get_add_actions(flatten=True)).to_pylist():
+        groups[tuple(f.get(f"partition.{p}") for p in tdef.partitions)].append(f)
+    return [files for _, files in sorted(groups.items(), key=_order) if len(files) > 1]
+
+
+def _order(item: tuple[tuple, list]) -> tuple[str, ...]:
+    return tuple(str(v) for v in item[0])
+
+
+def _compact(lake: Lake, name: str, files: list[dict[str, Any]]) -> None:
+    """Rewrite one partition's files as one (sorted by symbol and time where the table has
+    them; pages verified on the way in, checksummed on the way out) in one commit that
+    changes no data (``dataChange`` false: the change feed skips it), pinned to the version
+    read."""
+    tdef = TABLES[name]
+    dt = lake.table(name)
+    body = pl.concat(
+        [merges.read_file(lake.location, tdef, f) for f in files], how="diagonal_relaxed"
     )
-    count: dict[tuple, int] = defaultdict(int)
-    for key in parts:
-        count[key] += 1
-    groups: dict[tuple, list] = defaultdict(list)
-    for key, n in sorted(count.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
-        if n > 1:
-            groups[key[:-1]].append(key[-1])
-    *lead, last = tdef.partitions
-    return [
-        [
-            *[(c, "=", str(v)) for c, v in zip(lead, head, strict=True)],
-            (last, "in", [str(v) for v in tails]),
-        ]
-        for head, tails in groups.items()
+    order = [c for c in ("symbol", "timeframe", "ts") if c in body.columns] or list(tdef.key)
+    schema = pa.schema(dt.schema().to_arrow())
+    columns = {f.name: f.type for f in schema if f.name not in tdef.partitions}
+    adds = write_partitioned(lake.location, tdef, body.sort(order), columns)
+    adds = [dataclasses.replace(a, data_change=False) for a in adds]
+    now = int(time.time() * 1000)
+    removes = [
+        RemoveAction(
+            f["path"],
+            False,
+            now,
+            f["size_bytes"],
+            {p: f.get(f"partition.{p}") for p in tdef.partitions},
+        )
+        for f in files
     ]
+    props = commit_properties(f"maintain-{uuid.uuid4().hex[:8]}", "maintain")
+    try:
+        dt.create_write_transaction(
+            [*removes, *adds], "append", dt.schema(), list(tdef.partitions), commit_properties=props
+        )
+    except BaseException:
+        remove_files(lake.location, name, [a.path for a in adds])
+        raise
 
 
 def referenced_files(location: LakeLocation, name: str) -> set[str]:

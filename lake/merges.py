@@ -1,127 +1,311 @@
 """MERGEs: upserts that touch only changed rows, scoped replaces, key deletes.
 
-Each is one commit pinned to the snapshot it read (see :mod:`marketlake.lake.writes`). A
-matched row is updated only when a value column is distinct, so a re-run changes 0 rows and
-the commit's metrics count real changes. Symbols are never interpolated into predicates:
-only partition values, which come from fixed vocabularies and are checked, are.
+Done here rather than by delta-rs' MERGE because delta-rs writes parquet without page
+checksums. A merge reads the target files that may hold the source's keys (the partitions in
+scope, pruned by the files' key statistics; pages verified), then in one commit pinned to
+the snapshot it read (see :mod:`marketlake.lake.writes`): rewrites only the files holding a
+row that changes or goes, and adds new files for new keys (page checksums on). A matched
+row is updated only when a value column is distinct, so a re-run changes 0 rows and commits
+nothing. Files are swapped whole, so the change feed shows a rewritten file's unchanged rows
+deleted and re-inserted with equal values: :func:`net_changes` drops those pairs.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+from urllib.parse import unquote
+
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
+from deltalake.schema import Field
+from deltalake.transaction import AddAction, RemoveAction
 
-from marketlake.lake._errors import lake_errors
+from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import to_arrow
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef, with_period
-from marketlake.lake.writes import literal
+from marketlake.lake.verified import damaged
+from marketlake.lake.writes import literal, remove_files, write_partitioned
+
+_FILE = "_ml_file"
+_CDF = ("_change_type", "_commit_version", "_commit_timestamp")
 
 
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _counts(metrics: dict, rows: int) -> tuple[int, int, int, int]:
-    inserted = int(metrics.get("num_target_rows_inserted", 0))
-    updated = int(metrics.get("num_target_rows_updated", 0))
-    deleted = int(metrics.get("num_target_rows_deleted", 0))
-    return inserted, updated, rows - inserted - updated, deleted
+def _frame(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` in the table's types (extra float columns kept for evolving tables), with
+    its partition columns."""
+    if "period" in tdef.partitions and "period" not in frame.columns:
+        frame = with_period(frame)
+    out = pl.from_arrow(to_arrow(tdef, frame))
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+def _candidates(dt: DeltaTable, tdef: TableDef, src: pl.DataFrame) -> list[dict[str, Any]]:
+    """Add actions of the files that may hold a key of ``src``: in its partitions, and with
+    key statistics overlapping its range."""
+    files = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    if src.is_empty():
+        return []
+    scope = {
+        p: set(src.get_column(p).cast(pl.String).unique().to_list())
+        for p in tdef.partitions
+        if p in src.columns and src.get_column(p).null_count() == 0
+    }
+    ranges = {
+        k: (src.get_column(k).min(), src.get_column(k).max())
+        for k in tdef.key
+        if k in src.columns and k not in tdef.partitions and src.get_column(k).null_count() == 0
+    }
+    return [
+        f
+        for f in files
+        if all(f.get(f"partition.{p}") in values for p, values in scope.items())
+        and not any(
+            _outside(f.get(f"min.{k}"), f.get(f"max.{k}"), lo, hi) for k, (lo, hi) in ranges.items()
+        )
+    ]
+
+
+def _outside(fmin: Any, fmax: Any, lo: Any, hi: Any) -> bool:
+    """True when file statistics [fmin, fmax] prove no value in [lo, hi] is in the file
+    (strings of 32+ characters may be truncated statistics: never trusted)."""
+    if fmin is None or fmax is None or lo is None or hi is None:
+        return False
+    if any(isinstance(v, str) and len(v) >= 32 for v in (fmin, fmax)):
+        return False
+    try:
+        return bool(fmax < lo or fmin > hi)
+    except TypeError:
+        return False
+
+
+def read_file(
+    location: LakeLocation, tdef: TableDef, f: dict[str, Any], index: int | None = None
+) -> pl.DataFrame:
+    """The data file of add action ``f`` (pages verified) with its partition values (and
+    ``index`` in a ``_ml_file`` column, if given)."""
+    rel = unquote(f["path"])
+    key = f"{tdef.name}/{rel}"
+    try:
+        source = location.path / key if location.is_local else pa.BufferReader(location.get(key))
+        data = pq.read_table(source, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as exc:
+        raise damaged(tdef.name, rel, exc) from exc
+    frame = pl.from_arrow(data)
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.with_columns(
+        [pl.lit(f.get(f"partition.{p}"), pl.String).alias(p) for p in tdef.partitions]
+    )
+    return frame if index is None else frame.with_columns(pl.lit(index, pl.Int32).alias(_FILE))
+
+
+def _distinct(table_cols: set[str], cols: list[str]) -> pl.Expr:
+    """A matched row changes when a value column is distinct (null-safe); a column the table
+    lacks (a new indicator) changes every row where the source has a value."""
+    terms = [
+        pl.col(c).ne_missing(pl.col(f"{c}__t")) if c in table_cols else pl.col(c).is_not_null()
+        for c in cols
+    ]
+    return pl.any_horizontal(terms) if terms else pl.lit(False)
+
+
+def _merge(
+    dt: DeltaTable,
+    location: LakeLocation,
+    tdef: TableDef,
+    rows: pl.DataFrame,
+    deletes: pl.DataFrame | None,
+    props: CommitProperties,
+    kind: str,
+) -> tuple[int, int, int, int]:
+    """Upsert ``rows`` (unique keys, in the table's types) and delete the keys of ``deletes``
+    in one commit on top of ``dt``; (inserted, updated, unchanged, deleted). The commit
+    records ``merge`` (``kind``) and its row counts in its metadata."""
+    key = list(tdef.key)
+    table_schema = pa.schema(dt.schema().to_arrow())
+    table_cols = set(table_schema.names)
+    skip = {*tdef.key, *tdef.partitions, *tdef.bookkeeping}
+    value_cols = [c for c in rows.columns if c not in skip]
+    probe = pl.concat(
+        [rows.select(key + [p for p in tdef.partitions if p not in key])]
+        + ([deletes.select(rows.select(key).columns)] if deletes is not None else []),
+        how="diagonal_relaxed",
+    )
+    files = _candidates(dt, tdef, probe)
+    target = (
+        pl.concat(
+            [read_file(location, tdef, f, i) for i, f in enumerate(files)], how="diagonal_relaxed"
+        )
+        if files
+        else None
+    )
+
+    if target is None or target.is_empty():
+        inserted, changed, gone = rows, rows.clear(), None
+    else:
+        tkeys = target.select([*key, _FILE])
+        inserted = rows.join(tkeys, on=key, how="anti", nulls_equal=True)
+        present = set(target.columns)
+        tvals = target.select(
+            [*key, _FILE, *[pl.col(c).alias(f"{c}__t") for c in value_cols if c in present]]
+        )
+        matched = rows.join(tvals, on=key, how="inner", nulls_equal=True)
+        changed = matched.filter(_distinct(present, value_cols))
+        gone = (
+            tkeys.join(deletes.select(key), on=key, how="semi", nulls_equal=True)
+            if deletes is not None and not deletes.is_empty()
+            else None
+        )
+    touched = set(changed.get_column(_FILE).to_list()) if _FILE in changed.columns else set()
+    if gone is not None:
+        touched |= set(gone.get_column(_FILE).to_list())
+    n_gone = 0 if gone is None else gone.height
+    if inserted.is_empty() and not touched:
+        return 0, 0, rows.height, 0
+
+    # columns the table lacks: a defined one (an older lake) with its type, a new
+    # indicator as a float
+    defined = {f.name: f.type for f in tdef.schema}
+    new_cols = {c: defined.get(c, pa.float64()) for c in rows.columns if c not in table_cols}
+    columns = {f.name: f.type for f in table_schema if f.name not in tdef.partitions}
+    columns.update(new_cols)
+    written: list[AddAction] = []
+    try:
+        if new_cols:  # nullable float columns only: no row changes, the swap stays pinned
+            before = dt.version()
+            fields = [Field.from_arrow(pa.field(c, t)) for c, t in new_cols.items()]
+            dt.alter.add_columns(fields, commit_properties=props)
+            dt = DeltaTable(location.table_uri(tdef.name), storage_options=location.storage_options)
+            if dt.version() != before + 1:
+                raise CommitConflict(f"merge into {tdef.name}: another writer committed")
+        order = [c for c in ("symbol", "timeframe", "ts") if c in key] or key
+        if touched:
+            assert target is not None
+            drop = changed.select(key)
+            if gone is not None:
+                drop = pl.concat([drop, gone.select(key)])
+            kept = target.filter(pl.col(_FILE).is_in(list(touched))).join(
+                drop, on=key, how="anti", nulls_equal=True
+            )
+            updated = changed.drop([c for c in changed.columns if c.endswith("__t")])
+            fill = [c for c in target.columns if c not in updated.columns]
+            if fill:  # columns the source lacks keep the target's values
+                updated = updated.join(
+                    target.select([*key, *fill]), on=key, how="left", nulls_equal=True
+                )
+            body = pl.concat([kept, updated], how="diagonal_relaxed").drop(_FILE, strict=False)
+            written += write_partitioned(location, tdef, body.sort(order), columns)
+        if not inserted.is_empty():
+            written += write_partitioned(location, tdef, inserted.sort(order), columns)
+        counts = {
+            "merge": kind,
+            "merge_inserted": str(inserted.height),
+            "merge_updated": str(changed.height),
+            "merge_deleted": str(n_gone),
+        }
+        props = CommitProperties(
+            custom_metadata={**(props.custom_metadata or {}), **counts},
+            max_commit_retries=props.max_commit_retries,
+        )
+        now = int(time.time() * 1000)
+        removes = [
+            RemoveAction(
+                files[i]["path"],
+                True,
+                now,
+                files[i]["size_bytes"],
+                {p: files[i].get(f"partition.{p}") for p in tdef.partitions},
+            )
+            for i in sorted(touched)
+        ]
+        dt.create_write_transaction(
+            [*removes, *written],
+            "append",
+            dt.schema(),
+            list(tdef.partitions),
+            commit_properties=props,
+        )
+    except BaseException:
+        remove_files(location, tdef.name, [a.path for a in written])
+        raise
+    return inserted.height, changed.height, rows.height - inserted.height - changed.height, n_gone
 
 
 def merge_upsert(
     dt: DeltaTable,
+    location: LakeLocation,
     tdef: TableDef,
     frame: pl.DataFrame,
     props: CommitProperties,
-    *,
-    merge_schema: bool | None = None,
 ) -> tuple[int, int, int, int]:
-    """MERGE ``frame`` (unique keys) on the table key; (inserted, updated, unchanged, deleted).
-    ``merge_schema`` (default: the table's ``evolving``) adds the frame's columns the table
-    lacks in the same commit."""
-    if merge_schema is None:
-        merge_schema = tdef.evolving
-    if "period" in tdef.partitions and "period" not in frame.columns:
-        frame = with_period(frame)
-    frame = frame.sort([c for c in (*tdef.partitions, *tdef.key) if c in frame.columns])
-    data = to_arrow(tdef, frame)
-    on = [f"t.{q(k)} = s.{q(k)}" for k in tdef.key if k not in tdef.partitions]
-    for p in tdef.partitions:
-        values = sorted({str(v) for v in frame.get_column(p).unique().to_list()})
-        on.append(f"t.{q(p)} = s.{q(p)}")
-        on.append(f"t.{q(p)} IN ({', '.join(literal(v) for v in values)})")
-    skip = {*tdef.key, *tdef.partitions, *tdef.bookkeeping}
-    value_cols = [c for c in data.schema.names if c not in skip]
+    """MERGE ``frame`` (unique keys) on the table key; (inserted, updated, unchanged, deleted)."""
     with lake_errors("merge into", tdef.name):
-        existing = set(dt.schema().to_arrow().names) if merge_schema else set(data.schema.names)
-        # a column the table does not have yet (a new indicator) changes every non-null row
-        changed = " OR ".join(
-            f"(t.{q(c)} IS DISTINCT FROM s.{q(c)})" if c in existing else f"(s.{q(c)} IS NOT NULL)"
-            for c in value_cols
-        )
-        merger = dt.merge(
-            data,
-            predicate=" AND ".join(on),
-            source_alias="s",
-            target_alias="t",
-            merge_schema=merge_schema,
-            commit_properties=props,
-        )
-        if changed:
-            merger = merger.when_matched_update_all(predicate=changed)
-        metrics = merger.when_not_matched_insert_all().execute()
-    return _counts(metrics, data.num_rows)
+        return _merge(dt, location, tdef, _frame(tdef, frame), None, props, "upsert")
 
 
 def merge_replace(
     dt: DeltaTable,
+    location: LakeLocation,
     tdef: TableDef,
     frame: pl.DataFrame,
     stale: pl.DataFrame,
     props: CommitProperties,
 ) -> tuple[int, int, int, int]:
-    """Insert/update ``frame`` and delete the ``stale`` keys in one MERGE (the keys to delete
-    ride in the source as data, flagged, never as SQL)."""
-    key = list(tdef.key)
-    data = to_arrow(tdef, frame)
-    flag = "_ml_delete"
-    src = pa.concat_tables(
-        [
-            data.append_column(flag, pa.array([False] * data.num_rows, type=pa.bool_())),
-            to_arrow(tdef, stale).append_column(
-                flag, pa.array([True] * stale.height, type=pa.bool_())
-            ),
-        ]
-    )
-    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
-    cols = list(data.schema.names)
-    skip = {*key, *tdef.partitions, *tdef.bookkeeping}
-    changed = " OR ".join(f"(t.{q(c)} IS DISTINCT FROM s.{q(c)})" for c in cols if c not in skip)
-    mapping = {q(c): f"s.{q(c)}" for c in cols}
+    """Insert/update ``frame`` and delete the ``stale`` keys in one commit."""
     with lake_errors("replace in", tdef.name):
-        merger = dt.merge(
-            src, predicate=on, source_alias="s", target_alias="t", commit_properties=props
-        )
-        merger = merger.when_matched_delete(predicate=f"s.{flag}")
-        if changed:
-            merger = merger.when_matched_update(updates=dict(mapping), predicate=f"({changed})")
-        metrics = merger.when_not_matched_insert(
-            updates=mapping, predicate=f"NOT s.{flag}"
-        ).execute()
-    return _counts(metrics, data.num_rows)
+        return _merge(dt, location, tdef, _frame(tdef, frame), stale, props, "replace")
 
 
 def merge_delete(
-    dt: DeltaTable, tdef: TableDef, keys: pl.DataFrame, props: CommitProperties
+    dt: DeltaTable,
+    location: LakeLocation,
+    tdef: TableDef,
+    keys: pl.DataFrame,
+    props: CommitProperties,
 ) -> int:
     """Delete the rows whose key is in ``keys``; returns how many."""
-    src = keys.select(list(tdef.key)).unique().to_arrow()
-    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in tdef.key)
+    empty = _frame(tdef, keys.head(0).select(list(tdef.key)))
     with lake_errors("delete from", tdef.name):
-        metrics = (
-            dt.merge(src, predicate=on, source_alias="s", target_alias="t", commit_properties=props)
-            .when_matched_delete()
-            .execute()
-        )
-    return int(metrics.get("num_target_rows_deleted", 0))
+        deletes = keys.select(list(tdef.key)).unique()
+        return _merge(dt, location, tdef, empty, deletes, props, "delete")[3]
+
+
+def net_changes(feed: pl.DataFrame) -> pl.DataFrame:
+    """A change feed without the rows a merge deleted and re-inserted unchanged (a file
+    swapped whole): within one commit, an insert equal in every column to a delete cancels
+    it."""
+    if feed.is_empty() or "_change_type" not in feed.columns:
+        return feed
+    cols = [c for c in feed.columns if c not in _CDF]
+    on = [*cols, "_commit_version"]
+    ins = feed.filter(pl.col("_change_type") == "insert")
+    dels = feed.filter(pl.col("_change_type") == "delete")
+    if ins.is_empty() or dels.is_empty():
+        return feed
+    rest = feed.filter(~pl.col("_change_type").is_in(["insert", "delete"]))
+    return pl.concat(
+        [
+            rest,
+            ins.join(dels.select(on), on=on, how="anti", nulls_equal=True),
+            dels.join(ins.select(on), on=on, how="anti", nulls_equal=True),
+        ]
+    )
+
+
+__all__ = [
+    "literal",
+    "merge_delete",
+    "merge_replace",
+    "merge_upsert",
+    "net_changes",
+    "q",
+    "read_file",
+]

@@ -22,7 +22,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from marketlake.errors import LakeConflictError, LakeCorruptError, LakeError
-from marketlake.lake import evolve, frames, merges, writes
+from marketlake.lake import evolve, frames, merges, verified, writes
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import dedupe
 from marketlake.lake.location import LakeLocation
@@ -225,7 +225,7 @@ class Lake:
                 if dt is None or assume_new or not may_overlap(dt, tdef, frame):
                     rows = self._append(tdef, dt, frame, props)
                     return WriteResult(name, inserted=rows, version=self.version(name))
-                ins, upd, same, _ = merges.merge_upsert(dt, tdef, frame, props)
+                ins, upd, same, _ = merges.merge_upsert(dt, self.location, tdef, frame, props)
                 return WriteResult(name, ins, upd, same, 0, self.version(name))
             except CommitConflict:
                 if assume_new:  # the proof was for a snapshot that is no longer the latest
@@ -260,7 +260,7 @@ class Lake:
                     props = commit_properties(
                         run_id, stage, {"schema_evolution": ",".join(missing)}
                     )
-                    merges.merge_upsert(dt, tdef, moved, props, merge_schema=True)
+                    merges.merge_upsert(dt, self.location, tdef, moved, props)
                 return True
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))
@@ -270,17 +270,13 @@ class Lake:
         """The table at ``dt``'s version in its current shape (missing columns null), with
         nothing moved."""
         with lake_errors("read lake table", name):
-            scan = pl.scan_delta(
-                self.uri(name),
-                version=dt.version(),
-                storage_options=self.location.storage_options,
-            )
+            scan = verified.scan(self.location, name, dt)
             return evolve.conform(scan, TABLES[name]).collect()
 
     def _append(self, tdef: TableDef, dt: DeltaTable | None, frame: pl.DataFrame, props) -> int:
         uri, options = self.uri(tdef.name), self.location.storage_options
         if tdef.evolving:
-            return writes.append_evolving(dt, uri, tdef, frame, props, options)
+            return writes.append_evolving(dt, self.location, tdef, frame, props)
         if dt is None:
             dt = writes.create(uri, tdef, options)
         return writes.append_files(dt, self.location, tdef, frame, props)
@@ -311,7 +307,9 @@ class Lake:
             with lake_errors("read", name):
                 stale = stale.collect()
             try:
-                ins, upd, same, gone = merges.merge_replace(dt, tdef, frame, stale, props)
+                ins, upd, same, gone = merges.merge_replace(
+                    dt, self.location, tdef, frame, stale, props
+                )
                 return WriteResult(name, ins, upd, same, gone, self.version(name))
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))
@@ -332,7 +330,7 @@ class Lake:
             if dt is None or keys.is_empty():
                 return 0
             try:
-                return merges.merge_delete(dt, tdef, keys, props)
+                return merges.merge_delete(dt, self.location, tdef, keys, props)
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))
         raise LakeConflictError(f"{name}: key delete failed, other writers committed first")
@@ -350,16 +348,13 @@ class Lake:
 
     def scan(self, name: str, version: int | None = None) -> pl.LazyFrame:
         """A lazy polars scan of the table (an empty frame of the right schema if absent);
-        its data files are checked against the log first."""
+        its data files are checked against the log first, and every page read is checked
+        against its checksum (a damaged file is a :class:`LakeCorruptError` naming it)."""
         dt = self.table(name, version)
         if dt is None:
             return self.empty(name).lazy()
         with lake_errors("read lake table", name):
-            scan = pl.scan_delta(
-                self.uri(name),
-                version=dt.version(),
-                storage_options=self.location.storage_options,
-            )
+            scan = verified.scan(self.location, name, dt)
         tdef = TABLES[name]
         if tdef.evolving:
             return scan
@@ -370,6 +365,15 @@ class Lake:
                 return evolve.with_moves(scan.collect(), tdef, added).lazy()
         return scan
 
+    def dataset(self, name: str, version: int | None = None) -> verified.Checked | None:
+        """The table's snapshot as a pyarrow dataset whose batches verify page checksums
+        (a damaged file is a :class:`LakeCorruptError` naming it); None when absent."""
+        dt = self.table(name, version)
+        if dt is None:
+            return None
+        with lake_errors("open lake table", name):
+            return verified.Checked(name, verified.dataset(self.location, name, dt))
+
     def read(self, name: str, version: int | None = None) -> pl.DataFrame:
         scan = self.scan(name, version)
         with lake_errors("read lake table", name):
@@ -378,7 +382,8 @@ class Lake:
     def changes(
         self, name: str, starting_version: int, ending_version: int | None = None
     ) -> pl.DataFrame:
-        """The change data feed between two versions (inclusive)."""
+        """The change data feed between two versions (inclusive), without rows a merge
+        rewrote unchanged (:func:`~marketlake.lake.merges.net_changes`)."""
         dt = self.table(name)
         if dt is None:
             return self.empty(name)
@@ -388,7 +393,7 @@ class Lake:
                 ending_version=ending_version,
                 allow_out_of_range=True,
             )
-            return pl.from_arrow(pa.table(reader))
+            return merges.net_changes(pl.from_arrow(pa.table(reader)))
 
     def history(self, name: str, limit: int | None = None) -> list[dict]:
         dt = self._open(name)

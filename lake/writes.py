@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable
 from deltalake.transaction import AddAction
 
 from marketlake.errors import LakeError
@@ -27,6 +27,7 @@ from marketlake.lake.tables import (
     TableDef,
     period_of_code,
     single_timeframe,
+    with_period,
     with_period_code,
 )
 
@@ -116,6 +117,44 @@ def write_files(
     return rows, adds
 
 
+def write_partitioned(
+    location: LakeLocation, tdef: TableDef, frame: pl.DataFrame, columns: dict[str, pa.DataType]
+) -> list[AddAction]:
+    """Write ``frame`` (its partition columns as strings included) as one new file per
+    partition, with the data columns typed by ``columns``; returns their add actions. On an
+    error the files written so far are deleted."""
+    parts = list(tdef.partitions)
+    written: list[str] = []
+
+    def one(item: tuple[tuple, pl.DataFrame]) -> AddAction:
+        key, part = item
+        values = {p: str(v) for p, v in zip(parts, key, strict=True)}
+        for v in values.values():
+            literal(v)
+        rel = "/".join(f"{p}={v}" for p, v in values.items())
+        rel = (rel + "/" if rel else "") + f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        body = part.drop(parts)
+        schema = pa.schema([(c, columns[c]) for c in body.columns])
+        written.append(rel)
+        table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+        size = write_parquet(location, tdef.name, rel, table)
+        return AddAction(rel, size, values, int(time.time() * 1000), True, stats(body))
+
+    if frame.is_empty():
+        return []
+    items = (
+        frame.partition_by(parts, as_dict=True, maintain_order=True).items()
+        if parts
+        else [((), frame)]
+    )
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow's writer releases the GIL
+            return list(pool.map(one, items))
+    except BaseException:
+        remove_files(location, tdef.name, written)
+        raise
+
+
 def write_parquet(location: LakeLocation, table: str, rel: str, data: pa.Table) -> int:
     """Write one data file of ``table`` (page checksums on); returns its size in bytes."""
     # dictionaries only for strings: trying them on prices costs time and saves nothing
@@ -172,27 +211,42 @@ def append_files(
 
 def append_evolving(
     dt: DeltaTable | None,
-    uri: str,
+    location: LakeLocation,
     tdef: TableDef,
     frame: pl.DataFrame,
     props: CommitProperties,
-    storage_options: dict[str, str] | None = None,
 ) -> int:
-    """Append to a table whose columns grow (indicators), through delta-rs' writer, which
-    merges the schema in the same commit."""
-    data = to_arrow(tdef, frame)
+    """Append to a table whose columns grow (indicators): columns the table lacks are added
+    first (nullable floats, a metadata-only commit, pinned), then the files are committed on
+    top of exactly that version."""
+    from deltalake.schema import Field
+
+    if "period" in tdef.partitions and "period" not in frame.columns:
+        frame = with_period(frame)
+    data = pl.from_arrow(to_arrow(tdef, frame))
+    assert isinstance(data, pl.DataFrame)
+    uri, options = location.table_uri(tdef.name), location.storage_options
     with lake_errors("append to", tdef.name):
-        write_deltalake(
-            dt if dt is not None else uri,
-            data,
-            mode="append",
-            partition_by=list(tdef.partitions) or None,
-            configuration=TABLE_CONFIG if dt is None else None,
-            schema_mode="merge",
-            commit_properties=props,
-            storage_options=storage_options if dt is None else None,
-        )
-    return data.num_rows
+        dt = dt if dt is not None else create(uri, tdef, options)
+        have = pa.schema(dt.schema().to_arrow())
+        new = [c for c in data.columns if c not in have.names]
+        if new:
+            before = dt.version()
+            dt.alter.add_columns(
+                [Field.from_arrow(pa.field(c, pa.float64())) for c in new], commit_properties=props
+            )
+            dt = DeltaTable(uri, storage_options=options)
+            if dt.version() != before + 1:
+                raise CommitConflict(f"append to {tdef.name}: another writer committed")
+        columns = {f.name: f.type for f in have if f.name not in tdef.partitions}
+        columns.update({c: pa.float64() for c in new})
+    adds = write_partitioned(location, tdef, data, columns)
+    try:
+        commit_files(dt, tdef, adds, props)
+    except BaseException:
+        remove_files(location, tdef.name, [a.path for a in adds])
+        raise
+    return data.height
 
 
 def create(uri: str, tdef: TableDef, storage_options: dict[str, str] | None = None) -> DeltaTable:
@@ -234,4 +288,5 @@ __all__ = [
     "remove_files",
     "write_files",
     "write_parquet",
+    "write_partitioned",
 ]

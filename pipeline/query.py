@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 
 from marketlake.errors import ConfigError
-from marketlake.lake.duck import connect
+from marketlake.lake.duck import connect, damage
 from marketlake.lake.store import Lake
 
 _ALLOWED = {"SELECT", "EXPLAIN"}
@@ -62,6 +62,6 @@ def run_query(lake: Lake, sql: str) -> pl.DataFrame:
         except duckdb.PermissionException as exc:
             raise ConfigError(f"query refused: {_first_line(exc)}") from exc
         except duckdb.Error as exc:
-            raise ConfigError(f"query failed: {_first_line(exc)}") from exc
+            raise damage(lake, exc) or ConfigError(f"query failed: {_first_line(exc)}") from exc
     finally:
         con.close()

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from marketlake.errors import LoadError
 from marketlake.lake import batches
+from marketlake.lake.merges import net_changes
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TableDef
 from marketlake.pipeline.redact import redact
@@ -267,8 +268,8 @@ def _read_changes(dt: Any, tdef: TableDef, prev: int, current: int) -> pl.DataFr
                 "%s: log lacks versions %d..%d; using a snapshot", tdef.name, prev + 1, current
             )
             return None
-        feed = pl.from_arrow(
-            pa.table(dt.load_cdf(starting_version=prev + 1, ending_version=current))
+        feed = net_changes(
+            pl.from_arrow(pa.table(dt.load_cdf(starting_version=prev + 1, ending_version=current)))
         )
     except Exception as exc:  # deltalake/pyarrow raise several types: all mean "cannot serve"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

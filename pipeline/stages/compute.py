@@ -22,7 +22,7 @@ from datetime import datetime
 import polars as pl
 import pyarrow as pa
 
-from marketlake.errors import ConfigError, LakeError
+from marketlake.errors import ConfigError, LakeCorruptError, LakeError
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import with_period, with_period_code
 from marketlake.pipeline import timeframes as tfs
@@ -168,6 +168,8 @@ def run_compute(
                 started_at=started,
                 metadata={"symbols": len(syms), **res},
             )
+        except LakeCorruptError:
+            raise  # a damaged data file stops the stage with one line naming it
         except (LakeError, ValueError) as exc:
             failed += len(syms)
             errors.append(f"{tf} {syms[0]}..: {exc}")

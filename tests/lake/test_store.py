@@ -80,7 +80,31 @@ def test_change_feed_and_time_travel(home):
     assert lake.read("ohlcv", version=first)["close"].to_list() == [1.0, 1.0, 1.0]
     assert set(lake.changes("ohlcv", first, first)["_change_type"]) == {"insert"}
     cdf = lake.changes("ohlcv", first + 1)
-    assert set(cdf["_change_type"]) == {"update_preimage", "update_postimage"}
+    # the rewritten file's rows: the old values deleted, the new ones inserted
+    assert sorted(cdf["_change_type"]) == ["delete"] * 3 + ["insert"] * 3
+    assert sorted(cdf.filter(pl.col("_change_type") == "insert")["close"]) == [2.0] * 3
+
+
+def test_merge_rewrites_only_the_files_holding_changed_rows_and_nets_the_feed(home):
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(["A"]), run_id="r", stage="t")
+    lake.upsert("ohlcv", bars(["B"]), run_id="r", stage="t")  # a second file, same partition
+    before = set(lake.table("ohlcv").get_add_actions(flatten=True).column("path").to_pylist())
+    v = lake.version("ohlcv")
+    changed = bars(["A", "B"]).with_columns(
+        pl.when((pl.col("symbol") == "A") & (pl.col("ts") == pl.col("ts").min()))
+        .then(5.0)
+        .otherwise(pl.col("close"))
+        .alias("close")
+    )
+    res = lake.upsert("ohlcv", changed, run_id="r2", stage="t")
+    assert (res.inserted, res.updated, res.unchanged) == (0, 1, 5)
+    after = set(lake.table("ohlcv").get_add_actions(flatten=True).column("path").to_pylist())
+    assert len(before - after) == 1 and len(after - before) == 1  # only A's file swapped
+    cdf = lake.changes("ohlcv", v + 1)
+    assert sorted(cdf["_change_type"]) == ["delete", "insert"]  # equal rows netted away
+    assert lake.upsert("ohlcv", changed, run_id="r3", stage="t").changed == 0
+    assert lake.version("ohlcv") == v + 1  # a re-run commits nothing
 
 
 def test_empty_table_reads_with_schema(home):

@@ -92,3 +92,32 @@ def test_maintain_verify_names_a_file_with_64_bytes_overwritten(damaged):
     assert res.exit_code == 1
     line = res.output.strip().splitlines()[-1]
     assert "ohlcv" in line and rel in line and "row group 0" in line
+
+
+def _flip_inside_a_page(path):
+    """Invert 64 bytes a third of the way into the file (inside a column chunk's pages),
+    keeping its size: only a page checksum can tell."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 3
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sync", "--timeframes", "1D", "--start", "2025-01-01", "--force"),
+        ("compute",),
+        ("export", "ohlcv", "--out", "{tmp}"),
+        ("query", "SELECT * FROM ohlcv ORDER BY ts"),
+    ],
+)
+def test_a_page_failing_its_checksum_is_one_line_naming_table_and_file(damaged, tmp_path, args):
+    # regression: only `maintain --verify` checked page CRCs; reads returned wrong numbers
+    home, target, rel = damaged
+    _flip_inside_a_page(target)
+    res = run(home, *[a.format(tmp=tmp_path / "out") for a in args])
+    assert res.exit_code == 1, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in res.output, res.output
+    assert "ohlcv" in errors[0] and rel in errors[0] and "damaged" in errors[0], errors[0]

@@ -1,0 +1,167 @@
+"""Reads that verify parquet page checksums: a damaged page is an error naming the table and
+the file, never wrong numbers.
+
+polars' and DuckDB's parquet readers do not check page CRCs, pyarrow's does
+(``page_checksum_verification``). So the lake's reads go through a pyarrow dataset over
+exactly the snapshot's files with verification on, handed to polars (projection and
+predicates pushed down to pyarrow) or registered with DuckDB. Files written without
+checksums (none of ours; older files) are read unchecked, as pyarrow does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+
+from marketlake.errors import LakeCorruptError, LakeError
+from marketlake.lake._errors import _DAMAGE, first_line
+from marketlake.lake.location import LakeLocation
+
+_STATS = ("symbol", "ts")  # the key columns reads filter on
+SCAN_OPTIONS = pds.ParquetFragmentScanOptions(pre_buffer=True, page_checksum_verification=True)
+FORMAT = pds.ParquetFileFormat(default_fragment_scan_options=SCAN_OPTIONS)
+
+
+def dataset(location: LakeLocation, name: str, dt: DeltaTable) -> pds.FileSystemDataset:
+    """The snapshot ``dt`` of table ``name`` as a pyarrow dataset that verifies page CRCs.
+
+    Each file's guarantee (what lets a filter skip it unopened) is built here from the log:
+    its partition values, and the min/max of key columns its statistics hold without nulls.
+    (delta-rs' own dataset turns a missing statistic into ``>= null``, which makes any filter
+    on that column skip the file.)"""
+    fs = None
+    if location.is_local:  # pyarrow's own file system: no Python in the read path
+        fs = pafs.SubTreeFileSystem(str(location.path / name), pafs.LocalFileSystem())
+    base = dt.to_pyarrow_dataset(filesystem=fs)
+    schema = base.schema
+    guarantees = _guarantees(dt, schema)
+    fragments = [
+        FORMAT.make_fragment(
+            f.path,
+            filesystem=base.filesystem,
+            partition_expression=guarantees.get(unquote(f.path.lstrip("/")), pds.scalar(True)),
+        )
+        for f in base.get_fragments()
+    ]
+    return pds.FileSystemDataset(fragments, schema, FORMAT, base.filesystem)
+
+
+def _guarantees(dt: DeltaTable, schema: pa.Schema) -> dict[str, pds.Expression]:
+    adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    parts = dt.metadata().partition_columns
+    out: dict[str, pds.Expression] = {}
+    for f in adds:
+        terms = []
+        for p in parts:
+            v = f.get(f"partition.{p}")
+            field = pds.field(p)
+            terms.append(
+                field.is_null() if v is None else field == pa.scalar(v, schema.field(p).type)
+            )
+        for c in _STATS:
+            lo, hi, nulls = f.get(f"min.{c}"), f.get(f"max.{c}"), f.get(f"null_count.{c}")
+            if c not in schema.names or lo is None or hi is None or nulls != 0:
+                continue
+            if isinstance(lo, str) and (len(lo) >= 32 or len(hi) >= 32):
+                continue  # possibly truncated statistics
+            typ = schema.field(c).type
+            if pa.types.is_timestamp(typ):
+                hi = hi + timedelta(milliseconds=1)  # statistics keep milliseconds
+            terms.append(
+                (pds.field(c) >= pa.scalar(lo, typ)) & (pds.field(c) <= pa.scalar(hi, typ))
+            )
+        expr = pds.scalar(True)
+        for t in terms:
+            expr = expr & t
+        out[unquote(f["path"])] = expr
+    return out
+
+
+def _failed(name: str, path: str, exc: BaseException) -> LakeError:
+    if _DAMAGE.search(str(exc)):
+        return damaged(name, path, exc)
+    rel = unquote(path.lstrip("/"))
+    return LakeError(f"read lake table {name} failed (data file {rel}): {first_line(exc)}")
+
+
+def damaged(name: str, path: str, exc: BaseException) -> LakeCorruptError:
+    rel = unquote(path.lstrip("/"))
+    return LakeCorruptError(
+        f"lake table {name}: data file {rel} is damaged: {first_line(exc)}; "
+        "run `marketlake maintain --verify`",
+        table=name,
+        file=rel,
+    )
+
+
+class Checked:
+    """A dataset whose scans go file by file, so a damaged page names its file; what
+    ``polars.scan_pyarrow_dataset`` and DuckDB call (``schema``, ``to_batches``, ``scanner``)
+    is all it offers."""
+
+    def __init__(self, name: str, ds: pds.FileSystemDataset) -> None:
+        self.name, self.ds, self.schema = name, ds, ds.schema
+
+    def to_batches(
+        self, columns: list[str] | None = None, filter: Any = None, **kw: Any
+    ) -> Iterator[pa.RecordBatch]:
+        # fragments carry their partition values and key statistics as guarantees: files
+        # the filter excludes are never opened
+        for frag in self.ds.get_fragments(filter=filter):
+            sent = False
+            try:
+                try:
+                    for batch in frag.to_batches(
+                        schema=self.schema, columns=columns, filter=filter, **kw
+                    ):
+                        sent = True
+                        yield batch
+                except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                    if filter is None or sent:
+                        raise
+                    # a file whose physical types differ from the table's (delta-rs writes
+                    # strings as string_view): filter after reading it in the table's types
+                    table = frag.to_table(schema=self.schema).filter(filter)
+                    yield from (table if columns is None else table.select(columns)).to_batches()
+            except (OSError, pa.ArrowException) as exc:
+                raise _failed(self.name, frag.path, exc) from exc
+
+    def to_table(self, **kw: Any) -> pa.Table:
+        return pa.Table.from_batches(list(self.to_batches(**kw)), schema=_projected(self, kw))
+
+    def count_rows(self) -> int:
+        return self.ds.count_rows()
+
+
+def _projected(ds: Checked, kw: dict[str, Any]) -> pa.Schema:
+    cols = kw.get("columns")
+    return ds.schema if cols is None else pa.schema([ds.schema.field(c) for c in cols])
+
+
+def find_damage(location: LakeLocation, name: str, dt: DeltaTable) -> LakeCorruptError | None:
+    """The error naming the first data file of the snapshot whose pages fail their checksums
+    (or that cannot be read at all), else None: every file read once."""
+    for frag in dataset(location, name, dt).get_fragments():
+        try:
+            for _ in frag.to_batches(batch_size=1 << 20):
+                pass
+        except (OSError, pa.ArrowException) as exc:
+            return damaged(name, frag.path, exc)  # verify: anything unreadable is damage
+    return None
+
+
+def scan(location: LakeLocation, name: str, dt: DeltaTable) -> pl.LazyFrame:
+    """A lazy polars scan of the snapshot that verifies page CRCs as it reads."""
+    checked = Checked(name, dataset(location, name, dt))
+    return pl.scan_pyarrow_dataset(checked, batch_size=1 << 20)  # type: ignore[arg-type]
+
+
+__all__ = ["Checked", "FORMAT", "dataset", "damaged", "find_damage", "scan"]
