@@ -6,7 +6,8 @@ scope, pruned by the files' key statistics; pages verified), then in one commit 
 the snapshot it read (see :mod:`marketlake.lake.writes`): rewrites only the files holding a
 row that changes or goes, and adds new files for new keys (page checksums on). A matched
 row is updated only when a value column is distinct, so a re-run changes 0 rows and commits
-nothing. Files are swapped whole, so the change feed shows a rewritten file's unchanged rows
+nothing. Keys match as in SQL: a null never equals anything, so a row with a null key
+column is always new. Files are swapped whole, so the change feed shows a rewritten file's unchanged rows
 deleted and re-inserted with equal values: :func:`net_changes` drops those pairs.
 """
 
@@ -152,15 +153,15 @@ def _merge(
         inserted, changed, gone = rows, rows.clear(), None
     else:
         tkeys = target.select([*key, _FILE])
-        inserted = rows.join(tkeys, on=key, how="anti", nulls_equal=True)
+        inserted = rows.join(tkeys, on=key, how="anti")
         present = set(target.columns)
         tvals = target.select(
             [*key, _FILE, *[pl.col(c).alias(f"{c}__t") for c in value_cols if c in present]]
         )
-        matched = rows.join(tvals, on=key, how="inner", nulls_equal=True)
+        matched = rows.join(tvals, on=key, how="inner")
         changed = matched.filter(_distinct(present, value_cols))
         gone = (
-            tkeys.join(deletes.select(key), on=key, how="semi", nulls_equal=True)
+            tkeys.join(deletes.select(key), on=key, how="semi")
             if deletes is not None and not deletes.is_empty()
             else None
         )
@@ -192,15 +193,11 @@ def _merge(
             drop = changed.select(key)
             if gone is not None:
                 drop = pl.concat([drop, gone.select(key)])
-            kept = target.filter(pl.col(_FILE).is_in(list(touched))).join(
-                drop, on=key, how="anti", nulls_equal=True
-            )
+            kept = target.filter(pl.col(_FILE).is_in(list(touched))).join(drop, on=key, how="anti")
             updated = changed.drop([c for c in changed.columns if c.endswith("__t")])
             fill = [c for c in target.columns if c not in updated.columns]
             if fill:  # columns the source lacks keep the target's values
-                updated = updated.join(
-                    target.select([*key, *fill]), on=key, how="left", nulls_equal=True
-                )
+                updated = updated.join(target.select([*key, *fill]), on=key, how="left")
             body = pl.concat([kept, updated], how="diagonal_relaxed").drop(_FILE, strict=False)
             written += write_partitioned(location, tdef, body.sort(order), columns)
         if not inserted.is_empty():
