@@ -275,6 +275,38 @@ def merge_delete(
         return _merge(dt, location, tdef, empty, deletes, props, "delete")[3]
 
 
+def merge_moving_columns(
+    dt: DeltaTable, tdef: TableDef, frame: pl.DataFrame, props: CommitProperties
+) -> None:
+    """The one-time move of data into columns an older lake lacks (see
+    :mod:`marketlake.lake.evolve`): delta-rs' MERGE, the only way to add columns and rows in
+    ONE commit (a crash between two commits would leave the column added and the data never
+    moved). Its files lack page checksums until a later merge or ``maintain`` rewrites them;
+    only small tables (instruments) move data this way."""
+    frame = frame.sort([c for c in tdef.key if c in frame.columns])
+    data = to_arrow(tdef, frame)
+    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in tdef.key)
+    existing = set(dt.schema().to_arrow().names)
+    skip = {*tdef.key, *tdef.partitions, *tdef.bookkeeping}
+    changed = " OR ".join(
+        f"(t.{q(c)} IS DISTINCT FROM s.{q(c)})" if c in existing else f"(s.{q(c)} IS NOT NULL)"
+        for c in data.schema.names
+        if c not in skip
+    )
+    with lake_errors("merge into", tdef.name):
+        merger = dt.merge(
+            data,
+            predicate=on,
+            source_alias="s",
+            target_alias="t",
+            merge_schema=True,
+            commit_properties=props,
+        )
+        if changed:
+            merger = merger.when_matched_update_all(predicate=changed)
+        merger.when_not_matched_insert_all().execute()
+
+
 def net_changes(feed: pl.DataFrame) -> pl.DataFrame:
     """A change feed without the rows a merge deleted and re-inserted unchanged (a file
     swapped whole): within one commit, an insert equal in every column to a delete cancels
@@ -299,6 +331,7 @@ def net_changes(feed: pl.DataFrame) -> pl.DataFrame:
 
 __all__ = [
     "literal",
+    "merge_moving_columns",
     "merge_delete",
     "merge_replace",
     "merge_upsert",

@@ -260,7 +260,7 @@ class Lake:
                     props = commit_properties(
                         run_id, stage, {"schema_evolution": ",".join(missing)}
                     )
-                    merges.merge_upsert(dt, self.location, tdef, moved, props)
+                    merges.merge_moving_columns(dt, tdef, moved, props)
                 return True
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))
