@@ -37,11 +37,12 @@ from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, exclusive
 from marketlake.pipeline.stages.compute import (
+    BAR_COLUMNS,
     BATCH_ROWS,
     KEY,
     WATERMARK,
+    _computed,
     _diff,
-    _indicators,
     begin,
     changed_series,
     last_watermark,
@@ -121,8 +122,14 @@ def compute_shard(
     # a shard is a run of sorted symbols: the range lets the scans skip files and row groups
     # by their statistics (a maintained lake is z-ordered by symbol), is_in then selects
     in_range = pl.col("symbol").is_between(pl.lit(syms[0]), pl.lit(syms[-1]))
-    series = lake.scan("ohlcv", version=upto).filter(in_range)
-    new = _indicators(series, tf, syms, indicators, columns, tz)
+    bars = (
+        lake.scan("ohlcv", version=upto)
+        .filter(in_range & (pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
+        .select(*BAR_COLUMNS)
+        .collect()
+    )
+    # the period as its integer code: no per-row strings (the rewrite splits files by it)
+    new = _computed(bars, tf, syms, indicators, columns, tz, period_code=True)
     stored = (
         lake.scan("indicators", version=stored_version)
         if stored_version is not None
@@ -155,7 +162,7 @@ def compute_shard(
             pl.when("__same").then("run_id").otherwise(pl.lit(run_id)).alias("run_id"),
         )
     rw = Rewrite(None, location, TABLES["indicators"], "timeframe", tf)  # written, not committed
-    rw.write(out.select(*KEY, "period", *columns, *other, "computed_at", "run_id"))
+    rw.write(out.select(*KEY, "_pcode", *columns, *other, "computed_at", "run_id"))
     return {"adds": rw.adds, "columns": rw.columns, "counts": counts, "tf": tf, "n": len(syms)}
 
 
