@@ -55,6 +55,7 @@ from marketlake.pipeline.providers.base import (
     Provider,
     provider_class,
     split_rejects,
+    with_optional_columns,
 )
 from marketlake.pipeline.redact import redact
 from marketlake.pipeline.runs import (
@@ -295,7 +296,7 @@ def land_bars(
     commit (a blind append when all are new). Series whose final bars changed are reported in
     ``readjusted`` and not written: the caller re-fetches and replaces them whole.
     ``timeframe``: the batch's only timeframe when the caller knows it (saves a scan)."""
-    good, bad = check_ohlcv(frame)
+    good, bad = check_ohlcv(with_optional_columns("ohlcv", frame))
     out = Landed(rejected=bad)
     if good.is_empty():
         return out

@@ -182,3 +182,31 @@ def test_closed_days_are_not_a_gap_a_missing_session_is(home):
     assert planned(datetime(2025, 1, 20, 23, 0, tzinfo=UTC)) == []  # Martin Luther King Day
     tuesday = planned(datetime(2025, 1, 21, 23, 0, tzinfo=UTC))  # a session closed: a gap
     assert [t["reason"] for t in tuesday] == ["update"]
+
+
+def test_land_bars_takes_a_frame_without_optional_columns(home):
+    # regression: a caller's frame without open_interest failed in the diff against a lake
+    # that has the column
+    from marketlake.pipeline.stages.ingest import land_bars
+
+    ts = [datetime(2026, 1, d, tzinfo=UTC) for d in (5, 6)]
+    bars = pl.DataFrame(
+        {
+            "symbol": ["AAA", "AAA"],
+            "timeframe": ["1D", "1D"],
+            "ts": ts,
+            "open": [10.0, 11.0],
+            "high": [12.0, 12.0],
+            "low": [9.0, 10.0],
+            "close": [11.0, 11.5],
+            "volume": [100.0, 200.0],
+            "adj_close": [11.0, 11.5],
+            "provider": ["files", "files"],
+            "is_final": [True, True],
+        }
+    )
+    lake = Lake(home)
+    assert land_bars(lake, bars, run_id="a", now=NOW, timeframe="1D").inserted == 2
+    again = land_bars(lake, bars, run_id="b", now=NOW, timeframe="1D")
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 2)
+    assert lake.read("ohlcv").get_column("open_interest").null_count() == 2
