@@ -387,6 +387,7 @@ class Lake:
         dt = self.table(name)
         if dt is None:
             return self.empty(name)
+        verified.check_versions(self.location, name, starting_version, ending_version)
         with lake_errors("read the change feed of", name):
             reader = dt.load_cdf(
                 starting_version=starting_version,

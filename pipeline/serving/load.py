@@ -28,7 +28,8 @@ import polars as pl
 import pyarrow as pa
 
 from marketlake.errors import LoadError
-from marketlake.lake import batches
+from marketlake.lake import batches, verified
+from marketlake.lake.location import LakeLocation
 from marketlake.lake.merges import net_changes
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TableDef
@@ -183,7 +184,7 @@ class Loader:
 
         changes = None
         if prev is not None and prev_id == table_id and prev < current:
-            changes = _read_changes(dt, tdef, prev, current)
+            changes = _read_changes(dt, tdef, prev, current, self.lake.location)
         if name in TS_PARTITIONED:  # the ts range partitions the rows need, made on demand
             rows = (
                 changes.lazy().filter(~pl.col(FLAG))
@@ -258,9 +259,12 @@ def _ts_ranges(rows: pl.LazyFrame) -> list[tuple[str, Any, Any]]:
     )
 
 
-def _read_changes(dt: Any, tdef: TableDef, prev: int, current: int) -> pl.DataFrame | None:
+def _read_changes(
+    dt: Any, tdef: TableDef, prev: int, current: int, location: LakeLocation
+) -> pl.DataFrame | None:
     """Each key's last change in versions ``prev+1..current`` with a delete flag, or None
-    when the change feed cannot serve that whole range (then a snapshot diff is used)."""
+    when the change feed cannot serve that whole range (then a snapshot diff is used, whose
+    reads are verified: a damaged file the feed would read sends the load there)."""
     try:
         versions = {h.get("version") for h in dt.history(current - prev)}
         if not set(range(prev + 1, current + 1)) <= versions:
@@ -268,6 +272,7 @@ def _read_changes(dt: Any, tdef: TableDef, prev: int, current: int) -> pl.DataFr
                 "%s: log lacks versions %d..%d; using a snapshot", tdef.name, prev + 1, current
             )
             return None
+        verified.check_versions(location, tdef.name, prev + 1, current)
         feed = net_changes(
             pl.from_arrow(pa.table(dt.load_cdf(starting_version=prev + 1, ending_version=current)))
         )

@@ -148,7 +148,7 @@ def push_table(
     if valid and mark["version"] >= current:
         return {"mode": "noop", "version": held["version"], "sent": 0}
     schema = pa.schema(dt.schema().to_arrow()).append(pa.field(FLAG, pa.bool_()))
-    changes = _read_changes(dt, tdef, mark["version"], current) if valid else None
+    changes = _read_changes(dt, tdef, mark["version"], current, lake.location) if valid else None
     if changes is not None:
         mode, prev, rows = "changes", mark["version"], changes.height
         batches = conform(rebatch(changes.to_arrow().to_batches()), schema)
