@@ -45,14 +45,14 @@ def test_a_lease_not_renewed_is_taken_over_and_its_holder_returned(tmp_path, s3_
 
     from marketlake.lake.lock import LockInfo
 
-    loc = _location(tmp_path, s3_lake, lease_s=1.0)
+    loc = _location(tmp_path, s3_lake, lease_s=3.0)  # > a loaded moto round trip
     from datetime import UTC, datetime
 
     dead = LockInfo("dead-run", "sync", datetime.now(UTC), 999999, "gone-host")
     obstore.put(loc.store(), RECORD_KEY, dead.to_json(), mode="create")  # a holder that died
     with pytest.raises(LakeBusyError):
         LeaseLock(loc).acquire("new-run", "sync")
-    with writer(loc, "new-run", "sync", wait=5) as stale:
+    with writer(loc, "new-run", "sync", wait=15) as stale:
         assert stale is not None and stale.run_id == "dead-run"
         assert LeaseLock(loc).holder().run_id == "new-run"
     assert LeaseLock(loc).holder() is None
