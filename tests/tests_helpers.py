@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from marketlake.lake.tables import period_expr
@@ -50,3 +52,21 @@ def bars(symbols, days=3, start=datetime(2024, 1, 1, tzinfo=UTC), close=1.0, tf=
                 }
             )
     return pl.DataFrame(rows).with_columns(period_expr())
+
+
+def has_page_crcs(path: Path) -> bool:
+    """Flip the last byte of the first column chunk (page data, not its header) in a copy:
+    only a file with page CRCs then fails verification with a checksum error."""
+    col = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + col.total_compressed_size - 1] ^= 0xFF
+    copy = path.with_name("copy-" + path.name)
+    copy.write_bytes(bytes(data))
+    try:
+        pq.read_table(copy, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as exc:
+        return "CRC" in str(exc)
+    finally:
+        copy.unlink()
+    return False

@@ -9,9 +9,10 @@ source's change feed could not serve the range, or this is the first push).
   version range in its metadata. A batch whose range the history already holds (a push the
   remote committed but whose acknowledgement was lost) commits nothing and changes 0 rows.
 * Into an empty table the rows are appended, streamed from the spool into data files in
-  bounded memory (:mod:`.files`); otherwise one MERGE
-  inserts new keys, updates rows whose values differ (so a re-applied batch is a no-op),
-  deletes flagged keys and, for a snapshot, every key the snapshot lacks.
+  bounded memory (:mod:`.files`). A change batch is one merge of
+  :mod:`marketlake.lake.merges` (checksummed files): it inserts new keys, updates rows whose
+  values differ (so a re-applied batch is a no-op) and deletes flagged keys. A snapshot into
+  a non-empty table is one delta-rs MERGE that also deletes every key the snapshot lacks.
 * Columns the source grew (a new indicator) are added first by a metadata-only commit.
 """
 
@@ -22,12 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, Field
 from deltalake.schema import Schema as DeltaSchema
 
 from marketlake.errors import ValidationError
-from marketlake.lake import writes
+from marketlake.lake import merges, writes
 from marketlake.lake._errors import lake_errors
 from marketlake.lake.batches import conform
 from marketlake.lake.location import LakeLocation
@@ -169,6 +171,8 @@ def apply_push(
     if empty and not deletes:
         rows = _append(dt, location, tdef, schema, spool, batch.rows, props)
         res = Applied(tdef.name, 0, "", batch.mode, inserted=rows, rows=rows)
+    elif batch.mode == "changes":
+        res = _merge_changes(dt, location, tdef, schema, spool, batch, props)
     else:
         res = _merge(dt, tdef, schema, spool, parts, batch, props)
     with lake_errors("read", tdef.name):
@@ -201,6 +205,39 @@ def _append(
     return out.rows
 
 
+def _merge_changes(
+    dt: DeltaTable,
+    location: LakeLocation,
+    tdef: TableDef,
+    schema: pa.Schema,
+    spool: Path,
+    batch: PushBatch,
+    props,
+) -> Applied:
+    """A change batch as one merge of :mod:`marketlake.lake.merges`: upserts and the flagged
+    keys' deletes in one commit, written with page checksums like every local merge (only
+    files holding a changed or deleted key are rewritten). The batch is one change set, so
+    it is read whole."""
+    source_schema = schema.append(pa.field(FLAG, pa.bool_()))
+    table = pa.Table.from_batches(list(_with_flag(read_file(spool), source_schema)), source_schema)
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    rows = frame.filter(~pl.col(FLAG)).drop(FLAG)
+    gone = frame.filter(pl.col(FLAG)).select(list(tdef.key))
+    ins, upd, _, dele = merges.merge_replace(dt, location, tdef, rows, gone, props)
+    return Applied(
+        tdef.name,
+        0,
+        "",
+        batch.mode,
+        inserted=ins,
+        updated=upd,
+        deleted=dele,
+        unchanged=max(batch.rows - ins - upd - dele, 0),
+        rows=batch.rows,
+    )
+
+
 def _merge(
     dt: DeltaTable,
     tdef: TableDef,
@@ -210,7 +247,9 @@ def _merge(
     batch: PushBatch,
     props,
 ) -> Applied:
-    """One MERGE of the spooled batch (streamed as the merge's source)."""
+    """A snapshot batch as one delta-rs MERGE (streamed as the merge's source; it also
+    deletes every key the snapshot lacks). Its files have no page checksums until a later
+    merge or compaction rewrites them."""
     source_schema = schema.append(pa.field(FLAG, pa.bool_()))
     flagged = _with_flag(read_file(spool), source_schema)
     on = [f"t.{q(k)} = s.{q(k)}" for k in tdef.key]

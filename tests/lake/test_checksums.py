@@ -6,31 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
-from tests_helpers import bars
+from tests_helpers import bars, has_page_crcs
 
 from marketlake.lake import Lake
 from marketlake.lake.maintenance import maintain
 from marketlake.pipeline import universe
-
-
-def _has_page_crcs(path: Path) -> bool:
-    """Flip the last byte of the first column chunk (page data, not its header) in a copy:
-    only a file with page CRCs then fails verification with a checksum error."""
-    col = pq.ParquetFile(path).metadata.row_group(0).column(0)
-    start = col.dictionary_page_offset or col.data_page_offset
-    data = bytearray(path.read_bytes())
-    data[start + col.total_compressed_size - 1] ^= 0xFF
-    copy = path.with_name("copy-" + path.name)
-    copy.write_bytes(bytes(data))
-    try:
-        pq.read_table(copy, page_checksum_verification=True)
-    except (OSError, pa.ArrowException) as exc:
-        return "CRC" in str(exc)
-    finally:
-        copy.unlink()
-    return False
 
 
 def _live_files(lake: Lake, name: str) -> list[Path]:
@@ -41,13 +22,13 @@ def _live_files(lake: Lake, name: str) -> list[Path]:
 def _all_checksummed(lake: Lake, name: str) -> None:
     files = _live_files(lake, name)
     assert files
-    assert [f.name for f in files if not _has_page_crcs(f)] == []
+    assert [f.name for f in files if not has_page_crcs(f)] == []
 
 
 def test_the_probe_tells_a_file_without_crcs(tmp_path):
     plain = tmp_path / "plain.parquet"
     pq.write_table(bars(["A"], days=50).to_arrow(), plain)
-    assert not _has_page_crcs(plain)
+    assert not has_page_crcs(plain)
 
 
 def test_every_write_path_leaves_only_checksummed_files(home):

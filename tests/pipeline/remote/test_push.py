@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from remote_helpers import TOKEN, Remote, cli_env, table
-from tests_helpers import bars
+from tests_helpers import bars, has_page_crcs
 
 from marketlake.lake import Lake
 from marketlake.pipeline.config import load_settings
@@ -100,6 +100,10 @@ def test_push_then_changes_then_nothing(remote, local):
     assert (second.inserted, second.updated, second.details["deleted"]) == (42, 2, 30)
     assert table(remote.home, "ohlcv").equals(table(local, "ohlcv"))
     assert served_rows(remote) == 42 * 31 - 30  # S002 lost its 30 old bars, kept the new one
+    # the change merge writes like every local merge: page checksums in every file it wrote
+    rlake = Lake(remote.home)
+    paths = rlake.table("ohlcv").get_add_actions(flatten=True).column("path").to_pylist()
+    assert all(has_page_crcs(rlake.path("ohlcv") / p) for p in paths)
 
     third = push(local, remote)
     assert third.details["tables"]["ohlcv"]["mode"] == "noop"
