@@ -23,11 +23,12 @@ from deltalake.transaction import RemoveAction
 
 from marketlake.errors import LakeCorruptError
 from marketlake.lake import merges
-from marketlake.lake._errors import first_line, lake_errors
+from marketlake.lake._errors import lake_errors
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
+from marketlake.lake.verified import verify_file
 from marketlake.lake.writes import commit_properties, remove_files, write_partitioned
 
 
@@ -182,24 +183,10 @@ def verify(lake: Lake, tables: list[str] | None = None) -> list[dict[str, Any]]:
                 unquote(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist()
             ]
         for rel in paths:
-            problem = _verify_file(lake.location, f"{name}/{rel}")
+            problem = verify_file(lake.location, f"{name}/{rel}")
             if problem is not None:
                 problems.append({"table": name, "file": rel, **problem})
     return problems
-
-
-def _verify_file(location: LakeLocation, key: str) -> dict[str, Any] | None:
-    group: int | None = None
-    try:
-        source = location.path / key if location.is_local else pa.BufferReader(location.get(key))
-        pf = pq.ParquetFile(source, page_checksum_verification=True)
-        for group in range(pf.num_row_groups):
-            pf.read_row_group(group)
-    except FileNotFoundError:
-        return {"row_group": None, "reason": "file is missing"}
-    except (OSError, pa.ArrowException, ValueError) as exc:
-        return {"row_group": group, "reason": first_line(exc)}
-    return None
 
 
 def raise_on_damage(problems: list[dict[str, Any]]) -> None:

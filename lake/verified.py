@@ -167,15 +167,34 @@ def scan(location: LakeLocation, name: str, dt: DeltaTable) -> pl.LazyFrame:
 __all__ = ["Checked", "FORMAT", "dataset", "damaged", "find_damage", "scan"]
 
 
+MISSING = "file is missing"
+
+
+def verify_file(location: LakeLocation, key: str) -> dict[str, Any] | None:
+    """Read every row group of the data file ``key`` with page checksums verified: None when
+    it reads, else the failing row group and reason (a missing file says so)."""
+    import pyarrow.parquet as pq
+
+    group: int | None = None
+    try:
+        source = location.path / key if location.is_local else pa.BufferReader(location.get(key))
+        pf = pq.ParquetFile(source, page_checksum_verification=True)
+        for group in range(pf.num_row_groups):
+            pf.read_row_group(group)
+    except FileNotFoundError:
+        return {"row_group": None, "reason": MISSING}
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return {"row_group": group, "reason": first_line(exc)}
+    return None
+
+
 def check_versions(location: LakeLocation, name: str, first: int, last: int | None) -> None:
     """Verify the page checksums of every data and change file that commits ``first`` ..
     ``last`` (inclusive; None = the latest) added, before the change feed reads them:
     delta-rs reads those files without checking CRCs, so a damaged page would reach a
     consumer as wrong numbers. Raises :class:`LakeCorruptError` naming the first damaged
-    file; a commit missing from the log is left to the feed itself to report."""
+    file; a file or commit missing from the log is left to the feed itself to report."""
     import json
-
-    import pyarrow.parquet as pq
 
     log = f"{name}/_delta_log"
     commits = sorted(k for k in location.list(log) if k.endswith(".json") and "/" not in k)
@@ -189,17 +208,6 @@ def check_versions(location: LakeLocation, name: str, first: int, last: int | No
                 if kind not in action:
                     continue
                 rel = unquote(action[kind]["path"])
-                key = f"{name}/{rel}"
-                try:
-                    src = (
-                        location.path / key
-                        if location.is_local
-                        else pa.BufferReader(location.get(key))
-                    )
-                    pf = pq.ParquetFile(src, page_checksum_verification=True)
-                    for group in range(pf.num_row_groups):
-                        pf.read_row_group(group)
-                except FileNotFoundError:
-                    continue  # vacuumed: the feed cannot serve it and says so
-                except (OSError, pa.ArrowException, ValueError) as exc:
-                    raise damaged(name, rel, exc) from exc
+                problem = verify_file(location, f"{name}/{rel}")
+                if problem is not None and problem["reason"] != MISSING:
+                    raise damaged(name, rel, RuntimeError(problem["reason"]))

@@ -225,17 +225,7 @@ def _merge_changes(
     rows = frame.filter(~pl.col(FLAG)).drop(FLAG)
     gone = frame.filter(pl.col(FLAG)).select(list(tdef.key))
     ins, upd, _, dele = merges.merge_replace(dt, location, tdef, rows, gone, props)
-    return Applied(
-        tdef.name,
-        0,
-        "",
-        batch.mode,
-        inserted=ins,
-        updated=upd,
-        deleted=dele,
-        unchanged=max(batch.rows - ins - upd - dele, 0),
-        rows=batch.rows,
-    )
+    return _counted(tdef, batch, ins, upd, dele)
 
 
 def _merge(
@@ -279,19 +269,18 @@ def _merge(
         if snapshot:
             merger = merger.when_not_matched_by_source_delete()
         metrics = merger.execute()
-    ins = int(metrics.get("num_target_rows_inserted", 0))
-    upd = int(metrics.get("num_target_rows_updated", 0))
-    dele = int(metrics.get("num_target_rows_deleted", 0))
+    return _counted(
+        tdef,
+        batch,
+        *(int(metrics.get(f"num_target_rows_{k}", 0)) for k in ("inserted", "updated", "deleted")),
+    )
+
+
+def _counted(tdef: TableDef, batch: PushBatch, ins: int, upd: int, dele: int) -> Applied:
+    """A merged batch's counts (version and table id are filled in after the commit)."""
+    unchanged = max(batch.rows - ins - upd - dele, 0)
     return Applied(
-        tdef.name,
-        0,
-        "",
-        batch.mode,
-        inserted=ins,
-        updated=upd,
-        deleted=dele,
-        unchanged=max(batch.rows - ins - upd - dele, 0),
-        rows=batch.rows,
+        tdef.name, 0, "", batch.mode, ins, upd, dele, unchanged=unchanged, rows=batch.rows
     )
 
 
