@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -19,7 +18,6 @@ from urllib.parse import unquote
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake.transaction import RemoveAction
 
 from marketlake.errors import LakeCorruptError
 from marketlake.lake import merges
@@ -29,7 +27,13 @@ from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
 from marketlake.lake.verified import verify_file
-from marketlake.lake.writes import commit_properties, remove_files, write_partitioned
+from marketlake.lake.writes import (
+    commit_properties,
+    commit_swap,
+    live_files,
+    remove_files,
+    write_partitioned,
+)
 
 
 def maintain(
@@ -89,7 +93,7 @@ def _crowded_partitions(lake: Lake, name: str) -> list[list[dict[str, Any]]]:
     """The add actions of each partition holding more than one data file."""
     tdef = TABLES[name]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for f in pa.table(lake.table(name).get_add_actions(flatten=True)).to_pylist():
+    for f in live_files(lake.table(name)):
         groups[tuple(f.get(f"partition.{p}") for p in tdef.partitions)].append(f)
     return [files for _, files in sorted(groups.items(), key=_order) if len(files) > 1]
 
@@ -113,22 +117,9 @@ def _compact(lake: Lake, name: str, files: list[dict[str, Any]]) -> None:
     columns = {f.name: f.type for f in schema if f.name not in tdef.partitions}
     adds = write_partitioned(lake.location, tdef, body.sort(order), columns)
     adds = [dataclasses.replace(a, data_change=False) for a in adds]
-    now = int(time.time() * 1000)
-    removes = [
-        RemoveAction(
-            f["path"],
-            False,
-            now,
-            f["size_bytes"],
-            {p: f.get(f"partition.{p}") for p in tdef.partitions},
-        )
-        for f in files
-    ]
     props = commit_properties(f"maintain-{uuid.uuid4().hex[:8]}", "maintain")
     try:
-        dt.create_write_transaction(
-            [*removes, *adds], "append", dt.schema(), list(tdef.partitions), commit_properties=props
-        )
+        commit_swap(dt, tdef, files, adds, props, data_change=False)
     except BaseException:
         remove_files(lake.location, name, [a.path for a in adds])
         raise

@@ -13,7 +13,6 @@ deleted and re-inserted with equal values: :func:`net_changes` drops those pairs
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,14 +21,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
 from deltalake.schema import Field
-from deltalake.transaction import AddAction, RemoveAction
+from deltalake.transaction import AddAction
 
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import to_arrow
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef, with_period
 from marketlake.lake.verified import damaged
-from marketlake.lake.writes import literal, remove_files, write_partitioned
+from marketlake.lake.writes import (
+    commit_swap,
+    literal,
+    live_files,
+    remove_files,
+    write_partitioned,
+)
 
 _FILE = "_ml_file"
 _CDF = ("_change_type", "_commit_version", "_commit_timestamp")
@@ -52,7 +57,7 @@ def _frame(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
 def _candidates(dt: DeltaTable, tdef: TableDef, src: pl.DataFrame) -> list[dict[str, Any]]:
     """Add actions of the files that may hold a key of ``src``: in its partitions, and with
     key statistics overlapping its range."""
-    files = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    files = live_files(dt)
     if src.is_empty():
         return []
     scope = {
@@ -212,24 +217,7 @@ def _merge(
             custom_metadata={**(props.custom_metadata or {}), **counts},
             max_commit_retries=props.max_commit_retries,
         )
-        now = int(time.time() * 1000)
-        removes = [
-            RemoveAction(
-                files[i]["path"],
-                True,
-                now,
-                files[i]["size_bytes"],
-                {p: files[i].get(f"partition.{p}") for p in tdef.partitions},
-            )
-            for i in sorted(touched)
-        ]
-        dt.create_write_transaction(
-            [*removes, *written],
-            "append",
-            dt.schema(),
-            list(tdef.partitions),
-            commit_properties=props,
-        )
+        commit_swap(dt, tdef, [files[i] for i in sorted(touched)], written, props)
     except BaseException:
         remove_files(location, tdef.name, [a.path for a in written])
         raise

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.schema import Field
-from deltalake.transaction import AddAction, RemoveAction
+from deltalake.transaction import AddAction
 
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import stats
@@ -27,8 +27,10 @@ from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef, period_of_code
 from marketlake.lake.writes import (
     commit_properties,
+    commit_swap,
     create,
     literal,
+    live_files,
     remove_files,
     write_parquet,
 )
@@ -125,34 +127,16 @@ class Rewrite:
                     dt = DeltaTable(self.uri, storage_options=options)
                     if dt.version() != before + 1:
                         raise CommitConflict(f"rewrite {name}: another writer committed")
-                files = pa.table(dt.get_add_actions(flatten=True))
                 col = f"partition.{self.column}"
-                now = int(time.time() * 1000)
-                removes = [
-                    RemoveAction(
-                        f["path"],
-                        True,
-                        now,
-                        f["size_bytes"],
-                        {p: f.get(f"partition.{p}") for p in self.tdef.partitions},
-                    )
-                    for f in files.to_pylist()
-                    if files.num_rows and f.get(col) == self.value
-                ]
-                if not removes and not self.adds:
+                gone = [f for f in live_files(dt) if f.get(col) == self.value]
+                if not gone and not self.adds:
                     return 0
-                dt.create_write_transaction(
-                    [*removes, *self.adds],
-                    "append",
-                    dt.schema(),
-                    list(self.tdef.partitions),
-                    commit_properties=props,
-                )
+                commit_swap(dt, self.tdef, gone, self.adds, props)
         except BaseException:
             self.abandon()
             raise
         self.written = []
-        return len(removes)
+        return len(gone)
 
     def abandon(self) -> None:
         """Delete the files written so far (never committed, nothing references them)."""

@@ -10,17 +10,22 @@ commit (a refused one, or a worker killed after writing) are deleted here or by 
 
 from __future__ import annotations
 
-import time
-
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.schema import Field
-from deltalake.transaction import AddAction, RemoveAction
+from deltalake.transaction import AddAction
 
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef
-from marketlake.lake.writes import commit_properties, create, literal, remove_files
+from marketlake.lake.writes import (
+    commit_properties,
+    commit_swap,
+    create,
+    literal,
+    live_files,
+    remove_files,
+)
 
 
 def swap_partitions(
@@ -56,27 +61,9 @@ def swap_partitions(
                 dt = DeltaTable(uri, storage_options=options)
                 if dt.version() != before + 1:
                     raise CommitConflict(f"swap in {tdef.name}: another writer committed")
-            files = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-            now = int(time.time() * 1000)
-            removes = [
-                RemoveAction(
-                    f["path"],
-                    True,
-                    now,
-                    f["size_bytes"],
-                    {p: f.get(f"partition.{p}") for p in tdef.partitions},
-                )
-                for f in files
-                if f.get(f"partition.{column}") in values
-            ]
-            dt.create_write_transaction(
-                [*removes, *adds],
-                "append",
-                dt.schema(),
-                list(tdef.partitions),
-                commit_properties=props,
-            )
+            gone = [f for f in live_files(dt) if f.get(f"partition.{column}") in values]
+            commit_swap(dt, tdef, gone, adds, props)
     except BaseException:
         remove_files(location, tdef.name, [a.path for a in adds])
         raise
-    return len(removes)
+    return len(gone)

@@ -12,12 +12,13 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 from marketlake.errors import LakeError
 from marketlake.lake._errors import CommitConflict, lake_errors
@@ -181,6 +182,50 @@ def remove_files(location: LakeLocation, table: str, rels: list[str]) -> None:
             location.delete(f"{table}/{rel}")
 
 
+def live_files(dt: DeltaTable) -> list[dict[str, Any]]:
+    """The add actions of ``dt``'s snapshot, flattened (``path``, ``size_bytes``,
+    ``partition.<col>``, ``min.<col>``...), one dict per data file."""
+    return pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+
+
+def remove_actions(
+    tdef: TableDef, files: list[dict[str, Any]], *, data_change: bool = True
+) -> list[RemoveAction]:
+    """Remove actions for ``files`` (flattened add actions of :func:`live_files`);
+    ``data_change`` false for a rewrite that changes no row (compaction)."""
+    now = int(time.time() * 1000)
+    return [
+        RemoveAction(
+            f["path"],
+            data_change,
+            now,
+            f["size_bytes"],
+            {p: f.get(f"partition.{p}") for p in tdef.partitions},
+        )
+        for f in files
+    ]
+
+
+def commit_swap(
+    dt: DeltaTable,
+    tdef: TableDef,
+    gone: list[dict[str, Any]],
+    adds: list[AddAction],
+    props: CommitProperties,
+    *,
+    data_change: bool = True,
+) -> None:
+    """One commit on top of ``dt``'s version that removes the files ``gone`` (flattened add
+    actions) and adds ``adds`` (the caller deletes ``adds``' files if it fails)."""
+    dt.create_write_transaction(
+        [*remove_actions(tdef, gone, data_change=data_change), *adds],
+        "append",
+        dt.schema(),
+        list(tdef.partitions),
+        commit_properties=props,
+    )
+
+
 def commit_files(
     dt: DeltaTable, tdef: TableDef, adds: list[AddAction], props: CommitProperties
 ) -> None:
@@ -282,9 +327,12 @@ __all__ = [
     "append_files",
     "commit_files",
     "commit_properties",
+    "commit_swap",
     "create",
     "literal",
+    "live_files",
     "mark",
+    "remove_actions",
     "remove_files",
     "write_files",
     "write_parquet",
