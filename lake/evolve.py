@@ -4,9 +4,10 @@ definition (``ohlcv.open_interest``, ``instruments.routes``) gains it without a 
 Writers add the missing columns in one metadata-only commit before their first write (old
 files read the column as null); readers of a table not yet evolved see it as a null column,
 so every reader gets the table's current shape whichever version it reads. Data that an
-older release kept elsewhere moves into its column in the same commit that adds the column (a
-MERGE that merges the schema; :data:`MOVES`: per-kind routes and the listing source were reserved keys
-of ``instruments.provider_symbols``); readers of a table not yet evolved see it moved.
+older release kept elsewhere moves into its column in the same commit that adds the column
+(the table rewritten by the lake's checksummed writer; :data:`MOVES`: per-kind routes and the
+listing source were reserved keys of ``instruments.provider_symbols``); readers of a table
+not yet evolved see it moved.
 """
 
 from __future__ import annotations

@@ -263,36 +263,34 @@ def merge_delete(
         return _merge(dt, location, tdef, empty, deletes, props, "delete")[3]
 
 
-def merge_moving_columns(
-    dt: DeltaTable, tdef: TableDef, frame: pl.DataFrame, props: CommitProperties
+def move_into_columns(
+    dt: DeltaTable,
+    location: LakeLocation,
+    tdef: TableDef,
+    table: pl.DataFrame,
+    props: CommitProperties,
 ) -> None:
     """The one-time move of data into columns an older lake lacks (see
-    :mod:`marketlake.lake.evolve`): delta-rs' MERGE, the only way to add columns and rows in
-    ONE commit (a crash between two commits would leave the column added and the data never
-    moved). Its files lack page checksums until a later merge or ``maintain`` rewrites them;
-    only small tables (instruments) move data this way."""
-    frame = frame.sort([c for c in tdef.key if c in frame.columns])
-    data = to_arrow(tdef, frame)
-    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in tdef.key)
-    existing = set(dt.schema().to_arrow().names)
-    skip = {*tdef.key, *tdef.partitions, *tdef.bookkeeping}
-    changed = " OR ".join(
-        f"(t.{q(c)} IS DISTINCT FROM s.{q(c)})" if c in existing else f"(s.{q(c)} IS NOT NULL)"
-        for c in data.schema.names
-        if c not in skip
-    )
-    with lake_errors("merge into", tdef.name):
-        merger = dt.merge(
-            data,
-            predicate=on,
-            source_alias="s",
-            target_alias="t",
-            merge_schema=True,
-            commit_properties=props,
-        )
-        if changed:
-            merger = merger.when_matched_update_all(predicate=changed)
-        merger.when_not_matched_insert_all().execute()
+    :mod:`marketlake.lake.evolve`): ``table`` (the whole table at ``dt``'s version, in its
+    new shape, the moved rows rewritten) replaces every file in ONE commit that also adds the
+    columns (an overwrite carrying the new schema: a crash between two commits would leave
+    the columns added and the data never moved), pinned to ``dt``'s version. Written with
+    page checksums like every other write; only small tables (instruments) move data."""
+    have = pa.schema(dt.schema().to_arrow())
+    added = [f for f in tdef.schema if f.name not in have.names and f.nullable]
+    schema = pa.schema([*have, *added])
+    columns = {f.name: f.type for f in schema if f.name not in tdef.partitions}
+    order = [c for c in ("symbol", "timeframe", "ts") if c in tdef.key] or list(tdef.key)
+    body = table.with_columns([pl.col(p).cast(pl.String) for p in tdef.partitions])
+    adds = write_partitioned(location, tdef, body.select(schema.names).sort(order), columns)
+    try:
+        with lake_errors("move data into new columns of", tdef.name):
+            dt.create_write_transaction(
+                adds, "overwrite", schema, list(tdef.partitions), commit_properties=props
+            )
+    except BaseException:
+        remove_files(location, tdef.name, [a.path for a in adds])
+        raise
 
 
 def net_changes(feed: pl.DataFrame) -> pl.DataFrame:
@@ -319,8 +317,8 @@ def net_changes(feed: pl.DataFrame) -> pl.DataFrame:
 
 __all__ = [
     "literal",
-    "merge_moving_columns",
     "merge_delete",
+    "move_into_columns",
     "merge_replace",
     "merge_upsert",
     "net_changes",

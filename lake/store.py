@@ -238,7 +238,7 @@ class Lake:
     def evolve(self, name: str, *, run_id: str, stage: str) -> bool:
         """Add the nullable columns the table's definition gained since it was created, in
         one metadata-only commit (no rewrite; old files read them as null), or, when data an
-        older release kept elsewhere moves into them, in the one MERGE that moves it; whether
+        older release kept elsewhere moves into them, in the one commit that moves it; whether
         it did. Writers call it before writing; the caller holds the writer lock."""
         tdef = TABLES[name]
         if tdef.evolving:
@@ -260,7 +260,8 @@ class Lake:
                     props = commit_properties(
                         run_id, stage, {"schema_evolution": ",".join(missing)}
                     )
-                    merges.merge_moving_columns(dt, tdef, moved, props)
+                    table = evolve.with_rows(raw, moved, tdef)
+                    merges.move_into_columns(dt, self.location, tdef, table, props)
                 return True
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))

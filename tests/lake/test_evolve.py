@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from tests_helpers import bars
+from tests_helpers import bars, has_page_crcs
 
 from marketlake.lake import Lake
 from marketlake.lake.frames import to_arrow
@@ -113,9 +113,16 @@ def test_reserved_keys_move_out_of_provider_symbols_with_their_columns_in_one_co
         stage="universe",
     )
     dt = DeltaTable(lake.uri("instruments"))
-    # the move (columns and rows: one MERGE), then the write itself (one merge commit)
+    # the move (columns and rows: one commit), then the write itself (one merge commit)
     moved, write = list(reversed(dt.history()))[1:]
-    assert moved["operation"] == "MERGE" and write["merge"] == "upsert"
+    assert moved["schema_evolution"] == "routes,listed_by" and write["merge"] == "upsert"
+    assert DeltaTable(lake.uri("instruments"), version=1).schema().to_arrow().names[-2:] == [
+        "routes",
+        "listed_by",
+    ]
+    # written by the lake's own writer: every file carries page checksums
+    paths = dt.get_add_actions(flatten=True).column("path").to_pylist()
+    assert paths and all(has_page_crcs(lake.path("instruments") / p) for p in paths)
     stored = pl.read_delta(lake.uri("instruments")).sort("symbol")
     assert stored["symbol"].to_list() == ["AAPL", "BTC/IDR", "MSFT"]
     btc = stored.row(1, named=True)
