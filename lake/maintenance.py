@@ -1,7 +1,8 @@
 """Maintenance of the lake's tables: compaction, vacuum, orphan removal, checksum verification.
 
-Compaction rewrites only partitions holding more than one file, so a second run with nothing
-to compact commits nothing. Besides delta-rs' vacuum (files removed by old versions), files no
+Compaction rewrites only partitions holding more than one file or a file without the footer
+mark of page checksums (one written by another tool or by delta-rs' own writer), so a second
+run with nothing to compact commits nothing. Besides delta-rs' vacuum (files removed by old versions), files no
 version references at all (left by a writer killed between writing files and committing) are
 deleted: the writer lock is held, so no commit can be in flight.
 """
@@ -26,7 +27,7 @@ from marketlake.lake.location import LakeLocation
 from marketlake.lake.lock import writer
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
-from marketlake.lake.verified import verify_file
+from marketlake.lake.verified import checksummed, damaged, verify_file
 from marketlake.lake.writes import (
     commit_properties,
     commit_swap,
@@ -61,13 +62,14 @@ def maintain(
 def _maintain_table(
     lake: Lake, name: str, vacuum_hours: int, optimize: bool, vacuum: bool
 ) -> dict[str, Any]:
-    info: dict[str, Any] = {"files_added": 0, "files_removed": 0}
+    info: dict[str, Any] = {"files_added": 0, "files_removed": 0, "rewritten_for_checksums": 0}
     with lake_errors("maintenance of", name):
         if optimize:
-            for files in _crowded_partitions(lake, name):
+            for files, unmarked in _partitions_to_rewrite(lake, name):
                 _compact(lake, name, files)
                 info["files_added"] += 1
                 info["files_removed"] += len(files)
+                info["rewritten_for_checksums"] += unmarked
             if info["files_removed"]:
                 lake.table(name).create_checkpoint()
         info["vacuumed_files"] = 0
@@ -89,13 +91,29 @@ def _maintain_table(
     return info
 
 
-def _crowded_partitions(lake: Lake, name: str) -> list[list[dict[str, Any]]]:
-    """The add actions of each partition holding more than one data file."""
+def _partitions_to_rewrite(lake: Lake, name: str) -> list[tuple[list[dict[str, Any]], int]]:
+    """The add actions of each partition to rewrite as one file, with how many of them lack
+    the page-checksum mark: partitions holding more than one file, and any partition with a
+    file written without page checksums (by delta-rs' own writer or another tool), even
+    alone. Only footers are read."""
     tdef = TABLES[name]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for f in live_files(lake.table(name)):
         groups[tuple(f.get(f"partition.{p}") for p in tdef.partitions)].append(f)
-    return [files for _, files in sorted(groups.items(), key=_order) if len(files) > 1]
+    out = []
+    for _, files in sorted(groups.items(), key=_order):
+        unmarked = sum(not _marked(lake, name, f) for f in files)
+        if len(files) > 1 or unmarked:
+            out.append((files, unmarked))
+    return out
+
+
+def _marked(lake: Lake, name: str, f: dict[str, Any]) -> bool:
+    rel = unquote(f["path"])
+    try:
+        return checksummed(lake.location, f"{name}/{rel}")
+    except (OSError, pa.ArrowException) as exc:
+        raise damaged(name, rel, exc) from exc
 
 
 def _order(item: tuple[tuple, list]) -> tuple[str, ...]:

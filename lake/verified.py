@@ -23,7 +23,8 @@ from deltalake import DeltaTable
 
 from marketlake.errors import LakeCorruptError, LakeError
 from marketlake.lake._errors import _DAMAGE, first_line
-from marketlake.lake.location import LakeLocation
+from marketlake.lake.location import LakeLocation, storage_errors
+from marketlake.lake.writes import CHECKSUM_MARK
 
 _STATS = ("symbol", "ts")  # the key columns reads filter on
 SCAN_OPTIONS = pds.ParquetFragmentScanOptions(pre_buffer=True, page_checksum_verification=True)
@@ -186,6 +187,28 @@ def verify_file(location: LakeLocation, key: str) -> dict[str, Any] | None:
     except (OSError, pa.ArrowException, ValueError) as exc:
         return {"row_group": group, "reason": first_line(exc)}
     return None
+
+
+def checksummed(location: LakeLocation, key: str) -> bool:
+    """Whether the data file ``key`` carries the footer mark of a file written with page
+    checksums (:data:`~marketlake.lake.writes.CHECKSUM_MARK`); only the footer is read."""
+    import pyarrow.parquet as pq
+
+    if location.is_local:
+        meta = pq.read_metadata(location.path / key)
+    else:  # the file's tail only: its footer and the footer's length
+        import obstore
+
+        with storage_errors("read", key):
+            store = location.store()
+            size = int(obstore.head(store, key)["size"])
+            tail = bytes(obstore.get_range(store, key, start=max(0, size - 65536), end=size))
+            need = int.from_bytes(tail[-8:-4], "little") + 8 if len(tail) >= 8 else 8
+            if need > len(tail) and need <= size:
+                tail = bytes(obstore.get_range(store, key, start=size - need, end=size))
+        meta = pq.read_metadata(pa.BufferReader(tail[-need:]))
+    kv = meta.metadata or {}
+    return all(kv.get(k.encode()) == v.encode() for k, v in CHECKSUM_MARK.items())
 
 
 def check_versions(location: LakeLocation, name: str, first: int, last: int | None) -> None:

@@ -36,6 +36,9 @@ TABLE_CONFIG = {"delta.enableChangeDataFeed": "true"}
 _SAFE_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # every parquet file we write carries page CRCs, so damage is detected, not read as prices
 PARQUET_OPTIONS = {"compression": "zstd", "write_page_checksum": True, "write_statistics": True}
+# footer key-value metadata of every file written with page CRCs: ``maintain`` rewrites any
+# live file without it (one written by another tool, or by delta-rs' own writer)
+CHECKSUM_MARK = {"marketlake.page_crc": "1"}
 
 
 def literal(value: str) -> str:
@@ -164,13 +167,19 @@ def write_parquet(location: LakeLocation, table: str, rel: str, data: pa.Table) 
     if location.is_local:
         target = location.path / table / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(data, target, **options)
+        _write(data, str(target), options)
         return target.stat().st_size
     sink = pa.BufferOutputStream()  # an object store: one PUT of the finished file
-    pq.write_table(data, sink, **options)
+    _write(data, sink, options)
     body = sink.getvalue().to_pybytes()
     location.put(f"{table}/{rel}", body)
     return len(body)
+
+
+def _write(data: pa.Table, sink: Any, options: dict[str, Any]) -> None:
+    with pq.ParquetWriter(sink, data.schema, **options) as out:
+        out.write_table(data)
+        out.add_key_value_metadata(CHECKSUM_MARK)
 
 
 def remove_files(location: LakeLocation, table: str, rels: list[str]) -> None:
@@ -320,6 +329,7 @@ def mark(dt: DeltaTable, name: str, props: CommitProperties) -> None:
 
 
 __all__ = [
+    "CHECKSUM_MARK",
     "CommitConflict",
     "PARQUET_OPTIONS",
     "TABLE_CONFIG",

@@ -5,7 +5,7 @@ into many partitions held most of the push at once. Here each partition's rows a
 only up to a row group (``GROUP_ROWS``), all partitions together at most ``BUFFER_ROWS`` (the
 largest buffer is written out first), and a file is closed at ``FILE_ROWS`` rows or when more
 than ``OPEN_FILES`` are open. Files are written with the lake's parquet options (page
-checksums) and stay invisible until the caller commits their add actions in one transaction.
+checksums, and the footer mark saying so) and stay invisible until the caller commits their add actions in one transaction.
 On an object store a file is written to a local temporary file first, then uploaded in parts.
 """
 
@@ -29,7 +29,7 @@ from marketlake.errors import ValidationError
 from marketlake.lake.frames import stats
 from marketlake.lake.location import LakeLocation, storage_errors
 from marketlake.lake.tables import TableDef
-from marketlake.lake.writes import PARQUET_OPTIONS, literal, remove_files
+from marketlake.lake.writes import CHECKSUM_MARK, PARQUET_OPTIONS, literal, remove_files
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,7 @@ class FileWriter:
 
     def _close(self, key: tuple) -> None:
         out = self._open.pop(key)
+        out.writer.add_key_value_metadata(CHECKSUM_MARK)
         out.writer.close()
         if self.location.is_local:
             size = out.local.stat().st_size

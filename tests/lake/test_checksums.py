@@ -1,16 +1,21 @@
 """Every data file the lake writes carries parquet page checksums, whatever wrote it: the
-append path, a merge, a replace, compaction, an evolving table's append, a rewrite."""
+append path, a merge, a replace, compaction, an evolving table's append, a rewrite; and
+``maintain`` rewrites a live file that lacks them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
+from deltalake import write_deltalake
 from tests_helpers import bars, has_page_crcs
 
 from marketlake.lake import Lake
+from marketlake.lake.frames import to_arrow
 from marketlake.lake.maintenance import maintain
+from marketlake.lake.tables import OHLCV
 from marketlake.pipeline import universe
 
 
@@ -70,3 +75,42 @@ def test_merges_into_an_unpartitioned_table_are_checksummed_too(home):
     assert res.updated == 1
     assert lake.read("instruments").height == 2
     _all_checksummed(lake, "instruments")
+
+
+def test_every_file_written_carries_the_checksum_mark(home):
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(["A", "B"], days=30), run_id="r", stage="t")
+    lake.upsert("ohlcv", bars(["A"], days=40, close=2.0), run_id="r", stage="t")
+    for f in _live_files(lake, "ohlcv"):
+        assert pq.read_metadata(f).metadata[b"marketlake.page_crc"] == b"1"
+
+
+def test_maintain_rewrites_a_file_written_without_checksums_even_alone(home):
+    # regression: a file delta-rs' own writer made (no page CRCs) stayed live for good when
+    # it was alone in its partition, since only crowded partitions were compacted
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(["A", "B"], days=30), run_id="r", stage="t")
+    maintain(lake, vacuum_hours=0)
+    other = bars(["C"], days=20, start=datetime(2023, 3, 1, tzinfo=UTC))  # its own partition
+    write_deltalake(lake.uri("ohlcv"), to_arrow(OHLCV, other), mode="append")
+    written = lake.version("ohlcv")
+    plain = [f for f in _live_files(lake, "ohlcv") if not has_page_crcs(f)]
+    assert [p.parent.name for p in plain] == ["period=2023"]
+    before = lake.read("ohlcv").sort("symbol", "ts")
+
+    first = maintain(lake, vacuum_hours=0)["ohlcv"]
+    assert (first["rewritten_for_checksums"], first["files_removed"], first["files_added"]) == (
+        1,
+        1,
+        1,
+    )
+    _all_checksummed(lake, "ohlcv")
+    assert lake.read("ohlcv").sort("symbol", "ts").equals(before)
+    dt = lake.table("ohlcv")
+    rewrites = [h for h in dt.history() if h["version"] > written and h.get("stage")]
+    assert [h["stage"] for h in rewrites] == ["maintain"]  # one commit: remove + add
+    version = dt.version()
+
+    second = maintain(lake, vacuum_hours=0)["ohlcv"]
+    assert second["rewritten_for_checksums"] == second["files_removed"] == 0
+    assert lake.version("ohlcv") == version

@@ -109,6 +109,9 @@ def test_an_s3_lake_gives_the_results_of_a_local_lake(tmp_path, s3_lake, pg_serv
         }, step
     assert local["query"] == s3["query"] and len(s3["query"]) == 2 * len(SYMS)
     assert set(local["maintain"]) == set(s3["maintain"])
+    # every file carries the page-checksum mark, read from the footer alone on S3 too
+    for report in (local["maintain"], s3["maintain"]):
+        assert {i["rewritten_for_checksums"] for i in report.values()} == {0}
     for name in ("ohlcv", "indicators"):
         assert states["local"][name].equals(states["s3"][name]), name
     assert tables["local"] == tables["s3"] and len(tables["s3"]["ohlcv"]) > 100
