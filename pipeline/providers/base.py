@@ -105,8 +105,9 @@ def empty_actions() -> pl.DataFrame:
 
 def split_rejects(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows to land, rows a provider rejected with a ``reason``); drops :data:`REJECT`."""
-    if REJECT not in frame.columns:
-        return frame, frame.clear().with_columns(pl.lit(None, pl.String).alias("reason"))
+    if REJECT not in frame.columns:  # series, not a query: fetch threads call this per chunk
+        none = pl.DataFrame([*frame.clear().get_columns(), pl.Series("reason", [], pl.String)])
+        return frame, none
     if frame.get_column(REJECT).null_count() == frame.height:  # all good: no filtering
         return frame.drop(REJECT), frame.clear().rename({REJECT: "reason"})
     bad = pl.col(REJECT).is_not_null()
@@ -122,6 +123,8 @@ class Capabilities:
 
     ``max_range`` is the widest [start, end) one request may cover per native timeframe
     (None: unlimited); ``history`` how far back a timeframe reaches (None: unlimited).
+    ``local``: answers are computed or read on this machine, not awaited from a service, so
+    fetch threads beyond the CPU count only contend.
     """
 
     kinds: frozenset[str]
@@ -132,6 +135,7 @@ class Capabilities:
     default_concurrency: int = 8
     asset_types: frozenset[str] = frozenset()
     needs_secret: bool = False
+    local: bool = False
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

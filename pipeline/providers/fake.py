@@ -32,6 +32,7 @@ class FakeProvider(SyntheticProvider):
     capabilities = replace(
         SyntheticProvider.capabilities,
         kinds=SyntheticProvider.capabilities.kinds | {"market"},
+        local=False,  # it stands in for a remote service: delays, held requests
     )
 
     def __init__(self, settings=None, **kw) -> None:

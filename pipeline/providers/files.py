@@ -48,6 +48,7 @@ class FilesProvider(Provider):
         kinds=frozenset({"ohlcv"}),
         timeframes=("1m", "15m", "30m", "1h", "4h", "1D", "1W"),
         default_concurrency=1,
+        local=True,
     )
 
     def __init__(self, settings=None, **kw) -> None:

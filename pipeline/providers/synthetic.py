@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from marketlake.pipeline import freshness
+from marketlake.pipeline.providers import synthetic_sessions
 from marketlake.pipeline.providers.base import (
     Capabilities,
     FetchRequest,
@@ -133,6 +134,7 @@ class SyntheticProvider(Provider):
         },
         default_concurrency=2,
         asset_types=frozenset({"equity", "etf", "index", "crypto", "fx", "future"}),
+        local=True,
     )
 
     def __init__(self, settings=None, **kw) -> None:
@@ -205,7 +207,9 @@ class SyntheticProvider(Provider):
         )
 
     def _frame(self, req: FetchRequest, ts: np.ndarray, *values: np.ndarray) -> pl.DataFrame:
-        """An ohlcv frame in the lake's column order and types (ts in microseconds, UTC)."""
+        """An ohlcv frame in the lake's column order and types (ts in microseconds, UTC),
+        every column included: built from arrays, with no polars query (fetch threads must
+        not queue behind a commit's work on polars' thread pool)."""
         o, h, lo, c, v, adj, final = values
         n = len(ts)
 
@@ -225,6 +229,7 @@ class SyntheticProvider(Provider):
                 pl.Series("adj_close", adj, pl.Float64),
                 text("provider", self.name),
                 pl.Series("is_final", final, pl.Boolean),
+                pl.Series("open_interest", [None], pl.Float64).new_from_index(0, n),
             ]
         )
 
@@ -553,4 +558,4 @@ def clear_caches() -> None:
     with _PATHS_LOCK:
         _PATHS.clear()
     _days.cache_clear()
-    sessions.cache_clear()
+    synthetic_sessions.clear()

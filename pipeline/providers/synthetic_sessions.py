@@ -9,6 +9,7 @@ regular hours. Each calendar is built once per process as plain numpy arrays.
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 from functools import lru_cache
 from typing import NamedTuple
@@ -17,6 +18,7 @@ import numpy as np
 
 ORIGIN = date(2000, 1, 3)
 _US_PER_MIN = 60_000_000
+_BUILDING = threading.Lock()
 
 
 class Sessions(NamedTuple):
@@ -53,9 +55,16 @@ def _regular(cal, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return opens_us, np.full(len(days), minutes, dtype=np.int64)
 
 
-@lru_cache(maxsize=32)
 def sessions(name: str, last_year: int) -> Sessions:
-    """The sessions of calendar ``name`` from the origin through the end of ``last_year``."""
+    """The sessions of calendar ``name`` from the origin through the end of ``last_year``,
+    built once per process: fetch threads asking at the same time wait for the first one
+    (building a calendar costs a few hundred milliseconds of Python)."""
+    with _BUILDING:
+        return _sessions(name, last_year)
+
+
+@lru_cache(maxsize=32)
+def _sessions(name: str, last_year: int) -> Sessions:
     cal = _build(name, last_year)
     sched = cal.schedule
     day = sched.index.values.astype("datetime64[D]")
@@ -77,3 +86,9 @@ def sessions(name: str, last_year: int) -> Sessions:
     for a in out:
         a.setflags(write=False)
     return out
+
+
+def clear() -> None:
+    """Forget every built calendar."""
+    with _BUILDING:
+        _sessions.cache_clear()

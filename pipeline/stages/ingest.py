@@ -15,6 +15,7 @@ at any point resumes exactly where its last commit ended.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -213,13 +214,26 @@ def finish_bars(
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """A bars unit's chunks (in order) as one frame of its timeframe, and its rejects."""
     fetch_tf = unit.fetch_timeframe or unit.timeframe
-    frame = pl.concat(parts) if parts else pl.DataFrame()
+    if not parts:
+        frame = pl.DataFrame().with_columns(
+            pl.lit(unit.symbol).alias("symbol"), pl.lit(unit.timeframe).alias("timeframe")
+        )
+        return frame, pl.concat(rejects, how="diagonal_relaxed") if rejects else None
+    frame = parts[0] if len(parts) == 1 else pl.concat(parts)
     if fetch_tf != unit.timeframe and not frame.is_empty():
         frame = tfs.resample(frame, unit.timeframe, now=now)
-    frame = frame.with_columns(
-        pl.lit(unit.symbol).alias("symbol"), pl.lit(unit.timeframe).alias("timeframe")
-    )
+    frame = constant_columns(frame, symbol=unit.symbol, timeframe=unit.timeframe)
     return frame, pl.concat(rejects, how="diagonal_relaxed") if rejects else None
+
+
+def constant_columns(frame: pl.DataFrame, **values: str) -> pl.DataFrame:
+    """``frame`` with each of ``values``' columns set to its one string (replaced in place,
+    else appended). Built from series, not a query: fetch threads run this per unit and a
+    query would queue on polars' thread pool behind the commit's work."""
+    n = frame.height
+    new = {c: pl.Series(c, [v], pl.String).new_from_index(0, n) for c, v in values.items()}
+    cols = [new.pop(c) if c in new else frame.get_column(c) for c in frame.columns]
+    return pl.DataFrame([*cols, *new.values()])
 
 
 # -- committing a batch ------------------------------------------------------------------
@@ -362,6 +376,11 @@ def _provider_class(name: str) -> type | None:
         return None
 
 
+def _is_local(name: str) -> bool:
+    cls = _provider_class(name)
+    return cls is not None and cls.capabilities.local
+
+
 class _Batch:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
@@ -421,6 +440,8 @@ class Sync:
             self.cov, self.cov_version = dict(planned.coverage), planned.version
         self.progress("start", total=len(units))
         workers = max(1, self.settings.concurrency)
+        if units and all(_is_local(u.provider) for u in units):
+            workers = min(workers, os.cpu_count() or 1)
         window = fetcher.window if fetcher is not None else workers * 4
         batch = _Batch()
         every = self.settings.commit_every_s
@@ -446,7 +467,7 @@ class Sync:
                         break
                     timeout = max(0.0, next_commit - time.monotonic())
                     done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-                    for fut in done:
+                    for fut in done:  # a batch never holds more than batch_tasks units
                         o = fut.result()
                         batch.add(o)
                         self.progress(
@@ -456,12 +477,14 @@ class Sync:
                             error=o.error,
                             rows=0 if o.frame is None else o.frame.height,
                         )
+                        if (
+                            len(batch.outcomes) >= self.settings.batch_tasks
+                            or batch.rows >= self.settings.batch_rows
+                        ):
+                            self.commit(batch)
+                            batch = _Batch()
                     due = time.monotonic() >= next_commit
-                    if (
-                        len(batch.outcomes) >= self.settings.batch_tasks
-                        or batch.rows >= self.settings.batch_rows
-                        or (due and batch.outcomes)
-                    ):
+                    if due and batch.outcomes:
                         self.commit(batch)
                         batch = _Batch()
                     if due or not batch.outcomes:
