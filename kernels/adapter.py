@@ -29,6 +29,7 @@ from marketlake.kernels.driver import (
     CODES,
     SESSION_CODES,
     lane_groups,
+    run_gather_index,
     run_plan,
     scan_runs,
     scan_string_views,
@@ -149,15 +150,44 @@ def sort_frame(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """``frame`` sorted by (symbol, ts) (unchanged if it already is) and its symbol offsets."""
     if frame.height == 0:
         return frame, np.zeros(1, np.int64)
-    offsets, ascending = _runs(frame, _timestamps(frame))
-    if ascending:
+    offsets, within = _runs(frame, _timestamps(frame))
+    if within:
         firsts = frame.get_column("symbol").gather(offsets[:-1])
-        ascending = firsts.n_unique() == len(firsts) and firsts.equals(firsts.sort())
-    if ascending:
-        return frame, offsets
-    frame = frame.sort(["symbol", "ts"], maintain_order=True)
+        if firsts.n_unique() == len(firsts) and firsts.equals(firsts.sort()):
+            return frame, offsets
+    order = _run_order(frame, offsets) if within else None
+    if order is not None:  # sorted pieces (a lake read: one file per period): gather them
+        frame = frame[order]
+    else:
+        frame = frame.sort(["symbol", "ts"], maintain_order=True)
     offsets, _ = _runs(frame, _timestamps(frame))
     return frame, offsets
+
+
+def _run_order(frame: pl.DataFrame, offsets: np.ndarray) -> np.ndarray | None:
+    """The row order that sorts ``frame`` by (symbol, ts) when it is a concatenation of pieces
+    each sorted by (symbol, ts) -- a lake read returns one such piece per file, period after
+    period -- else None; ``offsets`` are its runs of equal symbol, within which ts ascends.
+    The runs of equal symbol (a few per symbol) are ordered by (symbol,
+    first ts); the result equals a stable sort when, within a symbol, each run's last ts is
+    below the next run's first (else None: sort in full)."""
+    ts = _timestamps(frame)
+    starts, ends = offsets[:-1], offsets[1:]
+    runs = pl.DataFrame(
+        {
+            "symbol": frame.get_column("symbol").gather(starts),
+            "first": ts[starts],
+            "last": ts[ends - 1],
+            "start": starts,
+            "len": ends - starts,
+        }
+    )
+    runs = runs.sort("symbol", "first", maintain_order=True)
+    same = runs.get_column("symbol") == runs.get_column("symbol").shift(1)
+    overlap = same & (runs.get_column("first") <= runs.get_column("last").shift(1))
+    if overlap.any():
+        return None
+    return run_gather_index(runs.get_column("start").to_numpy(), runs.get_column("len").to_numpy())
 
 
 def _zones(

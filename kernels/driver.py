@@ -104,6 +104,19 @@ def scan_string_views(words, lens, data, ts):
     return bounds[: k + 1].copy(), ascending, True
 
 
+@njit(**JIT)
+def run_gather_index(starts, lengths):
+    """Row indices that put the runs ``starts[i]:starts[i] + lengths[i]`` one after another."""
+    idx = np.empty(lengths.sum(), np.int64)
+    j = 0
+    for i in range(starts.shape[0]):
+        a = starts[i]
+        for k in range(lengths[i]):
+            idx[j] = a + k
+            j += 1
+    return idx
+
+
 def lane_groups(offsets: np.ndarray) -> np.ndarray:
     """Symbols in groups of four of similar length, longest first (``-1`` pads the last group).
 
@@ -262,6 +275,7 @@ __all__ = [
     "CODES",
     "SESSION_CODES",
     "lane_groups",
+    "run_gather_index",
     "run_plan",
     "scan_runs",
     "scan_string_views",

@@ -12,7 +12,6 @@ silent overwrite). The change feed shows the old rows deleted and the new ones i
 from __future__ import annotations
 
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
@@ -29,6 +28,7 @@ from marketlake.lake.writes import (
     commit_properties,
     commit_swap,
     create,
+    data_file,
     literal,
     live_files,
     remove_files,
@@ -85,7 +85,7 @@ class Rewrite:
             for v in values.values():
                 literal(v)
             rel = "/".join(f"{p}={v}" for p, v in values.items())
-            rel += f"/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+            rel += "/" + data_file(self.tdef.name)
             body = part.drop(*parts, "_pcode", strict=False)
             schema = pa.schema([(c, self.columns[c]) for c in body.columns])
             self.written.append(rel)

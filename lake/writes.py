@@ -25,6 +25,7 @@ from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import stats, to_arrow, to_polars
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import (
+    TABLES,
     TableDef,
     period_of_code,
     single_timeframe,
@@ -104,7 +105,7 @@ def write_files(
         for v in values.values():
             literal(v)
         rel = "/".join(f"{p}={v}" for p, v in values.items())
-        rel = (rel + "/" if rel else "") + f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        rel = (rel + "/" if rel else "") + data_file(tdef.name)
         body = part.select(cols)
         table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
         written.append(rel)
@@ -136,7 +137,7 @@ def write_partitioned(
         for v in values.values():
             literal(v)
         rel = "/".join(f"{p}={v}" for p, v in values.items())
-        rel = (rel + "/" if rel else "") + f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        rel = (rel + "/" if rel else "") + data_file(tdef.name)
         body = part.drop(parts)
         schema = pa.schema([(c, columns[c]) for c in body.columns])
         written.append(rel)
@@ -159,11 +160,17 @@ def write_partitioned(
         raise
 
 
+def data_file(table: str) -> str:
+    """A new data file's name (``rel`` of :func:`write_parquet`, below its partition)."""
+    return f"part-00000-{uuid.uuid4()}-c000.{TABLES[table].codec}.parquet"
+
+
 def write_parquet(location: LakeLocation, table: str, rel: str, data: pa.Table) -> int:
-    """Write one data file of ``table`` (page checksums on); returns its size in bytes."""
+    """Write one data file of ``table`` (page checksums on, the table's codec); returns its
+    size in bytes."""
     # dictionaries only for strings: trying them on prices costs time and saves nothing
     text = [f.name for f in data.schema if pa.types.is_string(f.type)]
-    options = {**PARQUET_OPTIONS, "use_dictionary": text}
+    options = {**PARQUET_OPTIONS, "compression": TABLES[table].codec, "use_dictionary": text}
     if location.is_local:
         target = location.path / table / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +339,7 @@ __all__ = [
     "CHECKSUM_MARK",
     "CommitConflict",
     "PARQUET_OPTIONS",
+    "data_file",
     "TABLE_CONFIG",
     "append_evolving",
     "append_files",

@@ -17,6 +17,7 @@ Warm-up values are stored as nulls.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 import polars as pl
@@ -213,11 +214,7 @@ def _indicators(
     series: pl.LazyFrame, tf: str, syms: list[str], indicators, columns, tz: dict[str, str]
 ) -> pl.DataFrame:
     """The indicator rows of ``syms`` on ``tf`` (warm-up values null), with ``period``."""
-    bars = (
-        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-        .select(*BAR_COLUMNS)
-        .collect()
-    )
+    bars = _bars(series, tf, syms)
     return _computed(bars, tf, syms, indicators, columns, tz)
 
 
@@ -285,8 +282,11 @@ def _rewrite(
 ) -> dict[str, int]:
     """Recompute every series of ``tf`` in batches and swap the timeframe's partitions for the
     result in one commit; unchanged rows keep their ``computed_at`` and ``run_id``, stored
-    indicator columns this run does not compute are carried over. Nothing is committed (only
-    ``meta``, if given) when no row differs."""
+    indicator columns this run does not compute are carried over. Nothing is written nor
+    committed (only ``meta``, if given) when no row differs: batches are only diffed until
+    the first that differs, and the unchanged ones before it are then recomputed and written
+    (the swap replaces their files too). Batch k is written while batch k+1 computes (the
+    kernels and pyarrow's writer release the GIL)."""
     counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
     stored = lake.scan("indicators").filter(pl.col("timeframe") == tf)
     other = [
@@ -295,41 +295,82 @@ def _rewrite(
         if c not in (*KEY, "period", "computed_at", "run_id", *columns)
     ]
     stamp = pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))
+
+    def batch(part: list[str], bars: pl.DataFrame) -> tuple[dict[str, int], Callable]:
+        """The batch's counts and a function building its rows to write."""
+        new = _computed(bars, tf, part, indicators, columns, tz, period_code=True)
+        old = stored.filter(pl.col("symbol").is_in(part)).collect()
+        if old.is_empty():
+            got = {"inserted": new.height, "updated": 0, "unchanged": 0, "deleted": 0}
+            return got, lambda: new.with_columns(
+                *[pl.lit(None, pl.Float64).alias(c) for c in other],
+                stamp.alias("computed_at"),
+                pl.lit(run_id).alias("run_id"),
+            )
+        j = _diff(new, old, columns)
+        exists, same = j.get_column("__exists"), j.get_column("__same")
+        got = {
+            "inserted": int((~exists).sum()),
+            "updated": int((exists & ~same).sum()),
+            "unchanged": int(same.sum()),
+            "deleted": old.height - int(exists.sum()),
+        }
+        return got, lambda: j.with_columns(
+            pl.when("__same").then("computed_at").otherwise(stamp).alias("computed_at"),
+            pl.when("__same").then("run_id").otherwise(pl.lit(run_id)).alias("run_id"),
+        )
+
     rw = lake.rewrite("indicators", "timeframe", tf)
+    held: list[list[str]] = []  # unchanged batches not written (yet)
+    changed = False
+    writing: Future | None = None
+
+    def write(rows: Callable[[], pl.DataFrame]) -> None:
+        nonlocal writing
+        out = rows().select(*KEY, "_pcode", *columns, *other, "computed_at", "run_id")
+        if writing is not None:
+            writing.result()  # one batch in flight: bounded memory, errors surface here
+        writing = writer.submit(rw.write, out)
+
+    writer = ThreadPoolExecutor(max_workers=1)
     try:
         for part, bars in _rewrite_batches(lake, series, tf, syms):
-            new = _computed(bars, tf, part, indicators, columns, tz, period_code=True)
-            old = stored.filter(pl.col("symbol").is_in(part)).collect()
-            if old.is_empty():
-                out = new.with_columns(
-                    *[pl.lit(None, pl.Float64).alias(c) for c in other],
-                    stamp.alias("computed_at"),
-                    pl.lit(run_id).alias("run_id"),
-                )
-                counts["inserted"] += new.height
-            else:
-                j = _diff(new, old, columns)
-                exists, same = j.get_column("__exists"), j.get_column("__same")
-                counts["inserted"] += int((~exists).sum())
-                counts["updated"] += int((exists & ~same).sum())
-                counts["unchanged"] += int(same.sum())
-                counts["deleted"] += old.height - int(exists.sum())
-                out = j.with_columns(
-                    pl.when("__same").then("computed_at").otherwise(stamp).alias("computed_at"),
-                    pl.when("__same").then("run_id").otherwise(pl.lit(run_id)).alias("run_id"),
-                )
-            rw.write(out.select(*KEY, "_pcode", *columns, *other, "computed_at", "run_id"))
-            progress("advance", advance=len(part), symbol=tf, rows=new.height)
-        if counts["inserted"] + counts["updated"] + counts["deleted"] == 0:
+            got, rows = batch(part, bars)
+            for k in counts:
+                counts[k] += got[k]
+            progress("advance", advance=len(part), symbol=tf, rows=bars.height)
+            if not changed and got["inserted"] + got["updated"] + got["deleted"] == 0:
+                held.append(part)
+                continue
+            if not changed:
+                changed = True
+                for p in held:
+                    write(batch(p, _bars(series, tf, p))[1])
+            write(rows)
+        if writing is not None:
+            writing.result()
+        if not changed:
             rw.abandon()
             if meta:
                 lake.mark("indicators", run_id=run_id, stage="compute", metadata=meta)
             return counts
         rw.commit(run_id=run_id, stage="compute", metadata=meta)
     except BaseException:
+        writer.shutdown(wait=True)  # the batch in flight lands before its file is removed
         rw.abandon()
         raise
+    finally:
+        writer.shutdown(wait=True)
     return counts
+
+
+def _bars(series: pl.LazyFrame, tf: str, syms: list[str]) -> pl.DataFrame:
+    """The bars of ``syms`` on ``tf`` (the columns the kernels read)."""
+    return (
+        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
+        .select(*BAR_COLUMNS)
+        .collect()
+    )
 
 
 def _rewrite_batches(
@@ -346,18 +387,9 @@ def _rewrite_batches(
     total = _timeframe_rows(lake, tf)
     if total is None or total > READ_ONCE_ROWS:
         for part in _row_batches(series, tf, syms):
-            bars = (
-                series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(part))
-                .select(*BAR_COLUMNS)
-                .collect()
-            )
-            yield part, bars
+            yield part, _bars(series, tf, part)
         return
-    bars = (
-        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-        .select(*BAR_COLUMNS)
-        .collect()
-    )
+    bars = _bars(series, tf, syms)
     bars, offsets = sort_frame(bars)
     names = bars.get_column("symbol").gather(offsets[:-1]).to_list() if bars.height else []
     # series without bars still belong to a batch: their stored rows are to be deleted

@@ -236,3 +236,22 @@ def test_symbol_runs_from_string_views(long_names):
         offsets, _ = _runs(part, part["ts"].to_physical().to_numpy())
         want = expected if part is df else expected[1:] - sizes[0]
         np.testing.assert_array_equal(offsets, want)
+
+
+def test_sorted_pieces_are_gathered_as_a_stable_sort_would_order_them(sorted_frame):
+    """A frame made of pieces each sorted by (symbol, ts) -- a lake read, one file per period
+    -- comes out as a stable sort orders it, also when pieces overlap in time (full sort)."""
+    from marketlake.kernels.adapter import _run_order, _runs, sort_frame
+
+    period = pl.col("ts").dt.strftime("%Y-%m")  # 900 bars 3 h apart: 5 months
+    pieces = sorted_frame.with_columns(period.alias("p")).sort("p", "symbol", "ts").drop("p")
+    offsets, within = _runs(pieces, pieces["ts"].to_physical().to_numpy())
+    assert within and _run_order(pieces, offsets) is not None  # gathered, not sorted
+    overlapping = pl.concat([sorted_frame.slice(0, 700), sorted_frame.slice(500, 200)])
+    dups = pl.concat([sorted_frame.slice(0, 10), sorted_frame.slice(9, 5)])  # a shared ts
+    for frame in (pieces, overlapping, dups, shuffled(sorted_frame)):
+        out, offsets = sort_frame(frame)
+        want = frame.sort("symbol", "ts", maintain_order=True)
+        assert out.equals(want)
+        firsts = np.flatnonzero(want["symbol"].rle_id().diff().fill_null(1).to_numpy() != 0)
+        np.testing.assert_array_equal(offsets, np.append(firsts, want.height))

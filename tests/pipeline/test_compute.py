@@ -123,3 +123,38 @@ def test_full_rewrite_batches_read_once_equal_batches_read_apart(home, monkeypat
     shutil.rmtree(lake.path("indicators"))
     run_compute(settings, indicators=SPECS, full=True)
     assert frame(lake).equals(once)
+
+
+def test_full_rewrite_writes_nothing_until_a_batch_differs_then_every_batch(home, monkeypatch):
+    # a no-change `--full` re-run only diffs (no file written); when a later batch differs,
+    # the unchanged batches before it are written too (the swap replaces all their files)
+    from marketlake.lake.rewrites import Rewrite
+    from marketlake.pipeline.stages import compute
+
+    settings, lake = setup(home)
+    run_sync(settings, timeframes=["1D"], start="2026-08-01")
+    monkeypatch.setattr(compute, "BATCH_ROWS", 150)  # one symbol per batch
+    run_compute(settings, indicators=SPECS, full=True)
+    stored = lake.read("indicators")
+    written = []
+    write = Rewrite.write
+    monkeypatch.setattr(Rewrite, "write", lambda rw, f: (written.append(f.height), write(rw, f)))
+    again = run_compute(settings, indicators=SPECS, full=True)
+    assert (again.inserted, again.updated) == (0, 0) and written == []
+
+    bars = lake.read("ohlcv").filter(pl.col("symbol") == "BTC/USD").sort("ts")  # last batch
+    last = bars.tail(1).with_columns(pl.col("close") * 1.01, pl.col("high") * 1.01)
+    lake.upsert("ohlcv", last, run_id="fix", stage="sync")
+    res = run_compute(settings, indicators=SPECS, full=True)
+    assert res.updated > 0 and res.inserted == 0
+    assert sum(written) == stored.height  # every batch written, the unchanged ones too
+    after = lake.read("indicators")
+    assert after.height == stored.height
+    kept = after.join(stored, on=["symbol", "timeframe", "ts"], suffix="_old")
+    kept = kept.filter(pl.col("symbol") != "BTC/USD")
+    assert (kept["computed_at"] == kept["computed_at_old"]).all()
+    assert (kept["run_id"] == kept["run_id_old"]).all()
+    rewritten = frame(lake)
+    shutil.rmtree(lake.path("indicators"))
+    run_compute(settings, indicators=SPECS, full=True)
+    assert frame(lake).equals(rewritten)
