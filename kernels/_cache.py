@@ -99,7 +99,8 @@ def invalidate_stale_cache() -> bool:
 
 
 def precompile_calls() -> list[tuple[object, tuple]]:
-    """``(dispatcher, args)`` pairs covering every signature ``kernels.compute`` uses.
+    """``(dispatcher, args)`` pairs covering every signature ``kernels.compute`` and the
+    incremental compute's resumed indicators (``kernels.resume``) use.
 
     The argument types mirror the adapter's exactly (read-only inputs, writable outputs,
     C-contiguous): a different layout or writability would be a different signature, compiled
@@ -107,6 +108,7 @@ def precompile_calls() -> list[tuple[object, tuple]]:
     """
     import numpy as np
 
+    from marketlake.kernels import resume
     from marketlake.kernels.driver import SMA, run_plan, scan_runs, scan_string_views
 
     def ro(a):
@@ -122,7 +124,15 @@ def precompile_calls() -> list[tuple[object, tuple]]:
     buf = ro(views).data
     ops = np.array([[SMA, 0, 2, 0, 0]], np.int64)
     one = np.zeros(1, np.int64)
-    return [
+    # the incremental compute's resumed indicators: writable copies, as it passes them
+    x = np.linspace(1.0, 2.0, n)
+    rows = (np.array([1], np.int64), np.array([n], np.int64), np.ones(1, np.float64))
+    resumed = [
+        (resume.ema_resume, (x, *rows, 2, x.copy())),
+        (resume.atr_resume, (x, x, x, *rows, 2, x.copy())),
+        (resume.obv_resume, (x, x, *rows, x.copy())),
+    ]
+    return resumed + [
         (
             scan_string_views,
             (

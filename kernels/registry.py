@@ -4,9 +4,9 @@ its parameters and defaults, its output column names, its inputs and its warm-up
 Column names join the name and the parameters with ``_``; a non-integer parameter writes its
 ``.`` as ``p`` (``bbands(20,2.5)`` -> ``bb_upper_20_2p5``). Warm-up = the number of leading NaN
 rows the indicator has on a gap-free series. For recursive indicators (EMA, RSI, ATR, ADX, MACD,
-Supertrend) the value at a row still depends, with decaying weight, on every earlier row; the
-compute stage always recomputes a symbol's full series, so the warm-up is informational (how
-many rows are NaN), not a guarantee that a shorter history would reproduce the same numbers.
+Supertrend) the value at a row still depends, with decaying weight, on every earlier row, so
+the warm-up is informational (how many rows are NaN), not a guarantee that a shorter history
+would reproduce the same numbers; how many bars do is :func:`marketlake.kernels.resume.memory`.
 """
 
 from __future__ import annotations

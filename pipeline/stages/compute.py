@@ -2,8 +2,8 @@
 
 Changed (symbol, timeframe) pairs come from the lake's own history: the change data feed of
 ``ohlcv`` since the version recorded by the last complete compute (kept in the ``indicators``
-commit metadata, so the watermark lands atomically with the data). Those series are recomputed
-in full (recursive indicators stay exact) in one read and one commit per timeframe
+commit metadata, so the watermark lands atomically with the data). Those series are resumed
+from their stored rows or recomputed whole in one read and one commit per timeframe
 (:mod:`.compute_increment`): the rows from each series' first changed bar are appended when
 the lake's statistics prove them new, else diffed against the stored rows and only rows that
 changed are merged. A full recompute (``--full``, the first compute, or any run whose series

@@ -1,23 +1,29 @@
 """The incremental compute of one timeframe: the series whose bars changed, in one read and
 one commit.
 
-Indicators are causal but many are recursive (EMA, Wilder smoothing, OBV...), so each changed
-series is recomputed over its whole history: that is what keeps an increment equal to a full
-recompute row for row. What an increment saves is everything else: the changed series' bars
-are read in one scan (a few scans only when they exceed :data:`READ_ROWS`), grouped by symbol
-with a linear stable sort instead of a string sort, computed in slices of at most
-:data:`KERNEL_ROWS` bars (the kernels' output block is recycled between slices), and only each
-series' rows from its first changed bar on are kept. When the lake's file statistics prove
-none of those rows is stored yet (the usual nightly case: one new bar per series) they are
-appended without reading the stored indicators; otherwise they are diffed against the stored
-rows from the earliest changed bar on and only rows that differ are merged. One commit either
-way, carrying the compute watermark.
+Indicators are causal, so only each series' rows from its first changed bar on can change.
+A series with enough history before that bar is resumed (:mod:`marketlake.kernels.resume`):
+only the last window of bars before it is read and computed, EMA, ATR and OBV continue from
+the values stored at the row before it (bit for bit a full recompute's), the other indicators'
+window is long enough for their seed to be forgotten (equal to a full recompute's to rounding:
+SMA's and BBANDS' running sums may differ in the last bits), and the window's values at that
+stored row are checked against the stored ones first. The others (short series, history
+rewritten from the start as a split adjustment does, or a failed check) are recomputed over
+their whole history: read in one scan (a few scans only when they exceed :data:`READ_ROWS`),
+grouped by symbol with a linear stable sort instead of a string sort, computed in slices of at
+most :data:`KERNEL_ROWS` bars (the kernels' output block is recycled between slices). Either
+way only each series' rows from its first changed bar on are kept. When the lake's file
+statistics prove none of those rows is stored yet (the usual nightly case: one new bar per
+series) they are appended without reading the stored indicators; otherwise they are diffed
+against the stored rows from the earliest changed bar on and only rows that differ are merged.
+One commit either way, carrying the compute watermark.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -25,9 +31,14 @@ import pyarrow as pa
 
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import with_period
+from marketlake.pipeline import timeframes as tfs
 
 READ_ROWS = 8_000_000  # bars read in one scan (7 columns: about 0.5 GB)
 KERNEL_ROWS = 2_500_000  # bars per kernels call (its output block: ~40 float columns)
+# calendar time a window of bars spans, per bar: trading days (252 a year) and sessions
+CALENDAR_DAILY = 1.5
+CALENDAR_INTRADAY = 6.0
+SEAM_TOL = 1e-9  # the kernels' parity tolerance (relative)
 _BARS = ["symbol", "ts", "open", "high", "low", "close", "volume"]
 _KEY = ["symbol", "timeframe", "ts"]
 
@@ -51,8 +62,8 @@ def increment(
     differ from the stored ones, in one commit; returns the counts."""
     from marketlake import kernels
 
-    parts = []
-    for bars in _reads(lake, version, tf, syms):
+    parts, rest = _resumed(lake, version, tf, syms, indicators, columns, tz, from_ts)
+    for bars in _reads(lake, version, tf, rest):
         bars = _grouped(bars)
         for lo, hi in _slices(bars):
             part = bars.slice(lo, hi - lo)
@@ -95,6 +106,132 @@ def increment(
         "updated": res.updated,
         "unchanged": unchanged + res.unchanged,
     }
+
+
+def _resumed(
+    lake: Lake,
+    version: int,
+    tf: str,
+    syms: list[str],
+    indicators,
+    columns: list[str],
+    tz: dict[str, str],
+    from_ts: dict[str, datetime],
+) -> tuple[list[pl.DataFrame], list[str]]:
+    """The new rows of the series that resume from their stored rows (see
+    :mod:`marketlake.kernels.resume`), and the series to recompute whole.
+
+    Only the last :func:`~marketlake.kernels.resume.window` bars before each series' first
+    changed bar are read and computed; the seeded indicators then continue from the values
+    stored at the row before it (the seam). A series is recomputed whole instead when it has
+    no first changed bar or fewer bars before it than the window (short series; history
+    rewritten from the start, as an adjustment for a split does), or when the window's values
+    at the seam differ from the stored ones beyond :data:`SEAM_TOL` (the stored rows are not
+    what this computation continues)."""
+    from marketlake import kernels
+    from marketlake.kernels import resume
+
+    wanted = [s for s in syms if s in from_ts]
+    if not wanted:
+        return [], syms
+    width = resume.window(indicators)
+    intraday = tfs.is_intraday(tf)
+    if intraday and resume.sessions_needed(indicators):
+        width += 3 * (timedelta(days=1) // tfs.DURATION[tf])
+    first = min(from_ts[s] for s in wanted)
+    span = tfs.DURATION[tf] * math.ceil(width * (CALENDAR_INTRADAY if intraday else CALENDAR_DAILY))
+    bars = (
+        lake.scan("ohlcv", version=version)
+        .filter(
+            (pl.col("timeframe") == tf)
+            & pl.col("symbol").is_in(wanted)
+            & (pl.col("ts") >= first - span - timedelta(days=7))
+        )
+        .select(_BARS)
+        .collect()
+    )
+    if bars.is_empty():
+        return [], syms
+    bars = _grouped(bars)
+    names = bars.get_column("symbol").dtype.categories.to_list()
+    codes = bars.get_column("symbol").to_physical().to_numpy()
+    ts = bars.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
+    bounds = np.searchsorted(codes, np.arange(len(names) + 1))
+    pos = np.array(
+        [
+            lo + np.searchsorted(ts[lo:hi], _micros(from_ts[n]))
+            for n, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
+        ],
+        dtype=np.int64,
+    )
+    ok = np.flatnonzero((pos - bounds[:-1] >= width) & (pos < bounds[1:]))
+    if ok.size == 0:
+        return [], syms
+    # the window: ``width`` bars before the first changed one, then the changed ones
+    lengths = bounds[1:][ok] - pos[ok] + width
+    rows = np.repeat(pos[ok] - width - np.cumsum(lengths) + lengths, lengths) + np.arange(
+        lengths.sum()
+    )
+    win = bars[rows]
+    w_hi = np.cumsum(lengths)
+    w_new = w_hi - lengths + width  # first changed row of each series in ``win``
+    seam = pl.DataFrame(
+        {"symbol": [names[j] for j in ok], "ts": ts[pos[ok] - 1]},
+        schema={"symbol": pl.String, "ts": pl.Int64},
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    stored = _stored_at(lake, tf, seam, columns)
+    out = kernels.compute(
+        win, indicators, session_tz={n: tz.get(n, "UTC") for n in seam.get_column("symbol")}
+    )
+    good = np.ones(ok.size, dtype=bool)
+    fed = {s.columns[0]: s for s in resume.seeded(indicators)}
+    for c in columns:
+        kept = stored.get_column(c).to_numpy() if c in stored.columns else None
+        if kept is None:
+            good[:] = False
+            break
+        if c in fed:  # the seed: a stored value to continue from
+            good &= np.isfinite(kept)
+            continue
+        at_seam = out.get_column(c).to_numpy()[w_new - 1]
+        same_nan = np.isnan(at_seam) == np.isnan(kept)
+        rel = np.abs(at_seam - kept) / np.maximum(np.abs(kept), 1e-12)
+        good &= same_nan & ((np.isnan(kept)) | (rel <= SEAM_TOL))
+    if not good.any():
+        return [], syms
+    inputs = {
+        c: np.array(out.get_column(c).cast(pl.Float64).to_numpy(), dtype=np.float64)
+        for c in ("high", "low", "close", "volume")
+    }
+    starts, stops = w_new[good], w_hi[good]
+    for c, spec in fed.items():
+        values = np.array(out.get_column(c).to_numpy(), dtype=np.float64)
+        seeds = np.ascontiguousarray(stored.get_column(c).to_numpy()[good], dtype=np.float64)
+        resume.resume_into(spec, inputs, starts, stops, seeds, values)
+        out = out.with_columns(pl.Series(c, values))
+    done = [names[j] for j in ok[good]]
+    out = out.filter(pl.col("symbol").is_in(done))
+    part = _tail(out, {n: from_ts[n] for n in done}, tf, columns)
+    kept_names = set(done)
+    return [part], [s for s in syms if s not in kept_names]
+
+
+def _stored_at(lake: Lake, tf: str, seam: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """The stored indicator values at ``seam``'s (symbol, ts) rows, in its order (null where
+    no row is stored)."""
+    stored = lake.scan("indicators")
+    have = [c for c in columns if c in stored.collect_schema().names()]
+    lo, hi = seam.get_column("ts").min(), seam.get_column("ts").max()
+    stored = (
+        stored.filter(
+            (pl.col("timeframe") == tf)
+            & pl.col("symbol").is_in(seam.get_column("symbol").implode())
+            & pl.col("ts").is_between(lo, hi)
+        )
+        .select("symbol", "ts", *have)
+        .collect()
+    )
+    return seam.join(stored, on=["symbol", "ts"], how="left", maintain_order="left")
 
 
 def _nothing(lake: Lake, meta, run_id: str, unchanged: int = 0) -> dict[str, int]:

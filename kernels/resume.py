@@ -1,0 +1,135 @@
+"""Resuming indicators after a stored row: what an incremental compute needs to equal a full
+recompute without reading each series' whole history.
+
+Per indicator, one of two ways:
+
+* seeded (EMA, ATR, OBV): the indicator's whole state is its own last value (plus the last
+  close), so from the value stored at the row before the first new one (the *seam*) the
+  recurrence continues with the very step the full computation runs (``_ema_run``,
+  ``_atr_run``, ``_obv_run``): bit for bit a full recompute's values;
+* windowed (the others): recomputed over the last :func:`memory` bars before the first new
+  row. Finite lookbacks (SMA, BBANDS, Fibonacci, pivots, VWAP) need only their window.
+  Recursive indicators whose outputs do not determine their state (RSI's two averages, MACD's
+  two EMAs, ADX's smoothed DM and TR, Supertrend's ATR and bands) forget their seed
+  geometrically: :func:`memory` covers the bars after which its weight is below ``e**-47``,
+  far under float64's rounding unit, so the values equal a full recompute's to rounding
+  (SMA's and BBANDS' running sums carry last-bit differences from older rows).
+
+Intraday session indicators (VWAP, pivots) need whole sessions: the caller adds them, since
+bars per session depend on the calendar (:func:`sessions_needed`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from numba import njit
+
+from marketlake.kernels._common import JIT
+from marketlake.kernels.moving import _ema_run
+from marketlake.kernels.registry import IndicatorSpec, resolve
+from marketlake.kernels.volatility import _atr_run
+from marketlake.kernels.volume import _obv_run
+
+SEEDED = ("ema", "atr", "obv")
+_FORGET = 47.0  # e**-47 ~ 4e-21: a seed's weight below float64's relative rounding unit
+
+
+def _forget(decay: float) -> int:
+    """Bars after which a first-order recursion with factor ``decay`` has forgotten its seed."""
+    return 0 if decay <= 0.0 else math.ceil(_FORGET / -math.log(decay))
+
+
+def memory(spec: IndicatorSpec) -> int:
+    """Bars before the first new row that a recompute must include so the new rows equal a
+    full recompute's (seeded indicators: 1, the seam bar)."""
+    name, p = spec.name, spec.params
+    if name in SEEDED:
+        return 1
+    if name in ("sma", "bbands", "fib"):
+        return int(p[0])
+    if name in ("pivots", "vwap"):
+        return 1  # daily and longer bars; intraday sessions: see sessions_needed
+    if name == "rsi":
+        return int(p[0]) + _forget(1.0 - 1.0 / p[0])
+    if name == "macd":
+        return int(p[1] + p[2]) + _forget(1.0 - 2.0 / (p[1] + 1))
+    if name == "adx":
+        return int(2 * p[0]) + _forget(1.0 - 1.0 / p[0])
+    if name == "supertrend":
+        return int(p[0]) + _forget(1.0 - 1.0 / p[0])
+    raise ValueError(f"no resume rule for {spec}")
+
+
+def window(indicators: Iterable[str | IndicatorSpec] | str | None = None) -> int:
+    """Bars before the first new row a resumed compute of ``indicators`` needs."""
+    return max((memory(s) for s in resolve(indicators)), default=1)
+
+
+def sessions_needed(indicators: Iterable[str | IndicatorSpec] | str | None = None) -> bool:
+    """Whether ``indicators`` hold session indicators (on intraday bars they need the
+    previous and current sessions whole)."""
+    return any(s.name in ("vwap", "pivots") for s in resolve(indicators))
+
+
+def seeded(indicators: Iterable[str | IndicatorSpec] | str | None = None) -> list[IndicatorSpec]:
+    """The specs of ``indicators`` resumed from their stored value."""
+    return [s for s in resolve(indicators) if s.name in SEEDED]
+
+
+@njit(**JIT)
+def ema_resume(x, starts, stops, seeds, period, out):
+    """EMA rows ``starts[j]:stops[j]`` of each series from ``seeds[j]``, its value one row
+    before."""
+    k = 2.0 / (period + 1)
+    for j in range(starts.shape[0]):
+        if period == 1:
+            for i in range(starts[j], stops[j]):
+                out[i] = x[i]
+        else:
+            _ema_run(x, out, starts[j], stops[j], seeds[j], k)
+
+
+@njit(**JIT)
+def atr_resume(high, low, close, starts, stops, seeds, period, out):
+    """ATR rows ``starts[j]:stops[j]`` from ``seeds[j]`` (``starts[j] >= 1``: the true range
+    needs the previous close)."""
+    beta = (period - 1) / period
+    for j in range(starts.shape[0]):
+        _atr_run(high, low, close, out, starts[j], stops[j], seeds[j], 1.0 - beta, beta)
+
+
+@njit(**JIT)
+def obv_resume(close, volume, starts, stops, seeds, out):
+    """OBV rows ``starts[j]:stops[j]`` from ``seeds[j]`` and the previous close."""
+    for j in range(starts.shape[0]):
+        s = starts[j]
+        _obv_run(close, volume, out, s, stops[j], seeds[j], close[s - 1])
+
+
+def resume_into(
+    spec: IndicatorSpec,
+    bars: dict[str, np.ndarray],
+    starts: np.ndarray,
+    stops: np.ndarray,
+    seeds: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Write rows ``starts[j]:stops[j]`` of the seeded ``spec``'s column into ``out`` from the
+    stored values ``seeds`` one row before each; ``bars`` holds float64 ``close`` (and
+    ``high``, ``low``, ``volume`` as the indicator needs), all arrays contiguous and writable."""
+    if spec.name == "ema":
+        ema_resume(bars["close"], starts, stops, seeds, int(spec.params[0]), out)
+    elif spec.name == "atr":
+        atr_resume(
+            bars["high"], bars["low"], bars["close"], starts, stops, seeds, int(spec.params[0]), out
+        )
+    elif spec.name == "obv":
+        obv_resume(bars["close"], bars["volume"], starts, stops, seeds, out)
+    else:
+        raise ValueError(f"{spec} is not resumed from a stored value")
+
+
+__all__ = ["SEEDED", "memory", "resume_into", "seeded", "sessions_needed", "window"]
