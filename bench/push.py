@@ -10,7 +10,13 @@
   both stay flat as ``--days`` grows (run 1M and 5M bars to compare);
 * one new day for every symbol pushed (the change feed path), wall time.
 
-Usage: ``python bench/push.py [--symbols 2000] [--days 2500]``; the server comes from
+``--into-non-empty``: the remote's table already holds an older copy (the last 10 days
+missing, one symbol's closes different, 5 symbols the source no longer has), seeded before
+the service starts, so the push is the snapshot diff (streamed into checksummed files,
+compared partition by partition in bounded buckets, deletes of the keys the source lacks):
+its peak RSS against the push into an empty table.
+
+Usage: ``python bench/push.py [--symbols 2000] [--days 2500] [--into-non-empty]``; the server comes from
 ``MARKETLAKE_BENCH_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
 """
 
@@ -27,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -115,10 +122,27 @@ def run_watched(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Complet
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak
 
 
+def seed_remote(home: Path, symbols: int, days: int) -> dict[str, int]:
+    """The remote's older copy of the table: the source's bars without the last 10 days,
+    one symbol's closes different, and 5 symbols the source does not have; the counts a
+    snapshot push of the source must report."""
+    import polars as pl
+
+    full = bars(symbols, days)
+    cut = full.get_column("ts").max() - timedelta(days=10)
+    old = full.filter(pl.col("ts") <= cut)
+    first = pl.col("symbol") == "SYM00000"
+    old = old.with_columns(pl.when(first).then(pl.col("close") + 1).otherwise(pl.col("close")))
+    gone = bars(5, days - 10).with_columns(pl.col("symbol").str.replace("SYM", "GONE"))
+    Lake(home).upsert("ohlcv", pl.concat([old, gone]), run_id="seed", stage="bench")
+    return {"inserted": symbols * 10, "updated": days - 10, "deleted": 5 * (days - 10)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--symbols", type=int, default=2000)
     ap.add_argument("--days", type=int, default=2500)
+    ap.add_argument("--into-non-empty", action="store_true")
     args = ap.parse_args()
     rows = args.symbols * args.days
     root = Path(tempfile.mkdtemp(prefix="ml-bench-push-"))
@@ -129,6 +153,11 @@ def main() -> None:
         t0 = time.perf_counter()
         Lake(local).upsert("ohlcv", bars(args.symbols, args.days), run_id="bench", stage="bench")
         print(f"local lake: {rows:,} bars in {time.perf_counter() - t0:.1f}s", flush=True)
+        expect = {"inserted": rows, "updated": 0, "deleted": 0}
+        if args.into_non_empty:
+            t0 = time.perf_counter()
+            expect = seed_remote(remote_home, args.symbols, args.days)
+            print(f"remote lake seeded in {time.perf_counter() - t0:.1f}s: {expect}", flush=True)
 
         # the remote service, and the bare receiver
         (root / "marketlake.toml").write_text(f'[postgres]\nschema = "{schema}"\n')
@@ -194,7 +223,7 @@ def main() -> None:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         info = result["tables"]["ohlcv"]
         remote_after = peak_rss_mb(serve.pid)
-        assert info["inserted"] == rows, info
+        assert {k: info[k] for k in expect} == expect, info
         served = info.get("load") or {}
 
         # one new day for every symbol: the change feed path
@@ -224,9 +253,10 @@ def main() -> None:
             f"{served.get('inserted', 0):,} rows"
         )
         print(f"{'one new day, ' + str(args.symbols) + ' symbols (changes)':<46}{day_s:>9.2f}")
+        into = "a non-empty" if args.into_non_empty else "an empty"
         print(
-            f"peak RSS of the push: client {client_rss:.0f} MB; remote {remote_after:.0f} MB "
-            f"({remote_before:.0f} MB when it started serving)"
+            f"peak RSS of the push into {into} table: client {client_rss:.0f} MB; "
+            f"remote {remote_after:.0f} MB ({remote_before:.0f} MB when it started serving)"
         )
         print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:

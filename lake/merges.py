@@ -40,10 +40,6 @@ _FILE = "_ml_file"
 _CDF = ("_change_type", "_commit_version", "_commit_timestamp")
 
 
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _frame(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` in the table's types (extra float columns kept for evolving tables), with
     its partition columns."""
@@ -322,6 +318,5 @@ __all__ = [
     "merge_replace",
     "merge_upsert",
     "net_changes",
-    "q",
     "read_file",
 ]

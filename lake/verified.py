@@ -165,7 +165,7 @@ def scan(location: LakeLocation, name: str, dt: DeltaTable) -> pl.LazyFrame:
     return pl.scan_pyarrow_dataset(checked, batch_size=1 << 20)  # type: ignore[arg-type]
 
 
-__all__ = ["Checked", "FORMAT", "dataset", "damaged", "find_damage", "scan"]
+__all__ = ["Checked", "FORMAT", "dataset", "damaged", "find_damage", "open_file", "scan"]
 
 
 MISSING = "file is missing"
@@ -187,6 +187,43 @@ def verify_file(location: LakeLocation, key: str) -> dict[str, Any] | None:
     except (OSError, pa.ArrowException, ValueError) as exc:
         return {"row_group": group, "reason": first_line(exc)}
     return None
+
+
+def open_file(location: LakeLocation, key: str):
+    """The data file ``key`` as a ``pyarrow.parquet.ParquetFile`` whose reads verify page
+    checksums; on an object store it reads ranges (a file is never held whole)."""
+    import pyarrow.parquet as pq
+
+    if location.is_local:
+        return pq.ParquetFile(location.path / key, page_checksum_verification=True)
+    import obstore
+
+    with storage_errors("read", key):
+        reader = obstore.open_reader(location.store(), key)
+    source = pa.PythonFile(_Ranged(reader), mode="r")
+    return pq.ParquetFile(source, page_checksum_verification=True)
+
+
+class _Ranged:
+    """obstore's ranged reader with the file attributes pyarrow asks for."""
+
+    closed = False
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def read(self, n: int | None = -1) -> bytes:
+        return bytes(self._reader.read() if n is None or n < 0 else self._reader.read(n))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def close(self) -> None:
+        self._reader.close()
+        self.closed = True
 
 
 def checksummed(location: LakeLocation, key: str) -> bool:

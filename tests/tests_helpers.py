@@ -70,3 +70,40 @@ def has_page_crcs(path: Path) -> bool:
     finally:
         copy.unlink()
     return False
+
+
+def old_instruments(lake) -> None:
+    """``instruments`` as a release before the ``routes`` and ``listed_by`` columns kept them:
+    reserved keys of ``provider_symbols``, written by delta-rs' own writer."""
+    import json
+
+    from deltalake import write_deltalake
+
+    from marketlake.lake.frames import to_arrow
+    from marketlake.lake.tables import INSTRUMENTS, TableDef
+    from marketlake.lake.writes import TABLE_CONFIG
+
+    old = TableDef(
+        "instruments",
+        pa.schema([f for f in INSTRUMENTS.schema if f.name not in ("routes", "listed_by")]),
+        INSTRUMENTS.key,
+        bookkeeping=INSTRUMENTS.bookkeeping,
+    )
+    rows = pl.DataFrame(
+        {
+            "symbol": ["BTC/IDR", "AAPL"],
+            "asset_type": ["crypto", "equity"],
+            "provider": ["indodax", "yahoo"],
+            "provider_symbols": [
+                json.dumps(
+                    {
+                        "indodax": "btcidr",
+                        "coingecko": "bitcoin",
+                        "routes": {"profile": "coingecko"},
+                    }
+                ),
+                json.dumps({"source": "file"}),
+            ],
+        }
+    )
+    write_deltalake(lake.uri("instruments"), to_arrow(old, rows), configuration=TABLE_CONFIG)

@@ -12,7 +12,9 @@ source's change feed could not serve the range, or this is the first push).
   bounded memory (:mod:`.files`). A change batch is one merge of
   :mod:`marketlake.lake.merges` (checksummed files): it inserts new keys, updates rows whose
   values differ (so a re-applied batch is a no-op) and deletes flagged keys. A snapshot into
-  a non-empty table is one delta-rs MERGE that also deletes every key the snapshot lacks.
+  a table that holds rows makes the table equal to it (:mod:`.snapshot`): streamed into
+  checksummed files, compared partition by partition in bounded memory, only partitions that
+  differ swapped, keys the snapshot lacks deleted.
 * Columns the source grew (a new indicator) are added first by a metadata-only commit.
 """
 
@@ -33,9 +35,9 @@ from marketlake.lake import merges, writes
 from marketlake.lake._errors import lake_errors
 from marketlake.lake.batches import conform
 from marketlake.lake.location import LakeLocation
-from marketlake.lake.merges import q
 from marketlake.lake.tables import TableDef
 from marketlake.pipeline.remote.files import FileWriter
+from marketlake.pipeline.remote.snapshot import apply_snapshot
 from marketlake.pipeline.remote.wire import FLAG, read_file
 
 log = logging.getLogger("marketlake.push")
@@ -91,23 +93,20 @@ def applied_before(dt: DeltaTable, batch: PushBatch) -> int | None:
     return best
 
 
-def _scan(path: Path, tdef: TableDef, declared: int) -> tuple[pa.Schema, dict[str, set], bool]:
-    """One pass over the spool: its schema, the partition values it touches, whether any key
-    is deleted; the row count must equal what the source declared."""
+def _scan(path: Path, tdef: TableDef, declared: int) -> tuple[pa.Schema, bool]:
+    """One pass over the spool: its schema and whether any key is deleted; the row count
+    must equal what the source declared."""
     reader = read_file(path)
-    parts: dict[str, set] = {p: set() for p in tdef.partitions}
     rows, deletes = 0, False
     for batch in reader:
         rows += batch.num_rows
-        for p in tdef.partitions:
-            parts[p].update(batch.column(p).unique().to_pylist())
         if batch.schema.get_field_index(FLAG) >= 0:
             deletes = deletes or bool(pa.compute.any(batch.column(FLAG)).as_py())
     if rows != declared:
         raise ValidationError(
             f"{tdef.name}: the body holds {rows} rows, the source sent {declared}"
         )
-    return reader.schema, parts, deletes
+    return reader.schema, deletes
 
 
 def _grow(dt: DeltaTable, tdef: TableDef, incoming: pa.Schema) -> pa.Schema:
@@ -161,7 +160,7 @@ def apply_push(
                 unchanged=batch.rows,
                 already_applied=True,
             )
-    incoming, parts, deletes = _scan(spool, tdef, batch.rows)
+    incoming, deletes = _scan(spool, tdef, batch.rows)
     uri, options = location.table_uri(tdef.name), location.storage_options
     if dt is None:
         dt = writes.create(uri, tdef, options)
@@ -174,7 +173,7 @@ def apply_push(
     elif batch.mode == "changes":
         res = _merge_changes(dt, location, tdef, schema, spool, batch, props)
     else:
-        res = _merge(dt, tdef, schema, spool, parts, batch, props)
+        res = _snapshot(dt, location, tdef, schema, spool, batch, props)
     with lake_errors("read", tdef.name):
         dt = DeltaTable(uri, storage_options=options)
     res.version, res.table_id = dt.version(), dt.metadata().id
@@ -228,51 +227,34 @@ def _merge_changes(
     return _counted(tdef, batch, ins, upd, dele)
 
 
-def _merge(
+def _snapshot(
     dt: DeltaTable,
+    location: LakeLocation,
     tdef: TableDef,
     schema: pa.Schema,
     spool: Path,
-    parts: dict[str, set],
     batch: PushBatch,
     props,
 ) -> Applied:
-    """A snapshot batch as one delta-rs MERGE (streamed as the merge's source; it also
-    deletes every key the snapshot lacks). Its files have no page checksums until a later
-    merge or compaction rewrites them."""
+    """A snapshot batch into a table that holds rows: the table made equal to it (keys the
+    snapshot lacks or flags deleted), streamed in bounded memory with page checksums, one
+    commit (:mod:`.snapshot`)."""
     source_schema = schema.append(pa.field(FLAG, pa.bool_()))
-    flagged = _with_flag(read_file(spool), source_schema)
-    on = [f"t.{q(k)} = s.{q(k)}" for k in tdef.key]
-    snapshot = batch.mode == "snapshot"
-    if not snapshot:  # prune the target to the partitions the batch touches
-        for p, values in parts.items():
-            if None in values:
-                raise ValidationError(f"{tdef.name}: a row has no {p}")
-            on.append(f"t.{q(p)} IN ({', '.join(writes.literal(str(v)) for v in sorted(values))})")
-    cols = list(schema.names)
-    mapping = {q(c): f"s.{q(c)}" for c in cols}
-    values = [c for c in cols if c not in tdef.key]
-    changed = " OR ".join(f"(t.{q(c)} IS DISTINCT FROM s.{q(c)})" for c in values) or "FALSE"
-    with lake_errors("merge into", tdef.name):
-        merger = dt.merge(
-            pa.RecordBatchReader.from_batches(source_schema, flagged),
-            predicate=" AND ".join(on),
-            source_alias="s",
-            target_alias="t",
-            commit_properties=props,
-        )
-        merger = merger.when_matched_delete(predicate=f"s.{q(FLAG)}")
-        merger = merger.when_matched_update(
-            updates=dict(mapping), predicate=f"NOT s.{q(FLAG)} AND ({changed})"
-        )
-        merger = merger.when_not_matched_insert(updates=mapping, predicate=f"NOT s.{q(FLAG)}")
-        if snapshot:
-            merger = merger.when_not_matched_by_source_delete()
-        metrics = merger.execute()
-    return _counted(
-        tdef,
-        batch,
-        *(int(metrics.get(f"num_target_rows_{k}", 0)) for k in ("inserted", "updated", "deleted")),
+    rows = (
+        b.filter(pa.compute.invert(b.column(FLAG))).drop_columns([FLAG])
+        for b in _with_flag(read_file(spool), source_schema)
+    )
+    c = apply_snapshot(dt, location, tdef, schema, rows, props)
+    return Applied(
+        tdef.name,
+        0,
+        "",
+        batch.mode,
+        c.inserted,
+        c.updated,
+        c.deleted,
+        unchanged=c.unchanged,
+        rows=batch.rows,
     )
 
 

@@ -1,6 +1,7 @@
 """Every data file the lake writes carries parquet page checksums, whatever wrote it: the
-append path, a merge, a replace, compaction, an evolving table's append, a rewrite; and
-``maintain`` rewrites a live file that lacks them."""
+append path, a merge, a replace, compaction, an evolving table's append, a rewrite, a
+snapshot applied to a table that holds rows, the one-time column move; and ``maintain``
+rewrites a live file that lacks them."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import write_deltalake
-from tests_helpers import bars, has_page_crcs
+from tests_helpers import bars, has_page_crcs, old_instruments
 
 from marketlake.lake import Lake
+from marketlake.lake.batches import conform
 from marketlake.lake.frames import to_arrow
 from marketlake.lake.maintenance import maintain
 from marketlake.lake.tables import OHLCV
+from marketlake.lake.writes import commit_properties
 from marketlake.pipeline import universe
+from marketlake.pipeline.remote.snapshot import apply_snapshot
 
 
 def _live_files(lake: Lake, name: str) -> list[Path]:
@@ -65,6 +70,24 @@ def test_every_write_path_leaves_only_checksummed_files(home):
     rw.write(got.with_columns(pl.lit(3.0).alias("sma_5")))
     rw.commit(run_id="r", stage="t")
     _all_checksummed(lake, "indicators")
+
+    # a snapshot applied to a table that holds rows (push or pull --full): A gone, D new
+    kept = lake.read("ohlcv").filter(pl.col("symbol") != "A")
+    after = pl.concat([kept, bars(["D"], days=5)], how="diagonal_relaxed")
+    dt = lake.table("ohlcv")
+    schema = pa.schema(dt.schema().to_arrow())
+    batches = conform(to_arrow(OHLCV, after).to_batches(max_chunksize=20), schema)
+    counts = apply_snapshot(
+        dt, lake.location, OHLCV, schema, batches, commit_properties("r", "push")
+    )
+    assert (counts.inserted, counts.deleted) == (5, 40)
+    _all_checksummed(lake, "ohlcv")
+
+    # the one-time move of data into columns an older lake lacks
+    old_instruments(lake)
+    universe.add(lake, "MSFT", run_id="u", provider="synthetic")
+    assert lake.read("instruments").height == 3
+    _all_checksummed(lake, "instruments")
 
 
 def test_merges_into_an_unpartitioned_table_are_checksummed_too(home):

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from tests_helpers import bars, has_page_crcs
+from tests_helpers import bars, has_page_crcs, old_instruments
 
 from marketlake.lake import Lake
 from marketlake.lake.frames import to_arrow
-from marketlake.lake.tables import INSTRUMENTS, OHLCV, TableDef
+from marketlake.lake.tables import OHLCV, TableDef
 from marketlake.lake.writes import TABLE_CONFIG
 
 
@@ -68,38 +68,9 @@ def test_time_travel_to_a_version_before_the_column(home):
     assert datetime.now(UTC) > old["ts"].max()
 
 
-def _old_instruments(lake: Lake) -> None:
-    """``instruments`` as the previous release kept routes: a reserved key of
-    ``provider_symbols``."""
-    old = TableDef(
-        "instruments",
-        pa.schema([f for f in INSTRUMENTS.schema if f.name not in ("routes", "listed_by")]),
-        INSTRUMENTS.key,
-        bookkeeping=INSTRUMENTS.bookkeeping,
-    )
-    rows = pl.DataFrame(
-        {
-            "symbol": ["BTC/IDR", "AAPL"],
-            "asset_type": ["crypto", "equity"],
-            "provider": ["indodax", "yahoo"],
-            "provider_symbols": [
-                json.dumps(
-                    {
-                        "indodax": "btcidr",
-                        "coingecko": "bitcoin",
-                        "routes": {"profile": "coingecko"},
-                    }
-                ),
-                json.dumps({"source": "file"}),
-            ],
-        }
-    )
-    write_deltalake(lake.uri("instruments"), to_arrow(old, rows), configuration=TABLE_CONFIG)
-
-
 def test_reserved_keys_move_out_of_provider_symbols_with_their_columns_in_one_commit(home):
     lake = Lake(home)
-    _old_instruments(lake)
+    old_instruments(lake)
     # before any writer: readers see the routes in their column already
     seen = lake.read("instruments").sort("symbol")
     assert seen["routes"].to_list() == [None, '{"profile": "coingecko"}']

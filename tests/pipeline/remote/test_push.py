@@ -140,6 +140,10 @@ def test_a_lost_watermark_falls_back_to_a_snapshot_diff(remote, local):
     assert (res.inserted, res.updated, res.details["deleted"]) == (0, 0, 30)
     assert table(remote.home, "ohlcv").equals(table(local, "ohlcv"))
     assert served_rows(remote) == 41 * 30
+    # the snapshot diff writes like every other write: page checksums in every live file
+    rlake = Lake(remote.home)
+    paths = rlake.table("ohlcv").get_add_actions(flatten=True).column("path").to_pylist()
+    assert all(has_page_crcs(rlake.path("ohlcv") / p) for p in paths)
 
 
 def test_a_new_indicator_column_appears_remotely(remote, local):

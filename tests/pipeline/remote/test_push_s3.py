@@ -108,3 +108,12 @@ def test_push_and_pull_between_s3_lakes(tmp_path, remote, s3_lake):
 
     dt = DeltaTable(local.lake.table_uri("watchlists"), storage_options=local.lake.storage_options)
     assert sorted(r["id"] for r in dt.to_pyarrow_table().to_pylist()) == [1, 2]
+
+    # a full pull into the table that now holds rows: the snapshot diff over S3 (ranged reads)
+    with psycopg.connect(remote.dsn, autocommit=True) as conn:
+        conn.execute(q("DELETE FROM {}.watchlists WHERE id = 2", remote))
+    full = run_pull(local, target, tables=["watchlists"], full=True)
+    assert full.status == "ok", full.errors
+    assert (full.inserted, full.details["deleted"]) == (0, 1)
+    dt = DeltaTable(local.lake.table_uri("watchlists"), storage_options=local.lake.storage_options)
+    assert [r["id"] for r in dt.to_pyarrow_table().to_pylist()] == [1]
