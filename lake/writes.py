@@ -160,9 +160,16 @@ def write_partitioned(
         raise
 
 
+def codec(table: str) -> str:
+    """The parquet codec of ``table``'s data files (zstd for a table the lake does not define,
+    e.g. an app table pulled from a server)."""
+    tdef = TABLES.get(table)
+    return tdef.codec if tdef is not None else "zstd"
+
+
 def data_file(table: str) -> str:
     """A new data file's name (``rel`` of :func:`write_parquet`, below its partition)."""
-    return f"part-00000-{uuid.uuid4()}-c000.{TABLES[table].codec}.parquet"
+    return f"part-00000-{uuid.uuid4()}-c000.{codec(table)}.parquet"
 
 
 def write_parquet(location: LakeLocation, table: str, rel: str, data: pa.Table) -> int:
@@ -170,7 +177,7 @@ def write_parquet(location: LakeLocation, table: str, rel: str, data: pa.Table) 
     size in bytes."""
     # dictionaries only for strings: trying them on prices costs time and saves nothing
     text = [f.name for f in data.schema if pa.types.is_string(f.type)]
-    options = {**PARQUET_OPTIONS, "compression": TABLES[table].codec, "use_dictionary": text}
+    options = {**PARQUET_OPTIONS, "compression": codec(table), "use_dictionary": text}
     if location.is_local:
         target = location.path / table / rel
         target.parent.mkdir(parents=True, exist_ok=True)
