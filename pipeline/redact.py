@@ -22,22 +22,36 @@ from urllib.parse import unquote
 MASK = "***"
 MIN_PREFIX = 4
 
+# (pattern, mark): the pattern can only match text in which its mark (a cheap search with the
+# same flags) finds one of the pattern's literal words
 _PATTERNS = [
     # scheme://user:password@host  -> scheme://user:***@host
-    re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<post>@)"),
+    (
+        re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<post>@)"),
+        re.compile("://"),
+    ),
     # password='quoted value' (libpq keyword form; backslash escapes inside)
-    re.compile(
-        r"(?P<pre>\b(?:password|passwd|pwd)\s*=\s*')(?P<secret>(?:[^'\\]|\\.)*)(?P<post>'?)",
-        re.IGNORECASE,
+    (
+        re.compile(
+            r"(?P<pre>\b(?:password|passwd|pwd)\s*=\s*')(?P<secret>(?:[^'\\]|\\.)*)(?P<post>'?)",
+            re.IGNORECASE,
+        ),
+        re.compile("passw|pwd", re.IGNORECASE),
     ),
     # password=..., apikey=..., token=... in DSNs, query strings, headers and JSON
-    re.compile(
-        r"(?P<pre>\b(?:password|passwd|pwd|api[_-]?key|apikey|token|access_token|secret"
-        r"|x[_-]cg[_-](?:demo|pro)[_-]api[_-]key)['\"]?\s*[=:]\s*['\"]?)"
-        r"(?P<secret>(?:\\.|[^\s&'\"\\])+)(?P<post>)",
-        re.IGNORECASE,
+    (
+        re.compile(
+            r"(?P<pre>\b(?:password|passwd|pwd|api[_-]?key|apikey|token|access_token|secret"
+            r"|x[_-]cg[_-](?:demo|pro)[_-]api[_-]key)['\"]?\s*[=:]\s*['\"]?)"
+            r"(?P<secret>(?:\\.|[^\s&'\"\\])+)(?P<post>)",
+            re.IGNORECASE,
+        ),
+        re.compile("passw|pwd|api|token|secret", re.IGNORECASE),
     ),
-    re.compile(r"(?P<pre>\bBearer\s+)(?P<secret>[A-Za-z0-9._~+/=-]+)(?P<post>)"),
+    (
+        re.compile(r"(?P<pre>\bBearer\s+)(?P<secret>[A-Za-z0-9._~+/=-]+)(?P<post>)"),
+        re.compile("bearer", re.I),
+    ),
 ]
 
 
@@ -56,10 +70,12 @@ def redact(text: object, secrets: Iterable[str | None] = ()) -> str:
     replaced by ``***``."""
     out = str(text)
     for secret in sorted({s for s in secrets if s and len(s) >= MIN_PREFIX}, key=len, reverse=True):
-        out = out.replace(secret, MASK)
-        out = _secret_pattern(secret).sub(MASK, out)
-    for pattern in _PATTERNS:
-        out = pattern.sub(lambda m: m.group("pre") + MASK + m.group("post"), out)
+        if secret[:MIN_PREFIX] in out:  # every match starts with the secret's head
+            out = out.replace(secret, MASK)
+            out = _secret_pattern(secret).sub(MASK, out)
+    for pattern, mark in _PATTERNS:
+        if mark.search(out):
+            out = pattern.sub(lambda m: m.group("pre") + MASK + m.group("post"), out)
     return out
 
 

@@ -39,6 +39,7 @@ KERNEL_ROWS = 2_500_000  # bars per kernels call (its output block: ~40 float co
 CALENDAR_DAILY = 1.5
 CALENDAR_INTRADAY = 6.0
 SEAM_TOL = 1e-9  # the kernels' parity tolerance (relative)
+PUSHED_SYMBOLS = 64  # symbol lists up to this long filter inside the scan
 _BARS = ["symbol", "ts", "open", "high", "low", "close", "volume"]
 _KEY = ["symbol", "timeframe", "ts"]
 
@@ -122,34 +123,27 @@ def _resumed(
     :mod:`marketlake.kernels.resume`), and the series to recompute whole.
 
     Only the last :func:`~marketlake.kernels.resume.window` bars before each series' first
-    changed bar are read and computed; the seeded indicators then continue from the values
-    stored at the row before it (the seam). A series is recomputed whole instead when it has
-    no first changed bar or fewer bars before it than the window (short series; history
-    rewritten from the start, as an adjustment for a split does), or when the window's values
-    at the seam differ from the stored ones beyond :data:`SEAM_TOL` (the stored rows are not
-    what this computation continues)."""
-    from marketlake import kernels
+    changed bar are read, and each group of indicators (:func:`_groups`) is computed over the
+    bars its memory needs; the seeded indicators then continue from the values stored at the
+    row before that bar (the seam). A series is recomputed whole instead when it has no first
+    changed bar or fewer bars before it than the window (short series; history rewritten from
+    the start, as an adjustment for a split does), or when the window's values at the seam
+    differ from the stored ones beyond :data:`SEAM_TOL` (the stored rows are not what this
+    computation continues)."""
     from marketlake.kernels import resume
 
     wanted = [s for s in syms if s in from_ts]
     if not wanted:
         return [], syms
-    width = resume.window(indicators)
-    intraday = tfs.is_intraday(tf)
-    if intraday and resume.sessions_needed(indicators):
-        width += 3 * (timedelta(days=1) // tfs.DURATION[tf])
+    sessions = 0
+    if tfs.is_intraday(tf) and resume.sessions_needed(indicators):
+        sessions = 3 * (timedelta(days=1) // tfs.DURATION[tf])
+    groups = _groups(indicators, sessions)
+    width = max(w for _, w in groups)
     first = min(from_ts[s] for s in wanted)
-    span = tfs.DURATION[tf] * math.ceil(width * (CALENDAR_INTRADAY if intraday else CALENDAR_DAILY))
-    bars = (
-        lake.scan("ohlcv", version=version)
-        .filter(
-            (pl.col("timeframe") == tf)
-            & pl.col("symbol").is_in(wanted)
-            & (pl.col("ts") >= first - span - timedelta(days=7))
-        )
-        .select(_BARS)
-        .collect()
-    )
+    per_bar = CALENDAR_INTRADAY if tfs.is_intraday(tf) else CALENDAR_DAILY
+    since = first - tfs.DURATION[tf] * math.ceil(width * per_bar) - timedelta(days=7)
+    bars = _scan_bars(lake, version, tf, wanted, pl.col("ts") >= since)
     if bars.is_empty():
         return [], syms
     bars = _grouped(bars)
@@ -167,53 +161,97 @@ def _resumed(
     ok = np.flatnonzero((pos - bounds[:-1] >= width) & (pos < bounds[1:]))
     if ok.size == 0:
         return [], syms
-    # the window: ``width`` bars before the first changed one, then the changed ones
-    lengths = bounds[1:][ok] - pos[ok] + width
-    rows = np.repeat(pos[ok] - width - np.cumsum(lengths) + lengths, lengths) + np.arange(
-        lengths.sum()
-    )
-    win = bars[rows]
-    w_hi = np.cumsum(lengths)
-    w_new = w_hi - lengths + width  # first changed row of each series in ``win``
+    pos, end = pos[ok], bounds[1:][ok]
+    done = [names[j] for j in ok]
+    zones = {n: tz.get(n, "UTC") for n in done}
+    # per group, its window's rows from the seam on: one seam row + the changed rows a series
+    parts = [
+        _from_seam(bars, pos, end, specs, w, zones, first=g == 0)
+        for g, (specs, w) in enumerate(groups)
+    ]
+    out = pl.concat(parts, how="horizontal")
+    lengths = end - pos + 1
+    seam_rows = np.cumsum(lengths) - lengths
     seam = pl.DataFrame(
-        {"symbol": [names[j] for j in ok], "ts": ts[pos[ok] - 1]},
-        schema={"symbol": pl.String, "ts": pl.Int64},
+        {"symbol": done, "ts": ts[pos - 1]}, schema={"symbol": pl.String, "ts": pl.Int64}
     ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     stored = _stored_at(lake, tf, seam, columns)
-    out = kernels.compute(
-        win, indicators, session_tz={n: tz.get(n, "UTC") for n in seam.get_column("symbol")}
-    )
     good = np.ones(ok.size, dtype=bool)
     fed = {s.columns[0]: s for s in resume.seeded(indicators)}
     for c in columns:
-        kept = stored.get_column(c).to_numpy() if c in stored.columns else None
-        if kept is None:
-            good[:] = False
-            break
+        if c not in stored.columns:
+            return [], syms
+        kept = stored.get_column(c).to_numpy()
         if c in fed:  # the seed: a stored value to continue from
             good &= np.isfinite(kept)
             continue
-        at_seam = out.get_column(c).to_numpy()[w_new - 1]
-        same_nan = np.isnan(at_seam) == np.isnan(kept)
+        at_seam = out.get_column(c).to_numpy()[seam_rows]
         rel = np.abs(at_seam - kept) / np.maximum(np.abs(kept), 1e-12)
-        good &= same_nan & ((np.isnan(kept)) | (rel <= SEAM_TOL))
+        good &= (np.isnan(at_seam) == np.isnan(kept)) & (np.isnan(kept) | (rel <= SEAM_TOL))
     if not good.any():
         return [], syms
     inputs = {
         c: np.array(out.get_column(c).cast(pl.Float64).to_numpy(), dtype=np.float64)
         for c in ("high", "low", "close", "volume")
     }
-    starts, stops = w_new[good], w_hi[good]
+    starts, stops = seam_rows[good] + 1, seam_rows[good] + lengths[good]
     for c, spec in fed.items():
         values = np.array(out.get_column(c).to_numpy(), dtype=np.float64)
         seeds = np.ascontiguousarray(stored.get_column(c).to_numpy()[good], dtype=np.float64)
         resume.resume_into(spec, inputs, starts, stops, seeds, values)
         out = out.with_columns(pl.Series(c, values))
-    done = [names[j] for j in ok[good]]
-    out = out.filter(pl.col("symbol").is_in(done))
-    part = _tail(out, {n: from_ts[n] for n in done}, tf, columns)
-    kept_names = set(done)
-    return [part], [s for s in syms if s not in kept_names]
+    keep = np.repeat(starts - np.cumsum(stops - starts) + (stops - starts), stops - starts)
+    keep += np.arange(int((stops - starts).sum()))
+    part = out[keep].select(
+        pl.col("symbol").cast(pl.String),
+        pl.lit(tf).alias("timeframe"),
+        "ts",
+        *[pl.col(c).fill_nan(None) for c in columns],
+    )
+    resumed = {done[j] for j in np.flatnonzero(good)}
+    return [part], [s for s in syms if s not in resumed]
+
+
+def _groups(indicators, sessions: int) -> list[tuple[list, int]]:
+    """The indicators in groups computed over windows of their own length: those whose memory
+    (plus ``sessions`` bars for intraday session indicators) is above half the longest, and the
+    rest, with each group's window in bars (the kernels' cost grows with rows x columns)."""
+    from marketlake.kernels import registry, resume
+
+    specs = registry.resolve(indicators)
+    need = {s: resume.memory(s) + sessions for s in specs}
+    width = max(need.values())
+    long = [s for s in specs if need[s] > width // 2]
+    short = [s for s in specs if need[s] <= width // 2]
+    groups = [(long, width)]
+    if short:
+        groups.append((short, max(need[s] for s in short)))
+    return groups
+
+
+def _from_seam(
+    bars: pl.DataFrame,
+    pos: np.ndarray,
+    end: np.ndarray,
+    specs: list,
+    width: int,
+    zones: dict[str, str],
+    *,
+    first: bool,
+) -> pl.DataFrame:
+    """``specs`` computed over the ``width`` bars before each series' row ``pos`` and its rows
+    up to ``end``; returned from the row before ``pos`` (the seam) on, with the bars' columns
+    when ``first``."""
+    from marketlake import kernels
+
+    lengths = end - pos + width
+    rows = np.repeat(pos - width - np.cumsum(lengths) + lengths, lengths)
+    out = kernels.compute(bars[rows + np.arange(lengths.sum())], specs, session_tz=zones)
+    tail = end - pos + 1
+    keep = np.repeat(np.cumsum(lengths) - tail - np.cumsum(tail) + tail, tail)
+    out = out[keep + np.arange(tail.sum())]
+    names = [c for s in specs for c in s.columns]
+    return out if first else out.select(names)
 
 
 def _stored_at(lake: Lake, tf: str, seam: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -246,7 +284,7 @@ def _reads(lake: Lake, version: int, tf: str, syms: list[str]) -> Iterator[pl.Da
     series = lake.scan("ohlcv", version=version)
     wanted = (pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms)
     if _stored_rows(lake, version, tf) <= READ_ROWS:
-        yield series.filter(wanted).select(_BARS).collect()
+        yield _scan_bars(lake, version, tf, syms)
         return
     counts = dict(series.filter(wanted).group_by("symbol").len().collect().iter_rows())
     batch: list[str] = []
@@ -267,6 +305,21 @@ def _reads(lake: Lake, version: int, tf: str, syms: list[str]) -> Iterator[pl.Da
             .select(_BARS)
             .collect()
         )
+
+
+def _scan_bars(
+    lake: Lake, version: int, tf: str, syms: list[str], where: pl.Expr | None = None
+) -> pl.DataFrame:
+    """The bars of ``syms`` on ``tf`` (and ``where``). A long symbol list is applied after the
+    read: pushed into the scan, it becomes one pyarrow expression of thousands of terms,
+    slower than reading the timeframe's other symbols too."""
+    pred = pl.col("timeframe") == tf
+    if where is not None:
+        pred = pred & where
+    if len(syms) <= PUSHED_SYMBOLS:
+        pred = pred & pl.col("symbol").is_in(syms)
+    bars = lake.scan("ohlcv", version=version).filter(pred).select(_BARS).collect()
+    return bars if len(syms) <= PUSHED_SYMBOLS else bars.filter(pl.col("symbol").is_in(syms))
 
 
 def _stored_rows(lake: Lake, version: int, tf: str) -> int:
