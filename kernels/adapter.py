@@ -150,18 +150,31 @@ def sort_frame(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """``frame`` sorted by (symbol, ts) (unchanged if it already is) and its symbol offsets."""
     if frame.height == 0:
         return frame, np.zeros(1, np.int64)
+    order = sort_order(frame)
+    if order is None:
+        return frame, _runs(frame, _timestamps(frame))[0]
+    frame = frame[order]
+    offsets, _ = _runs(frame, _timestamps(frame))
+    return frame, offsets
+
+
+def sort_order(frame: pl.DataFrame) -> np.ndarray | None:
+    """The row order of a stable sort of ``frame`` by (symbol, ts); None when it is sorted.
+
+    A frame of pieces each sorted -- a lake read, one file per period -- is ordered by
+    gathering its runs (:func:`_run_order`), without a full sort."""
+    if frame.height == 0:
+        return None
     offsets, within = _runs(frame, _timestamps(frame))
     if within:
         firsts = frame.get_column("symbol").gather(offsets[:-1])
         if firsts.n_unique() == len(firsts) and firsts.equals(firsts.sort()):
-            return frame, offsets
-    order = _run_order(frame, offsets) if within else None
-    if order is not None:  # sorted pieces (a lake read: one file per period): gather them
-        frame = frame[order]
-    else:
-        frame = frame.sort(["symbol", "ts"], maintain_order=True)
-    offsets, _ = _runs(frame, _timestamps(frame))
-    return frame, offsets
+            return None
+        order = _run_order(frame, offsets)
+        if order is not None:
+            return order
+    by = pl.arg_sort_by("symbol", "ts", maintain_order=True)
+    return frame.select(by).to_series().to_numpy()
 
 
 def _run_order(frame: pl.DataFrame, offsets: np.ndarray) -> np.ndarray | None:
@@ -327,4 +340,4 @@ def compute(
     return df.with_columns([pl.Series(name, out[j]) for j, name in enumerate(columns)])
 
 
-__all__ = ["POOL", "BlockPool", "compute", "sort_frame"]
+__all__ = ["POOL", "BlockPool", "compute", "sort_frame", "sort_order"]

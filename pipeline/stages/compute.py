@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as pds
 
 from marketlake.errors import ConfigError, LakeCorruptError, LakeError
 from marketlake.lake.store import Lake
@@ -242,6 +244,69 @@ def _computed(
     return with_period_code(out, tf) if period_code else with_period(out)
 
 
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` sorted by (symbol, ts); stored rows, read file after file, are sorted pieces
+    that are gathered rather than sorted in full (:func:`~marketlake.kernels.adapter.sort_order`)."""
+    from marketlake.kernels.adapter import sort_order
+
+    order = sort_order(frame)
+    return frame if order is None else frame[order]
+
+
+def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns: list[str]) -> bool:
+    """Whether the stored rows of ``part`` on ``tf`` equal ``new`` (sorted by symbol, ts):
+    the same keys and every computed column equal (nulls alike), i.e. what ``_diff`` would
+    call unchanged throughout. The stored rows stream in file by file, in record batches,
+    each compared with the rows of ``new`` it keys to (found by each symbol run's first ts),
+    so no table of stored rows is built (on a no-change re-run memory stays flat); stops at
+    the first difference, and at once when a computed column is not stored yet."""
+    from marketlake.kernels.adapter import _runs, _timestamps
+    from marketlake.kernels.driver import run_gather_index
+
+    checked = lake.dataset("indicators")
+    if checked is None or new.is_empty():
+        return False
+    if any(c not in checked.schema.names for c in columns):
+        return False
+    ts_new = _timestamps(new)
+    offsets, _ = _runs(new, ts_new)
+    firsts = new.get_column("symbol").gather(offsets[:-1]).to_list()
+    where = {sym: (int(offsets[i]), int(offsets[i + 1])) for i, sym in enumerate(firsts)}
+    covered = np.zeros(new.height, np.bool_)
+    span = (
+        (pds.field("timeframe") == tf)
+        & (pds.field("symbol") >= min(part))
+        & (pds.field("symbol") <= max(part))
+    )
+    for batch in checked.to_batches(
+        columns=["symbol", "ts", *columns], filter=span, batch_size=1 << 17
+    ):
+        old = pl.from_arrow(batch)
+        if old.is_empty():
+            continue
+        ts_old = _timestamps(old)
+        runs, ascending = _runs(old, ts_old)
+        if not ascending:
+            return False
+        starts = np.empty(runs.shape[0] - 1, np.int64)
+        for r, sym in enumerate(old.get_column("symbol").gather(runs[:-1]).to_list()):
+            if sym not in where:  # a stored series this run does not have: deleted
+                return False
+            a, b = where[sym]
+            starts[r] = a + np.searchsorted(ts_new[a:b], ts_old[runs[r]])
+            if starts[r] + runs[r + 1] - runs[r] > b:
+                return False
+        idx = run_gather_index(starts, np.diff(runs))
+        if not np.array_equal(ts_new[idx], ts_old) or covered[idx].any():
+            return False
+        covered[idx] = True
+        take = pl.Series(idx)
+        for c in columns:
+            if not new.get_column(c).gather(take).eq_missing(old.get_column(c)).all():
+                return False
+    return bool(covered.all())
+
+
 def _diff(new: pl.DataFrame, old: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     """``new`` joined with the stored rows: ``__exists`` and ``__same`` per row, the stored
     values of computed columns as ``<column>__old`` and of the other columns as they are."""
@@ -250,7 +315,7 @@ def _diff(new: pl.DataFrame, old: pl.DataFrame, columns: list[str]) -> pl.DataFr
     old = old.select(
         *KEY, *keep, *[pl.col(c).alias(f"{c}__old") for c in have], pl.lit(True).alias("__exists")
     )
-    old = old.sort("symbol", "ts")
+    old = _sorted(old)
     if old.height == new.height and all(
         old.get_column(k).equals(new.get_column(k)) for k in ("symbol", "ts")
     ):  # the same rows in the same order (re-runs, new columns): no join needed
@@ -296,10 +361,19 @@ def _rewrite(
     ]
     stamp = pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))
 
-    def batch(part: list[str], bars: pl.DataFrame) -> tuple[dict[str, int], Callable]:
-        """The batch's counts and a function building its rows to write."""
+    def batch(
+        part: list[str], bars: pl.DataFrame, check: bool = True
+    ) -> tuple[dict[str, int], Callable]:
+        """The batch's counts and a function building its rows to write; ``check``: first
+        check, streaming, whether the stored rows are all the same (cheaper than diffing)."""
         new = _computed(bars, tf, part, indicators, columns, tz, period_code=True)
-        old = stored.filter(pl.col("symbol").is_in(part)).collect()
+        # the range lets the read skip files of other batches (their symbol statistics)
+        span = (pl.col("symbol") >= min(part)) & (pl.col("symbol") <= max(part))
+        read = stored.filter(span).filter(pl.col("symbol").is_in(part))
+        if check and _unchanged(lake, tf, part, new, columns):  # a re-run: nothing to write,
+            got = {"inserted": 0, "updated": 0, "unchanged": new.height, "deleted": 0}
+            return got, lambda: stamped(_diff(new, read.collect(), columns))  # unless later
+        old = read.collect()
         if old.is_empty():
             got = {"inserted": new.height, "updated": 0, "unchanged": 0, "deleted": 0}
             return got, lambda: new.with_columns(
@@ -315,7 +389,10 @@ def _rewrite(
             "unchanged": int(same.sum()),
             "deleted": old.height - int(exists.sum()),
         }
-        return got, lambda: j.with_columns(
+        return got, lambda: stamped(j)
+
+    def stamped(j: pl.DataFrame) -> pl.DataFrame:
+        return j.with_columns(
             pl.when("__same").then("computed_at").otherwise(stamp).alias("computed_at"),
             pl.when("__same").then("run_id").otherwise(pl.lit(run_id)).alias("run_id"),
         )
@@ -335,7 +412,7 @@ def _rewrite(
     writer = ThreadPoolExecutor(max_workers=1)
     try:
         for part, bars in _rewrite_batches(lake, series, tf, syms):
-            got, rows = batch(part, bars)
+            got, rows = batch(part, bars, check=not changed)
             for k in counts:
                 counts[k] += got[k]
             progress("advance", advance=len(part), symbol=tf, rows=bars.height)
@@ -345,7 +422,7 @@ def _rewrite(
             if not changed:
                 changed = True
                 for p in held:
-                    write(batch(p, _bars(series, tf, p))[1])
+                    write(batch(p, _bars(series, tf, p), check=False)[1])
             write(rows)
         if writing is not None:
             writing.result()
