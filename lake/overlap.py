@@ -23,21 +23,32 @@ def may_overlap(
     ``frame`` (by partition, symbol and ts range) can exist in it: then a blind append
     committed against exactly that snapshot is safe.
     ``timeframe``: the frame's only timeframe, when the caller knows it."""
+    return suspects(dt, tdef, frame, timeframe) != set()
+
+
+def suspects(
+    dt: DeltaTable | None, tdef: TableDef, frame: pl.DataFrame, timeframe: str | None = None
+) -> set[str] | None:
+    """The symbols of ``frame`` whose rows the file statistics of ``dt`` cannot prove absent
+    (a file of the same partition covers the symbol and the ts range); None when nothing can
+    be proven. Rows of every other symbol are new: a write may append them blindly and diff
+    only the suspects' (batches fetched on several threads end out of symbol order, so
+    consecutive batches' symbol ranges touch at their edges)."""
     if dt is None:
-        return False
+        return set()
     if not {"symbol", "ts"} <= set(frame.columns) or "ts" not in tdef.schema.names:
-        return True
+        return None
     files = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
     if files.is_empty():
-        return False
+        return set()
     need = ["min.symbol", "max.symbol", "min.ts", "max.ts"]
     if (
         any(c not in files.columns for c in need)
         or files.select(pl.any_horizontal(pl.col(need).is_null()).any()).item()
     ):
-        return True
+        return None
     if files.select((pl.col("max.symbol").str.len_chars() >= 32).any()).item():
-        return True  # string statistics may be truncated
+        return None  # string statistics may be truncated
     # partition keys of the batch; ``period`` as an integer code (cheap on big batches)
     coded = "period" in tdef.partitions and "period" not in frame.columns
     keys = [p for p in tdef.partitions if p in frame.columns]
@@ -61,7 +72,7 @@ def may_overlap(
     if timeframe is not None and "timeframe" in tdef.partitions:
         ranges = ranges.with_columns(pl.lit(timeframe).alias("timeframe"))
     if ranges.select(pl.any_horizontal(pl.all().is_null()).any()).item():
-        return True
+        return None
     if coded:  # back to the partition's string, on the few aggregated rows only
         ranges = ranges.with_columns(
             pl.col("_pcode").map_elements(period_of_code, return_dtype=pl.String).alias("period")
@@ -77,8 +88,9 @@ def may_overlap(
         & (pl.col("max.symbol") >= pl.col("lo_sym"))
     )
     if cand.is_empty():
-        return False
-    # ranges intersect: does any batch symbol really fall inside a candidate file's range?
+        return set()
+    # ranges intersect: which batch symbols really fall inside a candidate file's range?
+    found: set[str] = set()
     for key, part in frame.group_by(keys):
         sel = cand
         for k, v in zip(keys, key, strict=True):
@@ -91,6 +103,6 @@ def may_overlap(
         syms = np.sort(part.get_column("symbol").unique().to_numpy().astype(str))
         lo = np.searchsorted(syms, sel.get_column("min.symbol").to_numpy().astype(str), "left")
         hi = np.searchsorted(syms, sel.get_column("max.symbol").to_numpy().astype(str), "right")
-        if (hi > lo).any():
-            return True
-    return False
+        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+            found.update(syms[a:b].tolist())
+    return found

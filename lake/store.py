@@ -26,7 +26,7 @@ from marketlake.lake import evolve, frames, merges, verified, writes
 from marketlake.lake._errors import CommitConflict, lake_errors
 from marketlake.lake.frames import dedupe
 from marketlake.lake.location import LakeLocation
-from marketlake.lake.overlap import may_overlap
+from marketlake.lake.overlap import may_overlap, suspects
 from marketlake.lake.paths import ensure_home
 from marketlake.lake.rewrites import Rewrite
 from marketlake.lake.tables import TABLES, TableDef, polars_schema
@@ -175,6 +175,18 @@ class Lake:
         """False only when the table's file statistics (at ``version``, default the latest)
         prove that no row of ``frame`` can already exist: then a blind append is safe."""
         return may_overlap(self.table(name, version), TABLES[name], frame, timeframe)
+
+    def overlap_suspects(
+        self,
+        name: str,
+        frame: pl.DataFrame,
+        timeframe: str | None = None,
+        *,
+        version: int | None = None,
+    ) -> set[str] | None:
+        """The symbols of ``frame`` the table's file statistics (at ``version``) cannot prove
+        absent; rows of every other symbol are new. None: nothing can be proven."""
+        return suspects(self.table(name, version), TABLES[name], frame, timeframe)
 
     def append(
         self,

@@ -120,7 +120,7 @@ class FilesProvider(Provider):
                 ) from exc
             if ts.null_count() == ts.len():
                 raise ValidationError(f"{path.name}: cannot parse timestamps in {cols['ts']!r}")
-            reasons.append(_unparsed(given, ts, cols["ts"]))
+            reasons += _unparsed(given, ts, cols["ts"])
         if ts.dtype == pl.Date:
             ts = ts.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
         elif isinstance(ts.dtype, pl.Datetime):
@@ -147,7 +147,7 @@ class FilesProvider(Provider):
                 continue
             given = raw.get_column(cols[c])
             values[c] = given.cast(pl.Float64, strict=False)
-            reasons.append(_unparsed(given, values[c], cols[c]))
+            reasons += _unparsed(given, values[c], cols[c])
         out = pl.DataFrame(
             {"symbol": sym, "timeframe": self.timeframe, "ts": ts, **values}
         ).with_columns(pl.lit(self.name).alias("provider"), pl.lit(True).alias("is_final"))
@@ -173,28 +173,25 @@ class FilesProvider(Provider):
                         )
                         continue
                     # a row without a time belongs to no request: reported with the file
-                    undated = frame.filter(pl.col("ts").is_null())
-                    for sym, reason in undated.select("symbol", REJECT).iter_rows():
-                        self._problems.append(
-                            {
-                                "symbol": sym or self.fixed_symbol or "",
-                                "reason": f"{path.name}: {reason}",
-                                "source": str(path),
-                            }
-                        )
-                    frames.append(frame.filter(pl.col("ts").is_not_null()))
-                self._frame = (
-                    pl.concat(frames)
-                    if frames
-                    else empty_ohlcv().with_columns(pl.lit(None, pl.String).alias(REJECT))
-                )
-                # one pass to split by symbol, not one scan of every row per request
-                self._by_symbol = {
-                    k[0]: part
-                    for k, part in self._frame.partition_by(
-                        "symbol", as_dict=True, maintain_order=True
-                    ).items()
-                }
+                    if frame.get_column("ts").null_count():
+                        undated = frame.filter(pl.col("ts").is_null())
+                        for sym, reason in undated.select("symbol", REJECT).iter_rows():
+                            self._problems.append(
+                                {
+                                    "symbol": sym or self.fixed_symbol or "",
+                                    "reason": f"{path.name}: {reason}",
+                                    "source": str(path),
+                                }
+                            )
+                        frame = frame.filter(pl.col("ts").is_not_null())
+                    frames.append(frame)
+                if len(frames) == 1:
+                    self._frame = frames[0]
+                elif frames:
+                    self._frame = pl.concat(frames)
+                else:
+                    self._frame = empty_ohlcv().with_columns(pl.lit(None, pl.String).alias(REJECT))
+                self._by_symbol = _by_symbol(self._frame)
             return self._frame
 
     def problems(self) -> list[dict]:
@@ -224,10 +221,37 @@ class FilesProvider(Provider):
         return sel.with_columns(pl.lit(request.symbol).alias("symbol"))
 
 
-def _unparsed(given: pl.Series, parsed: pl.Series, column: str) -> pl.Expr:
-    """Per row, why ``given`` did not parse (null where it did or was empty)."""
+def _by_symbol(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The rows of each symbol, split in one pass, not one scan of every row per request:
+    zero-copy slices when each symbol's rows are contiguous (files sorted or grouped by
+    symbol, the usual export), else one partitioning copy."""
+    runs = frame.select(pl.col("symbol").rle()).unnest("symbol")
+    if runs.get_column("value").n_unique() == runs.height:  # one run per symbol
+        starts = runs.get_column("len").cum_sum() - runs.get_column("len")
+        return {
+            sym: frame.slice(start, n)
+            for sym, start, n in zip(
+                runs.get_column("value").to_list(),
+                starts.to_list(),
+                runs.get_column("len").to_list(),
+                strict=True,
+            )
+        }
+    return {
+        k[0]: part
+        for k, part in frame.partition_by("symbol", as_dict=True, maintain_order=True).items()
+    }
+
+
+def _unparsed(given: pl.Series, parsed: pl.Series, column: str) -> list[pl.Expr]:
+    """Per row, why ``given`` did not parse (null where it did or was empty); no expression
+    when every value parsed (the common case: no column is turned into text)."""
+    if given.dtype == parsed.dtype or given.null_count() == parsed.null_count():
+        return []  # nothing was cast, or the cast kept every value
     text = given.cast(pl.String)
     bad = given.is_not_null() & parsed.is_null()
-    return pl.when(pl.lit(bad)).then(
-        pl.format("{} {} does not parse", pl.lit(column), pl.lit(text).str.slice(0, 40))
-    )
+    return [
+        pl.when(pl.lit(bad)).then(
+            pl.format("{} {} does not parse", pl.lit(column), pl.lit(text).str.slice(0, 40))
+        )
+    ]

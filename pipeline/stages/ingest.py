@@ -317,13 +317,16 @@ def land_bars(
     timeframe = timeframe or single_timeframe(good)
     good = with_period_code(good, timeframe)
     read = lake.version("ohlcv")  # the proof, the diff and the append's commit share it
-    if lake.may_overlap("ohlcv", good, timeframe, version=read):
-        good = with_period(good.drop("_pcode"))
-        tagged = _diff(lake, good, read)
-    else:  # file statistics prove every row is new: no scan of the lake needed
-        tagged = good.with_columns(
-            pl.lit("new").alias("_state"), pl.lit(False).alias("_readjusted")
-        )
+    suspect = lake.overlap_suspects("ohlcv", good, timeframe, version=read)
+    # file statistics prove every row of the other symbols new: no scan of the lake for them
+    proven = good if suspect is not None else good.clear()
+    if suspect:
+        is_suspect = pl.col("symbol").is_in(sorted(suspect))
+        proven, good = good.filter(~is_suspect), good.filter(is_suspect)
+    tagged = proven.with_columns(pl.lit("new").alias("_state"), pl.lit(False).alias("_readjusted"))
+    if suspect is None or suspect:
+        diffed = _diff(lake, with_period(good.drop("_pcode")), read).drop("period")
+        tagged = pl.concat([tagged, with_period_code(diffed, timeframe)], how="diagonal")
     out.readjusted = {
         tuple(r)
         for r in tagged.filter(pl.col("_readjusted"))
@@ -440,9 +443,15 @@ class Sync:
             self.cov, self.cov_version = dict(planned.coverage), planned.version
         self.progress("start", total=len(units))
         workers = max(1, self.settings.concurrency)
-        if units and all(_is_local(u.provider) for u in units):
+        # local providers answer in moments: their units are batched in plan order, so
+        # consecutive batches hold consecutive symbols and file statistics prove each new
+        local = bool(units) and all(_is_local(u.provider) for u in units)
+        if local:
             workers = min(workers, os.cpu_count() or 1)
         window = fetcher.window if fetcher is not None else workers * 4
+        seq: dict[Future, int] = {}
+        arrived: dict[int, Outcome] = {}
+        submitted = taken = 0
         batch = _Batch()
         every = self.settings.commit_every_s
         next_commit = time.monotonic() + every
@@ -454,21 +463,33 @@ class Sync:
                 it = iter(units)
                 exhausted = False
                 while pending or not exhausted:
-                    while not exhausted and len(pending) < window:
+                    while not exhausted and len(pending) + len(arrived) < window:
                         u = next(it, None)
                         if u is None:
                             exhausted = True
                             break
                         if fetcher is not None:
-                            pending.add(fetcher.submit(u))
+                            fut = fetcher.submit(u)
                         else:
-                            pending.add(pool.submit(_fetch, u, self.providers))
+                            fut = pool.submit(_fetch, u, self.providers)
+                        seq[fut] = submitted
+                        submitted += 1
+                        pending.add(fut)
                     if not pending:
                         break
                     timeout = max(0.0, next_commit - time.monotonic())
                     done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-                    for fut in done:  # a batch never holds more than batch_tasks units
-                        o = fut.result()
+                    for fut in done:
+                        arrived[seq.pop(fut)] = fut.result()
+                    if local:
+                        ready = []
+                        while taken in arrived:
+                            ready.append(arrived.pop(taken))
+                            taken += 1
+                    else:  # as they come: a slow request never holds finished work back
+                        ready = list(arrived.values())
+                        arrived.clear()
+                    for o in ready:  # a batch never holds more than batch_tasks units
                         batch.add(o)
                         self.progress(
                             "advance",
@@ -529,7 +550,9 @@ class Sync:
             read = self._coverage_at_latest(batch)
             landed = land_bars(
                 self.lake,
-                pl.concat(bars, how="diagonal_relaxed"),
+                # one contiguous frame: every pass below over thousands of per-unit chunks
+                # costs several times a single copy
+                pl.concat(bars, how="diagonal_relaxed").rechunk(),
                 timeframe=units_tf.pop() if len(units_tf) == 1 else None,
                 run_id=self.run_id,
                 now=now,

@@ -149,6 +149,17 @@ def test_append_proved_on_an_old_snapshot_falls_back_to_merge(home):
     assert lake.read("ohlcv").height == 9
 
 
+def test_overlap_suspects_are_only_the_symbols_a_stored_file_covers(home):
+    lake = Lake(home)
+    lake.upsert("ohlcv", bars(["A", "C"]), run_id="r0", stage="t")
+    assert lake.overlap_suspects("ohlcv", bars(["B", "C", "D", "E"])) == {"B", "C"}
+    assert lake.overlap_suspects("ohlcv", bars(["D", "E"])) == set()
+    later = bars(["A"], start=datetime(2024, 6, 1, tzinfo=UTC))  # past every stored ts
+    assert lake.overlap_suspects("ohlcv", later) == set()
+    assert not lake.may_overlap("ohlcv", bars(["D", "E"]))
+    assert lake.may_overlap("ohlcv", bars(["B"]))
+
+
 def test_racing_writers_without_the_lock_never_double_a_key(home):
     # regression: concurrent appends of the same new keys both committed (Delta sees two
     # blind appends as no conflict); 20 races, 0 doubled keys

@@ -210,3 +210,30 @@ def test_land_bars_takes_a_frame_without_optional_columns(home):
     again = land_bars(lake, bars, run_id="b", now=NOW, timeframe="1D")
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 2)
     assert lake.read("ohlcv").get_column("open_interest").null_count() == 2
+
+
+def test_land_bars_diffs_only_the_symbols_a_stored_file_may_hold(home):
+    # batches fetched on several threads end out of symbol order: the next batch's symbols
+    # touch the last one's range; rows of the symbols no stored file covers are appended
+    # blindly, the others' diffed (a stored row unchanged, a changed one updated)
+    from tests_helpers import bars
+
+    from marketlake.pipeline.stages.ingest import land_bars
+
+    def frame(*a, **k):
+        return bars(*a, **k).drop("period").with_columns(pl.col("close").alias("adj_close"))
+
+    lake = Lake(home)
+    first = pl.concat([frame(["A", "C"]), frame(["B"], days=2)])
+    assert land_bars(lake, first, run_id="a", now=NOW, timeframe="1D").inserted == 8
+    provisional = frame(["B"], close=2.0).with_columns(pl.lit(False).alias("is_final"))
+    second = pl.concat([provisional, frame(["D", "E"])])
+    assert lake.overlap_suspects("ohlcv", second) == {"B"}
+    res = land_bars(lake, second, run_id="b", now=NOW, timeframe="1D")
+    assert (res.inserted, res.updated, res.unchanged) == (7, 2, 0)
+    assert res.per_series[("B", "1D")] == {"changed": 2, "new": 1}
+    out = lake.read("ohlcv")
+    assert out.height == 15 and out.select("symbol", "ts").is_unique().all()
+    assert out.filter(pl.col("symbol") == "B").get_column("close").to_list() == [2.0] * 3
+    again = land_bars(lake, second, run_id="c", now=NOW, timeframe="1D")
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 9)
