@@ -1,0 +1,84 @@
+"""One nightly increment (sync from the synthetic market, compute, load into PostgreSQL) in a
+fresh process, as a scheduler runs it: imports, the kernels' cache load and the exchange
+calendars count. Prints per stage the process CPU time (every thread: fetch workers, numba and
+polars pools), the main thread's share and the wall time, the main thread's profile, and last
+one JSON line of the totals. ``bench/pipeline.py`` builds the lake and runs this.
+
+    python bench/nightly.py --home DIR --now 2026-01-06T22:00:00+00:00 [--dsn ... --schema ...]
+"""
+
+from __future__ import annotations
+
+import time
+
+CPU0, WALL0 = time.process_time(), time.perf_counter()  # before any import
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import pstats  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", required=True, type=Path)
+    ap.add_argument("--now", required=True, type=datetime.fromisoformat)
+    ap.add_argument("--dsn")
+    ap.add_argument("--schema", default="public")
+    ap.add_argument("--top", type=int, default=30, help="profile rows printed")
+    args = ap.parse_args()
+    stages: dict[str, tuple[float, float, float]] = {
+        "interpreter": (time.process_time() - CPU0, time.thread_time(), time.perf_counter() - WALL0)
+    }
+    prof = cProfile.Profile(time.thread_time)  # the main thread's CPU, not the machine's load
+
+    def stage(name, fn):
+        c, m, w = time.process_time(), time.thread_time(), time.perf_counter()
+        prof.enable()
+        try:
+            return fn()
+        finally:
+            prof.disable()
+            stages[name] = (
+                time.process_time() - c,
+                time.thread_time() - m,
+                time.perf_counter() - w,
+            )
+
+    def imports():
+        from marketlake.pipeline.config import load_settings
+        from marketlake.pipeline.stages.compute import run_compute
+        from marketlake.pipeline.stages.ingest import run_sync
+        from marketlake.pipeline.stages.load import run_load
+
+        return load_settings, run_sync, run_compute, run_load
+
+    load_settings, run_sync, run_compute, run_load = stage("imports", imports)
+    settings = load_settings(home=args.home, env={}, now=args.now).with_(
+        dsn=args.dsn, pg_schema=args.schema
+    )
+    sync = stage("sync", lambda: run_sync(settings, provider="synthetic", timeframes=["1D"]))
+    comp = stage("compute", lambda: run_compute(settings))
+    if args.dsn:
+        stage("load", lambda: run_load(settings))
+    print(f"  {sync.inserted} bars synced, {comp.inserted} indicator rows computed")
+    print(f"  {'stage':12} {'CPU s':>7} {'main thr':>9} {'wall s':>7}")
+    for name, (cpu, main_cpu, wall) in stages.items():
+        print(f"  {name:12} {cpu:7.2f} {main_cpu:9.2f} {wall:7.2f}")
+    cpu = sum(s[0] for s in stages.values())
+    wall = sum(s[2] for s in stages.values())
+    load = os.getloadavg()
+    print(f"  {'total':12} {cpu:7.2f} {'':9} {wall:7.2f}   (load average {load[0]:.1f})")
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(args.top)
+    print(f"  main thread profile (CPU, cumulative, top {args.top}):")
+    print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line.strip()))
+    print(json.dumps({"cpu": cpu, "wall": wall, "load": load[0]}))
+
+
+if __name__ == "__main__":
+    main()
