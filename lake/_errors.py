@@ -5,17 +5,17 @@ where those libraries are called (modelled on httpx's ``map_exceptions``)."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import duckdb
 import polars as pl
 import pyarrow as pa
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from marketlake.errors import LakeCorruptError, LakeError, MarketlakeError
 
-_FOREIGN = (DeltaError, pa.ArrowException, pl.exceptions.PolarsError, duckdb.Error, OSError)
+_FOREIGN = (DeltaError, pa.ArrowException, pl.exceptions.PolarsError, OSError)
 _DAMAGE = re.compile(
     r"checksum|crc|corrupt|truncat|out of (range|bounds)|eof|magic|footer|range\.end|"
     r"invalid parquet|parquet error|couldn't deserialize thrift|not a parquet",
@@ -65,6 +65,13 @@ def lake_errors(action: str, table: str) -> Iterator[None]:
     except _FOREIGN as exc:
         raise convert(exc, action, table) from exc
     except BaseException as exc:  # pyo3 panics derive from BaseException
-        if _panic(exc):
+        if _panic(exc) or _duckdb_error(exc):
             raise convert(exc, action, table) from exc
         raise
+
+
+def _duckdb_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB's; only a loaded DuckDB can have raised one, so importing it
+    (0.4 s) is left to the code that queries."""
+    duckdb = sys.modules.get("duckdb")
+    return duckdb is not None and isinstance(exc, duckdb.Error)
