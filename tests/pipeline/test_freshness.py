@@ -65,3 +65,40 @@ def test_schedule_interval_and_tolerance(home):
     assert freshness.schedule_interval(daily, settings) == timedelta(days=1)
     assert freshness.schedule_interval(None, settings) == timedelta(hours=24)
     assert freshness.tolerance(None, "24/7") < freshness.tolerance(None, "XNYS")
+
+
+@pytest.mark.parametrize("calendar", ["XNYS", "XBOM"])
+def test_a_month_long_calendar_window_answers_as_the_two_day_one(calendar):
+    # the calendar is built (and cached) to the end of the month, no longer to `at` + 2 days:
+    # the same answers every 37 minutes over a year-end with holidays, around every close
+    import exchange_calendars as xc
+    import pandas as pd
+
+    built = {}
+    for when in pd.date_range("2025-12-22", "2026-01-03", freq="37min", tz="UTC"):
+        start = (when - pd.Timedelta(days=30)).strftime("%Y-%m-01")
+        end = (when + pd.Timedelta(days=2)).strftime("%Y-%m-%d")
+        cal = built.get(end) or built.setdefault(end, xc.get_calendar(calendar, start, end))
+        if when >= cal.session_close(cal.last_session):
+            session = cal.last_session
+        else:
+            session = cal.minute_to_past_session(max(when, cal.first_minute))
+        want = (datetime(session.year, session.month, session.day, tzinfo=UTC),)
+        want += (cal.session_close(session).to_pydatetime(),)
+        assert freshness.last_closed_session(calendar, when.to_pydatetime()) == want, when
+
+
+def test_calendars_are_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(freshness.platformdirs, "user_cache_dir", lambda app: str(tmp_path))
+    freshness._calendar.cache_clear()
+    first = freshness.last_closed_session("XNYS", at(2025, 3, 8, 12))
+    (cached,) = tmp_path.rglob("XNYS-*.pickle")
+    freshness._calendar.cache_clear()
+    monkeypatch.setattr("exchange_calendars.get_calendar", None)  # not built again
+    assert freshness.last_closed_session("XNYS", at(2025, 3, 9, 12)) == first
+    cached.write_bytes(b"damaged")
+    freshness._calendar.cache_clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(freshness.platformdirs, "user_cache_dir", lambda app: str(tmp_path))
+    assert freshness.last_closed_session("XNYS", at(2025, 3, 8, 12)) == first  # rebuilt
+    freshness._calendar.cache_clear()
