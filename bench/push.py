@@ -8,7 +8,10 @@
   end (the remote's lake commit and its PostgreSQL load included) and as a multiple of the
   raw POST's time, the client's peak RSS and the remote's peak RSS (VmHWM) before and after:
   both stay flat as ``--days`` grows (run 1M and 5M bars to compare);
-* one new day for every symbol pushed (the change feed path), wall time.
+* one new day for every symbol pushed (the change feed path), wall time;
+* with ``--readjust``: a whole-history re-adjustment (every bar's prices changed, as a split
+  adjusts a symbol's history) pushed as changes: rows/s, the client's peak RSS and the
+  remote's peak RSS during that push (its high-water mark reset just before).
 
 ``--into-non-empty``: the remote's table already holds an older copy (the last 10 days
 missing, one symbol's closes different, 5 symbols the source no longer has), seeded before
@@ -16,7 +19,8 @@ the service starts, so the push is the snapshot diff (streamed into checksummed 
 compared partition by partition in bounded buckets, deletes of the keys the source lacks):
 its peak RSS against the push into an empty table.
 
-Usage: ``python bench/push.py [--symbols 2000] [--days 2500] [--into-non-empty]``; the server comes from
+Usage: ``python bench/push.py [--symbols 2000] [--days 2500] [--into-non-empty]
+[--readjust]``; the server comes from
 ``MARKETLAKE_BENCH_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
 """
 
@@ -101,6 +105,15 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (``/proc/<pid>/clear_refs``)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def run_watched(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``cmd``, reading its VmHWM until it exits (getrusage's children figure is useless
     here: exec records the forking parent's own peak as the child's)."""
@@ -143,6 +156,7 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=2000)
     ap.add_argument("--days", type=int, default=2500)
     ap.add_argument("--into-non-empty", action="store_true")
+    ap.add_argument("--readjust", action="store_true", help="also push a whole-history change")
     args = ap.parse_args()
     rows = args.symbols * args.days
     root = Path(tempfile.mkdtemp(prefix="ml-bench-push-"))
@@ -235,6 +249,30 @@ def main() -> None:
         day_s = time.perf_counter() - t0
         assert inc.inserted == args.symbols, inc.to_json()
 
+        # a whole-history re-adjustment: every bar's prices change, pushed as changes
+        if args.readjust:
+            import polars as pl
+
+            adjusted = bars(args.symbols, args.days).with_columns(
+                [pl.col(c) * 0.5 for c in ("open", "high", "low", "close", "adj_close")]
+            )
+            Lake(local).upsert("ohlcv", adjusted, run_id="bench3", stage="bench")
+            del adjusted
+            reset = reset_peak(serve.pid)
+            remote_idle = peak_rss_mb(serve.pid)
+            t0 = time.perf_counter()
+            out, adj_client_rss = run_watched(
+                [sys.executable, "-m", "marketlake.cli", "push", "--remote", url]
+                + ["--tables", "ohlcv", "--json"],
+                cenv,
+            )
+            adj_s = time.perf_counter() - t0
+            if out.returncode != 0:
+                raise SystemExit(f"re-adjustment push failed: {out.stderr}")
+            adj = json.loads(out.stdout.strip().splitlines()[-1])["tables"]["ohlcv"]
+            adj_remote_rss = peak_rss_mb(serve.pid)
+            assert adj["mode"] == "changes" and adj["updated"] == rows, adj
+
         ratio = push_s / raw_s
         print(f"\nbars: {rows:,} ({size / 1e6:.1f} MB as zstd Arrow IPC)")
         print(f"{'step':<46}{'seconds':>9}{'rows/s':>12}{'x raw':>8}")
@@ -258,6 +296,15 @@ def main() -> None:
             f"peak RSS of the push into {into} table: client {client_rss:.0f} MB; "
             f"remote {remote_after:.0f} MB ({remote_before:.0f} MB when it started serving)"
         )
+        if args.readjust:
+            print(
+                f"{'whole-history re-adjustment (changes)':<46}{adj_s:>9.2f}{rows / adj_s:>12,.0f}"
+            )
+            print(
+                f"peak RSS of the re-adjustment push: client {adj_client_rss:.0f} MB; remote "
+                f"{adj_remote_rss:.0f} MB ({remote_idle:.0f} MB before it"
+                f"{'' if reset else ', high-water mark not reset: includes earlier pushes'})"
+            )
         print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         for p in procs:

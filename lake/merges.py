@@ -53,7 +53,6 @@ def _frame(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
 def _candidates(dt: DeltaTable, tdef: TableDef, src: pl.DataFrame) -> list[dict[str, Any]]:
     """Add actions of the files that may hold a key of ``src``: in its partitions, and with
     key statistics overlapping its range."""
-    files = live_files(dt)
     if src.is_empty():
         return []
     scope = {
@@ -66,9 +65,17 @@ def _candidates(dt: DeltaTable, tdef: TableDef, src: pl.DataFrame) -> list[dict[
         for k in tdef.key
         if k in src.columns and k not in tdef.partitions and src.get_column(k).null_count() == 0
     }
+    return candidates(dt, scope, ranges)
+
+
+def candidates(
+    dt: DeltaTable, scope: dict[str, set[str]], ranges: dict[str, tuple[Any, Any]]
+) -> list[dict[str, Any]]:
+    """Add actions (flattened) of the files whose partition values are in ``scope`` (per
+    partition column) and whose key statistics overlap ``ranges`` (per key column)."""
     return [
         f
-        for f in files
+        for f in live_files(dt)
         if all(f.get(f"partition.{p}") in values for p, values in scope.items())
         and not any(
             _outside(f.get(f"min.{k}"), f.get(f"max.{k}"), lo, hi) for k, (lo, hi) in ranges.items()
@@ -312,6 +319,7 @@ def net_changes(feed: pl.DataFrame) -> pl.DataFrame:
 
 
 __all__ = [
+    "candidates",
     "literal",
     "merge_delete",
     "move_into_columns",

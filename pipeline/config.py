@@ -301,6 +301,9 @@ class _Serve(_Section):
     segment_schedules: dict[str, str | dict[str, Any]] | None = None
     overdue_grace: str | None = None
     pull: _Pull | None = None
+    # rows of a pushed change batch (or of the files that may hold its keys) merged in
+    # memory; a larger batch is merged out of core (pipeline/remote/spilled.py)
+    push_memory_rows: int | None = Field(None, ge=1)
 
 
 class _Lake(_Section):

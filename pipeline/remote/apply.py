@@ -10,9 +10,10 @@ source's change feed could not serve the range, or this is the first push).
   remote committed but whose acknowledgement was lost) commits nothing and changes 0 rows.
 * Into an empty table the rows are appended, streamed from the spool into data files in
   bounded memory (:mod:`.files`). A change batch is one merge of
-  :mod:`marketlake.lake.merges` (checksummed files): it inserts new keys, updates rows whose
-  values differ (so a re-applied batch is a no-op) and deletes flagged keys. A snapshot into
-  a table that holds rows makes the table equal to it (:mod:`.snapshot`): streamed into
+  :mod:`marketlake.lake.merges` (checksummed files), or of :mod:`.spilled` when it is too
+  large for memory (out of core, same counts, one commit): it inserts new keys, updates rows
+  whose values differ (so a re-applied batch is a no-op) and deletes flagged keys. A snapshot
+  into a table that holds rows makes the table equal to it (:mod:`.snapshot`): streamed into
   checksummed files, compared partition by partition in bounded memory, only partitions that
   differ swapped, keys the snapshot lacks deleted.
 * Columns the source grew (a new indicator) are added first by a metadata-only commit.
@@ -36,8 +37,10 @@ from marketlake.lake._errors import lake_errors
 from marketlake.lake.batches import conform
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef
+from marketlake.pipeline.remote import spilled
 from marketlake.pipeline.remote.files import FileWriter
 from marketlake.pipeline.remote.snapshot import apply_snapshot
+from marketlake.pipeline.remote.spilled import Bounds
 from marketlake.pipeline.remote.wire import FLAG, read_file
 
 log = logging.getLogger("marketlake.push")
@@ -93,20 +96,52 @@ def applied_before(dt: DeltaTable, batch: PushBatch) -> int | None:
     return best
 
 
-def _scan(path: Path, tdef: TableDef, declared: int) -> tuple[pa.Schema, bool]:
-    """One pass over the spool: its schema and whether any key is deleted; the row count
-    must equal what the source declared."""
+@dataclass
+class _Scope:
+    """What one pass over the spool found: its schema, the partition values and key ranges
+    it touches (as :func:`marketlake.lake.merges.candidates` takes them), whether it deletes."""
+
+    schema: pa.Schema
+    parts: dict[str, set]
+    ranges: dict[str, tuple[Any, Any]]
+    deletes: bool
+
+
+def _scan(path: Path, tdef: TableDef, declared: int) -> _Scope:
+    """One pass over the spool; the row count must equal what the source declared."""
     reader = read_file(path)
+    parts: dict[str, set] = {p: set() for p in tdef.partitions}
+    ranges: dict[str, tuple[Any, Any]] = {}
+    nulls: set[str] = set()
+    ranged = [k for k in tdef.key if k not in tdef.partitions]
     rows, deletes = 0, False
     for batch in reader:
         rows += batch.num_rows
+        for p in tdef.partitions:
+            parts[p].update(batch.column(p).unique().to_pylist())
+        keys = pl.from_arrow(pa.Table.from_batches([batch]).select(ranged))
+        assert isinstance(keys, pl.DataFrame)
+        for k in ranged:
+            col = keys.get_column(k)
+            if col.null_count():
+                nulls.add(k)
+            elif len(col):
+                lo, hi = col.min(), col.max()
+                if k in ranges:
+                    lo, hi = min(lo, ranges[k][0]), max(hi, ranges[k][1])
+                ranges[k] = (lo, hi)
         if batch.schema.get_field_index(FLAG) >= 0:
             deletes = deletes or bool(pa.compute.any(batch.column(FLAG)).as_py())
     if rows != declared:
         raise ValidationError(
             f"{tdef.name}: the body holds {rows} rows, the source sent {declared}"
         )
-    return reader.schema, deletes
+    return _Scope(
+        reader.schema,
+        parts,
+        {k: r for k, r in ranges.items() if k not in nulls},
+        deletes,
+    )
 
 
 def _grow(dt: DeltaTable, tdef: TableDef, incoming: pa.Schema) -> pa.Schema:
@@ -133,12 +168,16 @@ def apply_push(
     batch: PushBatch,
     spool: Path,
     props_for,
+    work: Path,
+    bounds: Bounds | None = None,
 ) -> Applied:
     """Apply ``spool`` (the batch's IPC stream) to the table ``tdef.name`` of the lake at
     ``location`` (``dt``, or None when it does not exist yet) as one commit; a batch with a
     ``source`` is skipped when the history shows it applied already.
 
-    ``props_for(metadata)`` builds the commit properties; the caller holds the writer lock."""
+    ``props_for(metadata)`` builds the commit properties; the caller holds the writer lock
+    and owns ``work`` (a scratch directory for spills); ``bounds`` bound a large change
+    batch's merge."""
     if batch.mode not in MODES:
         raise ValidationError(f"mode must be one of {', '.join(MODES)}, got {batch.mode!r}")
     meta = {
@@ -160,18 +199,18 @@ def apply_push(
                 unchanged=batch.rows,
                 already_applied=True,
             )
-    incoming, deletes = _scan(spool, tdef, batch.rows)
+    scope = _scan(spool, tdef, batch.rows)
     uri, options = location.table_uri(tdef.name), location.storage_options
     if dt is None:
         dt = writes.create(uri, tdef, options)
-    schema = _grow(dt, tdef, incoming)
+    schema = _grow(dt, tdef, scope.schema)
     empty = dt.get_add_actions().num_rows == 0
     props = props_for(meta)
-    if empty and not deletes:
-        rows = _append(dt, location, tdef, schema, spool, batch.rows, props)
+    if empty and not scope.deletes:
+        rows = _append(dt, location, tdef, schema, spool, batch.rows, props, work)
         res = Applied(tdef.name, 0, "", batch.mode, inserted=rows, rows=rows)
     elif batch.mode == "changes":
-        res = _merge_changes(dt, location, tdef, schema, spool, batch, props)
+        res = _merge_changes(dt, location, tdef, schema, spool, batch, props, scope, work, bounds)
     else:
         res = _snapshot(dt, location, tdef, schema, spool, batch, props)
     with lake_errors("read", tdef.name):
@@ -188,10 +227,11 @@ def _append(
     spool: Path,
     declared: int,
     props,
+    work: Path,
 ) -> int:
     """Stream the spool into the (empty) table as one append commit, written in bounded
     memory (:mod:`.files`); nothing is committed unless every declared row was read."""
-    out = FileWriter(location, tdef, schema)
+    out = FileWriter(location, tdef, schema, staging=work / "staging")
     with lake_errors("append to", tdef.name):
         adds = out.write_all(conform(read_file(spool), schema))
     try:
@@ -212,12 +252,33 @@ def _merge_changes(
     spool: Path,
     batch: PushBatch,
     props,
+    scope: _Scope,
+    work: Path,
+    bounds: Bounds | None,
 ) -> Applied:
-    """A change batch as one merge of :mod:`marketlake.lake.merges`: upserts and the flagged
-    keys' deletes in one commit, written with page checksums like every local merge (only
-    files holding a changed or deleted key are rewritten). The batch is one change set, so
-    it is read whole."""
+    """A change batch as one merge, written with page checksums like every local merge
+    (only files holding a changed or deleted key are rewritten): in memory
+    (:mod:`marketlake.lake.merges`) when the batch and the files that may hold its keys are
+    small, else out of core (:mod:`.spilled`), with the same counts and one commit."""
+    bounds = bounds or spilled.BOUNDS
     source_schema = schema.append(pa.field(FLAG, pa.bool_()))
+    with lake_errors("read", tdef.name):
+        files = merges.candidates(
+            dt,
+            {p: {str(v) for v in vs} for p, vs in scope.parts.items() if None not in vs},
+            scope.ranges,
+        )
+    held = sum(int(f.get("num_records") or 0) for f in files)
+    if batch.rows > bounds.memory_rows or held > bounds.memory_rows:
+        log.info(
+            "%s: merging %d rows into files holding %d out of core", tdef.name, batch.rows, held
+        )
+        source = pa.RecordBatchReader.from_batches(
+            source_schema, _with_flag(read_file(spool), source_schema)
+        )
+        counts = spilled.merge_spilled(dt, location, tdef, source, files, props, work, bounds)
+        ins, upd, _, dele = counts
+        return _counted(tdef, batch, ins, upd, dele)
     table = pa.Table.from_batches(list(_with_flag(read_file(spool), source_schema)), source_schema)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)

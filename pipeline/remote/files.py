@@ -5,14 +5,14 @@ into many partitions held most of the push at once. Here each partition's rows a
 only up to a row group (``GROUP_ROWS``), all partitions together at most ``BUFFER_ROWS`` (the
 largest buffer is written out first), and a file is closed at ``FILE_ROWS`` rows or when more
 than ``OPEN_FILES`` are open. Files are written with the lake's parquet options (page
-checksums, and the footer mark saying so) and stay invisible until the caller commits their add actions in one transaction.
-On an object store a file is written to a local temporary file first, then uploaded in parts.
+checksums, and the footer mark saying so) and stay invisible until the caller commits their add
+actions in one transaction. On an object store a file is written to a local scratch file first
+(:mod:`marketlake.lake.scratch`: removed even after a kill), then uploaded in parts.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -28,6 +28,7 @@ from deltalake.transaction import AddAction
 from marketlake.errors import ValidationError
 from marketlake.lake.frames import stats
 from marketlake.lake.location import LakeLocation, storage_errors
+from marketlake.lake.scratch import Scratch
 from marketlake.lake.tables import TableDef
 from marketlake.lake.writes import CHECKSUM_MARK, PARQUET_OPTIONS, literal, remove_files
 
@@ -79,7 +80,8 @@ class FileWriter:
     _open: dict[tuple, _File] = field(default_factory=dict)
     _done: list[AddAction] = field(default_factory=list)
     _written: list[str] = field(default_factory=list)
-    _tmp: tempfile.TemporaryDirectory | None = None
+    staging: Path | None = None  # where object-store uploads are staged (None: own scratch)
+    _tmp: Scratch | None = None
 
     def __post_init__(self) -> None:
         parts = self.tdef.partitions
@@ -90,7 +92,11 @@ class FileWriter:
             if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
         ]
         if not self.location.is_local:
-            self._tmp = tempfile.TemporaryDirectory(prefix="marketlake-files-")
+            if self.staging is None:
+                self._tmp = Scratch("files")
+                self.staging = self._tmp.path
+            else:
+                self.staging.mkdir(parents=True, exist_ok=True)
 
     # -- input --------------------------------------------------------------------------
     def write_all(self, batches: Iterable[pa.RecordBatch]) -> list[AddAction]:
@@ -159,7 +165,8 @@ class FileWriter:
             local = self.location.path / self.tdef.name / rel
             local.parent.mkdir(parents=True, exist_ok=True)
         else:
-            local = Path(self._tmp.name) / rel.replace("/", "_")
+            assert self.staging is not None
+            local = self.staging / rel.replace("/", "_")
         self._written.append(rel)
         writer = pq.ParquetWriter(
             str(local), self._data, **{**PARQUET_OPTIONS, "use_dictionary": self._text}
@@ -215,7 +222,7 @@ class FileWriter:
 
     def _cleanup(self) -> None:
         if self._tmp is not None:
-            self._tmp.cleanup()
+            self._tmp.close()
             self._tmp = None
 
 

@@ -40,13 +40,6 @@ def encode(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[byt
     yield sink.getvalue()  # the rest and the end-of-stream marker
 
 
-def rebatch(batches: Iterable[pa.RecordBatch], rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Batches of at most ``rows`` rows (an in-memory table arrives as one big batch)."""
-    for batch in batches:
-        for start in range(0, batch.num_rows, rows):
-            yield batch.slice(start, rows)
-
-
 def read_file(path: Path) -> pa.RecordBatchStreamReader:
     """A reader over an IPC stream spooled to ``path``, read batch by batch (plain reads: a
     memory map would count the whole spool as resident)."""

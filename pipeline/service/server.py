@@ -30,6 +30,7 @@ def serve_options(settings: Settings, host: str | None, port: int | None) -> Ser
     section.pop("host", None)
     section.pop("port", None)
     section.pop("pull", None)  # read by the pull route, not a runtime setting
+    section.pop("push_memory_rows", None)  # read by the push route
     if not 0 < port_value < 65536:
         raise ConfigError(f"--port: expected 1-65535, got {port_value}")
     return ServeOptions(str(host_value), int(port_value), section)

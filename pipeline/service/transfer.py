@@ -8,9 +8,8 @@ the lake's writer lock and loaded into the serving database with the same loader
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,12 @@ from starlette.requests import ClientDisconnect
 
 from marketlake.errors import LakeBusyError, MarketlakeError, ValidationError
 from marketlake.lake.lock import writer
+from marketlake.lake.scratch import Scratch
 from marketlake.lake.tables import TABLES
 from marketlake.lake.writes import commit_properties
 from marketlake.pipeline.planning import parse_when
 from marketlake.pipeline.redact import redact
+from marketlake.pipeline.remote import spilled
 from marketlake.pipeline.remote.apply import MODES, PushBatch, apply_push
 from marketlake.pipeline.remote.source import exposed, pull_table, rows_since
 from marketlake.pipeline.remote.wire import ARROW, encode
@@ -33,7 +34,6 @@ from marketlake.pipeline.runs import new_run_id
 log = logging.getLogger("marketlake.serve")
 
 LOCK_WAIT_S = 30.0  # a push waits this long for a running sync before answering 409
-SPOOL_DIR = ".push-spool"
 
 
 def transfer_router(svc: Any, authorized: Any, ok: Any, fail: Any) -> APIRouter:
@@ -56,12 +56,10 @@ def transfer_router(svc: Any, authorized: Any, ok: Any, fail: Any) -> APIRouter:
         if mode not in MODES:  # pragma: no cover (the pattern checks it)
             return fail(f"mode: expected one of {MODES}", 422)
         batch = PushBatch(table, source, table_id, from_version, to_version, mode, rows)
-        spool_dir = settings.home / SPOOL_DIR
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{table}-", suffix=".arrows", dir=spool_dir)
-        spool = Path(name)
+        work = Scratch(f"push-{table}", settings.home)  # removed on the next push if killed
+        spool = work.path / "body.arrows"
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with spool.open("wb") as fh:
                 try:
                     async for chunk in request.stream():
                         fh.write(chunk)
@@ -69,13 +67,13 @@ def transfer_router(svc: Any, authorized: Any, ok: Any, fail: Any) -> APIRouter:
                     log.warning("push %s from %s: the source went away mid-body", table, source)
                     return fail("the body ended early", 400)
             try:
-                result = await asyncio.to_thread(_apply, svc, batch, spool)
+                result = await asyncio.to_thread(_apply, svc, batch, spool, work.path)
             except LakeBusyError as exc:
                 return fail(str(exc), 409)
             except ValidationError as exc:
                 return fail(str(exc).splitlines()[0], 422)
         finally:
-            spool.unlink(missing_ok=True)
+            work.close()
         return ok(result)
 
     @router.get("/sync/pull/{table}", summary="Rows of an exposed table changed since a time")
@@ -119,9 +117,16 @@ def _watermarks(svc: Any, source: str | None) -> dict[str, Any]:
     return {"tables": tables, "pull": pull}
 
 
-def _apply(svc: Any, batch: PushBatch, spool: Path) -> dict[str, Any]:
-    """Apply the spooled batch under the writer lock, then load the table into the serving
-    database (when the remote has one); one dict for the acknowledgement."""
+def _bounds(settings: Any) -> spilled.Bounds | None:
+    """``[serve] push_memory_rows``, when set, as the merge's bounds."""
+    rows = (settings.serve or {}).get("push_memory_rows")
+    return None if rows is None else dataclasses.replace(spilled.BOUNDS, memory_rows=int(rows))
+
+
+def _apply(svc: Any, batch: PushBatch, spool: Path, work: Path) -> dict[str, Any]:
+    """Apply the spooled batch under the writer lock (``work``: scratch space for its
+    spills), then load the table into the serving database (when the remote has one); one
+    dict for the acknowledgement."""
     settings = svc.settings
     run_id = new_run_id(settings.clock())
     tdef = TABLES[batch.table]
@@ -133,6 +138,8 @@ def _apply(svc: Any, batch: PushBatch, spool: Path) -> dict[str, Any]:
             batch,
             spool,
             lambda meta: commit_properties(run_id, "push", meta),
+            work,
+            _bounds(settings),
         )
         out = res.as_dict() | {"run_id": run_id}
         if settings.dsn:

@@ -28,9 +28,9 @@ import polars as pl
 import pyarrow as pa
 
 from marketlake.errors import LoadError
-from marketlake.lake import batches, verified
-from marketlake.lake.location import LakeLocation
-from marketlake.lake.merges import net_changes
+from marketlake.lake import batches
+from marketlake.lake.changes import Changes, read_changes
+from marketlake.lake.scratch import Scratch
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TableDef
 from marketlake.pipeline.redact import redact
@@ -45,7 +45,6 @@ FLAG = "_ml_delete"
 # an initial COPY of at least this many rows drops the primary key and rebuilds it after
 BULK_ROWS = 100_000
 BATCH_ROWS = 256_000
-_UPSERT_TYPES = ("insert", "update_postimage")
 # served tables range-partitioned by ts (yearly for daily bars, monthly for intraday)
 TS_PARTITIONED = frozenset({"ohlcv", "indicators"})
 _PG_TYPES = {
@@ -182,43 +181,48 @@ class Loader:
         jsonb = {c for c, typ in server if typ == "jsonb" and c in cols}
         target = db.table_name(name)
 
-        changes = None
-        if prev is not None and prev_id == table_id and prev < current:
-            changes = _read_changes(dt, tdef, prev, current, self.lake.location)
-        if name in TS_PARTITIONED:  # the ts range partitions the rows need, made on demand
-            rows = (
-                changes.lazy().filter(~pl.col(FLAG))
-                if changes is not None
-                else self.lake.scan(name, version=current)
-            )
-            for tf, lo, hi in _ts_ranges(rows):
-                db.query("ensure_ts_partitions", (target, tf, lo, hi))
-        if changes is not None:
-            res = TableLoad(name, "changes", current, prev)
-            if not changes.is_empty():
-                db.ingest(
-                    STAGING,
-                    changes.select([*cols, FLAG]).to_arrow(),
-                    mode="replace",
-                    temporary=True,
+        with Scratch("load", self.lake.home) as work:  # the netted changes' spool
+            changes = None
+            if prev is not None and prev_id == table_id and prev < current:
+                changes = read_changes(dt, tdef, prev, current, self.lake.location, work)
+            if name in TS_PARTITIONED:  # the ts range partitions the rows need, made on demand
+                ranges = (
+                    _change_ts_ranges(changes)
+                    if changes is not None
+                    else _ts_ranges(self.lake.scan(name, version=current))
                 )
-                _apply(db, tdef, target, cols, jsonb, res, "apply_changes")
-            res.unchanged = int((~changes.get_column(FLAG)).sum()) - res.inserted - res.updated
-            res.rows = prev_rows + res.inserted - res.deleted
-        else:
-            (empty,) = db.query("target_is_empty", target=target)[0]
-            source, count = _snapshot(self.lake, tdef, current, cols, dedupe=dedupe)
-            res = TableLoad(name, "snapshot", current, prev)
-            if empty and not jsonb:
-                res.mode = "copy"
-                res.inserted = _copy_into_empty(db, tdef, source, count)
+                for tf, lo, hi in ranges:
+                    db.query("ensure_ts_partitions", (target, tf, lo, hi))
+            if changes is not None:
+                res = TableLoad(name, "changes", current, prev)
+                if changes.rows:
+                    db.ingest(
+                        STAGING, _columns(changes, [*cols, FLAG]), mode="replace", temporary=True
+                    )
+                    _apply(db, tdef, target, cols, jsonb, res, "apply_changes")
+                res.unchanged = changes.upserts - res.inserted - res.updated
+                res.rows = prev_rows + res.inserted - res.deleted
             else:
-                db.ingest(STAGING, _with_flag(source), mode="replace", temporary=True)
-                _apply(
-                    db, tdef, target, cols, jsonb, res, "apply_snapshot", dups_possible=not dedupe
-                )
-                res.unchanged = count - res.inserted - res.updated
-            res.rows = count
+                (empty,) = db.query("target_is_empty", target=target)[0]
+                source, count = _snapshot(self.lake, tdef, current, cols, dedupe=dedupe)
+                res = TableLoad(name, "snapshot", current, prev)
+                if empty and not jsonb:
+                    res.mode = "copy"
+                    res.inserted = _copy_into_empty(db, tdef, source, count)
+                else:
+                    db.ingest(STAGING, _with_flag(source), mode="replace", temporary=True)
+                    _apply(
+                        db,
+                        tdef,
+                        target,
+                        cols,
+                        jsonb,
+                        res,
+                        "apply_snapshot",
+                        dups_possible=not dedupe,
+                    )
+                    res.unchanged = count - res.inserted - res.updated
+                res.rows = count
         db.query("watermark_set", (name, current, table_id, res.rows, self.run_id))
         db.commit()
         self.marks[name] = (current, table_id, res.rows)
@@ -259,43 +263,23 @@ def _ts_ranges(rows: pl.LazyFrame) -> list[tuple[str, Any, Any]]:
     )
 
 
-def _read_changes(
-    dt: Any, tdef: TableDef, prev: int, current: int, location: LakeLocation
-) -> pl.DataFrame | None:
-    """Each key's last change in versions ``prev+1..current`` with a delete flag, or None
-    when the change feed cannot serve that whole range (then a snapshot diff is used, whose
-    reads are verified: a damaged file the feed would read sends the load there)."""
-    try:
-        versions = {h.get("version") for h in dt.history(current - prev)}
-        if not set(range(prev + 1, current + 1)) <= versions:
-            log.info(
-                "%s: log lacks versions %d..%d; using a snapshot", tdef.name, prev + 1, current
-            )
-            return None
-        verified.check_versions(location, tdef.name, prev + 1, current)
-        feed = net_changes(
-            pl.from_arrow(pa.table(dt.load_cdf(starting_version=prev + 1, ending_version=current)))
-        )
-    except Exception as exc:  # deltalake/pyarrow raise several types: all mean "cannot serve"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.info(
-            "%s: change feed %d..%d unavailable (%s); using a snapshot",
-            tdef.name,
-            prev + 1,
-            current,
-            first,
-        )
-        return None
-    key = list(tdef.key)
-    return (
-        feed.filter(pl.col("_change_type") != "update_preimage")
-        .with_columns(pl.col("_change_type").is_in(_UPSERT_TYPES).alias("_ml_upsert"))
-        # a key's last change wins; inside one commit an insert beats a delete (overwrite)
-        .sort(["_commit_version", "_ml_upsert"], maintain_order=True)
-        .unique(subset=key, keep="last", maintain_order=True)
-        .with_columns((~pl.col("_ml_upsert")).alias(FLAG))
-        .drop(["_change_type", "_commit_version", "_commit_timestamp", "_ml_upsert"], strict=False)
-    )
+def _change_ts_ranges(changes: Changes) -> list[tuple[str, Any, Any]]:
+    """:func:`_ts_ranges` of the changes' upserts, batch by batch."""
+    spans: dict[str, tuple[Any, Any]] = {}
+    for batch in changes.batches():
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        for tf, lo, hi in _ts_ranges(frame.lazy().filter(~pl.col(FLAG))):
+            if tf in spans:
+                lo, hi = min(lo, spans[tf][0]), max(hi, spans[tf][1])
+            spans[tf] = (lo, hi)
+    return [(tf, *spans[tf]) for tf in sorted(spans)]
+
+
+def _columns(changes: Changes, cols: list[str]) -> pa.RecordBatchReader:
+    """The changes' ``cols``, streamed."""
+    schema = pa.schema([changes.schema.field(c) for c in cols])
+    return pa.RecordBatchReader.from_batches(schema, (b.select(cols) for b in changes.batches()))
 
 
 def _snapshot(

@@ -13,8 +13,6 @@ table and removes local rows the remote no longer has.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +27,7 @@ from deltalake.exceptions import TableNotFoundError
 from marketlake.errors import ConfigError, LakeError, MarketlakeError
 from marketlake.lake._errors import lake_errors
 from marketlake.lake.location import LakeLocation
+from marketlake.lake.scratch import Scratch
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES, TableDef
 from marketlake.lake.writes import commit_properties
@@ -41,7 +40,6 @@ from marketlake.pipeline.runs import StageResult, Stopwatch, exclusive
 
 log = logging.getLogger("marketlake.pull")
 
-SPOOL_DIR = ".pull-spool"
 HISTORY_LIMIT = 200
 
 Progress = Callable[..., None]
@@ -138,9 +136,8 @@ def _pull_table(
 ) -> dict[str, Any]:
     dt = open_table(lake.location, name)
     since = None if full else last_pull(dt, name, remote)
-    spool_dir = lake.home / SPOOL_DIR
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    raw, flagged = (_temp(spool_dir, name, s) for s in (".raw.arrows", ".arrows"))
+    work = Scratch(f"pull-{name}", lake.home)  # removed on the next run if killed
+    raw, flagged = work.path / "raw.arrows", work.path / "flagged.arrows"
     try:
         params = {"since": since} if since else {}
         with client.stream("GET", f"/api/v1/sync/pull/{name}", params=params) as res:
@@ -171,6 +168,7 @@ def _pull_table(
             batch,
             flagged,
             lambda _m: commit_properties(run_id, "pull", meta),
+            work.path,
         )
         return out | {
             "inserted": res.inserted,
@@ -181,14 +179,7 @@ def _pull_table(
             "next_since": next_since,
         }
     finally:
-        raw.unlink(missing_ok=True)
-        flagged.unlink(missing_ok=True)
-
-
-def _temp(folder: Path, name: str, suffix: str) -> Path:
-    fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=suffix, dir=folder)
-    os.close(fd)
-    return Path(path)
+        work.close()
 
 
 def _flag(

@@ -2,7 +2,7 @@
 acknowledged, as one zstd-compressed Arrow IPC stream per table (streamed, batch by batch).
 
 The changes are the Delta change feed since that version, each key's last change with a
-delete flag; when the feed cannot serve the range (vacuumed history, a recreated table on
+delete flag, netted in bounded memory (:mod:`marketlake.lake.changes`); when the feed cannot serve the range (vacuumed history, a recreated table on
 either side, a first push) the whole table goes as a snapshot, which the remote diffs against
 its own. The local watermark moves only after the remote acknowledged the commit; a batch the
 remote committed but never acknowledged is sent again and the remote applies it as a no-op.
@@ -19,14 +19,15 @@ import pyarrow as pa
 
 from marketlake.errors import ConfigError, MarketlakeError
 from marketlake.lake.batches import conform, count_rows, iter_batches
+from marketlake.lake.changes import Bounds, read_changes
+from marketlake.lake.scratch import Scratch
 from marketlake.lake.store import Lake
 from marketlake.lake.tables import TABLES
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.redact import redact
 from marketlake.pipeline.remote.client import Marks, Remote, answer, source_id, transport
-from marketlake.pipeline.remote.wire import ARROW, FLAG, encode, rebatch
+from marketlake.pipeline.remote.wire import ARROW, FLAG, encode
 from marketlake.pipeline.runs import StageResult, Stopwatch, new_run_id
-from marketlake.pipeline.serving.load import _read_changes
 
 log = logging.getLogger("marketlake.push")
 
@@ -131,8 +132,10 @@ def push_table(
     source: str,
     marks: Marks,
     held: dict[str, Any] | None,
+    bounds: Bounds | None = None,
 ) -> dict[str, Any] | None:
-    """Push one table; the acknowledgement (None when the table does not exist locally)."""
+    """Push one table; the acknowledgement (None when the table does not exist locally).
+    A change batch is netted per key in bounded memory (``bounds``: its bucket size)."""
     tdef = TABLES[name]
     dt = lake.table(name)
     if dt is None:
@@ -148,29 +151,34 @@ def push_table(
     if valid and mark["version"] >= current:
         return {"mode": "noop", "version": held["version"], "sent": 0}
     schema = pa.schema(dt.schema().to_arrow()).append(pa.field(FLAG, pa.bool_()))
-    changes = _read_changes(dt, tdef, mark["version"], current, lake.location) if valid else None
-    if changes is not None:
-        mode, prev, rows = "changes", mark["version"], changes.height
-        batches = conform(rebatch(changes.to_arrow().to_batches()), schema)
-    else:
-        mode, prev = "snapshot", None
-        rows = count_rows(dt)
-        batches = conform(_flagged(iter_batches(dt, name)), schema)
-    params = {
-        "source": source,
-        "table_id": table_id,
-        "to_version": current,
-        "rows": rows,
-        "mode": mode,
-    }
-    if prev is not None:
-        params["from_version"] = prev
-    res = client.post(
-        f"/api/v1/sync/push/{name}",
-        params=params,
-        content=encode(schema, batches),
-        headers={"Content-Type": ARROW},
-    )
+    with Scratch("push", lake.home) as work:  # the netted changes' spool
+        changes = (
+            read_changes(dt, tdef, mark["version"], current, lake.location, work, bounds)
+            if valid
+            else None
+        )
+        if changes is not None:
+            mode, prev, rows = "changes", mark["version"], changes.rows
+            batches = conform(changes.batches(), schema)
+        else:
+            mode, prev = "snapshot", None
+            rows = count_rows(dt)
+            batches = conform(_flagged(iter_batches(dt, name)), schema)
+        params = {
+            "source": source,
+            "table_id": table_id,
+            "to_version": current,
+            "rows": rows,
+            "mode": mode,
+        }
+        if prev is not None:
+            params["from_version"] = prev
+        res = client.post(
+            f"/api/v1/sync/push/{name}",
+            params=params,
+            content=encode(schema, batches),
+            headers={"Content-Type": ARROW},
+        )
     ack = answer(res, f"push {name}")
     marks.set(name, current, table_id, ack["table_id"])
     return ack | {"sent": rows, "local_version": current, "from_version": prev}

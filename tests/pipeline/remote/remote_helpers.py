@@ -38,11 +38,17 @@ class Remote:
     """``marketlake serve`` of the remote home, as a child process (restartable)."""
 
     def __init__(
-        self, home: Path, cwd: Path, dsn: str, schema: str, extra_env: dict | None = None
+        self,
+        home: Path,
+        cwd: Path,
+        dsn: str,
+        schema: str,
+        extra_env: dict | None = None,
+        extra_config: str = "",
     ) -> None:
         self.home, self.cwd, self.dsn = home, cwd, dsn
         self.extra_env = dict(extra_env or {})
-        (cwd / "marketlake.toml").write_text(PULL_CONFIG.format(schema=schema))
+        (cwd / "marketlake.toml").write_text(PULL_CONFIG.format(schema=schema) + extra_config)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None

@@ -217,10 +217,11 @@ def _push_cli(home, remote) -> subprocess.Popen:
 
 
 def _wait_for_spool(remote, timeout=60.0) -> None:
-    spool = remote.home / ".push-spool"
+    scratch = remote.home / ".scratch"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if spool.exists() and any(p.stat().st_size > 0 for p in spool.iterdir()):
+        bodies = scratch.glob("push-*/body.arrows") if scratch.exists() else []
+        if any(p.exists() and p.stat().st_size > 0 for p in bodies):
             return
         time.sleep(0.01)
     raise AssertionError("the push never reached the remote")

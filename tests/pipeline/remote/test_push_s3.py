@@ -36,7 +36,15 @@ def remote(tmp_path, pg_server_dsn, s3_lake):
             "deleted_at timestamptz)"
         )
     env = s3_lake | {"MARKETLAKE_LAKE_URI": s3_lake["MARKETLAKE_LAKE_URI"] + "-remote"}
-    srv = Remote(tmp_path / "remote", tmp_path, pg_server_dsn, schema, env)
+    # a tiny merge budget: the change push below is merged out of core, into S3
+    srv = Remote(
+        tmp_path / "remote",
+        tmp_path,
+        pg_server_dsn,
+        schema,
+        env,
+        "\n[serve]\npush_memory_rows = 5\n",
+    )
     srv.schema, srv.lake_env = schema, env
     yield srv
     srv.stop()
@@ -88,6 +96,7 @@ def test_push_and_pull_between_s3_lakes(tmp_path, remote, s3_lake):
     info = push(local.home, s3_lake, remote)
     assert (info["mode"], info["inserted"], info["updated"]) == ("changes", 12, 3)
     assert rows(there).equals(rows(local))
+    assert "ohlcv: merging 15 rows into files holding 480 out of core" in remote.output()
     with psycopg.connect(remote.dsn) as conn:
         served = conn.execute(q("SELECT count(*) FROM {}.ohlcv", remote)).fetchone()[0]
     assert served == 12 * 41
