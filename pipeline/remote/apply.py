@@ -22,6 +22,7 @@ source's change feed could not serve the range, or this is the first push).
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from marketlake.lake import merges, writes
 from marketlake.lake._errors import lake_errors
 from marketlake.lake.batches import conform
 from marketlake.lake.location import LakeLocation
+from marketlake.lake.scratch import Scratch
 from marketlake.lake.tables import TableDef
 from marketlake.pipeline.remote import spilled
 from marketlake.pipeline.remote.files import FileWriter
@@ -168,7 +170,7 @@ def apply_push(
     batch: PushBatch,
     spool: Path,
     props_for,
-    work: Path,
+    work: Path | None = None,
     bounds: Bounds | None = None,
 ) -> Applied:
     """Apply ``spool`` (the batch's IPC stream) to the table ``tdef.name`` of the lake at
@@ -176,8 +178,8 @@ def apply_push(
     ``source`` is skipped when the history shows it applied already.
 
     ``props_for(metadata)`` builds the commit properties; the caller holds the writer lock
-    and owns ``work`` (a scratch directory for spills); ``bounds`` bound a large change
-    batch's merge."""
+    and may lend ``work`` (a scratch directory for spills; else one is made); ``bounds``
+    bound a large change batch's merge."""
     if batch.mode not in MODES:
         raise ValidationError(f"mode must be one of {', '.join(MODES)}, got {batch.mode!r}")
     meta = {
@@ -206,13 +208,18 @@ def apply_push(
     schema = _grow(dt, tdef, scope.schema)
     empty = dt.get_add_actions().num_rows == 0
     props = props_for(meta)
-    if empty and not scope.deletes:
-        rows = _append(dt, location, tdef, schema, spool, batch.rows, props, work)
-        res = Applied(tdef.name, 0, "", batch.mode, inserted=rows, rows=rows)
-    elif batch.mode == "changes":
-        res = _merge_changes(dt, location, tdef, schema, spool, batch, props, scope, work, bounds)
-    else:
-        res = _snapshot(dt, location, tdef, schema, spool, batch, props)
+    with ExitStack() as stack:
+        if work is None:
+            work = stack.enter_context(Scratch("apply"))
+        if empty and not scope.deletes:
+            rows = _append(dt, location, tdef, schema, spool, batch.rows, props, work)
+            res = Applied(tdef.name, 0, "", batch.mode, inserted=rows, rows=rows)
+        elif batch.mode == "changes":
+            res = _merge_changes(
+                dt, location, tdef, schema, spool, batch, props, scope, work, bounds
+            )
+        else:
+            res = _snapshot(dt, location, tdef, schema, spool, batch, props)
     with lake_errors("read", tdef.name):
         dt = DeltaTable(uri, storage_options=options)
     res.version, res.table_id = dt.version(), dt.metadata().id

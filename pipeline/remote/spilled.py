@@ -15,7 +15,6 @@ re-applied batch changes nothing and commits nothing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,21 +25,24 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
-from deltalake.transaction import RemoveAction
 
 from marketlake.lake._errors import lake_errors
 from marketlake.lake.batches import READ_BUFFER, conform
 from marketlake.lake.location import LakeLocation
-from marketlake.lake.merges import q
 from marketlake.lake.tables import TableDef
 from marketlake.lake.verified import damaged
-from marketlake.lake.writes import remove_files
+from marketlake.lake.writes import commit_swap, remove_files
 from marketlake.pipeline.remote.files import BOUNDS as FILE_BOUNDS
 from marketlake.pipeline.remote.files import Bounds as FileBounds
 from marketlake.pipeline.remote.files import FileWriter
 from marketlake.pipeline.remote.wire import FLAG
 
 _FILE = "_ml_file"
+
+
+def q(name: str) -> str:
+    """``name`` as a quoted DuckDB identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -210,20 +212,7 @@ def _merge(
             custom_metadata={**(props.custom_metadata or {}), **meta},
             max_commit_retries=props.max_commit_retries,
         )
-        now = int(time.time() * 1000)
-        removes = [
-            RemoveAction(
-                files[i]["path"],
-                True,
-                now,
-                files[i]["size_bytes"],
-                {p: files[i].get(f"partition.{p}") for p in tdef.partitions},
-            )
-            for i in touched
-        ]
-        dt.create_write_transaction(
-            [*removes, *adds], "append", dt.schema(), list(tdef.partitions), commit_properties=props
-        )
+        commit_swap(dt, tdef, [files[i] for i in touched], adds, props)
     except BaseException:
         remove_files(location, tdef.name, [a.path for a in adds])
         raise
