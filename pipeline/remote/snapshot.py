@@ -88,7 +88,8 @@ def apply_snapshot(
         staged = out.write_all(batches)
     try:
         keep, gone, counts = _diff(dt, location, tdef, schema, staged, bucket_rows)
-        unused = [a.path for a in staged if a.path not in {k.path for k in keep}]
+        kept = {a.path for a in keep}
+        unused = [a.path for a in staged if a.path not in kept]
         if keep or gone:
             metadata = {
                 **(props.custom_metadata or {}),
