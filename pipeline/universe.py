@@ -274,18 +274,31 @@ def add(
     **fields: object,
 ) -> WriteResult:
     """Add or update one instrument (under the lake's writer lock)."""
-    row = {"symbol": check_symbol(symbol)}
-    row.update(
-        {
-            k: (None if v is None else str(v))
-            for k, v in fields.items()
-            if k not in ("provider_symbols", "routes")
-        }
-    )
+    return add_many(lake, [symbol], run_id=run_id, wait=wait, now=now, **fields)
+
+
+def add_many(
+    lake: Lake,
+    symbols: list[str],
+    *,
+    run_id: str,
+    wait: float | bool = False,
+    now: datetime | None = None,
+    **fields: object,
+) -> WriteResult:
+    """Add or update instruments sharing ``fields``, in one commit (under the lake's writer
+    lock)."""
+    shared = {
+        k: (None if v is None else str(v))
+        for k, v in fields.items()
+        if k not in ("provider_symbols", "routes")
+    }
     for doc in ("provider_symbols", "routes"):  # JSON objects
         if fields.get(doc):
-            row[doc] = json.dumps(fields[doc], sort_keys=True)
-    frame = instruments_frame(pl.DataFrame([row], schema={k: pl.String for k in row}), run_id, now)
+            shared[doc] = json.dumps(fields[doc], sort_keys=True)
+    rows = [{"symbol": check_symbol(s), **shared} for s in symbols]
+    schema = {k: pl.String for k in ("symbol", *shared)}
+    frame = instruments_frame(pl.DataFrame(rows, schema=schema), run_id, now)
     with writer(lake.root, run_id, "universe", wait=wait):
         return lake.upsert("instruments", frame, run_id=run_id, stage="universe")
 

@@ -327,6 +327,19 @@ def land_bars(
     if suspect is None or suspect:
         diffed = _diff(lake, with_period(good.drop("_pcode")), read).drop("period")
         tagged = pl.concat([tagged, with_period_code(diffed, timeframe)], how="diagonal")
+    if suspect is not None and not suspect:  # all new (bulk loads): one pass for the counts
+        out.spans = _spans(tagged, timeframe)
+        out.per_series = {k: {"new": n} for k, (_, _, n) in out.spans.items()}
+        res = lake.upsert(
+            "ohlcv",
+            _stamped(tagged, now, run_id),
+            run_id=run_id,
+            stage="sync",
+            assume_new=True,
+            read_version=read,
+        )
+        out.inserted, out.updated = res.inserted, res.updated
+        return out
     out.readjusted = {
         tuple(r)
         for r in tagged.filter(pl.col("_readjusted"))
@@ -342,23 +355,38 @@ def land_bars(
     out.unchanged = int((tagged.get_column("_state") == "unchanged").sum())
     if write.is_empty():
         return out
-    new = write.filter(pl.col("_state") == "new")
-    out.spans = {
-        (s, tf): (lo, hi, n)
-        for s, tf, lo, hi, n in new.group_by("symbol", "timeframe")
-        .agg(pl.col("ts").min(), pl.col("ts").max().alias("hi"), pl.len())
-        .iter_rows()
-    }
+    out.spans = _spans(write.filter(pl.col("_state") == "new"), None)
     all_new = bool((write.get_column("_state") == "new").all())
-    write = write.drop("_state", "_readjusted").with_columns(
-        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
-        pl.lit(run_id).alias("run_id"),
-    )
     res = lake.upsert(
-        "ohlcv", write, run_id=run_id, stage="sync", assume_new=all_new, read_version=read
+        "ohlcv",
+        _stamped(write, now, run_id),
+        run_id=run_id,
+        stage="sync",
+        assume_new=all_new,
+        read_version=read,
     )
     out.inserted, out.updated = res.inserted, res.updated
     return out
+
+
+def _spans(
+    new: pl.DataFrame, timeframe: str | None
+) -> dict[tuple[str, str], tuple[datetime, datetime, int]]:
+    """First and last ts and the number of ``new`` rows per (symbol, timeframe);
+    ``timeframe``: the frame's only one, when known (a group-by on the symbol alone)."""
+    keys = ["symbol"] if timeframe is not None else ["symbol", "timeframe"]
+    agg = new.group_by(keys).agg(pl.col("ts").min(), pl.col("ts").max().alias("hi"), pl.len())
+    if timeframe is not None:
+        return {(s, timeframe): (lo, hi, n) for s, lo, hi, n in agg.iter_rows()}
+    return {(s, tf): (lo, hi, n) for s, tf, lo, hi, n in agg.iter_rows()}
+
+
+def _stamped(write: pl.DataFrame, now: datetime, run_id: str) -> pl.DataFrame:
+    """Rows to write, without the diff's columns, stamped with the run."""
+    return write.drop("_state", "_readjusted").with_columns(
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+        pl.lit(run_id).alias("run_id"),
+    )
 
 
 class Fetcher(Protocol):

@@ -34,9 +34,7 @@ def _env(home: Path) -> dict:
 
 
 def _prepare(home: Path, cwd: Path, symbols=SYMBOLS, batch_tasks: int = 6) -> None:
-    lake = Lake(home)
-    for s in symbols:
-        universe.add(lake, s, run_id="u", provider="synthetic")
+    universe.add_many(Lake(home), list(symbols), run_id="u", provider="synthetic")
     (cwd / "marketlake.toml").write_text(f"[sync]\nbatch_tasks = {batch_tasks}\nconcurrency = 2\n")
 
 
