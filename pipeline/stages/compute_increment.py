@@ -151,13 +151,9 @@ def _resumed(
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
     bounds = np.searchsorted(codes, np.arange(len(names) + 1))
-    pos = np.array(
-        [
-            lo + np.searchsorted(ts[lo:hi], _micros(from_ts[n]))
-            for n, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
-        ],
-        dtype=np.int64,
-    )
+    floor = np.array([_micros(from_ts[n]) for n in names], dtype=np.int64)
+    # each series' first row at or after its first changed bar (ts ascends within a series)
+    pos = bounds[:-1] + np.add.reduceat((ts < floor[codes]).astype(np.int64), bounds[:-1])
     ok = np.flatnonzero((pos - bounds[:-1] >= width) & (pos < bounds[1:]))
     if ok.size == 0:
         return [], syms
