@@ -20,10 +20,8 @@ SPECS = ["sma(20)", "ema(21)", "rsi(14)", "macd(12,26,9)", "atr(14)", "vwap", "p
 def setup(home, now=NOW):
     settings = load_settings(home=home, env={}, now=now)
     lake = Lake(home)
-    for s in ("AAA", "BBB", "BTC/USD"):
-        universe.add(
-            lake, s, run_id="u", provider="synthetic", asset_type="crypto" if "/" in s else "equity"
-        )
+    universe.add_many(lake, ["AAA", "BBB"], run_id="u", provider="synthetic", asset_type="equity")
+    universe.add(lake, "BTC/USD", run_id="u", provider="synthetic", asset_type="crypto")
     return settings, lake
 
 

@@ -22,10 +22,10 @@ def setup(home, symbols=("AAA", "BBB", "CCC"), provider="synthetic", options=Non
         )
         settings = settings.with_(providers=providers)
     lake = Lake(home)
-    for s in symbols:
-        universe.add(
-            lake, s, run_id="u", provider=provider, asset_type="crypto" if "/" in s else "equity"
-        )
+    for asset_type in ("equity", "crypto"):
+        same = [s for s in symbols if ("/" in s) == (asset_type == "crypto")]
+        if same:
+            universe.add_many(lake, same, run_id="u", provider=provider, asset_type=asset_type)
     return settings, lake
 
 

@@ -17,8 +17,8 @@ FRI_EVENING = datetime(2025, 3, 7, 23, 0, tzinfo=UTC)
 
 def _universe(home, symbols=("AAA", "BBB")) -> Lake:
     lake = Lake(home)
-    for s in symbols:
-        universe.add(lake, s, run_id="u", provider="synthetic", asset_type="equity", exchange="NYQ")
+    fields = {"provider": "synthetic", "asset_type": "equity", "exchange": "NYQ"}
+    universe.add_many(lake, list(symbols), run_id="u", **fields)
     return lake
 
 

@@ -113,9 +113,7 @@ def charts():
 
 def yahoo_home(path: Path, url: str, symbols: list[str]) -> Settings:
     path.mkdir(parents=True)
-    lake = Lake(path)
-    for s in symbols:
-        universe.add(lake, s, run_id="u", provider="yahoo", asset_type="equity")
+    universe.add_many(Lake(path), symbols, run_id="u", provider="yahoo", asset_type="equity")
     yahoo = ProviderSettings(
         "yahoo", base_url=url, rate_limit_per_s=RATE, backoff_base_s=0.01, backoff_max_s=0.05
     )
