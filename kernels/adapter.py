@@ -15,6 +15,7 @@ Warm-up rows are NaN (not null).
 
 from __future__ import annotations
 
+import mmap
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -39,6 +40,18 @@ from marketlake.kernels.registry import IndicatorSpec, resolve
 from marketlake.kernels.sessions import DAY_S, check_tz, tz_tables
 
 _UNITS_PER_SECOND = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000}
+
+
+def fresh_block(n: int) -> np.ndarray:
+    """``n`` float64 of fresh memory in base pages (an anonymous private mapping, unmapped
+    when the last view is gone).
+
+    numpy advises transparent huge pages for large arrays; where the kernel then compacts
+    memory to find them on first touch (THP ``defrag=madvise``, the common default) touching
+    a fresh 564 MB block took 2.0-6.6 s on a loaded 2-core VM, against 0.6-1.1 s in base
+    pages (``bench/kernels.py``, fresh process). The kernels write every page once, so huge
+    pages would save little afterwards."""
+    return np.frombuffer(mmap.mmap(-1, n * 8), np.float64)
 
 
 class BlockPool:
@@ -67,15 +80,17 @@ class BlockPool:
     def take(self, ncols: int, nrows: int) -> np.ndarray:
         """An uninitialised C-contiguous float64 ``(ncols, nrows)`` block."""
         need = ncols * nrows
-        if need * 8 < self.min_bytes or self.max_bytes <= 0:
+        if need * 8 < self.min_bytes:
             return np.empty((ncols, nrows), np.float64)
+        if self.max_bytes <= 0:
+            return fresh_block(need).reshape(ncols, nrows)
         with self._lock:
             for i in range(len(self._blocks)):  # (no enumerate: its tuple holds a reference)
                 raw = self._blocks[i]
                 if need <= raw.size <= 2 * need and self._free(raw):
                     self._blocks.append(self._blocks.pop(i))  # most recently used last
                     return raw[:need].reshape(ncols, nrows)
-            raw = np.empty(need, np.float64)
+            raw = fresh_block(need)
             self._blocks.append(raw)
             total = sum(b.nbytes for b in self._blocks)
             i = 0
@@ -340,4 +355,4 @@ def compute(
     return df.with_columns([pl.Series(name, out[j]) for j, name in enumerate(columns)])
 
 
-__all__ = ["POOL", "BlockPool", "compute", "sort_frame", "sort_order"]
+__all__ = ["POOL", "BlockPool", "compute", "fresh_block", "sort_frame", "sort_order"]
