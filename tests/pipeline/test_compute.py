@@ -71,8 +71,9 @@ def assert_same_indicators(got: pl.DataFrame, full: pl.DataFrame) -> None:
 
 
 def test_resumed_increment_equals_full_recompute(home, monkeypatch):
-    # series with more bars than the window resume from their stored rows; a short series
-    # and one whose history an adjustment rewrote are recomputed whole
+    # series with more bars than the window resume from their stored rows; a short series,
+    # one whose history an adjustment rewrote and one whose stored rows the window does not
+    # reproduce are recomputed whole
     from marketlake.kernels import _cache, resume
     from marketlake.pipeline.stages import compute_increment
 
@@ -92,6 +93,9 @@ def test_resumed_increment_equals_full_recompute(home, monkeypatch):
     aaa = lake.read("ohlcv").filter(pl.col("symbol") == "AAA")
     split = aaa.with_columns(pl.col("open", "high", "low", "close") / 2, pl.col("volume") * 2)
     lake.upsert("ohlcv", split.drop("period"), run_id="split", stage="sync")  # all of AAA's past
+    btc = lake.read("indicators").filter(pl.col("symbol") == "BTC/USD").sort("ts").tail(2)
+    odd = btc.with_columns(pl.col("rsi_14") + 1.0)  # stored rows this window cannot continue
+    lake.upsert("indicators", odd, run_id="odd", stage="compute")
     whole = []
     reads = compute_increment._reads
     monkeypatch.setattr(
@@ -101,11 +105,15 @@ def test_resumed_increment_equals_full_recompute(home, monkeypatch):
     )
     inc = run_compute(later)
     assert inc.status == "ok" and inc.details["series"] == 4
-    assert sorted(whole) == ["AAA", "NEW"]  # BBB and BTC/USD resumed
+    assert sorted(whole) == ["AAA", "BTC/USD", "NEW"]  # BBB resumed
     resumed = frame(lake)
     assert resumed.filter(pl.col("symbol") == "BBB")["ts"].max() > NOW + timedelta(days=3)
     run_compute(later, full=True)
-    assert_same_indicators(resumed, frame(lake))
+    odd_rows = odd.select("symbol", "timeframe", "ts")
+    assert_same_indicators(
+        resumed.join(odd_rows, on=["symbol", "timeframe", "ts"], how="anti"),
+        frame(lake).join(odd_rows, on=["symbol", "timeframe", "ts"], how="anti"),
+    )
     built = {
         (d.py_func.__name__, tuple(numba.typeof(a) for a in args))
         for d, args in _cache.precompile_calls()
