@@ -300,6 +300,8 @@ def main() -> None:
             print(
                 f"{'whole-history re-adjustment (changes)':<46}{adj_s:>9.2f}{rows / adj_s:>12,.0f}"
             )
+            if adj.get("seconds"):
+                print(f"  remote seconds of it: {adj['seconds']} (lake merge, PostgreSQL load)")
             print(
                 f"peak RSS of the re-adjustment push: client {adj_client_rss:.0f} MB; remote "
                 f"{adj_remote_rss:.0f} MB ({remote_idle:.0f} MB before it"

@@ -5,6 +5,7 @@ directory when no home is given) and holds a lock file its process keeps locked 
 while it works. The kernel drops that lock however the process ends, ``kill -9`` included,
 so making a scratch directory first removes every sibling whose lock can be taken: what a
 killed push, merge or upload left behind goes on the next run, and a live one is never touched.
+A directory is made under a ``.new-`` name, locked, then renamed, so no sweep sees it unlocked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 
 LOCK = ".owner"
-GRACE_S = 10.0  # a directory younger than this may not be locked by its maker yet
+NEW = ".new-"  # a directory being made: locked, then renamed to its name
+GRACE_S = 60.0  # a NEW directory older than this lost its maker before the rename
 
 
 def root(home: Path | None = None) -> Path:
@@ -36,9 +38,11 @@ class Scratch:
         base = root(home)
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         sweep(base)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=base))
-        self._fd: int | None = os.open(self.path / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        made = Path(tempfile.mkdtemp(prefix=f"{NEW}{kind}-", dir=base))
+        self._fd: int | None = os.open(made / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = base / made.name[len(NEW) :]  # visible to sweeps only once locked
+        made.rename(self.path)
 
     def close(self) -> None:
         if self._fd is None:
@@ -58,21 +62,24 @@ def sweep(base: Path, grace_s: float | None = None) -> list[Path]:
     """Remove the scratch directories under ``base`` that no live process holds; the removed."""
     grace = GRACE_S if grace_s is None else grace_s
     removed = []
-    now = time.time()
     try:
         entries = list(base.iterdir())
     except FileNotFoundError:
         return removed
     for entry in entries:
-        if not entry.is_dir():
-            continue
         try:
-            if now - entry.stat().st_mtime < grace:
+            if not entry.is_dir():
+                continue
+            if entry.name.startswith(NEW):  # its maker may be between mkdtemp and rename
+                if time.time() - entry.stat().st_mtime > grace:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
                 continue
             fd = os.open(entry / LOCK, os.O_RDWR)
-        except FileNotFoundError:  # never locked (its maker died at once) or already gone
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
+        except FileNotFoundError:  # gone meanwhile, or its lock file is: nobody holds it
+            if entry.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def _apply(svc: Any, batch: PushBatch, spool: Path, work: Path) -> dict[str, Any
     run_id = new_run_id(settings.clock())
     tdef = TABLES[batch.table]
     with writer(settings.lake, run_id, "push", wait=LOCK_WAIT_S):
+        started = time.perf_counter()
         res = apply_push(
             svc.lake.table(batch.table),
             svc.lake.location,
@@ -142,11 +144,15 @@ def _apply(svc: Any, batch: PushBatch, spool: Path, work: Path) -> dict[str, Any
             _bounds(settings),
         )
         out = res.as_dict() | {"run_id": run_id}
+        seconds = {"apply": round(time.perf_counter() - started, 3)}
         if settings.dsn:
+            started = time.perf_counter()
             try:
                 out["load"] = _load(svc, tdef, run_id)
             except MarketlakeError as exc:
                 out["load_error"] = redact(str(exc).splitlines()[0], settings.secrets())
+            seconds["load"] = round(time.perf_counter() - started, 3)
+        out["seconds"] = seconds  # where the remote's time went: its lake, its database
     svc.lake_changed()  # status reflects the push at once
     log.info(
         "push %s from %s: +%d ~%d -%d (version %d%s)",

@@ -31,14 +31,13 @@ def _holder(home) -> tuple[subprocess.Popen, str]:
     return proc, proc.stdout.readline().strip()
 
 
-def test_a_killed_processs_scratch_goes_on_the_next_run_a_live_ones_stays(tmp_path, monkeypatch):
+def test_a_killed_processs_scratch_goes_on_the_next_run_a_live_ones_stays(tmp_path):
     home = tmp_path / "home"
     killed, stale = _holder(home)
     live, busy = _holder(home)
     try:
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=10)
-        monkeypatch.setattr(scratch, "GRACE_S", 0.0)  # both are seconds old at most
         with Scratch("push", home) as mine:
             assert mine.is_dir()
             left = {p.name for p in scratch.root(home).iterdir()}
@@ -52,3 +51,11 @@ def test_a_killed_processs_scratch_goes_on_the_next_run_a_live_ones_stays(tmp_pa
         live.stdout.close()
     Scratch("again", home).close()
     assert list(scratch.root(home).iterdir()) == []
+
+
+def test_a_directory_left_half_made_goes_after_the_grace(tmp_path):
+    base = scratch.root(tmp_path)
+    half = base / f"{scratch.NEW}push-abc"
+    half.mkdir(parents=True)
+    assert scratch.sweep(base) == []  # its maker may still rename it
+    assert scratch.sweep(base, grace_s=-1) == [half]
