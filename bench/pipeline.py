@@ -17,7 +17,8 @@ Rows of the printed table (ratio > 1: ours is faster than the reference):
   market, compute, load into PostgreSQL) in a fresh process (``bench/nightly.py``: imports and
   the kernels' cache load count), CPU and wall time per stage and its main thread's profile.
 
-Timings are wall clock, medians of ``--repeat`` runs where a stage is cheap to repeat.
+Timings are wall clock, medians of ``--repeat`` interleaved runs where a stage is cheap to repeat
+(compute: each with its spread and CPU time, all threads; the load average printed beside).
 
     python bench/pipeline.py [--symbols 2000] [--sync-symbols 300] [--files-rows 10000000]
                              [--nightly-symbols 2600] [--dsn postgresql://...] [--skip ...]
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -170,7 +172,13 @@ def bench_files(tmp: Path, rows: int) -> None:
 
 
 # -- compute --------------------------------------------------------------------------------
-def bench_compute(tmp: Path, symbols: int) -> None:
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads (user + system)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_compute(tmp: Path, symbols: int, repeat: int = 5) -> None:
     from marketlake import kernels
 
     print(f"compute --full: {symbols} symbols x 2,520 daily bars in the lake")
@@ -201,24 +209,43 @@ def bench_compute(tmp: Path, symbols: int) -> None:
         res = run_compute(settings, indicators=TALIB_SET, full=True)
         assert res.status == "ok", res.errors
 
-    t_talib, t_raw, t_ours = [], [], []
-    for i in range(3):  # interleaved
-        for fn, out in [(ours, t_ours), (talib_pipeline, t_talib), (raw_kernels, t_raw)][
-            :: 1 if i % 2 == 0 else -1
-        ]:
-            out.append(timed(fn)[0])
-    o, t, r = (statistics.median(x) for x in (t_ours, t_talib, t_raw))
-    print(f"  spread ours {min(t_ours):.2f}-{max(t_ours):.2f} s")
+    times: dict[str, list[tuple[float, float]]] = {"ours": [], "talib": [], "raw": []}
+    fns = {"ours": ours, "talib": talib_pipeline, "raw": raw_kernels}
+    load0 = os.getloadavg()[0]
+    for i in range(repeat):  # interleaved, the order alternating
+        for name in list(fns) if i % 2 == 0 else list(fns)[::-1]:
+            cpu0 = cpu_seconds()
+            wall = timed(fns[name])[0]
+            times[name].append((wall, cpu_seconds() - cpu0))
+    print(f"  load average {load0:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    for name, ts in times.items():
+        w, c = [t[0] for t in ts], [t[1] for t in ts]
+        print(
+            f"  {name:6s} wall median {statistics.median(w):.2f} s ({min(w):.2f}-{max(w):.2f}), "
+            f"CPU median {statistics.median(c):.2f} s ({min(c):.2f}-{max(c):.2f}), n={len(w)}"
+        )
+    o, t, r = (statistics.median(x[0] for x in times[k]) for k in ("ours", "talib", "raw"))
+    co, ct, cr = (statistics.median(x[1] for x in times[k]) for k in ("ours", "talib", "raw"))
     row("compute --full vs TA-Lib pipeline", o, t, "8 indicators", ">= 3")
     row("compute --full vs raw kernels + write", o, r, "8 indicators", ">= 0.5")
+    ROWS.append(("  the same in CPU time: vs TA-Lib pipeline", "8 indicators", ct / co, "-"))
+    ROWS.append(("  the same in CPU time: vs raw kernels", "8 indicators", cr / co, "-"))
+    cpu0 = cpu_seconds()
     wall, res = timed(lambda: run_compute(settings, full=True))
+    cpu = cpu_seconds() - cpu0
     print(
-        f"  compute --full, default set, over the stored rows: {wall:.2f} s "
+        f"  compute --full, default set, over the stored rows: {wall:.2f} s, {cpu:.2f} s CPU "
         f"({res.inserted:,} inserted, {res.updated:,} updated)"
     )
     ROWS.append(("compute --full default set over stored (s)", f"{res.updated:,} upd", wall, "-"))
+    cpu0 = cpu_seconds()
     again, res = timed(lambda: run_compute(settings, full=True))
-    print(f"  its re-run: {again:.2f} s ({res.inserted} inserted, {res.updated} updated)")
+    cpu = cpu_seconds() - cpu0
+    print(
+        f"  its re-run: {again:.2f} s, {cpu:.2f} s CPU "
+        f"({res.inserted} inserted, {res.updated} updated); load average {os.getloadavg()[0]:.2f}"
+    )
+    ROWS.append(("  its no-change re-run (s)", "0 upd", again, "< the run"))
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -264,6 +291,7 @@ def main() -> None:
     ap.add_argument("--ingest-days", type=int, default=5040)
     ap.add_argument("--files-rows", type=int, default=10_000_000)
     ap.add_argument("--nightly-symbols", type=int, default=2600)
+    ap.add_argument("--repeat", type=int, default=5, help="compute: interleaved runs of each")
     ap.add_argument("--dsn", default=os.environ.get("MARKETLAKE_BENCH_DSN"))
     ap.add_argument(
         "--skip", nargs="*", default=[], help="synthetic sync ingest files compute nightly"
@@ -280,7 +308,7 @@ def main() -> None:
         if "files" not in args.skip:
             bench_files(tmp, args.files_rows)
         if "compute" not in args.skip:
-            bench_compute(tmp, args.symbols)
+            bench_compute(tmp, args.symbols, args.repeat)
         if "nightly" not in args.skip:
             bench_nightly(tmp, args.nightly_symbols, args.dsn)
     finally:

@@ -226,3 +226,30 @@ def test_full_rewrite_writes_nothing_until_a_batch_differs_then_every_batch(home
     shutil.rmtree(lake.path("indicators"))
     run_compute(settings, indicators=SPECS, full=True)
     assert frame(lake).equals(rewritten)
+
+
+def test_streamed_no_change_check_sees_any_difference(home):
+    from marketlake import kernels
+    from marketlake.pipeline.stages import compute
+
+    settings, lake = setup(home)
+    run_sync(settings, timeframes=["1D"], start="2026-08-01")
+    run_compute(settings, indicators=SPECS, full=True)
+    part = ["AAA", "BBB"]
+    bars = lake.read("ohlcv").filter(pl.col("symbol").is_in(part), pl.col("timeframe") == "1D")
+    cols = kernels.output_columns(SPECS)
+    new = compute._computed(bars.select(compute.BAR_COLUMNS), "1D", part, SPECS, cols, {})
+    assert compute._unchanged(lake, "1D", part, new, cols)
+    i = new.height - 5
+    changed = new.with_columns(
+        pl.when(pl.int_range(pl.len()) == i).then(pl.col("sma_20") + 1e-12).otherwise("sma_20")
+    )
+    assert not compute._unchanged(lake, "1D", part, changed, cols)
+    nulled = new.with_columns(
+        pl.when(pl.int_range(pl.len()) == i).then(None).otherwise("rsi_14").alias("rsi_14")
+    )
+    assert not compute._unchanged(lake, "1D", part, nulled, cols)
+    assert not compute._unchanged(lake, "1D", part, new.slice(0, new.height - 1), cols)
+    only_a = new.filter(pl.col("symbol") == "AAA")  # BBB's stored rows would be deleted
+    assert not compute._unchanged(lake, "1D", part, only_a, cols)
+    assert not compute._unchanged(lake, "1D", part, new, [*cols, "ema_50"])  # not stored yet
