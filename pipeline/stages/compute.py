@@ -16,7 +16,7 @@ Warm-up values are stored as nulls.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
@@ -38,6 +38,7 @@ BATCH_SYMBOLS = 400
 BATCH_ROWS = 2_500_000  # bars per batch of a rewrite (memory: ~40 output columns each)
 READ_ONCE_ROWS = 4 * BATCH_ROWS  # a rewrite reads and sorts up to this many bars at once
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
+PUSHED_SYMBOLS = 64  # longer symbol lists filter bars after the read
 KEY = ["symbol", "timeframe", "ts"]
 
 
@@ -397,6 +398,7 @@ def _rewrite(
             pl.when("__same").then("run_id").otherwise(pl.lit(run_id)).alias("run_id"),
         )
 
+    inputs = _bar_columns(indicators)
     rw = lake.rewrite("indicators", "timeframe", tf)
     held: list[list[str]] = []  # unchanged batches not written (yet)
     changed = False
@@ -411,7 +413,7 @@ def _rewrite(
 
     writer = ThreadPoolExecutor(max_workers=1)
     try:
-        for part, bars in _rewrite_batches(lake, series, tf, syms):
+        for part, bars in _rewrite_batches(lake, series, tf, syms, inputs):
             got, rows = batch(part, bars, check=not changed)
             for k in counts:
                 counts[k] += got[k]
@@ -422,7 +424,7 @@ def _rewrite(
             if not changed:
                 changed = True
                 for p in held:
-                    write(batch(p, _bars(series, tf, p), check=False)[1])
+                    write(batch(p, _bars(series, tf, p, inputs), check=False)[1])
             write(rows)
         if writing is not None:
             writing.result()
@@ -441,17 +443,34 @@ def _rewrite(
     return counts
 
 
-def _bars(series: pl.LazyFrame, tf: str, syms: list[str]) -> pl.DataFrame:
-    """The bars of ``syms`` on ``tf`` (the columns the kernels read)."""
-    return (
-        series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms))
-        .select(*BAR_COLUMNS)
-        .collect()
-    )
+def _bars(
+    series: pl.LazyFrame, tf: str, syms: list[str], columns: Iterable[str] = BAR_COLUMNS
+) -> pl.DataFrame:
+    """The ``columns`` of the bars of ``syms`` on ``tf``. A long symbol list is applied after
+    the read (pushed into the scan it becomes one pyarrow expression of thousands of terms,
+    slower than reading the timeframe's other symbols too); only its range is pushed, which
+    skips the files of other symbols (their statistics)."""
+    if not syms:
+        return series.select(*columns).clear().collect()
+    pred = pl.col("timeframe") == tf
+    if len(syms) <= PUSHED_SYMBOLS:
+        pred = pred & pl.col("symbol").is_in(syms)
+    else:
+        pred = pred & pl.col("symbol").is_between(pl.lit(min(syms)), pl.lit(max(syms)))
+    bars = series.filter(pred).select(*columns).collect()
+    return bars if len(syms) <= PUSHED_SYMBOLS else bars.filter(pl.col("symbol").is_in(syms))
+
+
+def _bar_columns(indicators) -> list[str]:
+    """The bar columns the kernels read for ``indicators`` (no indicator reads ``open``)."""
+    from marketlake.kernels.registry import resolve
+
+    need = {c for spec in resolve(indicators) for c in spec.inputs}
+    return [c for c in BAR_COLUMNS if c in ("symbol", "ts") or c in need]
 
 
 def _rewrite_batches(
-    lake: Lake, series: pl.LazyFrame, tf: str, syms: list[str]
+    lake: Lake, series: pl.LazyFrame, tf: str, syms: list[str], columns: Iterable[str] = BAR_COLUMNS
 ) -> Iterator[tuple[list[str], pl.DataFrame]]:
     """The bars of ``syms`` on ``tf`` in batches of whole series of about
     :data:`BATCH_ROWS` bars, sorted by (symbol, ts): ``(symbols, bars)``.
@@ -464,9 +483,9 @@ def _rewrite_batches(
     total = _timeframe_rows(lake, tf)
     if total is None or total > READ_ONCE_ROWS:
         for part in _row_batches(series, tf, syms):
-            yield part, _bars(series, tf, part)
+            yield part, _bars(series, tf, part, columns)
         return
-    bars = _bars(series, tf, syms)
+    bars = _bars(series, tf, syms, columns)
     bars, offsets = sort_frame(bars)
     names = bars.get_column("symbol").gather(offsets[:-1]).to_list() if bars.height else []
     # series without bars still belong to a batch: their stored rows are to be deleted

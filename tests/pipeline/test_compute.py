@@ -191,6 +191,12 @@ def test_full_rewrite_batches_read_once_equal_batches_read_apart(home, monkeypat
     shutil.rmtree(lake.path("indicators"))
     run_compute(settings, indicators=SPECS, full=True)
     assert frame(lake).equals(once)
+    monkeypatch.setattr(compute, "PUSHED_SYMBOLS", 1)  # symbol lists applied after the read
+    for read_once in (0, 10**9):
+        monkeypatch.setattr(compute, "READ_ONCE_ROWS", read_once)
+        shutil.rmtree(lake.path("indicators"))
+        run_compute(settings, indicators=SPECS, full=True)
+        assert frame(lake).equals(once)
 
 
 def test_full_rewrite_writes_nothing_until_a_batch_differs_then_every_batch(home, monkeypatch):
