@@ -277,6 +277,8 @@ def _nothing(lake: Lake, meta, run_id: str, unchanged: int = 0) -> dict[str, int
 def _reads(lake: Lake, version: int, tf: str, syms: list[str]) -> Iterator[pl.DataFrame]:
     """The bars of ``syms`` on ``tf``: one scan when the timeframe's files hold at most
     :data:`READ_ROWS` rows (their log statistics tell), else symbol batches of about that."""
+    if not syms:  # every series resumed
+        return
     series = lake.scan("ohlcv", version=version)
     wanted = (pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms)
     if _stored_rows(lake, version, tf) <= READ_ROWS:
