@@ -476,6 +476,12 @@ class Sync:
         local = bool(units) and all(_is_local(u.provider) for u in units)
         if local:
             workers = min(workers, os.cpu_count() or 1)
+            # one timeframe per batch where possible (the single-timeframe write is cheaper),
+            # symbols in plan order within it
+            groups: dict[tuple[str, str], int] = {}
+            units = sorted(
+                units, key=lambda u: groups.setdefault((u.kind, u.timeframe), len(groups))
+            )
         window = fetcher.window if fetcher is not None else workers * 4
         seq: dict[Future, int] = {}
         arrived: dict[int, Outcome] = {}
