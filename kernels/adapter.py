@@ -47,10 +47,13 @@ def fresh_block(n: int) -> np.ndarray:
     when the last view is gone).
 
     numpy advises transparent huge pages for large arrays; where the kernel then compacts
-    memory to find them on first touch (THP ``defrag=madvise``, the common default) touching
-    a fresh 564 MB block took 2.0-6.6 s on a loaded 2-core VM, against 0.6-1.1 s in base
-    pages (``bench/kernels.py``, fresh process). The kernels write every page once, so huge
-    pages would save little afterwards."""
+    memory to find them on first touch (THP ``defrag=madvise``, the common default) a first
+    call in a fresh process took 0.72 s against 0.58 s in base pages (2,000 x 2,520 bars, the
+    8 TA-Lib indicators, medians of 5, load average 6 on 2 cores; touching a bare 564 MB
+    block: 2.0-6.6 s against 0.6-1.1 s). Huge pages pay back on reuse (fewer TLB misses:
+    steady calls recycling one pooled block took 203 ms against 265 ms), i.e. after two or
+    three calls; a ``compute`` run, a fresh process computing a few batches, is the case
+    chosen here."""
     return np.frombuffer(mmap.mmap(-1, n * 8), np.float64)
 
 
@@ -165,9 +168,9 @@ def sort_frame(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """``frame`` sorted by (symbol, ts) (unchanged if it already is) and its symbol offsets."""
     if frame.height == 0:
         return frame, np.zeros(1, np.int64)
-    order = sort_order(frame)
+    order, offsets = _order(frame)
     if order is None:
-        return frame, _runs(frame, _timestamps(frame))[0]
+        return frame, offsets
     frame = frame[order]
     offsets, _ = _runs(frame, _timestamps(frame))
     return frame, offsets
@@ -178,18 +181,22 @@ def sort_order(frame: pl.DataFrame) -> np.ndarray | None:
 
     A frame of pieces each sorted -- a lake read, one file per period -- is ordered by
     gathering its runs (:func:`_run_order`), without a full sort."""
-    if frame.height == 0:
-        return None
+    return _order(frame)[0] if frame.height else None
+
+
+def _order(frame: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`sort_order` and the offsets of the runs of equal symbol (one pass over a
+    sorted frame)."""
     offsets, within = _runs(frame, _timestamps(frame))
     if within:
         firsts = frame.get_column("symbol").gather(offsets[:-1])
         if firsts.n_unique() == len(firsts) and firsts.equals(firsts.sort()):
-            return None
+            return None, offsets
         order = _run_order(frame, offsets)
         if order is not None:
-            return order
+            return order, offsets
     by = pl.arg_sort_by("symbol", "ts", maintain_order=True)
-    return frame.select(by).to_series().to_numpy()
+    return frame.select(by).to_series().to_numpy(), offsets
 
 
 def _run_order(frame: pl.DataFrame, offsets: np.ndarray) -> np.ndarray | None:
