@@ -35,8 +35,11 @@ from marketlake.pipeline.stages.compute_increment import increment
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
-BATCH_ROWS = 2_500_000  # bars per batch of a rewrite (memory: ~40 output columns each)
-READ_ONCE_ROWS = 4 * BATCH_ROWS  # a rewrite reads and sorts up to this many bars at once
+# bars per batch of a rewrite (memory: ~40 output columns each); batch k is written while
+# k+1 computes, and 1M-bar batches finished 2,000 x 2,520 bars in 2.0 s against 3.8 s with
+# 2.5M (medians of 5, interleaved): a shorter last write, a smaller working set
+BATCH_ROWS = 1_000_000
+READ_ONCE_ROWS = 10_000_000  # a rewrite reads and sorts up to this many bars at once
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PUSHED_SYMBOLS = 64  # longer symbol lists filter bars after the read
 KEY = ["symbol", "timeframe", "ts"]

@@ -38,7 +38,6 @@ from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, exclusive
 from marketlake.pipeline.stages.compute import (
     BAR_COLUMNS,
-    BATCH_ROWS,
     KEY,
     WATERMARK,
     _computed,
@@ -48,6 +47,7 @@ from marketlake.pipeline.stages.compute import (
     last_watermark,
 )
 
+SHARD_ROWS = 2_500_000  # at most this many bars a shard (each pays a read and a kernel launch)
 RETRIES = 2  # a task that raised is retried this often (a dead worker's tasks always rerun)
 
 
@@ -171,10 +171,10 @@ def _shards(
 ) -> list[tuple[str, list[str]]]:
     """Consecutive runs of each timeframe's (sorted) symbols, about the same number of bars
     each: as few shards as keep every worker thread busy (one each when the bars split
-    evenly), none over :data:`BATCH_ROWS` bars. Each shard pays a read of the lake, a
+    evenly), none over :data:`SHARD_ROWS` bars. Each shard pays a read of the lake, a
     kernel launch and a file per partition, so fewer, bigger shards cost less."""
     total = sum(sum(lens) for _, _, lens in groups)
-    target = max(1, min(BATCH_ROWS, math.ceil(total / max(1, threads))))
+    target = max(1, min(SHARD_ROWS, math.ceil(total / max(1, threads))))
     out: list[tuple[str, list[str]]] = []
     for tf, syms, lens in groups:
         start, rows = 0, 0
