@@ -8,7 +8,8 @@
   end (the remote's lake commit and its PostgreSQL load included) and as a multiple of the
   raw POST's time, the client's peak RSS and the remote's peak RSS (VmHWM) before and after:
   both stay flat as ``--days`` grows (run 1M and 5M bars to compare);
-* one new day for every symbol pushed (the change feed path), wall time;
+* one new day for every symbol pushed (the change feed path), wall time (``--new-days N``:
+  N days pushed one by one, the median);
 * with ``--readjust``: a whole-history re-adjustment (every bar's prices changed, as a split
   adjusts a symbol's history) pushed as changes: rows/s, the client's peak RSS and the
   remote's peak RSS during that push (its high-water mark reset just before).
@@ -20,7 +21,7 @@ compared partition by partition in bounded buckets, deletes of the keys the sour
 its peak RSS against the push into an empty table.
 
 Usage: ``python bench/push.py [--symbols 2000] [--days 2500] [--into-non-empty]
-[--readjust]``; the server comes from
+[--readjust] [--new-days 1]``; the server comes from
 ``MARKETLAKE_BENCH_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
 """
 
@@ -157,6 +158,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=2500)
     ap.add_argument("--into-non-empty", action="store_true")
     ap.add_argument("--readjust", action="store_true", help="also push a whole-history change")
+    ap.add_argument("--new-days", type=int, default=1, help="new days pushed one by one")
     args = ap.parse_args()
     rows = args.symbols * args.days
     root = Path(tempfile.mkdtemp(prefix="ml-bench-push-"))
@@ -240,14 +242,17 @@ def main() -> None:
         assert {k: info[k] for k in expect} == expect, info
         served = info.get("load") or {}
 
-        # one new day for every symbol: the change feed path
-        day = bars(args.symbols, 1, first_day=args.days)
-        Lake(local).upsert("ohlcv", day, run_id="bench2", stage="bench")
+        # one new day for every symbol, --new-days times: the change feed path
         settings = load_settings(home=local, env={})
-        t0 = time.perf_counter()
-        inc = run_push(settings, Remote.parse(url, TOKEN), tables=["ohlcv"])
-        day_s = time.perf_counter() - t0
-        assert inc.inserted == args.symbols, inc.to_json()
+        days_s = []
+        for n in range(args.new_days):
+            day = bars(args.symbols, 1, first_day=args.days + n)
+            Lake(local).upsert("ohlcv", day, run_id=f"bench2-{n}", stage="bench")
+            t0 = time.perf_counter()
+            inc = run_push(settings, Remote.parse(url, TOKEN), tables=["ohlcv"])
+            days_s.append(time.perf_counter() - t0)
+            assert inc.inserted == args.symbols, inc.to_json()
+        day_s = sorted(days_s)[len(days_s) // 2]
 
         # a whole-history re-adjustment: every bar's prices change, pushed as changes
         if args.readjust:
@@ -291,6 +296,8 @@ def main() -> None:
             f"{served.get('inserted', 0):,} rows"
         )
         print(f"{'one new day, ' + str(args.symbols) + ' symbols (changes)':<46}{day_s:>9.2f}")
+        if len(days_s) > 1:
+            print(f"  median of {len(days_s)} new days: {' '.join(f'{x:.2f}' for x in days_s)}")
         into = "a non-empty" if args.into_non_empty else "an empty"
         print(
             f"peak RSS of the push into {into} table: client {client_rss:.0f} MB; "
