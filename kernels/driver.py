@@ -117,6 +117,29 @@ def run_gather_index(starts, lengths):
     return idx
 
 
+@njit(**JIT)
+def same_runs(new, new_bits, new_off, old, old_bits, old_off, starts, runs):
+    """Whether rows ``runs[r]:runs[r + 1]`` of ``old`` equal rows ``starts[r]:...`` of
+    ``new`` for every run ``r``, nulls alike (NaN equals NaN). ``*_bits`` are Arrow validity
+    bitmaps (empty: every value valid) and ``*_off`` their first bit."""
+    for r in range(starts.shape[0]):
+        a = runs[r]
+        b = starts[r]
+        for k in range(runs[r + 1] - a):
+            i = old_off + a + k
+            j = new_off + b + k
+            vo = old_bits.shape[0] == 0 or (old_bits[i >> 3] >> (i & 7)) & 1 == 1
+            vn = new_bits.shape[0] == 0 or (new_bits[j >> 3] >> (j & 7)) & 1 == 1
+            if vo != vn:
+                return False
+            if vo:
+                x = old[a + k]
+                y = new[b + k]
+                if x != y and not (x != x and y != y):
+                    return False
+    return True
+
+
 def lane_groups(offsets: np.ndarray) -> np.ndarray:
     """Symbols in groups of four of similar length, longest first (``-1`` pads the last group).
 
@@ -277,6 +300,7 @@ __all__ = [
     "lane_groups",
     "run_gather_index",
     "run_plan",
+    "same_runs",
     "scan_runs",
     "scan_string_views",
     "split_ops",

@@ -265,7 +265,7 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
     so no table of stored rows is built (on a no-change re-run memory stays flat); stops at
     the first difference, and at once when a computed column is not stored yet."""
     from marketlake.kernels.adapter import _runs, _timestamps
-    from marketlake.kernels.driver import run_gather_index
+    from marketlake.kernels.driver import run_gather_index, same_runs
 
     checked = lake.dataset("indicators")
     if checked is None or new.is_empty():
@@ -277,6 +277,7 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
     firsts = new.get_column("symbol").gather(offsets[:-1]).to_list()
     where = {sym: (int(offsets[i]), int(offsets[i + 1])) for i, sym in enumerate(firsts)}
     covered = np.zeros(new.height, np.bool_)
+    values = {c: _float_buffers(new.get_column(c).to_arrow()) for c in columns}
     span = (
         (pds.field("timeframe") == tf)
         & (pds.field("symbol") >= min(part))
@@ -304,11 +305,27 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
         if not np.array_equal(ts_new[idx], ts_old) or covered[idx].any():
             return False
         covered[idx] = True
-        take = pl.Series(idx)
-        for c in columns:
-            if not new.get_column(c).gather(take).eq_missing(old.get_column(c)).all():
+        for c in columns:  # stored runs against the computed rows they key to, in place
+            if not same_runs(*values[c], *_float_buffers(batch.column(c)), starts, runs):
                 return False
     return bool(covered.all())
+
+
+def _float_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
+    """A float64 Arrow array's values (zero-copy), its validity bitmap (empty: no nulls) and
+    the bitmap's first bit."""
+    if arr.type != pa.float64():
+        arr = arr.cast(pa.float64())
+    bits, data = arr.buffers()[:2]
+    if data is None:  # a column an older file lacks, read as nulls
+        return np.zeros(len(arr)), np.zeros((len(arr) + 7) // 8, np.uint8), 0
+    values = np.frombuffer(data, np.float64)[arr.offset : arr.offset + len(arr)]
+    if arr.null_count == 0:
+        return values, np.zeros(0, np.uint8), 0
+    if bits is None:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+        return values, np.packbits(valid, bitorder="little"), 0
+    return values, np.frombuffer(bits, np.uint8), arr.offset
 
 
 def _diff(new: pl.DataFrame, old: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
