@@ -136,22 +136,30 @@ class FilesProvider(Provider):
             ts = ts.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
         else:
             raise ValidationError(f"{path.name}: column {cols['ts']!r} is not a timestamp")
+        columns = [ts.alias("ts")]
+        # one value for every row: a literal, never a column of copies (seconds on 10M rows)
+        constants = [
+            pl.lit(self.timeframe).alias("timeframe"),
+            pl.lit(self.name).alias("provider"),
+            pl.lit(True).alias("is_final"),
+        ]
         if cols["symbol"] is not None:
-            sym = raw.get_column(cols["symbol"]).cast(pl.String)
+            columns.append(raw.get_column(cols["symbol"]).cast(pl.String).alias("symbol"))
         else:
-            sym = pl.Series([self.fixed_symbol or path.stem] * raw.height, dtype=pl.String)
-        values = {}
+            constants.append(pl.lit(self.fixed_symbol or path.stem).alias("symbol"))
         for c in ("open", "high", "low", "close", "volume", "adj_close", "open_interest"):
             if cols[c] is None:
-                values[c] = None
                 continue
             given = raw.get_column(cols[c])
-            values[c] = given.cast(pl.Float64, strict=False)
-            reasons += _unparsed(given, values[c], cols[c])
-        out = pl.DataFrame(
-            {"symbol": sym, "timeframe": self.timeframe, "ts": ts, **values}
-        ).with_columns(pl.lit(self.name).alias("provider"), pl.lit(True).alias("is_final"))
-        out = out.select([pl.col(c).cast(t) for c, t in frame_schema("ohlcv").items()])
+            columns.append(given.cast(pl.Float64, strict=False).alias(c))
+            reasons += _unparsed(given, columns[-1], cols[c])
+        out = pl.DataFrame(columns).with_columns(constants)
+        out = out.select(
+            [
+                (pl.col(c) if c in out.columns else pl.lit(None)).cast(t).alias(c)
+                for c, t in frame_schema("ohlcv").items()
+            ]
+        )
         return out.with_columns(
             pl.coalesce(reasons).alias(REJECT) if reasons else pl.lit(None, pl.String).alias(REJECT)
         )
