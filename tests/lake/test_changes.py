@@ -48,7 +48,7 @@ def test_tiny_buckets_net_exactly_as_the_whole_feed(tmp_path):
     whole, expect, spooled = _netted(lake, 0, Bounds(bucket_rows=1_000_000))
     assert whole.buckets == 1 and spooled == []  # it fitted: nothing went to disk
     small, got, spooled = _netted(lake, 0, Bounds(bucket_rows=97, batch_rows=50))
-    assert small.buckets > 10 and spooled == ["netted.arrows"]  # feed and buckets removed
+    assert small.buckets > 10 and spooled == ["sorted.arrows"]  # feed, buckets, spills removed
     assert got.equals(expect)
 
     # every key of the re-adjusted table once: 29 symbols upserted, S03 deleted
