@@ -330,16 +330,7 @@ def land_bars(
     if suspect is not None and not suspect:  # all new (bulk loads): one pass for the counts
         out.spans = _spans(tagged, timeframe)
         out.per_series = {k: {"new": n} for k, (_, _, n) in out.spans.items()}
-        res = lake.upsert(
-            "ohlcv",
-            _stamped(tagged, now, run_id),
-            run_id=run_id,
-            stage="sync",
-            assume_new=True,
-            read_version=read,
-        )
-        out.inserted, out.updated = res.inserted, res.updated
-        return out
+        return _upsert(lake, tagged, now, run_id, read, out, assume_new=True)
     out.readjusted = {
         tuple(r)
         for r in tagged.filter(pl.col("_readjusted"))
@@ -357,16 +348,7 @@ def land_bars(
         return out
     out.spans = _spans(write.filter(pl.col("_state") == "new"), None)
     all_new = bool((write.get_column("_state") == "new").all())
-    res = lake.upsert(
-        "ohlcv",
-        _stamped(write, now, run_id),
-        run_id=run_id,
-        stage="sync",
-        assume_new=all_new,
-        read_version=read,
-    )
-    out.inserted, out.updated = res.inserted, res.updated
-    return out
+    return _upsert(lake, write, now, run_id, read, out, assume_new=all_new)
 
 
 def _spans(
@@ -379,6 +361,30 @@ def _spans(
     if timeframe is not None:
         return {(s, timeframe): (lo, hi, n) for s, lo, hi, n in agg.iter_rows()}
     return {(s, tf): (lo, hi, n) for s, tf, lo, hi, n in agg.iter_rows()}
+
+
+def _upsert(
+    lake: Lake,
+    write: pl.DataFrame,
+    now: datetime,
+    run_id: str,
+    read: int | None,
+    out: Landed,
+    *,
+    assume_new: bool,
+) -> Landed:
+    """Commit ``write`` (stamped with the run) to ohlcv against version ``read``; ``out`` gets
+    the counts. ``assume_new``: every row is proven new, so no key is looked up."""
+    res = lake.upsert(
+        "ohlcv",
+        _stamped(write, now, run_id),
+        run_id=run_id,
+        stage="sync",
+        assume_new=assume_new,
+        read_version=read,
+    )
+    out.inserted, out.updated = res.inserted, res.updated
+    return out
 
 
 def _stamped(write: pl.DataFrame, now: datetime, run_id: str) -> pl.DataFrame:

@@ -195,9 +195,11 @@ def test_one_rate_limit_holds_across_all_workers(tmp_path, charts, dask_client):
     times = sorted(t for t, _ in seen)
     assert len(times) == len(symbols)
     # the bucket holds one token (burst 1): N requests need (N - 1) / rate seconds at least;
-    # one bucket per worker would let two workers finish in half that
+    # one bucket per worker would let two workers finish in half that. A worker sleeps from
+    # when the scheduler's answer reaches it, so that answer's varying latency (tens of ms on a
+    # loaded machine) moves single sends: allow two intervals' worth, far from half the span
     span = times[-1] - times[0]
-    assert span >= (len(times) - 1) / RATE - 0.02, span
+    assert span >= (len(times) - 3) / RATE, span
     busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
     assert busiest <= RATE + 2, busiest
     # both workers fetched: the limit was shared, not one worker doing everything
