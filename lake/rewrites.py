@@ -28,9 +28,9 @@ from marketlake.lake.writes import (
     commit_properties,
     commit_swap,
     create,
-    data_file,
     literal,
     live_files,
+    partition_file,
     remove_files,
     write_parquet,
 )
@@ -81,11 +81,7 @@ class Rewrite:
 
         def one(item: tuple[tuple, pl.DataFrame]) -> AddAction:
             key, part = item
-            values = {p: str(v) for p, v in zip(parts, key, strict=True)}
-            for v in values.values():
-                literal(v)
-            rel = "/".join(f"{p}={v}" for p, v in values.items())
-            rel += "/" + data_file(self.tdef.name)
+            values, rel = partition_file(self.tdef.name, parts, key)
             body = part.drop(*parts, "_pcode", strict=False)
             schema = pa.schema([(c, self.columns[c]) for c in body.columns])
             self.written.append(rel)

@@ -101,11 +101,7 @@ def write_files(
 
     def write(item) -> AddAction:
         key, part = item
-        values = {p: str(v) for p, v in zip(tdef.partitions, key, strict=True)}
-        for v in values.values():
-            literal(v)
-        rel = "/".join(f"{p}={v}" for p, v in values.items())
-        rel = (rel + "/" if rel else "") + data_file(tdef.name)
+        values, rel = partition_file(tdef.name, tdef.partitions, key)
         body = part.select(cols)
         table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
         written.append(rel)
@@ -133,11 +129,7 @@ def write_partitioned(
 
     def one(item: tuple[tuple, pl.DataFrame]) -> AddAction:
         key, part = item
-        values = {p: str(v) for p, v in zip(parts, key, strict=True)}
-        for v in values.values():
-            literal(v)
-        rel = "/".join(f"{p}={v}" for p, v in values.items())
-        rel = (rel + "/" if rel else "") + data_file(tdef.name)
+        values, rel = partition_file(tdef.name, parts, key)
         body = part.drop(parts)
         schema = pa.schema([(c, columns[c]) for c in body.columns])
         written.append(rel)
@@ -165,6 +157,16 @@ def codec(table: str) -> str:
     e.g. an app table pulled from a server)."""
     tdef = TABLES.get(table)
     return tdef.codec if tdef is not None else "zstd"
+
+
+def partition_file(table: str, partitions, key: tuple) -> tuple[dict[str, str], str]:
+    """A partition's values for ``key`` (each checked by :func:`literal`) and the relative
+    path of a new data file in it."""
+    values = {p: str(v) for p, v in zip(partitions, key, strict=True)}
+    for v in values.values():
+        literal(v)
+    rel = "/".join(f"{p}={v}" for p, v in values.items())
+    return values, (rel + "/" if rel else "") + data_file(table)
 
 
 def data_file(table: str) -> str:

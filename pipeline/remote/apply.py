@@ -268,7 +268,6 @@ def _merge_changes(
     (:mod:`marketlake.lake.merges`) when the batch and the files that may hold its keys are
     small, else out of core (:mod:`.spilled`), with the same counts and one commit."""
     bounds = bounds or spilled.BOUNDS
-    source_schema = schema.append(pa.field(FLAG, pa.bool_()))
     with lake_errors("read", tdef.name):
         files = merges.candidates(
             dt,
@@ -280,14 +279,11 @@ def _merge_changes(
         log.info(
             "%s: merging %d rows into files holding %d out of core", tdef.name, batch.rows, held
         )
-        source = pa.RecordBatchReader.from_batches(
-            source_schema, _with_flag(read_file(spool), source_schema)
-        )
+        source = _flagged(spool, schema)
         counts = spilled.merge_spilled(dt, location, tdef, source, files, props, work, bounds)
         ins, upd, _, dele = counts
         return _counted(tdef, batch, ins, upd, dele)
-    table = pa.Table.from_batches(list(_with_flag(read_file(spool), source_schema)), source_schema)
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(_flagged(spool, schema).read_all())
     assert isinstance(frame, pl.DataFrame)
     rows = frame.filter(~pl.col(FLAG)).drop(FLAG)
     gone = frame.filter(pl.col(FLAG)).select(list(tdef.key))
@@ -307,10 +303,9 @@ def _snapshot(
     """A snapshot batch into a table that holds rows: the table made equal to it (keys the
     snapshot lacks or flags deleted), streamed in bounded memory with page checksums, one
     commit (:mod:`.snapshot`)."""
-    source_schema = schema.append(pa.field(FLAG, pa.bool_()))
     rows = (
         b.filter(pa.compute.invert(b.column(FLAG))).drop_columns([FLAG])
-        for b in _with_flag(read_file(spool), source_schema)
+        for b in _flagged(spool, schema)
     )
     c = apply_snapshot(dt, location, tdef, schema, rows, props)
     return Applied(
@@ -332,6 +327,12 @@ def _counted(tdef: TableDef, batch: PushBatch, ins: int, upd: int, dele: int) ->
     return Applied(
         tdef.name, 0, "", batch.mode, ins, upd, dele, unchanged=unchanged, rows=batch.rows
     )
+
+
+def _flagged(spool: Path, schema: pa.Schema) -> pa.RecordBatchReader:
+    """The spooled batch in ``schema`` plus its delete flag (false where the sender had none)."""
+    flagged = schema.append(pa.field(FLAG, pa.bool_()))
+    return pa.RecordBatchReader.from_batches(flagged, _with_flag(read_file(spool), flagged))
 
 
 def _with_flag(reader, schema: pa.Schema):
