@@ -3,9 +3,10 @@
 Units (one symbol x timeframe x kind) are fetched with bounded concurrency; results are
 committed in batches (tens of commits for thousands of symbols), and at least every
 ``commit_every_s`` seconds while fetching goes on, so a slow request never holds finished
-work back. For each batch the fetched
-bars are validated (rejects go to ``quarantine``), diffed against the lake in one query
-(new / changed / unchanged per row), and only new and changed rows are written: a blind
+work back. Batches commit in order on a thread of their own while the next one is fetched
+(never more than one commit running, never more than one batch waiting). For each batch the
+fetched bars are validated (rejects go to ``quarantine``), diffed against the lake in one
+query (new / changed / unchanged per row), and only new and changed rows are written: a blind
 append when every row is new, else one MERGE. Bars that changed although both the stored and
 the fetched bar are final mean the provider re-adjusted history (a split or dividend): the
 symbol's whole history is re-fetched and replaced in one commit. Then ``sync_status`` and
@@ -418,6 +419,18 @@ def _is_local(name: str) -> bool:
     return cls is not None and cls.capabilities.local
 
 
+def _serialized(progress: Progress) -> Progress:
+    """``progress`` called by one thread at a time (fetch results are reported while the
+    previous batch commits on its own thread)."""
+    lock = threading.Lock()
+
+    def report(*args: Any, **info: Any) -> None:
+        with lock:
+            progress(*args, **info)
+
+    return report
+
+
 class _Batch:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
@@ -443,7 +456,7 @@ class Sync:
     ) -> None:
         self.settings = settings
         self.req = req
-        self.progress = progress or (lambda *a, **k: None)
+        self.progress = _serialized(progress or (lambda *a, **k: None))
         self.lake = settings.open_lake()
         self.now = settings.clock()
         self.run_id = run_id or new_run_id(self.now)
@@ -495,6 +508,17 @@ class Sync:
         batch = _Batch()
         every = self.settings.commit_every_s
         next_commit = time.monotonic() + every
+        # batches are committed in order on one thread while fetching goes on: one batch
+        # commits while the next fills (numpy, polars and pyarrow release the GIL)
+        committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-commit")
+        committing: Future | None = None
+
+        def hand_over(full: _Batch) -> None:
+            nonlocal committing
+            if committing is not None:
+                committing.result()  # at most one batch waits; a failed commit stops the run
+            committing = committer.submit(self.commit, full) if full.outcomes else None
+
         try:
             with ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="marketlake-fetch"
@@ -542,21 +566,23 @@ class Sync:
                             len(batch.outcomes) >= self.settings.batch_tasks
                             or batch.rows >= self.settings.batch_rows
                         ):
-                            self.commit(batch)
+                            hand_over(batch)
                             batch = _Batch()
                     due = time.monotonic() >= next_commit
                     if due and batch.outcomes:
-                        self.commit(batch)
+                        hand_over(batch)
                         batch = _Batch()
                     if due or not batch.outcomes:
                         next_commit = time.monotonic() + every
-            self.commit(batch)
+            hand_over(batch)
+            hand_over(_Batch())  # the last commit done (or its error raised)
             if fetcher is not None:  # read the files providers' problems here, as one run does
                 for name in sorted({u.provider for u in units}):
                     if callable(getattr(_provider_class(name), "problems", None)):
                         self.providers.get(name)
             self._file_problems()
         finally:
+            committer.shutdown(wait=True)  # never leave the lock with a commit running
             if fetcher is not None:
                 fetcher.close()
             self.providers.close()
