@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -131,7 +131,8 @@ class Capabilities:
     ``max_range`` is the widest [start, end) one request may cover per native timeframe
     (None: unlimited); ``history`` how far back a timeframe reaches (None: unlimited).
     ``local``: answers are computed or read on this machine, not awaited from a service, so
-    fetch threads beyond the CPU count only contend.
+    fetch threads beyond the CPU count only contend. ``batched``: :meth:`Provider.fetch_many`
+    answers many bars requests in one call (one frame built, not one per symbol).
     """
 
     kinds: frozenset[str]
@@ -143,6 +144,7 @@ class Capabilities:
     asset_types: frozenset[str] = frozenset()
     needs_secret: bool = False
     local: bool = False
+    batched: bool = False
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -267,6 +269,11 @@ class Provider(ABC):  # noqa: B024 - a base with optional kind methods, not all 
             return with_optional_columns(request.kind, method(request))
         frame = retrying(lambda: method(request), self.settings, sleep=self.sleep)
         return with_optional_columns(request.kind, frame)
+
+    def fetch_many(self, requests: Sequence[FetchRequest]) -> list[pl.DataFrame]:
+        """The answers to ``requests``, in order, as :meth:`fetch` gives them; a provider
+        whose capabilities say ``batched`` answers bars requests in one call."""
+        return [self.fetch(r) for r in requests]
 
     def note_asset_type(self, symbol: str, asset_type: str) -> None:
         """Record the instrument type the provider's own answer gave ``symbol`` (Yahoo's

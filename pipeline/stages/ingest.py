@@ -53,6 +53,7 @@ from marketlake.pipeline.planning import (
     split_range,
 )
 from marketlake.pipeline.providers.base import (
+    REJECT,
     FetchRequest,
     Provider,
     provider_class,
@@ -71,6 +72,7 @@ from marketlake.pipeline.runs import (
 Progress = Callable[..., None]
 _VALUES = tuple(value_columns("ohlcv"))
 READJUST_RTOL = 1e-6
+PACK_UNITS = 500  # bars units answered by one fetch_many call of a batched provider
 
 
 @dataclass
@@ -142,6 +144,62 @@ def _fetch(unit: Unit, providers: _Providers) -> Outcome:
     )
 
 
+def _fetch_pack(units: list[Unit], providers: _Providers) -> list[Outcome]:
+    """The outcomes of ``units``, bars units of one provider whose capabilities say
+    ``batched``, each one chunk in its own timeframe: one :meth:`Provider.fetch_many` call.
+    Should that call fail (or a frame carry rejects), each unit is fetched on its own, so
+    each gets its own rows or error as :func:`_fetch` gives them."""
+    if len(units) == 1:
+        return [_fetch(units[0], providers)]
+    started = providers.settings.clock()
+    if units[0].provider in providers.aborted:
+        return [_fetch(u, providers) for u in units]
+    try:
+        prov = providers.get(units[0].provider)
+        frames = prov.fetch_many([_bars_request(u, *u.chunks[0]) for u in units])
+        if len(frames) != len(units) or any(REJECT in f.columns for f in frames):
+            raise ValueError("not one clean frame per request")
+    except Exception:  # noqa: BLE001 - one by one: each unit its own outcome or error
+        return [_fetch(u, providers) for u in units]
+    completed = providers.settings.clock()
+    return [
+        Outcome(
+            u,
+            frame=f,
+            asset_type=prov.take_asset_type(u.symbol),
+            started_at=started,
+            completed_at=completed,
+        )
+        for u, f in zip(units, frames, strict=True)
+    ]
+
+
+def _packs(units: list[Unit], batched: Callable[[str], bool], size: int) -> list[list[Unit]]:
+    """``units`` in order as work items: runs of up to ``size`` bars units of one provider
+    and timeframe that :func:`_fetch_pack` answers in one call, else one unit each."""
+    out: list[list[Unit]] = []
+    packable = False
+    for u in units:
+        ok = (
+            u.kind == "ohlcv"
+            and len(u.chunks) == 1
+            and (u.fetch_timeframe or u.timeframe) == u.timeframe
+            and batched(u.provider)
+        )
+        last = out[-1][-1] if out else None
+        if (
+            ok
+            and packable
+            and len(out[-1]) < size
+            and (last.provider, last.timeframe) == (u.provider, u.timeframe)
+        ):
+            out[-1].append(u)
+        else:
+            out.append([u])
+            packable = ok
+    return out
+
+
 def guarded(
     unit: Unit,
     providers: _Providers,
@@ -198,7 +256,12 @@ def fetch_chunk(
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """One request of a bars unit: the rows as the provider sent them (its native timeframe)
     and the rows it could not parse (with the symbol), or None."""
-    req = FetchRequest.bars(
+    good, bad = split_rejects(prov.fetch(_bars_request(unit, start, end)))
+    return good, None if bad.is_empty() else bad.with_columns(pl.lit(unit.symbol).alias("symbol"))
+
+
+def _bars_request(unit: Unit, start: datetime, end: datetime) -> FetchRequest:
+    return FetchRequest.bars(
         unit.symbol,
         unit.fetch_timeframe or unit.timeframe,
         start,
@@ -206,8 +269,6 @@ def fetch_chunk(
         provider_symbol=unit.provider_symbol,
         instrument=dict(unit.instrument),
     )
-    good, bad = split_rejects(prov.fetch(req))
-    return good, None if bad.is_empty() else bad.with_columns(pl.lit(unit.symbol).alias("symbol"))
 
 
 def finish_bars(
@@ -431,6 +492,11 @@ def _serialized(progress: Progress) -> Progress:
     return report
 
 
+def _batched(name: str) -> bool:
+    cls = _provider_class(name)
+    return cls is not None and cls.capabilities.batched
+
+
 class _Batch:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
@@ -492,7 +558,7 @@ class Sync:
         workers = max(1, self.settings.concurrency)
         # local providers answer in moments: their units are batched in plan order, so
         # consecutive batches hold consecutive symbols and file statistics prove each new
-        local = bool(units) and all(_is_local(u.provider) for u in units)
+        local = bool(units) and all(_is_local(n) for n in {u.provider for u in units})
         if local:
             workers = min(workers, os.cpu_count() or 1)
             # one timeframe per batch where possible (the single-timeframe write is cheaper),
@@ -502,8 +568,13 @@ class Sync:
                 units, key=lambda u: groups.setdefault((u.kind, u.timeframe), len(groups))
             )
         window = fetcher.window if fetcher is not None else workers * 4
+        items = [[u] for u in units]
+        if local and fetcher is None:  # bars a provider answers many at a time: in packs
+            batched = {n: _batched(n) for n in {u.provider for u in units}}
+            size = max(1, min(PACK_UNITS, self.settings.batch_tasks))
+            items = _packs(units, batched.__getitem__, size)
         seq: dict[Future, int] = {}
-        arrived: dict[int, Outcome] = {}
+        arrived: dict[int, list[Outcome]] = {}
         submitted = taken = 0
         batch = _Batch()
         every = self.settings.commit_every_s
@@ -524,18 +595,18 @@ class Sync:
                 max_workers=workers, thread_name_prefix="marketlake-fetch"
             ) as pool:
                 pending: set[Future] = set()
-                it = iter(units)
+                it = iter(items)
                 exhausted = False
                 while pending or not exhausted:
                     while not exhausted and len(pending) + len(arrived) < window:
-                        u = next(it, None)
-                        if u is None:
+                        item = next(it, None)
+                        if item is None:
                             exhausted = True
                             break
                         if fetcher is not None:
-                            fut = fetcher.submit(u)
+                            fut = fetcher.submit(item[0])
                         else:
-                            fut = pool.submit(_fetch, u, self.providers)
+                            fut = pool.submit(_fetch_pack, item, self.providers)
                         seq[fut] = submitted
                         submitted += 1
                         pending.add(fut)
@@ -544,14 +615,15 @@ class Sync:
                     timeout = max(0.0, next_commit - time.monotonic())
                     done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        arrived[seq.pop(fut)] = fut.result()
+                        res = fut.result()
+                        arrived[seq.pop(fut)] = res if isinstance(res, list) else [res]
                     if local:
                         ready = []
                         while taken in arrived:
-                            ready.append(arrived.pop(taken))
+                            ready.extend(arrived.pop(taken))
                             taken += 1
                     else:  # as they come: a slow request never holds finished work back
-                        ready = list(arrived.values())
+                        ready = [o for outs in arrived.values() for o in outs]
                         arrived.clear()
                     for o in ready:  # a batch never holds more than batch_tasks units
                         batch.add(o)

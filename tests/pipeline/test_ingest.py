@@ -237,3 +237,43 @@ def test_land_bars_diffs_only_the_symbols_a_stored_file_may_hold(home):
     assert out.filter(pl.col("symbol") == "B").get_column("close").to_list() == [2.0] * 3
     again = land_bars(lake, second, run_id="c", now=NOW, timeframe="1D")
     assert (again.inserted, again.updated, again.unchanged) == (0, 0, 9)
+
+
+def test_packs_of_daily_units_land_what_units_one_by_one_land(home, tmp_path):
+    symbols = tuple(f"P{i:02d}" for i in range(12))
+    packed, lake = setup(home, symbols=symbols)
+    alone, lake_alone = setup(tmp_path / "alone", symbols=symbols, batch_tasks=1)
+    for settings in (packed, alone):  # a backfill, then one new day
+        assert run_sync(settings, timeframes=["1D"], start="2026-06-01").status == "ok"
+        later = settings.with_(now=datetime(2026, 11, 23, 22, 0, tzinfo=UTC))
+        assert run_sync(later, timeframes=["1D"]).status == "ok"
+    keys = ["symbol", "timeframe", "ts"]
+    a, b = (x.read("ohlcv").drop("run_id", "ingested_at").sort(keys) for x in (lake, lake_alone))
+    assert a.height > 12 * 100 and a.equals(b)
+    status = [x.read("sync_status").drop("run_id").sort("symbol") for x in (lake, lake_alone)]
+    assert (
+        status[0]
+        .drop("last_attempt_at", "last_success_at")
+        .equals(status[1].drop("last_attempt_at", "last_success_at"))
+    )
+
+
+def test_a_failing_pack_falls_back_to_one_fetch_per_unit(home, monkeypatch):
+    from marketlake.pipeline.planning import Unit
+    from marketlake.pipeline.providers.synthetic import SyntheticProvider
+    from marketlake.pipeline.stages import ingest
+
+    settings, _ = setup(home)
+
+    def broken(self, requests):
+        raise RuntimeError("pack failed")
+
+    monkeypatch.setattr(SyntheticProvider, "fetch_many", broken)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    units = [
+        Unit("equity", s, "1D", "ohlcv", "synthetic", "never", ((start, NOW),), "1D")
+        for s in ("AAA", "BBB")
+    ]
+    out = ingest._fetch_pack(units, ingest._Providers(settings, NOW))
+    assert [o.unit.symbol for o in out] == ["AAA", "BBB"]
+    assert all(o.error is None and o.frame.height > 10 for o in out)

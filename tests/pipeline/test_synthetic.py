@@ -226,3 +226,18 @@ def test_intraday_timeframes_nest_exactly_into_each_other_and_the_day():
                 for c in ["open", "high", "low", "close"]:
                     assert (agg[c] == agg[f"{c}_right"]).all(), (sym, tf, c)
             coarser = bars
+
+
+def test_many_daily_requests_answer_as_each_one_alone():
+    p = provider()
+    reqs = [
+        req("AAA", "1D", NOW - timedelta(days=1)),
+        req("BBB", "1D", NOW - timedelta(days=40), NOW + timedelta(days=2)),
+        req("CCC", "1D", datetime(2026, 11, 14, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC)),
+        req("BTC-USD", "1D", NOW - timedelta(days=5), asset_type="crypto"),
+        req("DDD", "1D", NOW - timedelta(days=900)),
+    ]
+    many = p.fetch_many(reqs)
+    assert [f.height for f in many][2] == 0 and sum(f.height for f in many) > 600
+    for r, frame in zip(reqs, many, strict=True):
+        assert frame.equals(p.fetch(r)) and frame.schema == p.fetch(r).schema
