@@ -11,16 +11,14 @@ segment's schedule (plus tolerance) allows.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
+from calendar import monthrange
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
-import platformdirs
+import numpy as np
 
+from marketlake.pipeline import session_tables
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import SegmentSettings, Settings
 
@@ -48,6 +46,7 @@ DEFAULT_EXCHANGE_TOLERANCE = timedelta(hours=6)
 _INTERVAL = re.compile(r"^(?:every\s+)?(\d+(?:\.\d+)?)\s*(m|min|h|d|w)$", re.IGNORECASE)
 _NAMED = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def calendar_for(exchange: str | None, asset_type: str | None, timezone: str | None) -> str:
@@ -80,62 +79,45 @@ def schedule_interval(seg: SegmentSettings | None, settings: Settings) -> timede
 
 
 @lru_cache(maxsize=32)
-def _calendar(name: str, start: str, end: str) -> Any:
-    """The exchange calendar over [start, end]; built once per month and machine: building one
-    evaluates every holiday rule with pandas (0.1-0.5 s, each nightly run), unpickling the
-    built one from the user's cache directory takes 10 ms."""
-    import pickle
+def _sessions(name: str, start: str, end: str) -> tuple[np.ndarray, np.ndarray]:
+    """The sessions of calendar ``name`` over [start, end] (beyond the years whose holidays
+    the library records: its widest valid range) as (dates, closes) in microseconds since
+    the epoch, UTC; built once per month and machine (:mod:`.session_tables`)."""
 
-    path = _cache_path(name, start, end)
-    try:
-        with path.open("rb") as f:
-            return pickle.load(f)
-    except Exception:  # noqa: BLE001 - not cached yet, unreadable or damaged: build it
-        pass
-    import exchange_calendars as xc
+    def build() -> dict[str, np.ndarray]:
+        import exchange_calendars as xc
 
-    try:
-        cal = xc.get_calendar(name, start=start, end=end)
-    except ValueError:  # beyond the years whose holidays the library records
-        cal = xc.get_calendar(name)  # its widest valid range (slower to build)
-    try:  # temp + rename: a reader never sees half a file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(cal))
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache directory: build it each time
-        pass
-    return cal
+        try:
+            cal = xc.get_calendar(name, start=start, end=end)
+        except ValueError:  # beyond the years whose holidays the library records
+            cal = xc.get_calendar(name)  # its widest valid range (slower to build)
+        sched = cal.schedule
+        day = sched.index.values.astype("datetime64[us]").astype(np.int64)
+        close = sched["close"].dt.tz_convert(None).to_numpy().astype("datetime64[us]")
+        return {"day": day, "close": close.astype(np.int64)}
 
-
-def _cache_path(name: str, start: str, end: str) -> Path:
-    """Where the calendar is cached: keyed by the library, pandas and Python versions (the
-    pickle's readers), in the user's cache directory."""
-    import exchange_calendars as xc
-    import pandas as pd
-
-    root = platformdirs.user_cache_dir("marketlake")
-    key = f"xc{xc.__version__}-pd{pd.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
-    return Path(root) / "calendars" / key / f"{name.replace('/', '_')}-{start}-{end}.pickle"
+    t = session_tables.cached(f"{name}-{start}-{end}", build)
+    return t["day"], t["close"]
 
 
 def last_closed_session(calendar: str, at: datetime) -> tuple[datetime, datetime]:
     """``(session date as 00:00 UTC, close time UTC)`` of the last session ``calendar`` had
     closed at ``at`` (clamped to the calendar's range: the years whose holidays the library
-    records). Only the weeks around ``at`` are built, which keeps this fast."""
-    import pandas as pd
-
-    at_ts = pd.Timestamp(at).tz_convert("UTC")
-    start = (at_ts - pd.Timedelta(days=30)).strftime("%Y-%m-01")
-    # to the end of the month two days on: one calendar (and cache file) serves a month of runs
-    end = (at_ts + pd.Timedelta(days=2) + pd.offsets.MonthEnd(0)).strftime("%Y-%m-%d")
-    cal = _calendar(calendar, start, end)
-    if at_ts >= cal.session_close(cal.last_session):  # past the window's (or range's) end
-        session = cal.last_session
-    else:
-        session = cal.minute_to_past_session(max(at_ts, cal.first_minute))
-    close = cal.session_close(session).to_pydatetime()
-    return datetime(session.year, session.month, session.day, tzinfo=UTC), close
+    records). Only the weeks around ``at`` are looked up, which keeps this fast."""
+    at = at.astimezone(UTC)
+    start = (at - timedelta(days=30)).strftime("%Y-%m-01")
+    # to the end of the month two days on: one table (and cache file) serves a month of runs
+    later = at + timedelta(days=2)
+    last_day = monthrange(later.year, later.month)[1]
+    day, close = _sessions(calendar, start, f"{later:%Y-%m}-{last_day:02d}")
+    at_us = (at - _EPOCH) // timedelta(microseconds=1)
+    # sessions close in order: the last one closed by ``at`` (past the table's end: its last)
+    i = int(np.searchsorted(close, at_us, "right")) - 1
+    if i < 0:
+        raise ValueError(f"{calendar}: no session closed by {at:%Y-%m-%d %H:%M}")
+    return _EPOCH + timedelta(microseconds=int(day[i])), _EPOCH + timedelta(
+        microseconds=int(close[i])
+    )
 
 
 @lru_cache(maxsize=256)

@@ -4,7 +4,8 @@ The same calendars ``status`` and planning use (:mod:`marketlake.pipeline.freshn
 XNAS for US listings, XBOM for NSE and BSE, XIDX for Indonesia, ``24/5`` for FX and ``24/7``
 for crypto, with their holidays, special closures and early closes. Years past the last one
 whose holidays the library records (e.g. XBOM's) trade every weekday at the calendar's
-regular hours. Each calendar is built once per process as plain numpy arrays.
+regular hours. Each calendar is built once per machine as plain numpy arrays, kept in the
+user's cache directory (:mod:`marketlake.pipeline.session_tables`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+
+from marketlake.pipeline import session_tables
 
 ORIGIN = date(2000, 1, 3)
 _US_PER_MIN = 60_000_000
@@ -65,6 +68,18 @@ def sessions(name: str, last_year: int) -> Sessions:
 
 @lru_cache(maxsize=32)
 def _sessions(name: str, last_year: int) -> Sessions:
+    """Built once per machine and library version (:mod:`marketlake.pipeline.session_tables`):
+    building it imports pandas and evaluates every holiday rule since the origin."""
+    arrays = session_tables.cached(
+        f"synthetic-{name}-{ORIGIN.year}-{last_year}", lambda: _built(name, last_year)._asdict()
+    )
+    out = Sessions(**{k: arrays[k] for k in Sessions._fields})
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def _built(name: str, last_year: int) -> Sessions:
     cal = _build(name, last_year)
     sched = cal.schedule
     day = sched.index.values.astype("datetime64[D]")
@@ -82,10 +97,7 @@ def _sessions(name: str, last_year: int) -> Sessions:
     span = (np.datetime64(f"{last_year + 1}-01-01") - np.datetime64(ORIGIN, "D")).astype(int)
     traded = np.zeros(span, dtype=bool)
     traded[(day - np.datetime64(ORIGIN, "D")).astype(np.int64)] = True
-    out = Sessions(day, opens, minutes.astype(np.int64), traded)
-    for a in out:
-        a.setflags(write=False)
-    return out
+    return Sessions(day, opens, minutes.astype(np.int64), traded)
 
 
 def clear() -> None:

@@ -89,16 +89,42 @@ def test_a_month_long_calendar_window_answers_as_the_two_day_one(calendar):
 
 
 def test_calendars_are_cached_on_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr(freshness.platformdirs, "user_cache_dir", lambda app: str(tmp_path))
-    freshness._calendar.cache_clear()
+    from marketlake.pipeline import session_tables
+
+    monkeypatch.setattr(session_tables.platformdirs, "user_cache_dir", lambda app: str(tmp_path))
+    freshness._sessions.cache_clear()
     first = freshness.last_closed_session("XNYS", at(2025, 3, 8, 12))
-    (cached,) = tmp_path.rglob("XNYS-*.pickle")
-    freshness._calendar.cache_clear()
+    (cached,) = tmp_path.rglob("XNYS-*.npz")
+    freshness._sessions.cache_clear()
     monkeypatch.setattr("exchange_calendars.get_calendar", None)  # not built again
     assert freshness.last_closed_session("XNYS", at(2025, 3, 9, 12)) == first
     cached.write_bytes(b"damaged")
-    freshness._calendar.cache_clear()
+    freshness._sessions.cache_clear()
     monkeypatch.undo()
-    monkeypatch.setattr(freshness.platformdirs, "user_cache_dir", lambda app: str(tmp_path))
+    monkeypatch.setattr(session_tables.platformdirs, "user_cache_dir", lambda app: str(tmp_path))
     assert freshness.last_closed_session("XNYS", at(2025, 3, 8, 12)) == first  # rebuilt
-    freshness._calendar.cache_clear()
+    assert not list(tmp_path.rglob("*.tmp.npz"))  # written through a renamed temporary file
+    freshness._sessions.cache_clear()
+
+
+def test_a_cached_lookup_does_not_import_exchange_calendars(tmp_path):
+    # a nightly run's calendar look-ups: a subprocess, so the modules start unloaded
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from datetime import datetime, UTC
+import platformdirs
+platformdirs.user_cache_dir = lambda app: {str(tmp_path)!r}
+from marketlake.pipeline import freshness
+when = datetime(2025, 3, 8, 12, tzinfo=UTC)
+first = freshness.last_closed_session("XNYS", when)
+if sys.argv[1] == "warm":
+    assert "exchange_calendars" not in sys.modules
+print(first)
+"""
+    cold = subprocess.run([sys.executable, "-c", code, "cold"], capture_output=True, text=True)
+    warm = subprocess.run([sys.executable, "-c", code, "warm"], capture_output=True, text=True)
+    assert cold.returncode == 0 and warm.returncode == 0, cold.stderr + warm.stderr
+    assert warm.stdout == cold.stdout != ""

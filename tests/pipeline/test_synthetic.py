@@ -241,3 +241,19 @@ def test_many_daily_requests_answer_as_each_one_alone():
     assert [f.height for f in many][2] == 0 and sum(f.height for f in many) > 600
     for r, frame in zip(reqs, many, strict=True):
         assert frame.equals(p.fetch(r)) and frame.schema == p.fetch(r).schema
+
+
+def test_sessions_kept_on_disk_are_the_built_ones(tmp_path, monkeypatch):
+    from marketlake.pipeline import session_tables
+    from marketlake.pipeline.providers import synthetic_sessions as ss
+
+    monkeypatch.setattr(session_tables.platformdirs, "user_cache_dir", lambda app: str(tmp_path))
+    built = ss._built("XBOM", 2026)
+    ss.clear()
+    first = ss.sessions("XBOM", 2026)  # built and stored
+    ss.clear()
+    monkeypatch.setattr(ss, "_build", None)  # read back, not built again
+    again = ss.sessions("XBOM", 2026)
+    for a, b, c in zip(built, first, again, strict=True):
+        assert a.dtype == b.dtype == c.dtype and (a == b).all() and (a == c).all()
+    ss.clear()
