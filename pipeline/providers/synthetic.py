@@ -197,41 +197,30 @@ class SyntheticProvider(Provider):
         if hi <= lo:
             return empty_ohlcv()
         p = _profile(self.seed, request.symbol, crypto)
-        widest = int(path.widest)
-        parts = []
-        minutes = path.minutes[lo:hi]
-        for length in np.unique(minutes):  # sessions of one length share a layout
-            sel = lo + np.flatnonzero(minutes == length)
-            o, h, low, c, v, start, dur = _refine(
-                self.seed,
-                p,
-                path.day[sel],
-                path.values[:5, sel],
-                _LEVEL[request.timeframe],
-                int(length),
-                widest,
-            )
-            ts = (path.opens[sel, None] + start[None, :] * _US_PER_MIN).ravel()
-            ends = ts + np.tile(dur, len(sel)) * _US_PER_MIN
-            parts.append((ts, ends, o.ravel(), h.ravel(), low.ravel(), c.ravel(), v.ravel()))
-        ts, ends, o, h, low, c, v = (np.concatenate(x) for x in zip(*parts, strict=True))
+        o, h, low, c, v, ts, ends = _refine(
+            self.seed,
+            p,
+            path.day[lo:hi],
+            path.values[:5, lo:hi],
+            path.opens[lo:hi],
+            path.minutes[lo:hi],
+            _LEVEL[request.timeframe],
+            int(path.widest),
+        )
         keep = (ts >= start_us) & (ts < end_us)
-        if len(parts) > 1:
-            keep = np.flatnonzero(keep)
-            keep = keep[np.argsort(ts[keep], kind="stable")]
-        v = v[keep]
-        c = c[keep]
+        if not keep.all():
+            o, h, low, c, v, ts, ends = (x[keep] for x in (o, h, low, c, v, ts, ends))
         return self._frame(
             request.symbol,
             request.timeframe,
-            ts[keep],
-            o[keep],
-            h[keep],
-            low[keep],
+            ts,
+            o,
+            h,
+            low,
             c,
             v if crypto else np.round(v),
             c,
-            ends[keep] <= now_us,
+            ends <= now_us,
         )
 
     def _frame(
@@ -348,33 +337,59 @@ class _Path(NamedTuple):
     first_year: int
 
 
-@lru_cache(maxsize=64)
-def _layout(minutes: int, level: int) -> dict[str, np.ndarray]:
-    """The static shape of one session of ``minutes`` at ``level``: every parent bar (a row)
-    has ``r`` child slots (columns), the last parent of a session fewer valid ones (its
-    padding has duration 0). Parents are the previous level's bars, or the day itself."""
-    n = minutes
+def _shape(level: int, longest: int) -> tuple[int, int, int, int]:
+    """(parents, children per parent, minutes of a parent, of a child) of ``level`` for
+    sessions up to ``longest`` minutes: the parents are the previous level's bars (at the
+    first level, the day itself)."""
     step = LEVELS[level][1]
-    prev = LEVELS[level - 1][1] if level else n
-    parents = -(-n // prev)
-    r = -(-prev // step)
+    if level == 0:
+        return 1, -(-longest // step), longest, step
+    prev = LEVELS[level - 1][1]
+    return -(-longest // prev), -(-prev // step), prev, step
+
+
+@lru_cache(maxsize=256)
+def _layout(minutes: int, level: int, longest: int) -> dict[str, np.ndarray]:
+    """The static shape of one session of ``minutes`` at ``level``, padded to the shape of a
+    session of ``longest`` minutes: every parent bar (a row) has child slots (columns);
+    slots past the session's end have duration 0 and are dropped in the end. A session's
+    valid slots are a prefix of the flattened rows (children are whole divisions of their
+    parent), so one (sessions x slots) block holds sessions of every length."""
+    parents, r, prev, step = _shape(level, longest)
     start = np.arange(parents)[:, None] * prev + np.arange(r)[None, :] * step
-    dur = np.clip(np.minimum(step, n - start), 0, None).astype(np.float64)
+    dur = np.clip(np.minimum(step, minutes - start), 0, None).astype(np.float64)
     valid = dur > 0
-    frac = dur / dur.sum(axis=1, keepdims=True)
+    total = dur.sum(axis=1, keepdims=True)
+    frac = np.divide(dur, total, out=np.zeros_like(dur), where=total > 0)
     cumfrac = np.cumsum(frac, axis=1)
     last = valid.sum(axis=1, keepdims=True) - 1
-    mid = (start + dur / 2) / n
-    return {
-        "start": start[valid],
-        "dur": dur[valid].astype(np.int64),
-        "valid": valid,
-        "flat": valid.ravel(),
+    mid = (start + dur / 2) / minutes
+    out = {
+        "invalid": ~valid,
         "sqrt_frac": np.sqrt(frac),
         "cumfrac": cumfrac,
         "tail": np.arange(r)[None, :] >= last,
         "weight": frac * (1.0 + 1.5 * (2.0 * mid - 1.0) ** 2),
     }
+    for x in out.values():
+        x.setflags(write=False)
+    return out
+
+
+def _layouts(lengths: np.ndarray, level: int, longest: int) -> dict[str, np.ndarray]:
+    """The padded layouts of sessions of ``lengths`` (minutes) at ``level``, as (sessions or
+    1) x parents x children arrays."""
+    kinds, which = np.unique(lengths, return_inverse=True)
+    stacked = _stacked(tuple(kinds.tolist()), level, longest)
+    if len(kinds) == 1:
+        return stacked
+    return {k: x[which] for k, x in stacked.items()}
+
+
+@lru_cache(maxsize=256)
+def _stacked(lengths: tuple[int, ...], level: int, longest: int) -> dict[str, np.ndarray]:
+    lays = [_layout(n, level, longest) for n in lengths]
+    return {k: np.stack([lay[k] for lay in lays]) for k in lays[0]}
 
 
 def _draws(
@@ -387,43 +402,57 @@ def _draws(
     monthly = LEVELS[level][0] == "1m"
     block = days.astype("datetime64[M]" if monthly else "datetime64[Y]")
     keys = block.astype(np.int64)
-    out = np.empty((4, len(days), width), dtype=np.float32)
-    bounds = np.flatnonzero(np.diff(keys)) + 1
-    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(days)], strict=True):
-        rows = 31 if monthly else 366
-        row = (days[a:b] - block[a].astype("datetime64[D]")).astype(np.int64)
-        rng = np.random.default_rng([seed, p.h % (2**32), int(keys[a]), 100 + level])
-        u = rng.random((4, rows, widest), dtype=np.float32)
-        out[:, a:b] = u[:, row] if width == widest else u[:, row, :width]
-    return out
+    rows = 31 if monthly else 366
+    first = np.r_[0, np.flatnonzero(np.diff(keys)) + 1]
+    blocks = np.empty((4, len(first), rows, widest), dtype=np.float32)
+    for i, key in enumerate(keys[first].tolist()):
+        rng = np.random.default_rng([seed, p.h % (2**32), key, 100 + level])
+        blocks[:, i] = rng.random((4, rows, widest), dtype=np.float32)
+    which = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(days)]))
+    row = (days - block.astype("datetime64[D]")).astype(np.int64)
+    return blocks[:, which, row, :width]
 
 
 def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tuple:
-    """One level down: each parent bar (sessions x parents) into its children."""
+    """One level down: each parent bar (sessions x parents) into its children (sessions x
+    parents * children; padding slots hold values that are never used)."""
     o, h, lo, c, v = (x[..., None] for x in parent)
     sessions, parents = parent[0].shape
     z, wh, wl, u = draws.reshape(4, sessions, parents, -1)
+    r = z.shape[2]
+    sqrt_frac, cumfrac = lay["sqrt_frac"], lay["cumfrac"]
     span = h - lo
     # uniform increments of unit variance: a random walk, pinned at both ends (a bridge)
-    walk = np.cumsum((z - 0.5) * lay["sqrt_frac"], axis=2) * _SQRT12
-    bridge = walk - lay["cumfrac"] * walk[..., -1:]
-    close = np.clip(o + (c - o) * lay["cumfrac"] + bridge * span * 0.6, lo, h)
-    close = np.where(lay["tail"], c, close)
+    walk = np.cumsum((z - 0.5) * sqrt_frac, axis=2)
+    walk *= _SQRT12
+    bridge = cumfrac * walk[..., -1:]
+    np.subtract(walk, bridge, out=bridge)
+    bridge *= span
+    bridge *= 0.6
+    close = (c - o) * cumfrac
+    close += o
+    close += bridge
+    np.clip(close, lo, h, out=close)
+    np.copyto(close, c, where=lay["tail"])
     open_ = np.concatenate([o, close[..., :-1]], axis=2)
-    wick = span * 0.3 * lay["sqrt_frac"]
-    hi_c = np.maximum(open_, close) + wh * wick
-    lo_c = np.minimum(open_, close) - wl * wick
+    wick = span * 0.3 * sqrt_frac
+    hi_c = np.maximum(open_, close)
+    hi_c += wh * wick
+    lo_c = np.minimum(open_, close)
+    lo_c -= wl * wick
     high = np.minimum(hi_c, h)
     low = np.maximum(lo_c, lo)
     # the parent's extremes are reached inside the child that comes closest to them
-    jh = np.argmax(np.where(lay["valid"], hi_c, -np.inf), axis=2)[..., None]
-    jl = np.argmin(np.where(lay["valid"], lo_c, np.inf), axis=2)[..., None]
-    np.put_along_axis(high, jh, h, axis=2)
-    np.put_along_axis(low, jl, lo, axis=2)
+    np.copyto(hi_c, -np.inf, where=lay["invalid"])
+    np.copyto(lo_c, np.inf, where=lay["invalid"])
+    first = np.arange(sessions * parents) * r
+    high.reshape(-1)[first + np.argmax(hi_c, axis=2).ravel()] = h.ravel()
+    low.reshape(-1)[first + np.argmin(lo_c, axis=2).ravel()] = lo.ravel()
     w = lay["weight"] * (0.5 + u)
-    vol = v * w / w.sum(axis=2, keepdims=True)
-    flat = lay["flat"]
-    return tuple(x.reshape(sessions, -1)[:, flat] for x in (open_, high, low, close, vol))
+    total = w.sum(axis=2, keepdims=True)
+    vol = v * w
+    vol /= np.where(total > 0, total, 1.0)  # a padding parent has no weight
+    return tuple(x.reshape(sessions, -1) for x in (open_, high, low, close, vol))
 
 
 def _refine(
@@ -431,21 +460,31 @@ def _refine(
     p: _Profile,
     days: np.ndarray,
     daily: np.ndarray,
+    opens: np.ndarray,
+    minutes: np.ndarray,
     level: int,
-    minutes: int,
     widest: int,
 ) -> tuple:
-    """Bars of ``level`` for the sessions on ``days``, all ``minutes`` long (rows of
-    ``daily``: open, high, low, close, volume), as (sessions x bars) arrays, plus each bar's
-    start and duration in minutes from the session open."""
+    """Bars of ``level`` for the sessions on ``days`` (rows of ``daily``: open, high, low,
+    close, volume; ``opens`` in microseconds, ``minutes`` long) in time order: open, high,
+    low, close, volume, start and end (microseconds). Every level splits all sessions in
+    one pass, shorter ones padded to the longest."""
+    longest = int(minutes.max())
     bars = tuple(x[:, None] for x in daily)
     days = days.astype("datetime64[D]")
-    lay = _layout(minutes, 0)
     for lvl in range(level + 1):
-        lay = _layout(minutes, lvl)
-        draws = _draws(seed, p, lvl, days, lay["valid"].size, _layout(widest, lvl)["valid"].size)
-        bars = _split(bars, lay, draws)
-    return (*bars, lay["start"], lay["dur"])
+        parents, r, _, step = _shape(lvl, longest)
+        lay = _layouts(minutes, lvl, longest)
+        most, each = _shape(lvl, widest)[:2]
+        draws = _draws(seed, p, lvl, days, parents * r, most * each)
+        width = -(-longest // step)  # slots some session fills (a prefix for every session)
+        bars = tuple(x[:, :width] for x in _split(bars, lay, draws))
+    start = np.arange(width) * step
+    dur = np.clip(np.minimum(step, minutes[:, None] - start[None, :]), 0, None)
+    keep = (dur > 0).ravel()
+    ts = (opens[:, None] + start[None, :] * _US_PER_MIN).ravel()[keep]
+    ends = ts + dur.ravel()[keep] * _US_PER_MIN
+    return (*(x.ravel()[keep] for x in bars), ts, ends)
 
 
 class _Days(NamedTuple):
