@@ -522,28 +522,55 @@ def _days(calendar: str, last_year: int, year: int, halt: tuple[date, int] | Non
     return _Days(doy, quarter, on, np.searchsorted(cal.day, days[idx][on]))
 
 
-def _year(seed: int, p: _Profile, calendar: str, last_year: int, year: int) -> tuple:
-    """The sessions of ``year`` (indices into the calendar) with their log close, the log
-    price before them (the previous day's), and their gap, wick and volume draws."""
-    halts = p.halt_start is not None and p.halt_start.year <= year <= p.halt_start.year + 1
-    d = _days(calendar, last_year, year, (p.halt_start, p.halt_days) if halts else None)
-    rng = np.random.default_rng([seed, p.h % (2**32), year])
-    z = rng.standard_normal((5, 366))
-    regime_vol = rng.uniform(0.006, 0.03, 4) * (1.6 if p.crypto else 1.0)
-    regime_drift = rng.uniform(-0.0013, 0.0015, 4)
-    vol = regime_vol[d.quarter]
-    walk = np.cumsum(regime_drift[d.quarter] + vol * z[0, d.doy])
-    # bridged between this year's anchor and the next: the last moving day ends on it
-    y = year - ORIGIN.year
+def _years(seed: int, p: _Profile, calendar: str, first_year: int, last_year: int) -> tuple:
+    """The sessions of ``first_year`` through ``last_year`` (indices into the calendar) with
+    their log close, the log price before them (the previous day's), and their gap, wick and
+    volume draws. Each year is a random walk of its own draws (one block per year) over the
+    days prices move, bridged between the year's anchor and the next; all years computed in
+    one pass (a year's walk is a cumulative sum along its row of a years x 366 grid)."""
+    years = range(first_year, last_year + 1)
+    halt = p.halt_start
+    ds = [
+        _days(
+            calendar,
+            last_year,
+            y,
+            (halt, p.halt_days) if halt is not None and halt.year <= y <= halt.year + 1 else None,
+        )
+        for y in years
+    ]
+    z = np.empty((len(years), 5, 366))
+    regime_vol = np.empty((len(years), 4))
+    regime_drift = np.empty((len(years), 4))
+    for i, y in enumerate(years):
+        rng = np.random.default_rng([seed, p.h % (2**32), y])
+        z[i] = rng.standard_normal((5, 366))
+        regime_vol[i] = rng.uniform(0.006, 0.03, 4)
+        regime_drift[i] = rng.uniform(-0.0013, 0.0015, 4)
+    regime_vol *= 1.6 if p.crypto else 1.0
+    n = np.array([len(d.doy) for d in ds])
+    ends = np.cumsum(n)
+    row = np.repeat(np.arange(len(years)), n)
+    doy, quarter, on = (np.concatenate(x) for x in zip(*(d[:3] for d in ds), strict=True))
+    vol = regime_vol[row, quarter]
+    grid = np.zeros((len(years), 366))
+    grid[row, doy] = regime_drift[row, quarter] + vol * z[row, 0, doy]
+    walk = np.cumsum(grid, axis=1)[row, doy]
+    # bridged between each year's anchor and the next: its last moving day ends on it
+    y = np.asarray(years) - ORIGIN.year
     a0, a1 = p.anchors[y], p.anchors[y + 1]
-    lp = walk - np.arange(1, len(walk) + 1) * ((walk[-1] - (a1 - a0)) / len(walk)) + a0
-    before = np.concatenate([[a0], lp[:-1]])
-    on = d.traded
-    dsel, v = d.doy[on], vol[on]
-    zs = z[1:, dsel]
+    slope = (walk[ends - 1] - (a1 - a0)) / n
+    k = np.arange(1, len(walk) + 1) - np.repeat(ends - n, n)
+    lp = walk - k * slope[row] + a0[row]
+    before = np.empty_like(lp)
+    before[1:] = lp[:-1]
+    before[ends - n] = a0
+    pos = np.concatenate([d.pos for d in ds])
+    v = vol[on]
+    zs = z[row[on], 1:, doy[on]].T
     gaps = v * 0.35 * zs[0] * np.where(np.abs(zs[3]) > 2.3, 3.0, 1.0)
     wick = np.abs(zs[1:3]) * (v * 0.6)
-    return d.pos, lp[on], before[on], gaps, wick[0], wick[1], 0.35 * zs[3]
+    return pos, lp[on], before[on], gaps, wick[0], wick[1], 0.35 * zs[3]
 
 
 _PATHS: OrderedDict[tuple, _Path] = OrderedDict()
@@ -577,10 +604,7 @@ def _build_path(
     draws per year, each bridged between fixed anchors, so no year depends on another."""
     p = _profile(seed, symbol, crypto)
     cal = sessions(calendar, last_year)
-    years = [_year(seed, p, calendar, last_year, y) for y in range(first_year, last_year + 1)]
-    pos, lclose, lbefore, gaps, hix, lox, volm = (
-        np.concatenate(x) for x in zip(*years, strict=True)
-    )
+    pos, lclose, lbefore, gaps, hix, lox, volm = _years(seed, p, calendar, first_year, last_year)
     darr = cal.day[pos]
     close = np.exp(lclose)
     before = np.exp(lbefore)
