@@ -63,6 +63,14 @@ def div_rn(a, b, inv_b):
 
 
 @njit(**STEP)
+def ix(i):
+    """``i`` as an unsigned array index: numba then skips the negative-index wraparound it
+    adds to every signed index (a shift, an and and an add per access; in steps of a few
+    instructions that was up to a fifth of the time)."""
+    return np.uint64(i)
+
+
+@njit(**STEP)
 def is_zero(v):
     """TA-Lib's ``TA_IS_ZERO``: ``-1e-14 < v < 1e-14`` (False for NaN)."""
     return -TA_EPSILON < v and v < TA_EPSILON

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from marketlake.kernels._common import JIT, STEP, fill_nan, first_valid, fma
+from marketlake.kernels._common import JIT, STEP, fill_nan, first_valid, fma, ix
 
 
 @njit(**JIT)
@@ -66,7 +66,7 @@ def _rsi_step(gain, loss, prev, v, m1, inv):
 @njit(**JIT)
 def _rsi_run(x, out, start, stop, gain, loss, prev, m1, inv):
     for i in range(start, stop):
-        gain, loss, prev, out[i] = _rsi_step(gain, loss, prev, x[i], m1, inv)
+        gain, loss, prev, out[ix(i)] = _rsi_step(gain, loss, prev, x[ix(i)], m1, inv)
 
 
 @njit(**JIT)
@@ -88,10 +88,10 @@ def rsi_lanes(x, period, out, lo, hi):
     g3, l3, p3, a3 = _rsi_seed(x, lo[3], hi[3], period, out)
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for k in range(m):
-        g0, l0, p0, out[a0 + k] = _rsi_step(g0, l0, p0, x[a0 + k], m1, inv)
-        g1, l1, p1, out[a1 + k] = _rsi_step(g1, l1, p1, x[a1 + k], m1, inv)
-        g2, l2, p2, out[a2 + k] = _rsi_step(g2, l2, p2, x[a2 + k], m1, inv)
-        g3, l3, p3, out[a3 + k] = _rsi_step(g3, l3, p3, x[a3 + k], m1, inv)
+        g0, l0, p0, out[ix(a0 + k)] = _rsi_step(g0, l0, p0, x[ix(a0 + k)], m1, inv)
+        g1, l1, p1, out[ix(a1 + k)] = _rsi_step(g1, l1, p1, x[ix(a1 + k)], m1, inv)
+        g2, l2, p2, out[ix(a2 + k)] = _rsi_step(g2, l2, p2, x[ix(a2 + k)], m1, inv)
+        g3, l3, p3, out[ix(a3 + k)] = _rsi_step(g3, l3, p3, x[ix(a3 + k)], m1, inv)
     _rsi_run(x, out, a0 + m, hi[0], g0, l0, p0, m1, inv)
     _rsi_run(x, out, a1 + m, hi[1], g1, l1, p1, m1, inv)
     _rsi_run(x, out, a2 + m, hi[2], g2, l2, p2, m1, inv)
@@ -154,10 +154,10 @@ def _macd_step(se, fe, sg, v, ks, kf, kg, copy_signal):
 @njit(**JIT)
 def _macd_run(x, om, osg, oh, start, stop, se, fe, sg, ks, kf, kg, cs):
     for i in range(start, stop):
-        se, fe, sg, line = _macd_step(se, fe, sg, x[i], ks, kf, kg, cs)
-        om[i] = line
-        osg[i] = sg
-        oh[i] = line - sg
+        se, fe, sg, line = _macd_step(se, fe, sg, x[ix(i)], ks, kf, kg, cs)
+        om[ix(i)] = line
+        osg[ix(i)] = sg
+        oh[ix(i)] = line - sg
 
 
 @njit(**JIT)
@@ -185,25 +185,25 @@ def macd_lanes(x, fast, slow, signal, om, osg, oh, lo, hi):
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for k in range(m):
         i = a0 + k
-        s0, f0, g0, ln = _macd_step(s0, f0, g0, x[i], ks, kf, kg, cs)
-        om[i] = ln
-        osg[i] = g0
-        oh[i] = ln - g0
+        s0, f0, g0, ln = _macd_step(s0, f0, g0, x[ix(i)], ks, kf, kg, cs)
+        om[ix(i)] = ln
+        osg[ix(i)] = g0
+        oh[ix(i)] = ln - g0
         i = a1 + k
-        s1, f1, g1, ln = _macd_step(s1, f1, g1, x[i], ks, kf, kg, cs)
-        om[i] = ln
-        osg[i] = g1
-        oh[i] = ln - g1
+        s1, f1, g1, ln = _macd_step(s1, f1, g1, x[ix(i)], ks, kf, kg, cs)
+        om[ix(i)] = ln
+        osg[ix(i)] = g1
+        oh[ix(i)] = ln - g1
         i = a2 + k
-        s2, f2, g2, ln = _macd_step(s2, f2, g2, x[i], ks, kf, kg, cs)
-        om[i] = ln
-        osg[i] = g2
-        oh[i] = ln - g2
+        s2, f2, g2, ln = _macd_step(s2, f2, g2, x[ix(i)], ks, kf, kg, cs)
+        om[ix(i)] = ln
+        osg[ix(i)] = g2
+        oh[ix(i)] = ln - g2
         i = a3 + k
-        s3, f3, g3, ln = _macd_step(s3, f3, g3, x[i], ks, kf, kg, cs)
-        om[i] = ln
-        osg[i] = g3
-        oh[i] = ln - g3
+        s3, f3, g3, ln = _macd_step(s3, f3, g3, x[ix(i)], ks, kf, kg, cs)
+        om[ix(i)] = ln
+        osg[ix(i)] = g3
+        oh[ix(i)] = ln - g3
     _macd_run(x, om, osg, oh, a0 + m, hi[0], s0, f0, g0, ks, kf, kg, cs)
     _macd_run(x, om, osg, oh, a1 + m, hi[1], s1, f1, g1, ks, kf, kg, cs)
     _macd_run(x, om, osg, oh, a2 + m, hi[2], s2, f2, g2, ks, kf, kg, cs)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from marketlake.kernels._common import JIT, STEP, div_rn, fill_nan, first_valid, fma
+from marketlake.kernels._common import JIT, STEP, div_rn, fill_nan, first_valid, fma, ix
 
 
 @njit(**JIT)
@@ -57,7 +57,7 @@ def _sma_step(total, xi, x_old, p, inv):
 @njit(**JIT)
 def _sma_run(x, out, start, stop, total, trailing, p, inv):
     for i in range(start, stop):
-        total, out[i] = _sma_step(total, x[i], x[trailing], p, inv)
+        total, out[ix(i)] = _sma_step(total, x[ix(i)], x[ix(trailing)], p, inv)
         trailing += 1
 
 
@@ -81,10 +81,10 @@ def sma_lanes(x, period, out, lo, hi):
     t3, r3, a3 = _sma_seed(x, lo[3], hi[3], period, out)
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for k in range(m):
-        t0, out[a0 + k] = _sma_step(t0, x[a0 + k], x[r0 + k], p, inv)
-        t1, out[a1 + k] = _sma_step(t1, x[a1 + k], x[r1 + k], p, inv)
-        t2, out[a2 + k] = _sma_step(t2, x[a2 + k], x[r2 + k], p, inv)
-        t3, out[a3 + k] = _sma_step(t3, x[a3 + k], x[r3 + k], p, inv)
+        t0, out[ix(a0 + k)] = _sma_step(t0, x[ix(a0 + k)], x[ix(r0 + k)], p, inv)
+        t1, out[ix(a1 + k)] = _sma_step(t1, x[ix(a1 + k)], x[ix(r1 + k)], p, inv)
+        t2, out[ix(a2 + k)] = _sma_step(t2, x[ix(a2 + k)], x[ix(r2 + k)], p, inv)
+        t3, out[ix(a3 + k)] = _sma_step(t3, x[ix(a3 + k)], x[ix(r3 + k)], p, inv)
     r0 += m
     r1 += m
     r2 += m
@@ -123,8 +123,8 @@ def _ema_seed(x, lo, hi, period, out):
 @njit(**JIT)
 def _ema_run(x, out, start, stop, prev, k):
     for i in range(start, stop):
-        prev = fma(x[i] - prev, k, prev)
-        out[i] = prev
+        prev = fma(x[ix(i)] - prev, k, prev)
+        out[ix(i)] = prev
 
 
 @njit(**JIT)
@@ -146,17 +146,17 @@ def ema_lanes(x, period, out, lo, hi):
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for j in range(m):
         i = a0 + j
-        e0 = fma(x[i] - e0, k, e0)
-        out[i] = e0
+        e0 = fma(x[ix(i)] - e0, k, e0)
+        out[ix(i)] = e0
         i = a1 + j
-        e1 = fma(x[i] - e1, k, e1)
-        out[i] = e1
+        e1 = fma(x[ix(i)] - e1, k, e1)
+        out[ix(i)] = e1
         i = a2 + j
-        e2 = fma(x[i] - e2, k, e2)
-        out[i] = e2
+        e2 = fma(x[ix(i)] - e2, k, e2)
+        out[ix(i)] = e2
         i = a3 + j
-        e3 = fma(x[i] - e3, k, e3)
-        out[i] = e3
+        e3 = fma(x[ix(i)] - e3, k, e3)
+        out[ix(i)] = e3
     _ema_run(x, out, a0 + m, hi[0], e0, k)
     _ema_run(x, out, a1 + m, hi[1], e1, k)
     _ema_run(x, out, a2 + m, hi[2], e2, k)

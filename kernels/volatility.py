@@ -48,6 +48,7 @@ from marketlake.kernels._common import (
     first_valid,
     first_valid3,
     fma,
+    ix,
     true_range,
 )
 
@@ -142,15 +143,15 @@ def _bb_run(x, ou, om, ol, start, stop, st, period, k):
     every = 32 * period
     ma, v1, v2, sh, left = st
     for i in range(start, stop):
-        ma, v1, v2, mid, var, sq = _bb_step(ma, v1, v2, x[i], x[i - lb], sh, p, inv)
+        ma, v1, v2, mid, var, sq = _bb_step(ma, v1, v2, x[ix(i)], x[ix(i - lb)], sh, p, inv)
         left -= 1
         if _bb_needs_reseed(var, v2, sq, inv, left):
             left = every
             sh, v1, v2, var = _bb_reseed(x, i, period, inv)
         sd = _bb_sd(var, k)
-        om[i] = mid
-        ou[i] = mid + sd
-        ol[i] = mid - sd
+        om[ix(i)] = mid
+        ou[ix(i)] = mid + sd
+        ol[ix(i)] = mid - sd
 
 
 @njit(**JIT)
@@ -175,45 +176,45 @@ def bbands_lanes(x, period, k, ou, om, ol, lo, hi):
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for j in range(m):
         i = a0 + j
-        m0, b0, c0, mid, var, sq = _bb_step(m0, b0, c0, x[i], x[i - lb], s0, p, inv)
+        m0, b0, c0, mid, var, sq = _bb_step(m0, b0, c0, x[ix(i)], x[ix(i - lb)], s0, p, inv)
         e0 -= 1
         if _bb_needs_reseed(var, c0, sq, inv, e0):
             e0 = every
             s0, b0, c0, var = _bb_reseed(x, i, period, inv)
         sd = _bb_sd(var, k)
-        om[i] = mid
-        ou[i] = mid + sd
-        ol[i] = mid - sd
+        om[ix(i)] = mid
+        ou[ix(i)] = mid + sd
+        ol[ix(i)] = mid - sd
         i = a1 + j
-        m1, b1, c1, mid, var, sq = _bb_step(m1, b1, c1, x[i], x[i - lb], s1, p, inv)
+        m1, b1, c1, mid, var, sq = _bb_step(m1, b1, c1, x[ix(i)], x[ix(i - lb)], s1, p, inv)
         e1 -= 1
         if _bb_needs_reseed(var, c1, sq, inv, e1):
             e1 = every
             s1, b1, c1, var = _bb_reseed(x, i, period, inv)
         sd = _bb_sd(var, k)
-        om[i] = mid
-        ou[i] = mid + sd
-        ol[i] = mid - sd
+        om[ix(i)] = mid
+        ou[ix(i)] = mid + sd
+        ol[ix(i)] = mid - sd
         i = a2 + j
-        m2, b2, c2, mid, var, sq = _bb_step(m2, b2, c2, x[i], x[i - lb], s2, p, inv)
+        m2, b2, c2, mid, var, sq = _bb_step(m2, b2, c2, x[ix(i)], x[ix(i - lb)], s2, p, inv)
         e2 -= 1
         if _bb_needs_reseed(var, c2, sq, inv, e2):
             e2 = every
             s2, b2, c2, var = _bb_reseed(x, i, period, inv)
         sd = _bb_sd(var, k)
-        om[i] = mid
-        ou[i] = mid + sd
-        ol[i] = mid - sd
+        om[ix(i)] = mid
+        ou[ix(i)] = mid + sd
+        ol[ix(i)] = mid - sd
         i = a3 + j
-        m3, b3, c3, mid, var, sq = _bb_step(m3, b3, c3, x[i], x[i - lb], s3, p, inv)
+        m3, b3, c3, mid, var, sq = _bb_step(m3, b3, c3, x[ix(i)], x[ix(i - lb)], s3, p, inv)
         e3 -= 1
         if _bb_needs_reseed(var, c3, sq, inv, e3):
             e3 = every
             s3, b3, c3, var = _bb_reseed(x, i, period, inv)
         sd = _bb_sd(var, k)
-        om[i] = mid
-        ou[i] = mid + sd
-        ol[i] = mid - sd
+        om[ix(i)] = mid
+        ou[ix(i)] = mid + sd
+        ol[ix(i)] = mid - sd
     _bb_run(x, ou, om, ol, a0 + m, hi[0], (m0, b0, c0, s0, e0), period, k)
     _bb_run(x, ou, om, ol, a1 + m, hi[1], (m1, b1, c1, s1, e1), period, k)
     _bb_run(x, ou, om, ol, a2 + m, hi[2], (m2, b2, c2, s2, e2), period, k)
@@ -242,8 +243,8 @@ def _atr_seed(high, low, close, lo, hi, period, out):
 @njit(**JIT)
 def _atr_run(high, low, close, out, start, stop, prev, alpha, beta):
     for i in range(start, stop):
-        prev = fma(beta, prev, alpha * true_range(high[i], low[i], close[i - 1]))
-        out[i] = prev
+        prev = fma(beta, prev, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
+        out[ix(i)] = prev
 
 
 @njit(**JIT)
@@ -267,17 +268,17 @@ def atr_lanes(high, low, close, period, out, lo, hi):
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for j in range(m):
         i = a0 + j
-        e0 = fma(beta, e0, alpha * true_range(high[i], low[i], close[i - 1]))
-        out[i] = e0
+        e0 = fma(beta, e0, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
+        out[ix(i)] = e0
         i = a1 + j
-        e1 = fma(beta, e1, alpha * true_range(high[i], low[i], close[i - 1]))
-        out[i] = e1
+        e1 = fma(beta, e1, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
+        out[ix(i)] = e1
         i = a2 + j
-        e2 = fma(beta, e2, alpha * true_range(high[i], low[i], close[i - 1]))
-        out[i] = e2
+        e2 = fma(beta, e2, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
+        out[ix(i)] = e2
         i = a3 + j
-        e3 = fma(beta, e3, alpha * true_range(high[i], low[i], close[i - 1]))
-        out[i] = e3
+        e3 = fma(beta, e3, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
+        out[ix(i)] = e3
     _atr_run(high, low, close, out, a0 + m, hi[0], e0, alpha, beta)
     _atr_run(high, low, close, out, a1 + m, hi[1], e1, alpha, beta)
     _atr_run(high, low, close, out, a2 + m, hi[2], e2, alpha, beta)
