@@ -37,27 +37,41 @@ def dataset(location: LakeLocation, name: str, dt: DeltaTable) -> pds.FileSystem
     Each file's guarantee (what lets a filter skip it unopened) is built here from the log:
     its partition values, and the min/max of key columns its statistics hold without nulls.
     (delta-rs' own dataset turns a missing statistic into ``>= null``, which makes any filter
-    on that column skip the file.)"""
-    fs = None
-    if location.is_local:  # pyarrow's own file system: no Python in the read path
+    on that column skip the file.) A local table's fragments are made from the log's paths
+    directly: delta-rs' dataset would build partition expressions for every file only for
+    them to be replaced here."""
+    adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    if location.is_local and _readable(dt):  # pyarrow's own file system: no Python reads
         fs = pafs.SubTreeFileSystem(str(location.path / name), pafs.LocalFileSystem())
-    base = dt.to_pyarrow_dataset(filesystem=fs)
-    schema = base.schema
-    guarantees = _guarantees(dt, schema)
+        schema = pa.schema(dt.schema().to_arrow())
+        paths = [unquote(f["path"]) for f in adds]
+    else:
+        base = dt.to_pyarrow_dataset()
+        schema, fs = base.schema, base.filesystem
+        paths = [f.path for f in base.get_fragments()]
+    guarantees = _guarantees(adds, dt.metadata().partition_columns, schema)
     fragments = [
         FORMAT.make_fragment(
-            f.path,
-            filesystem=base.filesystem,
-            partition_expression=guarantees.get(unquote(f.path.lstrip("/")), pds.scalar(True)),
+            p,
+            filesystem=fs,
+            partition_expression=guarantees.get(unquote(p.lstrip("/")), pds.scalar(True)),
         )
-        for f in base.get_fragments()
+        for p in paths
     ]
-    return pds.FileSystemDataset(fragments, schema, FORMAT, base.filesystem)
+    return pds.FileSystemDataset(fragments, schema, FORMAT, fs)
 
 
-def _guarantees(dt: DeltaTable, schema: pa.Schema) -> dict[str, pds.Expression]:
-    adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-    parts = dt.metadata().partition_columns
+def _readable(dt: DeltaTable) -> bool:
+    """Whether the table's protocol asks nothing of a reader beyond plain parquet files (else
+    delta-rs' own dataset is built, which refuses what it cannot read)."""
+    proto = dt.protocol()
+    features = set(proto.reader_features or ())
+    return proto.min_reader_version <= 3 and not features & {"columnMapping", "deletionVectors"}
+
+
+def _guarantees(
+    adds: list[dict[str, Any]], parts: list[str], schema: pa.Schema
+) -> dict[str, pds.Expression]:
     out: dict[str, pds.Expression] = {}
     for f in adds:
         terms = []
