@@ -73,6 +73,10 @@ Progress = Callable[..., None]
 _VALUES = tuple(value_columns("ohlcv"))
 READJUST_RTOL = 1e-6
 PACK_UNITS = 500  # bars units answered by one fetch_many call of a batched provider
+# the most bars a pack may span (each unit's range over its bar length, an upper bound): a
+# pack is one work item, answered on one thread and committed once all of it is in, so long
+# ranges go one unit each, fetched in parallel and committed while the next are fetched
+PACK_BARS = 100_000
 
 
 @dataclass
@@ -174,11 +178,15 @@ def _fetch_pack(units: list[Unit], providers: _Providers) -> list[Outcome]:
     ]
 
 
-def _packs(units: list[Unit], batched: Callable[[str], bool], size: int) -> list[list[Unit]]:
+def _packs(
+    units: list[Unit], batched: Callable[[str], bool], size: int, bars: int
+) -> list[list[Unit]]:
     """``units`` in order as work items: runs of up to ``size`` bars units of one provider
-    and timeframe that :func:`_fetch_pack` answers in one call, else one unit each."""
+    and timeframe, spanning at most ``bars`` bars together, that :func:`_fetch_pack`
+    answers in one call, else one unit each."""
     out: list[list[Unit]] = []
     packable = False
+    spanned = 0
     for u in units:
         ok = (
             u.kind == "ohlcv"
@@ -186,17 +194,20 @@ def _packs(units: list[Unit], batched: Callable[[str], bool], size: int) -> list
             and (u.fetch_timeframe or u.timeframe) == u.timeframe
             and batched(u.provider)
         )
+        span = (u.end - u.start) // tfs.DURATION[u.timeframe] + 1 if ok else 0
         last = out[-1][-1] if out else None
         if (
             ok
             and packable
             and len(out[-1]) < size
+            and spanned + span <= bars
             and (last.provider, last.timeframe) == (u.provider, u.timeframe)
         ):
             out[-1].append(u)
+            spanned += span
         else:
             out.append([u])
-            packable = ok
+            packable, spanned = ok, span
     return out
 
 
@@ -572,7 +583,7 @@ class Sync:
         if local and fetcher is None:  # bars a provider answers many at a time: in packs
             batched = {n: _batched(n) for n in {u.provider for u in units}}
             size = max(1, min(PACK_UNITS, self.settings.batch_tasks))
-            items = _packs(units, batched.__getitem__, size)
+            items = _packs(units, batched.__getitem__, size, PACK_BARS)
         seq: dict[Future, int] = {}
         arrived: dict[int, list[Outcome]] = {}
         submitted = taken = 0

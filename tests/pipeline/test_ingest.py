@@ -277,3 +277,27 @@ def test_a_failing_pack_falls_back_to_one_fetch_per_unit(home, monkeypatch):
     out = ingest._fetch_pack(units, ingest._Providers(settings, NOW))
     assert [o.unit.symbol for o in out] == ["AAA", "BBB"]
     assert all(o.error is None and o.frame.height > 10 for o in out)
+
+
+def test_packs_span_a_bounded_number_of_bars():
+    from datetime import timedelta
+
+    from marketlake.pipeline.planning import Unit
+    from marketlake.pipeline.stages import ingest
+
+    def unit(sym, tf, days):
+        return Unit(
+            "equity", sym, tf, "ohlcv", "synthetic", "never", ((NOW - timedelta(days=days), NOW),)
+        )
+
+    # one new day for many symbols: packs of up to ``size`` units
+    day = [unit(f"D{i}", "1D", 1) for i in range(7)]
+    assert [len(p) for p in ingest._packs(day, lambda _: True, 3, 100_000)] == [3, 3, 1]
+    # ten years of daily bars: as many as fit the bars bound (3,654 each)
+    years = [unit(f"Y{i}", "1D", 3653) for i in range(30)]
+    assert [len(p) for p in ingest._packs(years, lambda _: True, 500, 100_000)] == [27, 3]
+    # ten years of hourly bars: one unit each, fetched in parallel and committed as they come
+    hours = [unit(f"H{i}", "1h", 3653) for i in range(4)]
+    assert [len(p) for p in ingest._packs(hours, lambda _: True, 500, 100_000)] == [1] * 4
+    # a provider that does not answer in packs: one unit each
+    assert [len(p) for p in ingest._packs(day, lambda _: False, 3, 100_000)] == [1] * 7
