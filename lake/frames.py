@@ -7,6 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from marketlake.errors import LakeError
 from marketlake.lake.tables import TableDef, polars_schema
@@ -125,4 +126,41 @@ def stats(frame: pl.DataFrame) -> str:
     nulls = {c: frame.get_column(c).null_count() for c in frame.columns}
     return json.dumps(
         {"numRecords": frame.height, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    )
+
+
+def file_stats(meta: pq.FileMetaData) -> str:
+    """The same statistics as :func:`stats`, taken from a written parquet file's footer (the
+    writer computed them while encoding: no second pass over the rows). Parquet's min/max
+    skip nulls and NaN, as polars' do."""
+    schema = meta.schema.to_arrow_schema()
+    mins: dict[str, object] = {}
+    maxs: dict[str, object] = {}
+    nulls: dict[str, int] = {}
+    if meta.num_columns != len(schema):  # nested columns: the lake's tables have none
+        raise LakeError(f"file statistics of nested columns: {schema.names}")
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    for i, field in enumerate(schema):
+        c, t = field.name, field.type
+        chunks = [g.column(i).statistics for g in groups]
+        if any(s is None or not s.has_null_count for s in chunks):
+            raise LakeError(f"a written parquet file has no statistics for {c}")
+        nulls[c] = sum(s.null_count for s in chunks)
+        known = [s for s in chunks if s.has_min_max]
+        if c not in STATS_COLUMNS or not known:
+            continue
+        lo, hi = min(s.min for s in known), max(s.max for s in known)
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            if len(hi) < 32:
+                mins[c], maxs[c] = lo, hi
+        elif pa.types.is_timestamp(t):
+            hi_ms = -(-hi.microsecond // 1000)
+            if hi_ms < 1000:  # a max rounded up into the next second is not written
+                mins[c] = lo.strftime("%Y-%m-%dT%H:%M:%S.") + f"{lo.microsecond // 1000:03d}Z"
+                maxs[c] = hi.strftime("%Y-%m-%dT%H:%M:%S.") + f"{hi_ms:03d}Z"
+        elif pa.types.is_integer(t) or pa.types.is_floating(t):
+            if np.isfinite(lo) and np.isfinite(hi):
+                mins[c], maxs[c] = lo, hi
+    return json.dumps(
+        {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
     )

@@ -105,17 +105,18 @@ def empty_actions() -> pl.DataFrame:
 
 def split_rejects(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows to land, rows a provider rejected with a ``reason``); drops :data:`REJECT`."""
-    # built from series, not queries: fetch threads call this per chunk, and a query would
+    # direct frame calls, not queries: fetch threads call this per chunk, and a query would
     # queue on polars' thread pool behind a commit's work
     if REJECT not in frame.columns:
-        none = pl.DataFrame([*frame.clear().get_columns(), pl.Series("reason", [], pl.String)])
+        none = frame.clear()
+        none.insert_column(none.width, pl.Series("reason", [], pl.String))
         return frame, none
     if frame.get_column(REJECT).null_count() == frame.height:  # all good: no filtering
-        cols = frame.get_columns()
-        good = pl.DataFrame([c for c in cols if c.name != REJECT])
-        none = pl.DataFrame(
-            [c.clear().rename("reason" if c.name == REJECT else c.name) for c in cols]
-        )
+        good = frame.clone()
+        good.drop_in_place(REJECT)
+        none = frame.clear()
+        at = none.get_column_index(REJECT)
+        none.insert_column(at, none.drop_in_place(REJECT).rename("reason"))
         return good, none
     bad = pl.col(REJECT).is_not_null()
     return (
