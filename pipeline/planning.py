@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 import polars as pl
@@ -206,10 +208,18 @@ def _provider_symbol(row: Mapping[str, Any], provider: str) -> str | None:
     raw = row.get("provider_symbols")
     if not raw:
         return None
+    return _symbols_of(raw).get(provider)
+
+
+@lru_cache(maxsize=4096)
+def _symbols_of(raw: str) -> Mapping[str, Any]:
+    """An instrument's ``provider_symbols`` JSON, parsed once per text (instruments imported
+    together share it)."""
     try:
-        return json.loads(raw).get(provider)
-    except (ValueError, AttributeError):
-        return None
+        parsed = json.loads(raw)
+    except ValueError:
+        return MappingProxyType({})
+    return MappingProxyType(parsed if isinstance(parsed, dict) else {})
 
 
 def instrument_routes(row: Mapping[str, Any]) -> dict[str, str]:
@@ -288,6 +298,17 @@ def plan_with_coverage(settings: Settings, lake: Lake, req: SyncRequest, now: da
         .iter_rows(named=True)
     }
     stale_before = now - timedelta(hours=settings.stale_after_hours)
+    caps_of: dict[str, Any] = {}  # a provider's capabilities, or the error loading it
+
+    def capabilities(name: str) -> Any:
+        if name not in caps_of:
+            try:
+                caps_of[name] = provider_class(name).capabilities
+            except ConfigError as exc:
+                caps_of[name] = exc
+        if isinstance(caps_of[name], ConfigError):
+            raise caps_of[name]
+        return caps_of[name]
 
     units: list[Unit] = []
     for seg, frame in segs:
@@ -299,7 +320,7 @@ def plan_with_coverage(settings: Settings, lake: Lake, req: SyncRequest, now: da
                     continue
                 pname = route(kind, row, seg, req.provider)
                 try:
-                    caps = provider_class(pname).capabilities
+                    caps = capabilities(pname)
                 except ConfigError:  # only this provider's tasks fail (at fetch time)
                     units += _unavailable(seg, row, pname, (kind,), seg_tfs, req, end)
                     continue
