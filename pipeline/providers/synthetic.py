@@ -376,41 +376,39 @@ def _layout(minutes: int, level: int, longest: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _layouts(lengths: np.ndarray, level: int, longest: int) -> dict[str, np.ndarray]:
-    """The padded layouts of sessions of ``lengths`` (minutes) at ``level``, as (sessions or
-    1) x parents x children arrays."""
-    kinds, which = np.unique(lengths, return_inverse=True)
-    stacked = _stacked(tuple(kinds.tolist()), level, longest)
-    if len(kinds) == 1:
-        return stacked
-    return {k: x[which] for k, x in stacked.items()}
+class _Blocks(NamedTuple):
+    """Where each session's draws are: the ``keys`` of the blocks (one per year, or month
+    for 1m) the sessions fall in, and each session's row in the stack of those blocks
+    (block number x rows per block + day of the year, or of the month)."""
+
+    keys: list[int]
+    rows: int
+    at: np.ndarray
 
 
-@lru_cache(maxsize=256)
-def _stacked(lengths: tuple[int, ...], level: int, longest: int) -> dict[str, np.ndarray]:
-    lays = [_layout(n, level, longest) for n in lengths]
-    return {k: np.stack([lay[k] for lay in lays]) for k in lays[0]}
-
-
-def _draws(
-    seed: int, p: _Profile, level: int, days: np.ndarray, width: int, widest: int
-) -> np.ndarray:
-    """(4, sessions, width) uniform draws of ``level`` for the sessions on ``days`` (sorted),
-    from one block per year (per month for 1m) with a row per day of the year (of the month
-    for 1m) and a column per slot of the calendar's widest session, so a session's draws
-    never depend on the range requested."""
-    monthly = LEVELS[level][0] == "1m"
+def _blocks(days: np.ndarray, monthly: bool) -> _Blocks:
     block = days.astype("datetime64[M]" if monthly else "datetime64[Y]")
     keys = block.astype(np.int64)
     rows = 31 if monthly else 366
-    first = np.r_[0, np.flatnonzero(np.diff(keys)) + 1]
-    blocks = np.empty((4, len(first), rows, widest), dtype=np.float32)
-    for i, key in enumerate(keys[first].tolist()):
+    which = np.zeros(len(days), dtype=np.int64)
+    np.cumsum(keys[1:] != keys[:-1], out=which[1:])
+    at = which * rows + (days - block.astype("datetime64[D]")).astype(np.int64)
+    return _Blocks(np.unique(keys).tolist(), rows, at)
+
+
+def _draws(
+    seed: int, p: _Profile, level: int, blocks: _Blocks, width: int, widest: int
+) -> np.ndarray:
+    """(4, sessions, width) uniform draws of ``level`` for the sessions of ``blocks``, from
+    one block per year (per month for 1m) with a row per day of the year (of the month for
+    1m) and a column per slot of the calendar's widest session, so a session's draws never
+    depend on the range requested."""
+    stack = np.empty((4, len(blocks.keys), blocks.rows, widest), dtype=np.float32)
+    for i, key in enumerate(blocks.keys):
         rng = np.random.default_rng([seed, p.h % (2**32), key, 100 + level])
-        blocks[:, i] = rng.random((4, rows, widest), dtype=np.float32)
-    which = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(days)]))
-    row = (days - block.astype("datetime64[D]")).astype(np.int64)
-    return blocks[:, which, row, :width]
+        stack[:, i] = rng.random((4, blocks.rows, widest), dtype=np.float32)
+    out = np.take(stack.reshape(4, -1, widest), blocks.at, axis=1)
+    return out if width == widest else out[..., :width]
 
 
 def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tuple:
@@ -468,17 +466,29 @@ def _refine(
     """Bars of ``level`` for the sessions on ``days`` (rows of ``daily``: open, high, low,
     close, volume; ``opens`` in microseconds, ``minutes`` long) in time order: open, high,
     low, close, volume, start and end (microseconds). Every level splits all sessions in
-    one pass, shorter ones padded to the longest."""
+    one pass, padded to the longest, with the layout of the most common length; sessions of
+    other lengths (early closes) are split again with their own and written over."""
     longest = int(minutes.max())
+    counts = np.bincount(minutes)
+    common = int(np.argmax(counts))
+    others = [(int(n), np.flatnonzero(minutes == n)) for n in np.flatnonzero(counts) if n != common]
     bars = tuple(x[:, None] for x in daily)
     days = days.astype("datetime64[D]")
+    yearly = _blocks(days, monthly=False)
     for lvl in range(level + 1):
         parents, r, _, step = _shape(lvl, longest)
-        lay = _layouts(minutes, lvl, longest)
         most, each = _shape(lvl, widest)[:2]
-        draws = _draws(seed, p, lvl, days, parents * r, most * each)
+        blocks = yearly if LEVELS[lvl][0] != "1m" else _blocks(days, monthly=True)
+        draws = _draws(seed, p, lvl, blocks, parents * r, most * each)
+        lay = _layout(common, lvl, longest)
+        out = _split(bars, {k: x[None] for k, x in lay.items()}, draws)
+        for n, sel in others:
+            lay = _layout(n, lvl, longest)
+            part = _split(tuple(x[sel] for x in bars), lay, draws[:, sel])
+            for whole, some in zip(out, part, strict=True):
+                whole[sel] = some
         width = -(-longest // step)  # slots some session fills (a prefix for every session)
-        bars = tuple(x[:, :width] for x in _split(bars, lay, draws))
+        bars = tuple(x[:, :width] for x in out)
     start = np.arange(width) * step
     dur = np.clip(np.minimum(step, minutes[:, None] - start[None, :]), 0, None)
     keep = (dur > 0).ravel()
