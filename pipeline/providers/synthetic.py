@@ -22,9 +22,11 @@ Some symbols split, some pay quarterly dividends (on the first session on or aft
 91-day anniversary), and some have a trading halt (a run of days without bars). OHLC and
 volume follow Yahoo's convention: split-adjusted; ``adj_close`` also adjusts for dividends.
 
-Everything is numpy over whole years of sessions, no per-bar Python. This version of the
-market (calendars from exchange-calendars, year anchors) replaced one with hand-written NYSE
-holidays and a path cumulated from 2000: the same seed gives different series.
+Everything is numpy over whole years of sessions, no per-bar Python: a path's years are
+computed together, and each intraday level splits all of a request's sessions in one pass.
+This version of the market (calendars from exchange-calendars, year anchors) replaced one with
+hand-written NYSE holidays and a path cumulated from 2000: the same seed gives different
+series.
 """
 
 from __future__ import annotations
