@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from marketlake.kernels._cache import ensure_fresh_cache
 from marketlake.kernels.driver import (
+    ADX_ATR,
     CODES,
     SESSION_CODES,
     lane_groups,
@@ -279,7 +280,24 @@ def _plan(specs: list[IndicatorSpec]) -> tuple[np.ndarray, np.ndarray, list[str]
         if floats:
             fparams[k] = floats[0]
         columns.extend(spec.columns)
-    return ops, fparams, columns
+    return *_fuse_adx_atr(ops, fparams), columns
+
+
+def _fuse_adx_atr(ops: np.ndarray, fparams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An ADX op and an ATR op of the same period become one ``ADX_ATR`` op (they share
+    each row's true range and inputs; the same values, one pass fewer)."""
+    atr = {int(ops[k, 2]): k for k in range(ops.shape[0]) if ops[k, 0] == CODES["atr"]}
+    drop = []
+    for k in range(ops.shape[0]):
+        if ops[k, 0] == CODES["adx"] and int(ops[k, 2]) in atr:
+            j = atr.pop(int(ops[k, 2]))
+            ops[k, 0] = ADX_ATR
+            ops[k, 3] = ops[j, 1]  # the ATR column's row
+            drop.append(j)
+    if not drop:
+        return ops, fparams
+    keep = np.setdiff1d(np.arange(ops.shape[0]), drop)
+    return ops[keep].copy(), fparams[keep].copy()
 
 
 def compute(
@@ -329,7 +347,7 @@ def compute(
 
     nsym = offsets.shape[0] - 1
     ups = _UNITS_PER_SECOND[ts_dtype.time_unit]
-    if any(ops[k, 0] in SESSION_CODES for k in range(len(specs))):
+    if any(ops[k, 0] in SESSION_CODES for k in range(ops.shape[0])):
         firsts = df.get_column("symbol").gather(offsets[:-1])
         names, sym_zone = _zones(session_tz, firsts)
         t_min = int(ts[offsets[:-1]].min())
@@ -345,7 +363,7 @@ def compute(
 
     out = POOL.take(len(columns), n)
     groups = lane_groups(offsets)
-    tasks = split_ops(groups.shape[0], len(specs), numba.get_num_threads())
+    tasks = split_ops(groups.shape[0], ops.shape[0], numba.get_num_threads())
     # dynamic scheduling in chunks of a few tasks: on a shared machine a thread that loses its
     # core takes fewer chunks instead of holding up the whole call
     with numba.parallel_chunksize(4 if tasks == 1 else 1):

@@ -21,11 +21,11 @@ from marketlake.kernels.levels import fib_into, pivots_into
 from marketlake.kernels.momentum import macd_lanes, rsi_lanes
 from marketlake.kernels.moving import ema_lanes, sma_lanes
 from marketlake.kernels.sessions import session_ids_into
-from marketlake.kernels.trend import adx_lanes
+from marketlake.kernels.trend import adx_atr_lanes, adx_lanes
 from marketlake.kernels.volatility import atr_lanes, bbands_lanes, supertrend_band_into
 from marketlake.kernels.volume import obv_lanes, vwap_into
 
-SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, SUPERTREND, OBV, VWAP, PIVOTS, FIB = range(1, 13)
+SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, SUPERTREND, OBV, VWAP, PIVOTS, FIB, ADX_ATR = range(1, 14)
 CODES = {
     "sma": SMA,
     "ema": EMA,
@@ -179,6 +179,8 @@ def _run_lanes(code, r, p1, p2, p3, fp, high, low, close, volume, out, lo, hi):
         atr_lanes(high, low, close, p1, out[r], lo, hi)
     elif code == ADX:
         adx_lanes(high, low, close, p1, out[r], out[r + 1], out[r + 2], lo, hi)
+    elif code == ADX_ATR:  # ADX and an ATR of its period (in row p2), fused
+        adx_atr_lanes(high, low, close, p1, out[r], out[r + 1], out[r + 2], out[p2], lo, hi)
     elif code == OBV:
         obv_lanes(close, volume, out[r], lo, hi)
     elif code == SUPERTREND:
@@ -295,6 +297,7 @@ def run_plan(
 
 
 __all__ = [
+    "ADX_ATR",
     "CODES",
     "SESSION_CODES",
     "lane_groups",

@@ -34,10 +34,12 @@ from marketlake.kernels._common import (
     div_rn,
     fill_nan,
     first_valid3,
+    fma,
     is_zero,
     ix,
     true_range,
 )
+from marketlake.kernels.volatility import _atr_run, _atr_seed
 
 
 @njit(**STEP)
@@ -116,10 +118,17 @@ def _adx_seed(high, low, close, lo, hi, period, oa, op, om):
 @njit(**STEP)
 def _adx_step(ph, pl, pc, pdm, mdm, trs, adx, h, lw, c, nn, inv_n, nm1):
     """One steady-state row. Returns the new state (7 values) and ``(-DI, +DI)``."""
+    return _adx_tr_step(ph, pl, pc, pdm, mdm, trs, adx, h, lw, c, nn, inv_n, nm1)[:9]
+
+
+@njit(**STEP)
+def _adx_tr_step(ph, pl, pc, pdm, mdm, trs, adx, h, lw, c, nn, inv_n, nm1):
+    """:func:`_adx_step`, also returning the row's true range (for a fused ATR)."""
     m, p = _dm(h - ph, pl - lw)
     mdm = (mdm - div_rn(mdm, nn, inv_n)) + m
     pdm = (pdm - div_rn(pdm, nn, inv_n)) + p
-    trs = trs - div_rn(trs, nn, inv_n) + true_range(h, lw, pc)
+    tr = true_range(h, lw, pc)
+    trs = trs - div_rn(trs, nn, inv_n) + tr
     mdi = 0.0
     pdi = 0.0
     if trs > 0.0:
@@ -129,7 +138,7 @@ def _adx_step(ph, pl, pc, pdm, mdm, trs, adx, h, lw, c, nn, inv_n, nm1):
         s = mdi + pdi
         if not is_zero(s):
             adx = div_rn(adx * nm1 + 100.0 * (abs(mdi - pdi) / s), nn, inv_n)
-    return h, lw, c, pdm, mdm, trs, adx, mdi, pdi
+    return h, lw, c, pdm, mdm, trs, adx, mdi, pdi, tr
 
 
 @njit(**JIT)
@@ -173,6 +182,38 @@ def adx_lanes(high, low, close, period, oa, op, om, lo, hi):
 
 
 @njit(**JIT)
+def adx_atr_lanes(high, low, close, period, oa, op, om, oatr, lo, hi):
+    """:func:`adx_lanes` and ATR of the same period (``kernels.volatility``) into ``oatr``,
+    in one pass over the rows from ADX's first steady row on: the two share each row's true
+    range and its inputs. The same values as the two kernels run apart, bit for bit."""
+    nn = float(period)
+    inv_n = 1.0 / nn
+    nm1 = nn - 1
+    beta = (period - 1) / period
+    alpha = 1.0 - beta
+    for j in range(4):
+        e, ae = _atr_seed(high, low, close, lo[j], hi[j], period, oatr)
+        ph, pl, pc, pdm, mdm, trs, adx, i0 = _adx_seed(
+            high, low, close, lo[j], hi[j], period, oa, op, om
+        )
+        # ATR's first row is ADX's first DI row, before ADX's first steady row
+        _atr_run(high, low, close, oatr, ae, i0, e, alpha, beta)
+        if i0 >= hi[j]:
+            continue
+        e = oatr[i0 - 1]
+        for k in range(hi[j] - i0):
+            i = ix(i0 + k)
+            ph, pl, pc, pdm, mdm, trs, adx, mdi, pdi, tr = _adx_tr_step(
+                ph, pl, pc, pdm, mdm, trs, adx, high[i], low[i], close[i], nn, inv_n, nm1
+            )
+            e = fma(beta, e, alpha * tr)
+            oa[i] = adx
+            op[i] = pdi
+            om[i] = mdi
+            oatr[i] = e
+
+
+@njit(**JIT)
 def adx(high, low, close, period):
     """``(adx, plus_di, minus_di)`` as new arrays."""
     n = close.shape[0]
@@ -183,4 +224,4 @@ def adx(high, low, close, period):
     return a, p, m
 
 
-__all__ = ["adx", "adx_into", "adx_lanes"]
+__all__ = ["adx", "adx_atr_lanes", "adx_into", "adx_lanes"]

@@ -255,3 +255,30 @@ def test_sorted_pieces_are_gathered_as_a_stable_sort_would_order_them(sorted_fra
         assert out.equals(want)
         firsts = np.flatnonzero(want["symbol"].rle_id().diff().fill_null(1).to_numpy() != 0)
         np.testing.assert_array_equal(offsets, np.append(firsts, want.height))
+
+
+@pytest.mark.parametrize("period", [2, 14])
+def test_adx_and_atr_of_one_period_computed_in_one_pass_equal_each_alone(period):
+    """ADX and ATR of the same period run fused (one pass sharing the true range); the values
+    equal each computed alone, bit for bit, and TA-Lib's, with NaNs inside the series and
+    series around the warm-up lengths (n, 2n - 1, 2n, 2n + 1 bars) in one group of four."""
+    n = period
+    walks = {f"L{k:03d}": random_walk(k, seed=k) for k in (n, 2 * n - 1, 2 * n, 2 * n + 1)}
+    walks["LONG"] = random_walk(400, seed=7)
+    walks["LONG"]["close"][50] = np.nan
+    walks["LONG"]["high"][300] = np.nan
+    walks["GAPS"] = random_walk(120, seed=9)
+    walks["GAPS"]["low"][:3] = np.nan  # leading NaNs are skipped, as the TA-Lib wrapper does
+    frame = frame_of(walks)
+    cols = [f"atr_{n}", f"adx_{n}", f"plus_di_{n}", f"minus_di_{n}"]
+    fused = kernels.compute(frame, [f"atr({n})", "rsi(5)", f"adx({n})"])
+    apart = kernels.compute(frame, [f"atr({n})"]).join(
+        kernels.compute(frame, [f"adx({n})"]).select("symbol", "ts", *cols[1:]), on=["symbol", "ts"]
+    )
+    assert fused.select(cols).equals(apart.select(cols))
+    for sym, d in walks.items():
+        got = fused.filter(pl.col("symbol") == sym)
+        h, lo, c = d["high"], d["low"], d["close"]
+        assert_matches(got[f"atr_{n}"], talib.ATR(h, lo, c, n), f"{sym} atr")
+        assert_matches(got[f"adx_{n}"], talib.ADX(h, lo, c, n), f"{sym} adx")
+        assert_matches(got[f"plus_di_{n}"], talib.PLUS_DI(h, lo, c, n), f"{sym} +di")
