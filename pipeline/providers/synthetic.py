@@ -423,7 +423,8 @@ def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tupl
     sqrt_frac, cumfrac = lay["sqrt_frac"], lay["cumfrac"]
     span = h - lo
     # uniform increments of unit variance: a random walk, pinned at both ends (a bridge)
-    walk = np.cumsum((z - 0.5) * sqrt_frac, axis=2)
+    walk = (z - 0.5) * sqrt_frac
+    np.cumsum(walk, axis=2, out=walk)
     walk *= _SQRT12
     bridge = cumfrac * walk[..., -1:]
     np.subtract(walk, bridge, out=bridge)
@@ -435,11 +436,12 @@ def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tupl
     np.clip(close, lo, h, out=close)
     np.copyto(close, c, where=lay["tail"])
     open_ = np.concatenate([o, close[..., :-1]], axis=2)
-    wick = span * 0.3 * sqrt_frac
+    # the walk's and the bridge's buffers reused (fresh arrays cost more than their math)
+    wick = np.multiply(span * 0.3, sqrt_frac, out=walk)
     hi_c = np.maximum(open_, close)
-    hi_c += wh * wick
+    hi_c += np.multiply(wh, wick, out=bridge)
     lo_c = np.minimum(open_, close)
-    lo_c -= wl * wick
+    lo_c -= np.multiply(wl, wick, out=bridge)
     high = np.minimum(hi_c, h)
     low = np.maximum(lo_c, lo)
     # the parent's extremes are reached inside the child that comes closest to them
@@ -448,9 +450,9 @@ def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tupl
     first = np.arange(sessions * parents) * r
     high.reshape(-1)[first + np.argmax(hi_c, axis=2).ravel()] = h.ravel()
     low.reshape(-1)[first + np.argmin(lo_c, axis=2).ravel()] = lo.ravel()
-    w = lay["weight"] * (0.5 + u)
-    total = w.sum(axis=2, keepdims=True)
-    vol = v * w
+    vol = lay["weight"] * (0.5 + u)
+    total = vol.sum(axis=2, keepdims=True)
+    np.multiply(v, vol, out=vol)
     vol /= np.where(total > 0, total, 1.0)  # a padding parent has no weight
     return tuple(x.reshape(sessions, -1) for x in (open_, high, low, close, vol))
 
@@ -492,11 +494,11 @@ def _refine(
         width = -(-longest // step)  # slots some session fills (a prefix for every session)
         bars = tuple(x[:, :width] for x in out)
     start = np.arange(width) * step
-    dur = np.clip(np.minimum(step, minutes[:, None] - start[None, :]), 0, None)
-    keep = (dur > 0).ravel()
-    ts = (opens[:, None] + start[None, :] * _US_PER_MIN).ravel()[keep]
-    ends = ts + dur.ravel()[keep] * _US_PER_MIN
-    return (*(x.ravel()[keep] for x in bars), ts, ends)
+    dur = np.minimum(step, minutes[:, None] - start[None, :])
+    keep = dur > 0
+    ts = (opens[:, None] + start[None, :] * _US_PER_MIN)[keep]
+    ends = ts + dur[keep] * _US_PER_MIN
+    return (*(x[keep] for x in bars), ts, ends)
 
 
 class _Days(NamedTuple):
