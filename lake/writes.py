@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -136,7 +137,7 @@ def write_files(
     def write(item: Part) -> AddAction:
         key, take = item
         values, rel = partition_file(tdef.name, tdef.partitions, key)
-        table = take().select(cols).to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+        table = to_file_arrow(take().select(cols), schema)
         written.append(rel)
         size, meta = write_file(location, tdef.name, rel, table)
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta))
@@ -183,6 +184,40 @@ def write_partitioned(
     except BaseException:
         remove_files(location, tdef.name, written)
         raise
+
+
+def to_file_arrow(body: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    """``body`` as arrow in ``schema``, except that a text column holding one value on every
+    row (a run id, a provider) comes as a one-entry dictionary: nothing is copied per row,
+    and the writer stores the entry once and a run of zeros, as it would have after hashing
+    every row. Such a file is written without the arrow schema in its footer, so every
+    reader sees the column as the text it is (parquet's own types say so)."""
+    same = [
+        c
+        for c in body.columns
+        if body.height >= 1024 and pa.types.is_string(schema.field(c).type) and _one_value(body, c)
+    ]
+    if not same:
+        return body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+    rest = body.drop(same).to_arrow(compat_level=pl.CompatLevel.oldest())
+    zeros = pa.array(np.zeros(body.height, np.int32))
+    arrays, fields = [], []
+    for f in schema:
+        if f.name in same:
+            entry = pa.array([body.get_column(f.name)[0]], f.type)
+            arrays.append(pa.DictionaryArray.from_arrays(zeros, entry))
+            fields.append(pa.field(f.name, arrays[-1].type, f.nullable))
+        else:
+            arrays.append(rest.column(f.name).cast(f.type))
+            fields.append(f)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _one_value(frame: pl.DataFrame, column: str) -> bool:
+    """Whether ``column`` holds the same non-null value on every row (cheap comparisons, no
+    hashing)."""
+    s = frame.get_column(column)
+    return s.null_count() == 0 and s[0] == s[-1] and s.min() == s.max()
 
 
 def codec(table: str) -> str:
@@ -233,8 +268,10 @@ def write_file(
 def file_options(table: str, schema: pa.Schema) -> dict[str, Any]:
     """Writer options of a data file of ``table`` with columns ``schema``."""
     # dictionaries only for strings: trying them on prices costs time and saves nothing
-    text = [f.name for f in schema if pa.types.is_string(f.type)]
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)]
     options = {**PARQUET_OPTIONS, "compression": codec(table), "use_dictionary": text}
+    if any(pa.types.is_dictionary(f.type) for f in schema):  # see to_file_arrow
+        options["store_schema"] = False
     if options["compression"] == "zstd":
         # floats split by byte: zstd then finds the runs in signs and exponents (files ~15%
         # smaller, and less CPU to write and read than plain floats); lz4 gains less than the
