@@ -204,6 +204,10 @@ class FilesProvider(Provider):
                 self._by_symbol = _by_symbol(self._frame)
             return self._frame
 
+    def prepare(self) -> None:
+        """Read the files now (a sync does it while it plans)."""
+        self._load()
+
     def problems(self) -> list[dict]:
         """Files that could not be imported: ``{symbol, reason, source}`` each."""
         self._load()

@@ -133,6 +133,18 @@ class _Providers:
                 self._instances[name] = prov
             return self._instances[name]
 
+    def prepare(self, name: str) -> None:
+        """Start :meth:`Provider.prepare` of ``name`` on a thread of its own; whatever fails
+        there fails again, and is reported, with the requests."""
+
+        def run() -> None:
+            try:
+                self.get(name).prepare()
+            except Exception:  # noqa: BLE001, S110 - the requests report it
+                pass
+
+        threading.Thread(target=run, name="marketlake-prepare", daemon=True).start()
+
     def instances(self) -> dict[str, Provider]:
         with self._lock:
             return dict(self._instances)
@@ -1121,6 +1133,8 @@ def run_sync(
         provider_class(provider)  # unknown provider: a usage error before anything runs
     sync = Sync(settings, req, progress=progress, trigger=trigger, stage=stage, run_id=run_id)
     t0 = time.perf_counter()
+    if provider is not None and not dry_run and cluster is None and client is None:
+        sync.providers.prepare(provider)  # e.g. a files import reads its file while we plan
     # usage errors before any lock or write
     planned = plan_with_coverage(settings, sync.lake, req, sync.now)
     units = planned.units
