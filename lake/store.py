@@ -359,15 +359,19 @@ class Lake:
         # from the polars schema: pyarrow's ``empty_table`` imports pandas (~1 s cold)
         return pl.DataFrame(schema=polars_schema(name))
 
-    def scan(self, name: str, version: int | None = None) -> pl.LazyFrame:
+    def scan(
+        self, name: str, version: int | None = None, *, dictionary: tuple[str, ...] = ()
+    ) -> pl.LazyFrame:
         """A lazy polars scan of the table (an empty frame of the right schema if absent);
         its data files are checked against the log first, and every page read is checked
-        against its checksum (a damaged file is a :class:`LakeCorruptError` naming it)."""
+        against its checksum (a damaged file is a :class:`LakeCorruptError` naming it).
+        String columns in ``dictionary`` read as Categorical (far cheaper for a column of few
+        distinct values, such as ``symbol``, when the caller groups by it)."""
         dt = self.table(name, version)
         if dt is None:
             return self.empty(name).lazy()
         with lake_errors("read lake table", name):
-            scan = verified.scan(self.location, name, dt)
+            scan = verified.scan(self.location, name, dt, dictionary)
         tdef = TABLES[name]
         if tdef.evolving:
             return scan

@@ -36,6 +36,7 @@ DEFAULT_LOOKBACK = {
     "1mo": timedelta(days=20 * 365),
 }
 SCOPES = ("all", "never", "stale")
+PUSHED_SYMBOLS = 64  # symbol lists up to this long filter inside the coverage scan
 NO_TIMEFRAME = "-"
 
 
@@ -134,11 +135,16 @@ def coverage(
     lake: Lake, symbols: list[str], timeframes: list[str], version: int | None = None
 ) -> pl.DataFrame:
     """Per (symbol, timeframe): first_ts, last_ts, rows, first_provisional — one lake query
-    (of ``version``, default the latest)."""
-    scan = lake.scan("ohlcv", version).filter(pl.col("timeframe").is_in(timeframes))
-    if symbols:
+    (of ``version``, default the latest). A few symbols filter inside the scan (file
+    statistics skip the files without them); for many, every row of the timeframes is read
+    anyway, so the symbol and timeframe columns are read as dictionaries (no string per row)
+    and the symbols picked from the result."""
+    pushed = 0 < len(symbols) <= PUSHED_SYMBOLS
+    scan = lake.scan("ohlcv", version, dictionary=() if pushed else ("symbol", "timeframe"))
+    scan = scan.filter(pl.col("timeframe").is_in(timeframes))
+    if pushed:
         scan = scan.filter(pl.col("symbol").is_in(symbols))
-    return (
+    out = (
         scan.group_by("symbol", "timeframe")
         .agg(
             pl.col("ts").min().alias("first_ts"),
@@ -150,7 +156,9 @@ def coverage(
             .alias("first_provisional"),
         )
         .collect()
+        .with_columns(pl.col("symbol", "timeframe").cast(pl.String))
     )
+    return out.filter(pl.col("symbol").is_in(symbols)) if symbols and not pushed else out
 
 
 def select_segments(
