@@ -316,8 +316,10 @@ def _scan_bars(
         pred = pred & where
     if len(syms) <= PUSHED_SYMBOLS:
         pred = pred & pl.col("symbol").is_in(syms)
-    bars = lake.scan("ohlcv", version=version).filter(pred).select(_BARS).collect()
-    return bars if len(syms) <= PUSHED_SYMBOLS else bars.filter(pl.col("symbol").is_in(syms))
+        return lake.scan("ohlcv", version=version).filter(pred).select(_BARS).collect()
+    # symbol (and timeframe) read as dictionaries: a string per page, not per row
+    bars = lake.scan("ohlcv", version=version, dictionary=("symbol", "timeframe"))
+    return bars.filter(pred).select(_BARS).filter(pl.col("symbol").is_in(syms)).collect()
 
 
 def _stored_rows(lake: Lake, version: int, tf: str) -> int:
@@ -334,13 +336,13 @@ def _stored_rows(lake: Lake, version: int, tf: str) -> int:
 
 
 def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
-    """``bars`` sorted by (symbol, ts), ``symbol`` as an Enum of the sorted symbols (gathering
-    codes is far cheaper than gathering strings). Lake reads hold each series' bars in ts
+    """``bars`` sorted by (symbol, ts), ``symbol`` (String or Categorical) as an Enum of the
+    sorted symbols (gathering codes is far cheaper than gathering strings). Lake reads hold each series' bars in ts
     order spread over files, so a stable linear sort by symbol code suffices; a general sort
     otherwise."""
     if bars.height == 0:
-        return bars
-    names = bars.get_column("symbol").unique().sort()
+        return bars.with_columns(pl.col("symbol").cast(pl.String))
+    names = bars.get_column("symbol").unique().cast(pl.String).sort()
     bars = bars.with_columns(pl.col("symbol").cast(pl.Enum(names)))
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").to_physical().to_numpy()

@@ -70,13 +70,18 @@ def assert_same_indicators(got: pl.DataFrame, full: pl.DataFrame) -> None:
         assert (np.abs(x - y) <= 1e-9 * np.maximum(np.abs(y), 1e-12)).all(), c
 
 
-def test_resumed_increment_equals_full_recompute(home, monkeypatch):
+@pytest.mark.parametrize("pushed", [64, 1], ids=["symbols-in-scan", "symbols-as-dictionary"])
+def test_resumed_increment_equals_full_recompute(home, monkeypatch, pushed):
     # series with more bars than the window resume from their stored rows; a short series,
     # one whose history an adjustment rewrote and one whose stored rows the window does not
-    # reproduce are recomputed whole
+    # reproduce are recomputed whole. Long symbol lists (here: more than one) read the bars
+    # and the plan's coverage with symbols as dictionaries, picked after the read
     from marketlake.kernels import _cache, resume
+    from marketlake.pipeline import planning
     from marketlake.pipeline.stages import compute_increment
 
+    monkeypatch.setattr(compute_increment, "PUSHED_SYMBOLS", pushed)
+    monkeypatch.setattr(planning, "PUSHED_SYMBOLS", pushed)
     settings, lake = setup(home)
     run_sync(settings, timeframes=["1D"])  # the default history: about five years
     universe.add(lake, "NEW", run_id="u", provider="synthetic", asset_type="equity")
