@@ -11,6 +11,7 @@ from what the log recorded is reported by name before any reader can panic on it
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from marketlake.lake.rewrites import Rewrite
 from marketlake.lake.tables import TABLES, TableDef, polars_schema
 from marketlake.lake.writes import TABLE_CONFIG, commit_properties
 
+# a commit (``00000000000000000012.json``) or checkpoint file of a table's log
+_LOG_FILE = re.compile(r"^(\d{20})\.(?:json|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
 ATTEMPTS = 5  # commits refused because another writer committed first, before giving up
 
 __all__ = ["Lake", "WriteResult", "TABLE_CONFIG", "dedupe"]
@@ -153,6 +156,17 @@ class Lake:
         return len(paths)
 
     def version(self, name: str) -> int | None:
+        """The table's latest version, None when nothing was ever written to it. On a local
+        lake the newest commit (or checkpoint) file in its log says it: one directory
+        listing, where opening the table would load its snapshot."""
+        if self.location.is_local:
+            try:
+                names = os.listdir(self.path(name) / "_delta_log")
+            except FileNotFoundError:
+                return None
+            found = [int(m.group(1)) for n in names if (m := _LOG_FILE.match(n))]
+            if found:
+                return max(found)
         dt = self._open(name)
         return None if dt is None else dt.version()
 
