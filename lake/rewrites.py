@@ -12,6 +12,7 @@ silent overwrite). The change feed shows the old rows deleted and the new ones i
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
@@ -21,10 +22,11 @@ from deltalake.schema import Field
 from deltalake.transaction import AddAction
 
 from marketlake.lake._errors import CommitConflict, lake_errors
-from marketlake.lake.frames import stats
+from marketlake.lake.frames import file_stats
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef, period_of_code
 from marketlake.lake.writes import (
+    _split,
     commit_properties,
     commit_swap,
     create,
@@ -32,7 +34,8 @@ from marketlake.lake.writes import (
     live_files,
     partition_file,
     remove_files,
-    write_parquet,
+    to_file_arrow,
+    write_file,
 )
 
 
@@ -62,48 +65,45 @@ class Rewrite:
     def write(self, frame: pl.DataFrame) -> None:
         """Write ``frame`` (its partition columns included, all in this rewrite's scope; a
         ``period`` partition may come as the integer ``_pcode`` of
-        :func:`~marketlake.lake.tables.with_period_code` instead: no per-row strings)."""
+        :func:`~marketlake.lake.tables.with_period_code` instead: no per-row strings).
+
+        Each partition's rows are taken by its writer thread (a slice when contiguous, else
+        one gather), not split all at once first; file statistics come from the written
+        footer; a text column holding one value goes as a one-entry dictionary
+        (:func:`~marketlake.lake.writes.to_file_arrow`)."""
         if frame.is_empty():
             return
         parts = list(self.tdef.partitions)
         if frame.select((pl.col(self.column) != self.value).any()).item():
             raise ValueError(f"{self.tdef.name}: a row outside {self.column}={self.value}")
-        if "_pcode" in frame.columns and "period" in parts and "period" not in frame.columns:
-            items = self._by_code(frame, parts)
-            frame = frame.drop("_pcode")
-        else:
-            items = frame.partition_by(parts, as_dict=True, maintain_order=True).items()
-        data = frame.drop(parts, strict=False)
+        coded = "_pcode" in frame.columns and "period" in parts and "period" not in frame.columns
+        # the scope column is the same on every row (checked above): not split on
+        keys = ["_pcode" if coded and p == "period" else p for p in parts if p != self.column]
+        body = [c for c in frame.columns if c not in parts and c != "_pcode"]
         fields = {f.name: f.type for f in self.tdef.schema if f.name not in parts}
-        extra = {c: pa.float64() for c in data.columns if c not in fields}
+        extra = {c: pa.float64() for c in body if c not in fields}
         for c, t in {**fields, **extra}.items():
             self.columns.setdefault(c, t)
+        schema = pa.schema([(c, self.columns[c]) for c in body])
+        items = []
+        for key, take in _split(frame, keys):
+            got = dict(zip(keys, key, strict=True))
+            if coded:
+                got["period"] = period_of_code(got.pop("_pcode"))
+            got[self.column] = self.value
+            items.append((tuple(got[p] for p in parts), take))
 
-        def one(item: tuple[tuple, pl.DataFrame]) -> AddAction:
-            key, part = item
+        def one(item: tuple[tuple, Callable[[], pl.DataFrame]]) -> AddAction:
+            key, take = item
             values, rel = partition_file(self.tdef.name, parts, key)
-            body = part.drop(*parts, "_pcode", strict=False)
-            schema = pa.schema([(c, self.columns[c]) for c in body.columns])
             self.written.append(rel)
-            table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
-            size = write_parquet(self.location, self.tdef.name, rel, table)
-            return AddAction(rel, size, values, int(time.time() * 1000), True, stats(body))
+            table = to_file_arrow(take().select(body), schema)
+            size, meta = write_file(self.location, self.tdef.name, rel, table)
+            return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta))
 
         with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow's writer releases the GIL
             self.adds.extend(pool.map(one, items))
         self.rows += frame.height
-
-    def _by_code(self, frame: pl.DataFrame, parts: list[str]) -> list[tuple[tuple, pl.DataFrame]]:
-        """``frame`` split by partition, ``period`` given as the integer ``_pcode`` (the
-        scope column is the same on every row, checked by :meth:`write`)."""
-        keys = ["_pcode" if p == "period" else p for p in parts if p != self.column]
-        out = []
-        for k, df in frame.partition_by(keys, as_dict=True, maintain_order=True).items():
-            got = dict(zip(keys, k, strict=True))
-            got["period"] = period_of_code(got.pop("_pcode"))
-            got[self.column] = self.value
-            out.append((tuple(got[p] for p in parts), df))
-        return out
 
     def commit(self, *, run_id: str, stage: str, metadata: dict[str, str] | None = None) -> int:
         """Swap the scoped partitions' files for the written ones in one commit; returns the

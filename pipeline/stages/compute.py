@@ -425,11 +425,15 @@ def _rewrite(
     writing: Future | None = None
 
     def write(rows: Callable[[], pl.DataFrame]) -> None:
+        """Build and write the batch's rows on the writer thread (while the next computes)."""
         nonlocal writing
-        out = rows().select(*KEY, "_pcode", *columns, *other, "computed_at", "run_id")
         if writing is not None:
             writing.result()  # one batch in flight: bounded memory, errors surface here
-        writing = writer.submit(rw.write, out)
+        writing = writer.submit(
+            lambda: rw.write(
+                rows().select(*KEY, "_pcode", *columns, *other, "computed_at", "run_id")
+            )
+        )
 
     writer = ThreadPoolExecutor(max_workers=1)
     try:
