@@ -319,7 +319,7 @@ def _scan_bars(
         return lake.scan("ohlcv", version=version).filter(pred).select(_BARS).collect()
     # symbol (and timeframe) read as dictionaries: a string per page, not per row
     bars = lake.scan("ohlcv", version=version, dictionary=("symbol", "timeframe"))
-    return bars.filter(pred).select(_BARS).filter(pl.col("symbol").is_in(syms)).collect()
+    return bars.filter(pred).select(_BARS).collect().filter(pl.col("symbol").is_in(syms))
 
 
 def _stored_rows(lake: Lake, version: int, tf: str) -> int:
