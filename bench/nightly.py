@@ -2,10 +2,14 @@
 fresh process, as a scheduler runs it: imports, the kernels' cache load and the exchange
 calendars count. Prints per stage the process CPU time (every thread: fetch workers, numba and
 polars pools), the main thread's share and the wall time, the other threads' CPU per stage by
-kind (Python threads by name, native pools by their thread name), the main thread's profile,
-and last one JSON line of the totals. ``bench/pipeline.py`` builds the lake and runs this.
+kind (Python threads by name, native pools by their thread name), with ``--profile`` the main
+thread's profile, and last one JSON line of the totals. The profiler costs the main thread
+about as much CPU as it measures (imports alone take three times as long under it), so the
+timed run goes without it; ``bench/pipeline.py`` builds the lake, runs this once timed and
+once profiled on a copy of the lake and of its database schema.
 
     python bench/nightly.py --home DIR --now 2026-01-06T22:00:00+00:00 [--dsn ... --schema ...]
+                            [--profile]
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ def main() -> None:
     ap.add_argument("--now", required=True, type=datetime.fromisoformat)
     ap.add_argument("--dsn")
     ap.add_argument("--schema", default="public")
+    ap.add_argument("--profile", action="store_true", help="profile the main thread")
     ap.add_argument("--top", type=int, default=30, help="profile rows printed")
     args = ap.parse_args()
     stages: dict[str, tuple[float, float, float]] = {
@@ -94,7 +99,8 @@ def main() -> None:
     def stage(name, fn):
         t0 = _threads()
         c, m, w = time.process_time(), time.thread_time(), time.perf_counter()
-        prof.enable()
+        if args.profile:
+            prof.enable()
         try:
             return fn()
         finally:
@@ -135,10 +141,11 @@ def main() -> None:
         if kinds:
             text = ", ".join(f"{k} {v:.2f}" for k, v in kinds.most_common() if v >= 0.005)
             print(f"    {name:10} {text}")
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(args.top)
-    print(f"  main thread profile (CPU, cumulative, top {args.top}):")
-    print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line.strip()))
+    if args.profile:
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(args.top)
+        print(f"  main thread profile (CPU, cumulative, top {args.top}):")
+        print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line.strip()))
     print(json.dumps({"cpu": cpu, "wall": wall, "load": load[0]}))
 
 
