@@ -26,7 +26,6 @@ from marketlake.lake.frames import file_stats
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef, period_of_code
 from marketlake.lake.writes import (
-    _split,
     commit_properties,
     commit_swap,
     create,
@@ -34,6 +33,7 @@ from marketlake.lake.writes import (
     live_files,
     partition_file,
     remove_files,
+    split_rows,
     to_file_arrow,
     write_file,
 )
@@ -86,7 +86,7 @@ class Rewrite:
             self.columns.setdefault(c, t)
         schema = pa.schema([(c, self.columns[c]) for c in body])
         items = []
-        for key, take in _split(frame, keys):
+        for key, take in split_rows(frame, keys):
             got = dict(zip(keys, key, strict=True))
             if coded:
                 got["period"] = period_of_code(got.pop("_pcode"))

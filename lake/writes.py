@@ -78,7 +78,7 @@ def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[int, list[Part]]:
         one = single_timeframe(data) if "timeframe" in keys else None
         if one is not None:  # one timeframe: partition on the integer code only
             return data.height, [
-                ((one, period_of_code(k[0])), take) for k, take in _split(data, ["_pcode"])
+                ((one, period_of_code(k[0])), take) for k, take in split_rows(data, ["_pcode"])
             ]
         return data.height, [
             (
@@ -88,13 +88,13 @@ def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[int, list[Part]]:
                 ),
                 take,
             )
-            for key, take in _split(data, keys)
+            for key, take in split_rows(data, keys)
         ]
     data = to_polars(tdef, frame)
-    return data.height, _split(data, list(tdef.partitions))
+    return data.height, split_rows(data, list(tdef.partitions))
 
 
-def _split(data: pl.DataFrame, keys: list[str]) -> list[Part]:
+def split_rows(data: pl.DataFrame, keys: list[str]) -> list[Part]:
     """``data``'s rows per value of ``keys`` (in order of first appearance, rows in order),
     each as a function returning them."""
     if data.is_empty():
@@ -453,6 +453,7 @@ __all__ = [
     "mark",
     "remove_actions",
     "remove_files",
+    "split_rows",
     "file_options",
     "write_file",
     "write_files",

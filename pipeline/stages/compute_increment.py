@@ -337,8 +337,8 @@ def _stored_rows(lake: Lake, version: int, tf: str) -> int:
 
 def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
     """``bars`` sorted by (symbol, ts), ``symbol`` (String or Categorical) as an Enum of the
-    sorted symbols (gathering codes is far cheaper than gathering strings). Lake reads hold each series' bars in ts
-    order spread over files, so a stable linear sort by symbol code suffices; a general sort
+    sorted symbols (gathering codes is far cheaper than gathering strings). Lake reads hold
+    each series' bars in ts order spread over files, so a stable linear sort by symbol code suffices; a general sort
     otherwise."""
     if bars.height == 0:
         return bars.with_columns(pl.col("symbol").cast(pl.String))

@@ -498,9 +498,10 @@ def _provider_class(name: str) -> type | None:
         return None
 
 
-def _is_local(name: str) -> bool:
+def _capable(name: str, flag: str) -> bool:
+    """Whether provider ``name`` (when known) has the capability ``flag`` (local, batched)."""
     cls = _provider_class(name)
-    return cls is not None and cls.capabilities.local
+    return cls is not None and getattr(cls.capabilities, flag)
 
 
 def _serialized(progress: Progress) -> Progress:
@@ -513,11 +514,6 @@ def _serialized(progress: Progress) -> Progress:
             progress(*args, **info)
 
     return report
-
-
-def _batched(name: str) -> bool:
-    cls = _provider_class(name)
-    return cls is not None and cls.capabilities.batched
 
 
 class _Batch:
@@ -581,7 +577,7 @@ class Sync:
         workers = max(1, self.settings.concurrency)
         # local providers answer in moments: their units are batched in plan order, so
         # consecutive batches hold consecutive symbols and file statistics prove each new
-        local = bool(units) and all(_is_local(n) for n in {u.provider for u in units})
+        local = bool(units) and all(_capable(n, "local") for n in {u.provider for u in units})
         if local:
             workers = min(workers, os.cpu_count() or 1)
             # one timeframe per batch where possible (the single-timeframe write is cheaper),
@@ -593,7 +589,7 @@ class Sync:
         window = fetcher.window if fetcher is not None else workers * 4
         items = [[u] for u in units]
         if local and fetcher is None:  # bars a provider answers many at a time: in packs
-            batched = {n: _batched(n) for n in {u.provider for u in units}}
+            batched = {n: _capable(n, "batched") for n in {u.provider for u in units}}
             size = max(1, min(PACK_UNITS, self.settings.batch_tasks))
             items = _packs(units, batched.__getitem__, size, PACK_BARS)
         seq: dict[Future, int] = {}
