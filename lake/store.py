@@ -35,9 +35,12 @@ from marketlake.lake.writes import TABLE_CONFIG, commit_properties
 
 # a commit (``00000000000000000012.json``) or checkpoint file of a table's log
 _LOG_FILE = re.compile(r"^(\d{20})\.(?:json|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
+# symbol lists up to this long filter inside a scan (file statistics skip the files without
+# them); a longer list is applied to what was read (every file holds some of its symbols)
+PUSHED_SYMBOLS = 64
 ATTEMPTS = 5  # commits refused because another writer committed first, before giving up
 
-__all__ = ["Lake", "WriteResult", "TABLE_CONFIG", "dedupe"]
+__all__ = ["Lake", "PUSHED_SYMBOLS", "WriteResult", "TABLE_CONFIG", "dedupe"]
 
 
 @dataclass(frozen=True)

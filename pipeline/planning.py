@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from marketlake.errors import ConfigError
-from marketlake.lake.store import Lake
+from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.pipeline import freshness, universe
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import SegmentSettings, Settings
@@ -36,7 +36,6 @@ DEFAULT_LOOKBACK = {
     "1mo": timedelta(days=20 * 365),
 }
 SCOPES = ("all", "never", "stale")
-PUSHED_SYMBOLS = 64  # symbol lists up to this long filter inside the coverage scan
 NO_TIMEFRAME = "-"
 
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 
 from marketlake.errors import ConfigError, LakeCorruptError, LakeError
-from marketlake.lake.store import Lake
+from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.lake.tables import with_period, with_period_code
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
@@ -41,7 +41,6 @@ BATCH_SYMBOLS = 400
 BATCH_ROWS = 1_000_000
 READ_ONCE_ROWS = 10_000_000  # a rewrite reads and sorts up to this many bars at once
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
-PUSHED_SYMBOLS = 64  # longer symbol lists filter bars after the read
 KEY = ["symbol", "timeframe", "ts"]
 
 

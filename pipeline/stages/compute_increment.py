@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from marketlake.lake.store import Lake
+from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.lake.tables import with_period
 from marketlake.pipeline import timeframes as tfs
 
@@ -39,7 +39,6 @@ KERNEL_ROWS = 2_500_000  # bars per kernels call (its output block: ~40 float co
 CALENDAR_DAILY = 1.5
 CALENDAR_INTRADAY = 6.0
 SEAM_TOL = 1e-9  # the kernels' parity tolerance (relative)
-PUSHED_SYMBOLS = 64  # symbol lists up to this long filter inside the scan
 _BARS = ["symbol", "ts", "open", "high", "low", "close", "volume"]
 _KEY = ["symbol", "timeframe", "ts"]
 
