@@ -336,23 +336,33 @@ def _stored_rows(lake: Lake, version: int, tf: str) -> int:
 
 def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
     """``bars`` sorted by (symbol, ts), ``symbol`` (String or Categorical) as an Enum of the
-    sorted symbols (gathering codes is far cheaper than gathering strings). Lake reads hold
-    each series' bars in ts order spread over files, so a stable linear sort by symbol code suffices; a general sort
-    otherwise."""
+    sorted symbols (gathering codes is far cheaper than gathering strings)."""
     if bars.height == 0:
         return bars.with_columns(pl.col("symbol").cast(pl.String))
     names = bars.get_column("symbol").unique().cast(pl.String).sort()
     bars = bars.with_columns(pl.col("symbol").cast(pl.Enum(names)))
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").to_physical().to_numpy()
-    if len(names) < 1 << 16:
-        order = np.argsort(codes.astype(np.uint16), kind="stable")  # radix sort
-        c, t = codes[order], ts[order]
-        if not ((np.diff(t) > 0) | (np.diff(c) != 0)).all():
-            order = np.lexsort((ts, codes))
-    else:
-        order = np.lexsort((ts, codes))
-    return bars[order]
+    order = _key_order(codes, ts)
+    # one chunk: polars gathers (here and from the windows) from a read's many chunks at a
+    # tenth of the speed
+    bars = bars.rechunk()
+    return bars if order is None else bars[order]
+
+
+def _key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
+    """The order sorting rows by (code, ts), None when they already are. Both packed into
+    one int64 key when they fit, sorted stable: a lake read is a few pieces (one per file)
+    each sorted by (symbol, ts), runs a merge sort takes whole (4x faster than a lexsort,
+    whose order is taken when the key does not fit)."""
+    lo = int(ts.min())
+    bits = (int(ts.max()) - lo).bit_length()
+    if int(codes.max()).bit_length() + bits > 62:
+        return np.lexsort((ts, codes))
+    key = (codes.astype(np.int64) << bits) | (ts - lo)
+    if (key[1:] >= key[:-1]).all():
+        return None
+    return np.argsort(key, kind="stable")
 
 
 def _slices(bars: pl.DataFrame) -> list[tuple[int, int]]:
