@@ -30,8 +30,12 @@ not compile on its first run, and importing the package loads that cache in the 
 the build step needs numba and numpy only.
 """
 
-from marketlake.kernels._cache import preload
-from marketlake.kernels.registry import (
+from marketlake.kernels._openmp import limit_spin
+
+limit_spin()  # before numba loads the OpenMP runtime (see kernels._openmp)
+
+from marketlake.kernels._cache import preload  # noqa: E402
+from marketlake.kernels.registry import (  # noqa: E402
     DEFAULT_INDICATORS,
     IndicatorSpec,
     IndicatorSpecError,
