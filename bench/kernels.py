@@ -4,7 +4,9 @@ Data: SYMBOLS x BARS (default 2,000 x 2,520) seeded random-walk OHLCV in one pol
 sorted by (symbol, ts) as a lake read returns it. The 8 TA-Lib-defined indicators are sma(20),
 ema(21), rsi(14), macd(12,26,9), bbands(20,2), atr(14), adx(14), obv (14 output columns; TA-Lib:
 SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, PLUS_DI, MINUS_DI, OBV per symbol on numpy slices).
-A ratio is TA-Lib's time over ours (> 1: we are faster).
+A ratio is TA-Lib's time over ours (> 1: we are faster): wall time, the figure targeted, and
+below it CPU time (``time.process_time``: every thread of the process, so ours counts both
+threads), which other processes on a shared machine move far less.
 
 1. steady: repeated calls in one process, each result consumed (a NaN-skipping sum of every
    output column, outside the timer) then dropped -- the compute stage's pattern. TA-Lib and
@@ -122,31 +124,42 @@ def consume(result) -> float:
     return float(sum(np.nansum(a) for res in result for a in res))
 
 
-def rounds(ours, ref, n: int) -> tuple[list[float], list[float]]:
+class Times(list):
+    """Wall times of the runs, and in ``cpu`` their CPU times (every thread of the process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: list[float] = []
+
+
+def rounds(ours, ref, n: int) -> tuple[Times, Times]:
     """Times of ``ours`` and ``ref`` over ``n`` interleaved rounds (one warm-up each first)."""
     for fn in (ours, ref):
         consume(fn())
-    t_ours, t_ref = [], []
+    t_ours, t_ref = Times(), Times()
     for i in range(n):
         order = [(ours, t_ours), (ref, t_ref)]
         for fn, times in order if i % 2 == 0 else order[::-1]:
             gc.collect()
+            c = time.process_time()
             t = time.perf_counter()
             result = fn()
             times.append(time.perf_counter() - t)
+            times.cpu.append(time.process_time() - c)
             consume(result)
             del result
     return t_ours, t_ref
 
 
-def steady(data: pl.DataFrame, indicators, n: int) -> tuple[list[float], list[float]]:
+def steady(data: pl.DataFrame, indicators, n: int) -> tuple[Times, Times]:
     """``rounds`` of kernels.compute(data, indicators) against the TA-Lib loop over ``data``."""
     from marketlake import kernels
 
     return rounds(lambda: kernels.compute(data, indicators), lambda: talib_per_symbol(data), n)
 
 
-def _fresh(kind: str, symbols: int, bars: int, env: dict | None = None) -> float:
+def _fresh(kind: str, symbols: int, bars: int, env: dict | None = None) -> tuple[float, float]:
+    """Wall and CPU time of the first call in a new process."""
     code = f"""
 import sys, time, json
 sys.path.insert(0, {str(ROOT / "bench")!r})
@@ -154,24 +167,29 @@ import kernels as bench
 from marketlake import kernels
 import talib
 frame = bench.make_frame({symbols}, {bars})
+c = time.process_time()
 t = time.perf_counter()
 if {kind!r} == "talib":
     res = bench.talib_per_symbol(frame)
 else:
     res = kernels.compute(frame, bench.TALIB_SET)
-print(json.dumps(time.perf_counter() - t))
+print(json.dumps([time.perf_counter() - t, time.process_time() - c]))
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, cpu
 
 
 def spread(values: list[float]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}"
 
 
-def report(label: str, t_ours: list[float], t_ref: list[float], rows: int) -> float:
+def report(label: str, t_ours: Times, t_ref: Times, rows: int) -> float:
+    """Print the wall-time ratio of the medians (the figure targeted), its per-run spread, and
+    the same in CPU time: ours counts both threads' CPU; on a shared machine the CPU ratio
+    moves less with the load than the wall one."""
     med_o, med_r = statistics.median(t_ours), statistics.median(t_ref)
     ratios = [r / o for o, r in zip(t_ours, t_ref, strict=True)]
     ratio = med_r / med_o
@@ -179,6 +197,12 @@ def report(label: str, t_ours: list[float], t_ref: list[float], rows: int) -> fl
         f"  {label:<34s} ours {med_o * 1e3:8.1f} ms  TA-Lib {med_r * 1e3:8.1f} ms  "
         f"ratio {ratio:5.2f}x (per run {spread(ratios)}, n={len(ratios)})  "
         f"{rows / med_o / 1e6:6.1f} M rows/s"
+    )
+    cpu_o, cpu_r = statistics.median(t_ours.cpu), statistics.median(t_ref.cpu)
+    cpu_ratios = [r / o for o, r in zip(t_ours.cpu, t_ref.cpu, strict=True)]
+    print(
+        f"  {'  CPU time':<34s} ours {cpu_o * 1e3:8.1f} ms  TA-Lib {cpu_r * 1e3:8.1f} ms  "
+        f"ratio {cpu_r / cpu_o:5.2f}x (per run {spread(cpu_ratios)})"
     )
     return ratio
 
@@ -214,10 +238,13 @@ def main() -> None:
     summary["steady full"] = report(f"full default set ({n_cols} cols)", t_full, t_r2, rows)
 
     print("\n2. one call in a fresh process, warm cache (first call only, after imports):")
-    f_o, f_r = [], []
+    f_o, f_r = Times(), Times()
     for i in range(args.fresh):
         for kind in ("kernels", "talib") if i % 2 == 0 else ("talib", "kernels"):
-            (f_o if kind == "kernels" else f_r).append(_fresh(kind, args.symbols, args.bars))
+            times = f_o if kind == "kernels" else f_r
+            wall, cpu = _fresh(kind, args.symbols, args.bars)
+            times.append(wall)
+            times.cpu.append(cpu)
     summary["fresh process"] = report("8 TA-Lib indicators", f_o, f_r, rows)
 
     del frame
@@ -232,14 +259,17 @@ def main() -> None:
         print("\n4. first run, empty numba cache (compile), one fresh process:")
         with tempfile.TemporaryDirectory() as tmp:
             env = {**os.environ, "NUMBA_CACHE_DIR": tmp}
-            cold = _fresh("kernels", 3, 300, env)
-        warm = statistics.median(_fresh("kernels", 3, 300) for _ in range(3))
+            cold = _fresh("kernels", 3, 300, env)[0]
+        warm = statistics.median(_fresh("kernels", 3, 300)[0] for _ in range(3))
         print(
             f"  first call on 3 x 300 bars: empty cache {cold:.2f} s, "
             f"built cache {warm * 1e3:.0f} ms (compile {cold - warm:.1f} s)"
         )
 
-    print("\nsummary (TA-Lib time / ours; targets: steady >= 5, fresh >= 3, 1M-bar >= 1):")
+    print(
+        f"\nsummary (TA-Lib time / ours; targets: steady >= 5, fresh >= 3, 1M-bar >= 1; "
+        f"load average {os.getloadavg()[0]:.2f} at the end):"
+    )
     for k, v in summary.items():
         print(f"  {k:<16s} {v:5.2f}x")
 
