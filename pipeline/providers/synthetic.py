@@ -22,8 +22,10 @@ Some symbols split, some pay quarterly dividends (on the first session on or aft
 91-day anniversary), and some have a trading halt (a run of days without bars). OHLC and
 volume follow Yahoo's convention: split-adjusted; ``adj_close`` also adjusts for dividends.
 
-Everything is numpy over whole years of sessions, no per-bar Python: a path's years are
-computed together, and each intraday level splits all of a request's sessions in one pass.
+Everything is numpy over whole years of sessions, no per-bar Python: the daily paths of many
+symbols (a nightly run asks one new day of thousands) are computed together, all their years
+on one grid of symbols x sessions, their generators seeded in one pass
+(:mod:`.synthetic_seeds`); each intraday level splits all of a request's sessions in one pass.
 This version of the market (calendars from exchange-calendars, year anchors) replaced one with
 hand-written NYSE holidays and a path cumulated from 2000: the same seed gives different
 series.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -43,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from marketlake.pipeline import freshness
-from marketlake.pipeline.providers import synthetic_sessions
+from marketlake.pipeline.providers import synthetic_seeds, synthetic_sessions
 from marketlake.pipeline.providers.base import (
     Capabilities,
     FetchRequest,
@@ -61,6 +63,7 @@ _US_PER_MIN = 60_000_000
 _US_PER_DAY = 1440 * _US_PER_MIN
 _SQRT12 = 12**0.5
 _ANCHOR_YEARS = 400
+_RATIOS = (2.0, 3.0, 4.0)
 
 
 def _h(*parts: object) -> int:
@@ -82,29 +85,44 @@ def calendar_of(symbol: str, instrument: Mapping[str, Any] | None = None) -> str
 
 
 class _Profile:
-    """Per-symbol constants derived from the seed."""
+    """Per-symbol constants derived from the seed. The events' generator is seeded only for
+    a symbol that has one (a split, dividends or a halt): most have none."""
 
-    def __init__(self, seed: int, symbol: str, crypto: bool) -> None:
+    def __init__(
+        self,
+        seed: int,
+        symbol: str,
+        crypto: bool,
+        rng: Callable[[int], np.random.Generator] | None = None,
+    ) -> None:
+        """``rng(key)``: the generator seeded ``[seed, h % 2**32, key]`` (by default a new
+        one; a batch passes its :class:`~.synthetic_seeds.Seeded`)."""
         h = _h(seed, symbol)
         self.h = h
+        if rng is None:
+            rng = lambda key: np.random.default_rng([seed, h % (2**32), key])  # noqa: E731
         self.crypto = crypto
         self.price0 = 20.0 + (h % 28_000) / 100.0 if not crypto else 100.0 + (h % 50_000)
         self.volume0 = 200_000.0 + (h >> 8) % 5_000_000 if not crypto else 50.0 + (h >> 8) % 5_000
-        rng = np.random.default_rng([seed, h % (2**32), 7])
         self.split_date = None
         self.split_ratio = 1.0
-        if h % 4 == 0:
-            self.split_date = ORIGIN + timedelta(days=int(rng.integers(2_000, 9_000)))
-            self.split_ratio = float(rng.choice([2.0, 3.0, 4.0]))
         self.dividend_anchor = None
-        if not crypto and h % 3 == 0:
-            self.dividend_anchor = ORIGIN + timedelta(days=int(rng.integers(10, 80)))
         self.halt_start = None
-        if not crypto and h % 7 == 0:
-            self.halt_start = ORIGIN + timedelta(days=int(rng.integers(3_000, 9_000)))
-        self.halt_days = int(rng.integers(3, 12))
+        self.halt_days = 0  # meaningful only with a halt_start
+        split, dividends, halt = h % 4 == 0, not crypto and h % 3 == 0, not crypto and h % 7 == 0
+        if split or dividends or halt:
+            events = rng(7)
+            if split:
+                self.split_date = ORIGIN + timedelta(days=int(events.integers(2_000, 9_000)))
+                # events.choice([2.0, 3.0, 4.0]), the same draw without building an array
+                self.split_ratio = _RATIOS[int(events.integers(3))]
+            if dividends:
+                self.dividend_anchor = ORIGIN + timedelta(days=int(events.integers(10, 80)))
+            if halt:
+                self.halt_start = ORIGIN + timedelta(days=int(events.integers(3_000, 9_000)))
+                self.halt_days = int(events.integers(3, 12))
         # log price at the start of each year from the origin's (annual returns, one draw)
-        annual = np.random.default_rng([seed, h % (2**32), 11]).standard_normal(_ANCHOR_YEARS)
+        annual = rng(11).standard_normal(_ANCHOR_YEARS)
         scale = 0.45 if crypto else 0.22
         self.anchors = np.log(self.price0) + np.concatenate(
             [[0.0], np.cumsum(0.04 + scale * annual)]
@@ -114,9 +132,38 @@ class _Profile:
         return self.halt_start is not None and 0 <= (d - self.halt_start).days < self.halt_days
 
 
-@lru_cache(maxsize=4096)
+_PROFILES: OrderedDict[tuple, _Profile] = OrderedDict()
+_PROFILES_LOCK = threading.Lock()
+_PROFILES_KEPT = 4096
+
+
 def _profile(seed: int, symbol: str, crypto: bool) -> _Profile:
-    return _Profile(seed, symbol, crypto)
+    return _profiles(seed, [symbol], crypto)[0]
+
+
+def _profiles(seed: int, symbols: Sequence[str], crypto: bool) -> list[_Profile]:
+    """The profiles of ``symbols``; those not kept made together, their generators seeded
+    in one pass; the latest 4096 kept."""
+    with _PROFILES_LOCK:
+        found = [_PROFILES.get((seed, s, crypto)) for s in symbols]
+        for s, p in zip(symbols, found, strict=True):
+            if p is not None:
+                _PROFILES.move_to_end((seed, s, crypto))
+    missing = list(dict.fromkeys(s for s, p in zip(symbols, found, strict=True) if p is None))
+    if not missing:
+        return found
+    hs = [_h(seed, s) % (2**32) for s in missing]
+    seeded = synthetic_seeds.Seeded([seed], [(h, key) for h in hs for key in (7, 11)])
+    made = {
+        s: _Profile(seed, s, crypto, lambda key, i=i: seeded[2 * i + (7, 11).index(key)])
+        for i, s in enumerate(missing)
+    }
+    with _PROFILES_LOCK:
+        for s in missing[-_PROFILES_KEPT:]:
+            _PROFILES[(seed, s, crypto)] = made[s]
+        while len(_PROFILES) > _PROFILES_KEPT:
+            _PROFILES.popitem(last=False)
+    return [p or made[s] for s, p in zip(symbols, found, strict=True)]
 
 
 class SyntheticProvider(Provider):
@@ -145,6 +192,10 @@ class SyntheticProvider(Provider):
         self.seed = int(self.settings.options.get("seed", 42))
 
     # --- daily path -----------------------------------------------------------------------
+    def _first_year(self, start: datetime, now: datetime) -> int:
+        """The first year of the path a range from ``start`` needs (its day before)."""
+        return min(max((start - timedelta(days=1)).year, ORIGIN.year), now.year)
+
     def _path(self, request: FetchRequest, first: date) -> _Path:
         """The daily path from the year of ``first`` through the clock's year (the horizon
         of adjusted closes: they are the same for every range asked)."""
@@ -156,11 +207,29 @@ class SyntheticProvider(Provider):
     def fetch_many(self, requests: Sequence[FetchRequest]) -> list[pl.DataFrame]:
         """Daily bars of many symbols built as one frame and answered as its slices, in
         order: the rows :meth:`fetch` gives each request, without a frame built per symbol
-        (a nightly run asks one new day of thousands). Other requests: one by one."""
+        (a nightly run asks one new day of thousands), the paths of the symbols sharing a
+        calendar and a first year built together. Other requests: one by one."""
         if any(r.kind != "ohlcv" or r.timeframe != "1D" for r in requests) or not requests:
             return super().fetch_many(requests)
         now = self.clock()
-        parts = [self._daily(r, now) for r in requests]
+        groups: dict[tuple[bool, str, int], list[str]] = {}
+        wanted: list[tuple[bool, str, int] | None] = []
+        for r in requests:
+            if min(r.end, now) <= r.start:
+                wanted.append(None)
+                continue
+            crypto = is_crypto(r.symbol, r.instrument)
+            key = (crypto, calendar_of(r.symbol, r.instrument), self._first_year(r.start, now))
+            groups.setdefault(key, []).append(r.symbol)
+            wanted.append(key)
+        paths = {
+            key: dict(zip(symbols, _daily_paths(self.seed, symbols, *key, now.year), strict=True))
+            for key, symbols in groups.items()
+        }
+        parts = [
+            self._daily(r, now, None if key is None else paths[key][r.symbol])
+            for r, key in zip(requests, wanted, strict=True)
+        ]
         lengths = np.array([len(p[0]) for p in parts], dtype=np.int64)
         cols = [np.concatenate([p[i] for p in parts]) for i in range(8)]
         symbols = pl.Series("symbol", [r.symbol for r in requests], pl.String)
@@ -170,13 +239,16 @@ class SyntheticProvider(Provider):
         starts = np.cumsum(lengths) - lengths
         return [whole.slice(int(a), int(n)) for a, n in zip(starts, lengths, strict=True)]
 
-    def _daily(self, request: FetchRequest, now: datetime) -> tuple[np.ndarray, ...]:
+    def _daily(
+        self, request: FetchRequest, now: datetime, path: _Path | None = None
+    ) -> tuple[np.ndarray, ...]:
         """The daily bars of ``request`` as arrays: ts, open, high, low, close, volume,
-        adj_close and is_final."""
+        adj_close and is_final (from ``path`` when given)."""
         end = min(request.end, now)
         if end <= request.start:
             return (np.empty(0, np.int64), *[np.empty(0)] * 6, np.empty(0, bool))
-        path = self._path(request, (request.start - timedelta(days=1)).date())
+        if path is None:
+            path = self._path(request, (request.start - timedelta(days=1)).date())
         lo, hi = np.searchsorted(path.midnight, [_micros(request.start), _micros(end)], "left")
         final = path.opens[lo:hi] + path.minutes[lo:hi] * _US_PER_MIN <= _micros(now)
         return (path.midnight[lo:hi], *path.values[:6, lo:hi], final)
@@ -503,167 +575,289 @@ def _refine(
 
 class _Days(NamedTuple):
     """The days of a year on which a calendar's prices move (every weekday and session):
-    their ``doy`` (day of the year), ``quarter`` and ``traded`` flag, and ``pos``, the
-    calendar index of each traded one."""
+    their ``doy`` (day of the year), ``quarter`` and ``traded`` flag."""
 
     doy: np.ndarray
     quarter: np.ndarray
     traded: np.ndarray
-    pos: np.ndarray
 
 
 @lru_cache(maxsize=1024)
-def _days(calendar: str, last_year: int, year: int, halt: tuple[date, int] | None) -> _Days:
-    """:class:`_Days` of ``year`` (shared by every symbol of the calendar; a halt, the days
-    it covers, are neither traded nor moving)."""
+def _days(calendar: str, last_year: int, year: int) -> _Days:
+    """:class:`_Days` of ``year``, shared by every symbol of the calendar."""
     cal = sessions(calendar, last_year)
     origin = np.datetime64(ORIGIN, "D")
     first = max(np.datetime64(f"{year}-01-01"), origin)
     a = int((first - origin).astype(np.int64))
     b = int((np.datetime64(f"{year + 1}-01-01") - origin).astype(np.int64))
     days = first + np.arange(b - a)
-    traded = cal.traded[a:b].copy()
+    traded = cal.traded[a:b]
     latent = traded | (((days.astype(np.int64) + 3) % 7) < 5)  # 1970-01-01: a Thursday
-    if halt is not None:
-        age = (days - np.datetime64(halt[0], "D")).astype(np.int64)
-        halted = (age >= 0) & (age < halt[1])
-        latent &= ~halted
-        traded &= ~halted
     idx = np.flatnonzero(latent)
     doy = (days[idx] - np.datetime64(f"{year}-01-01")).astype(np.int64)
     quarter = (days[idx].astype("datetime64[M]").astype(np.int64) % 12) // 3
-    on = traded[idx]
-    return _Days(doy, quarter, on, np.searchsorted(cal.day, days[idx][on]))
+    return _Days(doy, quarter, traded[idx])
 
 
-def _years(seed: int, p: _Profile, calendar: str, first_year: int, last_year: int) -> tuple:
-    """The sessions of ``first_year`` through ``last_year`` (indices into the calendar) with
-    their log close, the log price before them (the previous day's), and their gap, wick and
-    volume draws. Each year is a random walk of its own draws (one block per year) over the
-    days prices move, bridged between the year's anchor and the next; all years computed in
-    one pass (a year's walk is a cumulative sum along its row of a years x 366 grid)."""
+class _Walks(NamedTuple):
+    """The daily log prices of a batch of symbols over the sessions of a calendar's years,
+    one row per symbol and one column per session (``live``: which of them the symbol
+    trades, None when every symbol trades them all): the log close, the log price before
+    it (the previous moving day's), and the gap, wick and volume draws."""
+
+    lclose: np.ndarray
+    lbefore: np.ndarray
+    gaps: np.ndarray
+    hix: np.ndarray
+    lox: np.ndarray
+    volm: np.ndarray
+    live: np.ndarray | None
+
+
+def _years(
+    seed: int, ps: Sequence[_Profile], calendar: str, first_year: int, last_year: int
+) -> _Walks:
+    """:class:`_Walks` of the symbols of ``ps`` (all crypto or none) over the sessions of
+    ``first_year`` through ``last_year``. Each symbol's year is a random walk of its own
+    draws (one block per symbol and year) over the days prices move, bridged between the
+    year's anchor and the next. All symbols and years are computed together, on a grid of
+    symbols x the days the calendar's prices move: a symbol's halted days are in the grid
+    but add nothing to its walk (adding zero changes no sum), so its values are those of a
+    walk over its own days."""
     years = range(first_year, last_year + 1)
-    halt = p.halt_start
-    ds = [
-        _days(
-            calendar,
-            last_year,
-            y,
-            (halt, p.halt_days) if halt is not None and halt.year <= y <= halt.year + 1 else None,
-        )
-        for y in years
-    ]
-    z = np.empty((len(years), 5, 366))
-    regime_vol = np.empty((len(years), 4))
-    regime_drift = np.empty((len(years), 4))
-    for i, y in enumerate(years):
-        rng = np.random.default_rng([seed, p.h % (2**32), y])
-        z[i] = rng.standard_normal((5, 366))
-        regime_vol[i] = rng.uniform(0.006, 0.03, 4)
-        regime_drift[i] = rng.uniform(-0.0013, 0.0015, 4)
-    regime_vol *= 1.6 if p.crypto else 1.0
+    n_sym, n_years = len(ps), len(years)
+    ds = [_days(calendar, last_year, y) for y in years]
     n = np.array([len(d.doy) for d in ds])
     ends = np.cumsum(n)
-    row = np.repeat(np.arange(len(years)), n)
-    doy, quarter, on = (np.concatenate(x) for x in zip(*(d[:3] for d in ds), strict=True))
-    vol = regime_vol[row, quarter]
-    grid = np.zeros((len(years), 366))
-    grid[row, doy] = regime_drift[row, quarter] + vol * z[row, 0, doy]
-    walk = np.cumsum(grid, axis=1)[row, doy]
+    starts = ends - n
+    yr = np.repeat(np.arange(n_years), n)
+    doy, quarter, on = (np.concatenate(x) for x in zip(*ds, strict=True))
+    z = np.empty((n_sym, n_years, 5, 366))
+    regime_vol = np.empty((n_sym, n_years, 4))
+    regime_drift = np.empty((n_sym, n_years, 4))
+    seeded = synthetic_seeds.Seeded([seed], [(p.h % (2**32), y) for p in ps for y in years])
+    for s in range(n_sym):
+        for i in range(n_years):
+            rng = seeded[s * n_years + i]
+            rng.standard_normal(out=z[s, i])
+            regime_vol[s, i] = rng.uniform(0.006, 0.03, 4)
+            regime_drift[s, i] = rng.uniform(-0.0013, 0.0015, 4)
+    if ps and ps[0].crypto:
+        regime_vol *= 1.6
+    live = _live(ps, np.asarray([np.datetime64(f"{y}-01-01") for y in years])[yr] + doy)
+    vol = regime_vol[:, yr, quarter]
+    walk = regime_drift[:, yr, quarter] + vol * z[:, yr, 0, doy]
+    if live is not None:
+        walk[~live] = 0.0
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        np.cumsum(walk[:, a:b], axis=1, out=walk[:, a:b])
     # bridged between each year's anchor and the next: its last moving day ends on it
-    y = np.asarray(years) - ORIGIN.year
-    a0, a1 = p.anchors[y], p.anchors[y + 1]
-    slope = (walk[ends - 1] - (a1 - a0)) / n
-    k = np.arange(1, len(walk) + 1) - np.repeat(ends - n, n)
-    lp = walk - k * slope[row] + a0[row]
+    first = first_year - ORIGIN.year
+    anchors = np.stack([p.anchors[first : first + n_years + 1] for p in ps])
+    a0, a1 = anchors[:, :-1], anchors[:, 1:]
+    if live is None:
+        k = np.arange(1, len(yr) + 1) - np.repeat(starts, n)
+        moving = n
+    else:
+        k = live.astype(np.int64)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            np.cumsum(k[:, a:b], axis=1, out=k[:, a:b])
+        moving = k[:, ends - 1]
+    slope = (walk[:, ends - 1] - (a1 - a0)) / moving
+    lp = walk - k * slope[:, yr] + a0[:, yr]
+    # the price before a day: the previous day's (a halted day keeps the price of the day
+    # before it, its walk and count of moving days unchanged), the anchor on a year's first
     before = np.empty_like(lp)
-    before[1:] = lp[:-1]
-    before[ends - n] = a0
-    pos = np.concatenate([d.pos for d in ds])
-    v = vol[on]
-    zs = z[row[on], 1:, doy[on]].T
+    before[:, 1:] = lp[:, :-1]
+    before[:, starts] = a0
+    t = np.flatnonzero(on)
+    v = vol[:, t]
+    zs = [z[:, yr[t], j, doy[t]] for j in range(1, 5)]
     gaps = v * 0.35 * zs[0] * np.where(np.abs(zs[3]) > 2.3, 3.0, 1.0)
-    wick = np.abs(zs[1:3]) * (v * 0.6)
-    return pos, lp[on], before[on], gaps, wick[0], wick[1], 0.35 * zs[3]
+    wick = v * 0.6
+    return _Walks(
+        lp[:, t],
+        before[:, t],
+        gaps,
+        np.abs(zs[1]) * wick,
+        np.abs(zs[2]) * wick,
+        0.35 * zs[3],
+        None if live is None else live[:, t],
+    )
+
+
+def _live(ps: Sequence[_Profile], days: np.ndarray) -> np.ndarray | None:
+    """Which of ``days`` each symbol of ``ps`` is not halted on (None: no halt among them)."""
+    halts = [
+        (s, np.datetime64(p.halt_start, "D"), p.halt_days)
+        for s, p in enumerate(ps)
+        if p.halt_start is not None
+    ]
+    if not halts or not len(days):
+        return None
+    rows, start, length = (np.asarray(x) for x in zip(*halts, strict=True))
+    age = (days[None, :] - start[:, None]).astype(np.int64)
+    halted = (age >= 0) & (age < length[:, None])
+    hit = halted.any(axis=1)
+    if not hit.any():
+        return None
+    live = np.ones((len(ps), len(days)), dtype=bool)
+    live[rows[hit]] = ~halted[hit]
+    return live
 
 
 _PATHS: OrderedDict[tuple, _Path] = OrderedDict()
 _PATHS_LOCK = threading.Lock()
+_PATHS_KEPT = 512
+_BATCH_YEARS = 512  # symbol-years built together (their draws: 15 KB each)
 
 
 def _daily_path(
     seed: int, symbol: str, crypto: bool, calendar: str, first_year: int, last_year: int
 ) -> _Path:
-    """The path from ``first_year`` (or earlier: a path already built from an earlier year
-    is reused, its values are the same) through ``last_year``; the 512 latest kept."""
-    key = (seed, symbol, crypto, calendar, last_year)
+    """The path of ``symbol`` (:func:`_daily_paths`)."""
+    return _daily_paths(seed, [symbol], crypto, calendar, first_year, last_year)[0]
+
+
+def _daily_paths(
+    seed: int,
+    symbols: Sequence[str],
+    crypto: bool,
+    calendar: str,
+    first_year: int,
+    last_year: int,
+) -> list[_Path]:
+    """The paths of ``symbols`` from ``first_year`` (or earlier: a path already built from
+    an earlier year is reused, its values are the same) through ``last_year``; those not
+    kept built together, in batches; the latest 512 kept."""
+    keys = [(seed, s, crypto, calendar, last_year) for s in symbols]
     with _PATHS_LOCK:
-        path = _PATHS.get(key)
-        if path is not None and path.first_year <= first_year:
+        found = [_PATHS.get(k) for k in keys]
+        for k, path in zip(keys, found, strict=True):
+            if path is not None and path.first_year <= first_year:
+                _PATHS.move_to_end(k)
+    missing = list(
+        dict.fromkeys(
+            s
+            for s, path in zip(symbols, found, strict=True)
+            if path is None or path.first_year > first_year
+        )
+    )
+    if not missing:
+        return found
+    batch = max(1, _BATCH_YEARS // (last_year - first_year + 1))
+    built: dict[str, _Path] = {}
+    for i in range(0, len(missing), batch):
+        part = missing[i : i + batch]
+        paths = _build_paths(seed, part, crypto, calendar, first_year, last_year)
+        built.update(zip(part, paths, strict=True))
+    with _PATHS_LOCK:
+        for s in missing[-_PATHS_KEPT:]:
+            key = (seed, s, crypto, calendar, last_year)
+            _PATHS[key] = built[s]
             _PATHS.move_to_end(key)
-            return path
-    path = _build_path(seed, symbol, crypto, calendar, first_year, last_year)
-    with _PATHS_LOCK:
-        _PATHS[key] = path
-        _PATHS.move_to_end(key)
-        while len(_PATHS) > 512:
+        while len(_PATHS) > _PATHS_KEPT:
             _PATHS.popitem(last=False)
-    return path
+    return [built.get(s) or path for s, path in zip(symbols, found, strict=True)]
 
 
-def _build_path(
-    seed: int, symbol: str, crypto: bool, calendar: str, first_year: int, last_year: int
-) -> _Path:
-    """The sessions of ``calendar`` from ``first_year`` through ``last_year``: a block of
-    draws per year, each bridged between fixed anchors, so no year depends on another."""
-    p = _profile(seed, symbol, crypto)
+def _build_paths(
+    seed: int,
+    symbols: Sequence[str],
+    crypto: bool,
+    calendar: str,
+    first_year: int,
+    last_year: int,
+) -> list[_Path]:
+    """The paths of ``symbols`` over the sessions of ``calendar`` from ``first_year``
+    through ``last_year``: a block of draws per symbol and year, each year bridged between
+    fixed anchors, so no year depends on another; computed together on a grid of symbols x
+    sessions (a symbol's halted sessions dropped in the end)."""
+    ps = _profiles(seed, symbols, crypto)
     cal = sessions(calendar, last_year)
-    pos, lclose, lbefore, gaps, hix, lox, volm = _years(seed, p, calendar, first_year, last_year)
-    darr = cal.day[pos]
-    close = np.exp(lclose)
-    before = np.exp(lbefore)
-    open_ = before * np.exp(gaps)
-    high = np.maximum(open_, close) * np.exp(hix)
-    low = np.minimum(open_, close) * np.exp(-lox)
-    volume = p.volume0 * np.exp(volm)
-    if p.split_date is not None:
-        volume = np.where(darr < np.datetime64(p.split_date), volume * p.split_ratio, volume)
+    w = _years(seed, ps, calendar, first_year, last_year)
+    c0 = int(np.searchsorted(cal.day, np.datetime64(f"{first_year}-01-01")))
+    c1 = c0 + w.lclose.shape[1]
+    darr = cal.day[c0:c1]
+    close = np.exp(w.lclose)
+    before = np.exp(w.lbefore)
+    open_ = before * np.exp(w.gaps)
+    high = np.maximum(open_, close) * np.exp(w.hix)
+    low = np.minimum(open_, close) * np.exp(-w.lox)
+    volume = np.array([p.volume0 for p in ps])[:, None] * np.exp(w.volm)
+    split = [s for s, p in enumerate(ps) if p.split_date is not None]
+    if split:
+        on = np.array([np.datetime64(ps[s].split_date, "D") for s in split])
+        ratio = np.array([ps[s].split_ratio for s in split])
+        part = volume[split]
+        volume[split] = np.where(darr[None, :] < on[:, None], part * ratio[:, None], part)
     if not crypto:
         volume = np.round(volume)
-    dividend = np.zeros(len(darr))
-    if p.dividend_anchor is not None and len(darr):
-        # the first session on or after each 91-day anniversary of the anchor; the session
-        # before the first one comes from the calendar (no values needed)
-        anchor = np.datetime64(p.dividend_anchor, "D")
-        prior = int(pos[0]) - 1
-        while prior >= 0 and p.halted(cal.day[prior].astype(date)):
-            prior -= 1
-        prev_day = cal.day[prior] if prior >= 0 else np.datetime64(ORIGIN, "D") - 1
-        days = np.concatenate([[prev_day], darr])
-        age = (days - anchor).astype(np.int64)
-        n = np.where(age >= 0, age // 91, -1)
-        paid = np.diff(n) != 0
-        dividend = np.where(paid, np.round(before * 0.005, 4), 0.0)
-    # back-adjust closes for dividends (Yahoo's multiplicative method)
-    factor = np.where(dividend > 0, 1.0 - dividend / before, 1.0)
-    adj = np.cumprod(factor[::-1])[::-1]
-    adj = np.concatenate([adj[1:], [1.0]])
-    values = np.stack([open_, high, low, close, volume, close * adj, dividend])
-    values.setflags(write=False)
-    return _Path(
-        darr,
-        darr.astype("datetime64[us]").astype(np.int64),
-        cal.opens[pos],
-        cal.minutes[pos],
-        int(cal.minutes.max()),
-        values,
-        first_year,
-    )
+    adj_close = close.copy()
+    dividend = np.zeros_like(close)
+    paying = [s for s, p in enumerate(ps) if p.dividend_anchor is not None]
+    if paying and len(darr):
+        # the first session on or after each 91-day anniversary of the anchor: the sessions
+        # whose count of anniversaries differs from the previous session's the symbol trades
+        anchor = np.array([np.datetime64(ps[s].dividend_anchor, "D") for s in paying])
+        prev_day = np.array([_session_before(cal, ps[s], c0) for s in paying])
+        days = np.concatenate([prev_day[:, None], np.broadcast_to(darr, (len(paying), c1 - c0))], 1)
+        age = (days - anchor[:, None]).astype(np.int64)
+        count = np.where(age >= 0, age // 91, -1)
+        live = None if w.live is None else w.live[paying]
+        if live is not None:  # a halted session counts for nothing (counts only grow)
+            count[:, 1:] = np.where(live, count[:, 1:], -2)
+        prev = np.maximum.accumulate(count, axis=1)[:, :-1]
+        paid = count[:, 1:] != prev
+        if live is not None:
+            paid &= live
+        b = before[paying]
+        div = np.where(paid, np.round(b * 0.005, 4), 0.0)
+        dividend[paying] = div
+        # back-adjust closes for dividends (Yahoo's multiplicative method)
+        factor = np.where(div > 0, 1.0 - div / b, 1.0)
+        adj = np.ones_like(factor)
+        adj[:, :-1] = np.cumprod(factor[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        adj_close[paying] = close[paying] * adj
+    values = np.stack([open_, high, low, close, volume, adj_close, dividend], axis=1)
+    midnight = darr.astype("datetime64[us]").astype(np.int64)
+    opens, minutes = cal.opens[c0:c1], cal.minutes[c0:c1]
+    midnight.setflags(write=False)
+    widest = int(cal.minutes.max())
+    out = []
+    for s in range(len(ps)):
+        keep = None if w.live is None or w.live[s].all() else w.live[s]
+        if keep is None:
+            path = _Path(darr, midnight, opens, minutes, widest, values[s].copy(), first_year)
+        else:
+            path = _Path(
+                darr[keep],
+                midnight[keep],
+                opens[keep],
+                minutes[keep],
+                widest,
+                values[s][:, keep],
+                first_year,
+            )
+        path.values.setflags(write=False)
+        out.append(path)
+    return out
+
+
+def _session_before(cal: synthetic_sessions.Sessions, p: _Profile, c0: int) -> np.datetime64:
+    """The last session before session ``c0`` that ``p``'s symbol traded (the day before
+    the origin if none)."""
+    prior = c0 - 1
+    if prior >= 0 and p.halted(cal.day[prior].astype(date)):
+        prior = int(np.searchsorted(cal.day, np.datetime64(p.halt_start, "D"))) - 1
+    return cal.day[prior] if prior >= 0 else np.datetime64(ORIGIN, "D") - 1
 
 
 def clear_caches() -> None:
-    """Forget every built path and calendar (benchmarks measure cold generation)."""
+    """Forget every built path, profile and calendar (benchmarks measure cold generation)."""
     with _PATHS_LOCK:
         _PATHS.clear()
+    with _PROFILES_LOCK:
+        _PROFILES.clear()
     _days.cache_clear()
     synthetic_sessions.clear()
