@@ -42,6 +42,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import marketlake  # noqa: F401 -- before polars: its allocator setting (marketlake/__init__.py)
+
+# isort: split
 import numpy as np
 import polars as pl
 

@@ -25,6 +25,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import marketlake  # noqa: F401 -- before polars: its allocator setting (marketlake/__init__.py)
+
+# isort: split
 import numpy as np
 import polars as pl
 

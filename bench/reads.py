@@ -20,6 +20,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import marketlake  # noqa: F401 -- before polars: its allocator setting (marketlake/__init__.py)
+
+# isort: split
 import duckdb
 import polars as pl
 

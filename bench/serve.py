@@ -33,6 +33,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import marketlake  # noqa: F401 -- before polars: its allocator setting (marketlake/__init__.py)
+
+# isort: split
 import httpx
 import polars as pl
 
