@@ -339,8 +339,7 @@ def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
     sorted symbols (gathering codes is far cheaper than gathering strings)."""
     if bars.height == 0:
         return bars.with_columns(pl.col("symbol").cast(pl.String))
-    names = bars.get_column("symbol").unique().cast(pl.String).sort()
-    bars = bars.with_columns(pl.col("symbol").cast(pl.Enum(names)))
+    bars = symbol_enum(bars)
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").to_physical().to_numpy()
     order = _key_order(codes, ts)
@@ -348,6 +347,13 @@ def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
     # tenth of the speed
     bars = bars.rechunk()
     return bars if order is None else bars[order]
+
+
+def symbol_enum(bars: pl.DataFrame) -> pl.DataFrame:
+    """``bars`` with ``symbol`` (String or Categorical) as an Enum of its sorted names: sorts,
+    gathers and splits into series then work on integer codes in the symbols' order."""
+    names = bars.get_column("symbol").unique().cast(pl.String).sort()
+    return bars.with_columns(pl.col("symbol").cast(pl.Enum(names)))
 
 
 def _key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
