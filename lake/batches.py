@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
@@ -36,6 +35,8 @@ def iter_batches(
     """Every row of ``dt`` (at its version) in batches of at most ``batch_rows`` rows, with
     the partition columns (``columns`` only, when given). A file written before a column was
     added lacks it: callers cast by name (:func:`conform`)."""
+    import pyarrow.dataset as pds  # imports pandas: only when a whole table is streamed
+
     with lake_errors("read", name):
         dataset = dt.to_pyarrow_dataset()
         schema = dataset.schema

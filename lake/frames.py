@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -149,7 +150,11 @@ def file_stats(meta: pq.FileMetaData) -> str:
         known = [s for s in chunks if s.has_min_max]
         if c not in STATS_COLUMNS or not known:
             continue
-        lo, hi = min(s.min for s in known), max(s.max for s in known)
+        if pa.types.is_timestamp(t):  # from the raw integers: pyarrow's datetimes import pandas
+            lo = _instant(min(s.min_raw for s in known), t.unit)
+            hi = _instant(max(s.max_raw for s in known), t.unit)
+        else:
+            lo, hi = min(s.min for s in known), max(s.max for s in known)
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             if len(hi) < 32:
                 mins[c], maxs[c] = lo, hi
@@ -164,3 +169,14 @@ def file_stats(meta: pq.FileMetaData) -> str:
     return json.dumps(
         {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PER_MICRO = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+def _instant(raw: int, unit: str) -> datetime:
+    """A parquet timestamp statistic (an integer count of ``unit`` since the epoch) as a UTC
+    datetime, nanoseconds dropped."""
+    micros = raw // 1000 if unit == "ns" else raw * _PER_MICRO[unit]
+    return _EPOCH + timedelta(microseconds=micros)

@@ -31,7 +31,6 @@ from marketlake.lake.verified import damaged
 from marketlake.lake.writes import (
     commit_swap,
     literal,
-    live_files,
     remove_files,
     write_partitioned,
 )
@@ -73,9 +72,10 @@ def candidates(
 ) -> list[dict[str, Any]]:
     """Add actions (flattened) of the files whose partition values are in ``scope`` (per
     partition column) and whose key statistics overlap ``ranges`` (per key column)."""
+    # the log's actions through polars: pyarrow's ``table`` and its datetimes import pandas
     return [
         f
-        for f in live_files(dt)
+        for f in pl.DataFrame(dt.get_add_actions(flatten=True)).to_dicts()
         if all(f.get(f"partition.{p}") in values for p, values in scope.items())
         and not any(
             _outside(f.get(f"min.{k}"), f.get(f"max.{k}"), lo, hi) for k, (lo, hi) in ranges.items()
@@ -105,7 +105,8 @@ def read_file(
     key = f"{tdef.name}/{rel}"
     try:
         source = location.path / key if location.is_local else pa.BufferReader(location.get(key))
-        data = pq.read_table(source, page_checksum_verification=True)
+        # one file: ParquetFile, as read_table builds a dataset (importing pandas)
+        data = pq.ParquetFile(source, page_checksum_verification=True).read()
     except (OSError, pa.ArrowException) as exc:
         raise damaged(tdef.name, rel, exc) from exc
     frame = pl.from_arrow(data)

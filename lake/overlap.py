@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from deltalake import DeltaTable
 
 from marketlake.lake.tables import TableDef, period_of_code, single_timeframe, with_period_code
@@ -38,7 +37,7 @@ def suspects(
         return set()
     if not {"symbol", "ts"} <= set(frame.columns) or "ts" not in tdef.schema.names:
         return None
-    files = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
+    files = pl.DataFrame(dt.get_add_actions(flatten=True))  # pa.table would import pandas
     if files.is_empty():
         return set()
     need = ["min.symbol", "max.symbol", "min.ts", "max.ts"]

@@ -428,7 +428,7 @@ class Lake:
                 ending_version=ending_version,
                 allow_out_of_range=True,
             )
-            return merges.net_changes(pl.from_arrow(pa.table(reader)))
+            return merges.net_changes(pl.DataFrame(reader))  # pa.table imports pandas
 
     def history(self, name: str, limit: int | None = None) -> list[dict]:
         dt = self._open(name)

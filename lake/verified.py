@@ -2,23 +2,23 @@
 the file, never wrong numbers.
 
 polars' and DuckDB's parquet readers do not check page CRCs, pyarrow's does
-(``page_checksum_verification``). So the lake's reads go through a pyarrow dataset over
-exactly the snapshot's files with verification on, handed to polars (projection and
-predicates pushed down to pyarrow) or registered with DuckDB. Files written without
-checksums (none of ours; older files) are read unchecked, as pyarrow does.
+(``page_checksum_verification``). So the lake's reads go through pyarrow over exactly the
+snapshot's files with verification on: a local table of plain parquet files is scanned with
+``pyarrow.parquet`` alone (:mod:`.local_reads`); otherwise, and for DuckDB, a pyarrow dataset
+is built (``pyarrow.dataset`` is imported only then: it imports pandas), handed to polars
+(projection and predicates pushed down to pyarrow) or registered with DuckDB. Files written
+without checksums (none of ours; older files) are read unchecked, as pyarrow does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as pds
-import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
 from marketlake.errors import LakeCorruptError, LakeError
@@ -26,9 +26,10 @@ from marketlake.lake._errors import _DAMAGE, first_line
 from marketlake.lake.location import LakeLocation, storage_errors
 from marketlake.lake.writes import CHECKSUM_MARK
 
-_STATS = ("symbol", "ts")  # the key columns reads filter on
-SCAN_OPTIONS = pds.ParquetFragmentScanOptions(pre_buffer=True, page_checksum_verification=True)
-FORMAT = pds.ParquetFileFormat(default_fragment_scan_options=SCAN_OPTIONS)
+if TYPE_CHECKING:
+    import pyarrow.dataset as pds
+
+STATS = ("symbol", "ts")  # the key columns reads filter on
 CODES = pa.int32()  # the index type of string columns read as dictionaries
 
 
@@ -45,6 +46,9 @@ def dataset(
     on that column skip the file.) A local table's fragments are made from the log's paths
     directly: delta-rs' dataset would build partition expressions for every file only for
     them to be replaced here."""
+    import pyarrow.dataset as pds
+    import pyarrow.fs as pafs
+
     adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
     if location.is_local and _readable(dt):  # pyarrow's own file system: no Python reads
         fs = pafs.SubTreeFileSystem(str(location.path / name), pafs.LocalFileSystem())
@@ -55,15 +59,14 @@ def dataset(
         schema, fs = base.schema, base.filesystem
         paths = [f.path for f in base.get_fragments()]
     guarantees = _guarantees(adds, dt.metadata().partition_columns, schema)
-    fmt = FORMAT
-    if dictionary:
-        fmt = pds.ParquetFileFormat(
-            read_options=pds.ParquetReadOptions(dictionary_columns=set(dictionary)),
-            default_fragment_scan_options=SCAN_OPTIONS,
-        )
-        for c in dictionary:
-            i = schema.get_field_index(c)
-            schema = schema.set(i, schema.field(i).with_type(pa.dictionary(CODES, pa.string())))
+    options = pds.ParquetFragmentScanOptions(pre_buffer=True, page_checksum_verification=True)
+    fmt = pds.ParquetFileFormat(
+        read_options=pds.ParquetReadOptions(dictionary_columns=set(dictionary)),
+        default_fragment_scan_options=options,
+    )
+    for c in dictionary:
+        i = schema.get_field_index(c)
+        schema = schema.set(i, schema.field(i).with_type(pa.dictionary(CODES, pa.string())))
     fragments = [
         fmt.make_fragment(
             p,
@@ -86,6 +89,8 @@ def _readable(dt: DeltaTable) -> bool:
 def _guarantees(
     adds: list[dict[str, Any]], parts: list[str], schema: pa.Schema
 ) -> dict[str, pds.Expression]:
+    import pyarrow.dataset as pds
+
     out: dict[str, pds.Expression] = {}
     for f in adds:
         terms = []
@@ -95,7 +100,7 @@ def _guarantees(
             terms.append(
                 field.is_null() if v is None else field == pa.scalar(v, schema.field(p).type)
             )
-        for c in _STATS:
+        for c in STATS:
             lo, hi, nulls = f.get(f"min.{c}"), f.get(f"max.{c}"), f.get(f"null_count.{c}")
             if c not in schema.names or lo is None or hi is None or nulls != 0:
                 continue
@@ -114,7 +119,9 @@ def _guarantees(
     return out
 
 
-def _failed(name: str, path: str, exc: BaseException) -> LakeError:
+def failed(name: str, path: str, exc: BaseException) -> LakeError:
+    """The error for ``exc`` raised reading data file ``path`` of table ``name``: damage
+    (checksum, truncation...) is a :class:`LakeCorruptError`, anything else a LakeError."""
     if _DAMAGE.search(str(exc)):
         return damaged(name, path, exc)
     rel = unquote(path.lstrip("/"))
@@ -161,7 +168,7 @@ class Checked:
                     table = frag.to_table(schema=self.schema).filter(filter)
                     yield from (table if columns is None else table.select(columns)).to_batches()
             except (OSError, pa.ArrowException) as exc:
-                raise _failed(self.name, frag.path, exc) from exc
+                raise failed(self.name, frag.path, exc) from exc
 
     def to_table(self, **kw: Any) -> pa.Table:
         return pa.Table.from_batches(list(self.to_batches(**kw)), schema=_projected(self, kw))
@@ -191,12 +198,17 @@ def scan(
     location: LakeLocation, name: str, dt: DeltaTable, dictionary: tuple[str, ...] = ()
 ) -> pl.LazyFrame:
     """A lazy polars scan of the snapshot that verifies page CRCs as it reads (the string
-    columns ``dictionary`` as Categorical: see :func:`dataset`)."""
+    columns ``dictionary`` as Categorical: see :func:`dataset`): with ``pyarrow.parquet``
+    alone for a local table of plain parquet files, else through a pyarrow dataset."""
+    if location.is_local and _readable(dt):
+        from marketlake.lake import local_reads
+
+        return local_reads.scan(location.path / name, name, dt, dictionary)
     checked = Checked(name, dataset(location, name, dt, dictionary))
     return pl.scan_pyarrow_dataset(checked, batch_size=1 << 20)  # type: ignore[arg-type]
 
 
-__all__ = ["Checked", "FORMAT", "dataset", "damaged", "find_damage", "open_file", "scan"]
+__all__ = ["Checked", "dataset", "damaged", "failed", "find_damage", "open_file", "scan"]
 
 
 MISSING = "file is missing"

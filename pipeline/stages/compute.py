@@ -23,7 +23,6 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as pds
 
 from marketlake.errors import ConfigError, LakeCorruptError, LakeError
 from marketlake.lake.store import PUSHED_SYMBOLS, Lake
@@ -272,6 +271,8 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
     each compared with the rows of ``new`` it keys to (found by each symbol run's first ts),
     so no table of stored rows is built (on a no-change re-run memory stays flat); stops at
     the first difference, and at once when a computed column is not stored yet."""
+    import pyarrow.dataset as pds
+
     from marketlake.kernels.adapter import _runs, _timestamps
     from marketlake.kernels.driver import run_gather_index, same_runs
 
@@ -543,13 +544,13 @@ def _timeframe_rows(lake: Lake, tf: str) -> int | None:
     dt = lake.table("ohlcv")
     if dt is None:
         return 0
-    files = pa.table(dt.get_add_actions(flatten=True))
-    if "num_records" not in files.column_names or "partition.timeframe" not in files.column_names:
+    files = pl.DataFrame(dt.get_add_actions(flatten=True))  # pa.table would import pandas
+    if "num_records" not in files.columns or "partition.timeframe" not in files.columns:
         return None
     total = 0
     for n, t in zip(
-        files.column("num_records").to_pylist(),
-        files.column("partition.timeframe").to_pylist(),
+        files.get_column("num_records").to_list(),
+        files.get_column("partition.timeframe").to_list(),
         strict=True,
     ):
         if t == tf:

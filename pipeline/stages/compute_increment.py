@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.lake.tables import with_period
@@ -326,7 +325,7 @@ def _stored_rows(lake: Lake, version: int, tf: str) -> int:
     dt = lake.table("ohlcv", version)
     if dt is None:
         return 0
-    files = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
+    files = pl.DataFrame(dt.get_add_actions(flatten=True))  # pa.table would import pandas
     if "partition.timeframe" not in files.columns or "num_records" not in files.columns:
         return READ_ROWS + 1  # cannot tell: read in batches
     return int(

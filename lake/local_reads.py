@@ -1,0 +1,285 @@
+"""Verified reads of a local table's snapshot on ``pyarrow.parquet`` alone: a lazy polars scan
+over exactly the snapshot's data files, each read with its page checksums verified.
+
+``pyarrow.dataset`` imports pandas (half a second or more of a fresh process), so it is left
+to what needs it (:mod:`.verified`: object stores, DuckDB, tables whose protocol asks more of
+a reader than plain parquet files). Files are pruned from the Delta log before any is opened:
+the predicate polars pushes into the scan is read for the conjunction of simple terms it holds
+(a column compared with a constant: ``==``, ``<``, ``<=``, ``>``, ``>=``, ``is_in``,
+``is_between``), and a file whose partition values or key statistics (the min/max of
+``symbol`` and ``ts``, without nulls) exclude one of them is skipped. What is read is filtered
+by polars itself with the whole predicate, so the rows returned never depend on the pruning.
+The lake writes a partition's rows as one row group per file, so pruning stops at files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+from marketlake.lake.verified import STATS, failed
+
+# comparison operators of polars' expression tree, and each one with its operands swapped
+_SWAPPED = {"Eq": "Eq", "Lt": "Gt", "LtEq": "GtEq", "Gt": "Lt", "GtEq": "LtEq"}
+_AND = ("And", "LogicalAnd")
+_ROWS = "__rows"  # the placeholder column of a read that needs no stored column
+
+Term = tuple[str, str, Any]  # (column, operator or "in", constant or sorted constants)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One data file of a snapshot: its path under the table, its partition values (typed)
+    and the [min, max] the log proves for some columns (partition values included)."""
+
+    path: str
+    partition: dict[str, Any]
+    ranges: dict[str, tuple[Any, Any]]
+
+    def may_hold(self, terms: list[Term]) -> bool:
+        """False only when a term excludes every row the file can hold."""
+        for col, op, value in terms:
+            bounds = self.ranges.get(col)
+            if bounds is None:
+                continue
+            try:
+                if not _overlaps(bounds, op, value):
+                    return False
+            except TypeError:  # a constant of another type than the column's: keep the file
+                continue
+        return True
+
+
+def _overlaps(bounds: tuple[Any, Any], op: str, value: Any) -> bool:
+    lo, hi = bounds
+    if op == "in":
+        i = bisect_left(value, lo)
+        return i < len(value) and value[i] <= hi
+    if op == "Eq":
+        return lo <= value <= hi
+    if op == "Gt":
+        return hi > value
+    if op == "GtEq":
+        return hi >= value
+    if op == "Lt":
+        return lo < value
+    return lo <= value  # LtEq
+
+
+def data_files(dt: DeltaTable, schema: pl.Schema) -> list[DataFile]:
+    """The snapshot's data files with what the log tells of their contents (read through
+    polars: ``pyarrow.table`` of the log's actions imports pandas)."""
+    adds = pl.DataFrame(dt.get_add_actions(flatten=True))
+    parts = list(dt.metadata().partition_columns)
+    values = {}
+    for p in parts:
+        col = f"partition.{p}"
+        raw = adds.get_column(col) if col in adds.columns else pl.repeat(None, adds.height)
+        dtype = schema[p] if p in schema else pl.String
+        values[p] = raw.cast(pl.String if dtype == pl.Categorical else dtype).to_list()
+    stats = {}
+    for c in STATS:
+        cols = (f"min.{c}", f"max.{c}", f"null_count.{c}")
+        if c in schema and all(k in adds.columns for k in cols):
+            stats[c] = [adds.get_column(k).to_list() for k in cols]
+    out = []
+    for i, path in enumerate(adds.get_column("path").to_list()):
+        partition = {p: values[p][i] for p in parts}
+        ranges = {p: (v, v) for p, v in partition.items() if v is not None}
+        for c, (lows, highs, nulls) in stats.items():
+            lo, hi = lows[i], highs[i]
+            if lo is None or hi is None or nulls[i] != 0:
+                continue
+            if isinstance(lo, str) and (len(lo) >= 32 or len(hi) >= 32):
+                continue  # possibly truncated statistics
+            if schema[c] == pl.Datetime:
+                hi = hi + timedelta(milliseconds=1)  # statistics keep milliseconds
+            ranges[c] = (lo, hi)
+        out.append(DataFile(unquote(path), partition, ranges))
+    return out
+
+
+def terms(predicate: pl.Expr | None) -> list[Term]:
+    """The terms of ``predicate``'s top-level conjunction that compare a column with a
+    constant (others, and any part of an ``or``, are left out: they prune nothing)."""
+    if predicate is None:
+        return []
+    try:
+        tree = json.loads(predicate.meta.serialize(format="json"))
+    except Exception:  # a tree polars cannot write as JSON: no pruning
+        return []
+    out: list[Term] = []
+    _collect(tree, out)
+    return out
+
+
+def _collect(node: Any, out: list[Term]) -> None:
+    if not isinstance(node, dict) or len(node) != 1:
+        return
+    kind, body = next(iter(node.items()))
+    if kind == "BinaryExpr" and isinstance(body, dict):
+        op = body.get("op")
+        if op in _AND:
+            _collect(body.get("left"), out)
+            _collect(body.get("right"), out)
+        elif op in _SWAPPED:
+            for col_node, const_node, o in (
+                (body.get("left"), body.get("right"), op),
+                (body.get("right"), body.get("left"), _SWAPPED[op]),
+            ):
+                col, value = _column(col_node), _constant(const_node)
+                if col is not None and value is not None and len(value) == 1:
+                    out.append((col, o, value[0]))
+    elif kind == "Function" and isinstance(body, dict):
+        fn, args = body.get("function"), body.get("input") or []
+        test = fn.get("Boolean") if isinstance(fn, dict) else None
+        if not isinstance(test, dict) or not args:
+            return
+        col = _column(args[0])
+        if col is None:
+            return
+        if "IsIn" in test and len(args) == 2:
+            value = _constant(args[1])
+            if value is not None:
+                try:
+                    out.append((col, "in", sorted(value)))
+                except TypeError:  # constants that do not order
+                    pass
+        elif "IsBetween" in test and len(args) == 3:
+            closed = (test["IsBetween"] or {}).get("closed")
+            lo, hi = _constant(args[1]), _constant(args[2])
+            if lo is not None and len(lo) == 1:
+                out.append((col, "GtEq" if closed in ("Both", "Left") else "Gt", lo[0]))
+            if hi is not None and len(hi) == 1:
+                out.append((col, "LtEq" if closed in ("Both", "Right") else "Lt", hi[0]))
+
+
+def _column(node: Any) -> str | None:
+    if isinstance(node, dict) and isinstance(node.get("Column"), str) and len(node) == 1:
+        return node["Column"]
+    return None
+
+
+def _constant(node: Any) -> list[Any] | None:
+    """The non-null values of a literal (a list literal's elements), else None."""
+    if not (isinstance(node, dict) and len(node) == 1 and "Literal" in node):
+        return None
+    try:
+        expr = pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json")
+        values = pl.select(expr).to_series()
+    except Exception:  # a literal polars cannot read back: no pruning on it
+        return None
+    if isinstance(values.dtype, pl.List | pl.Array):
+        values = values.explode()
+    return [v for v in values.to_list() if v is not None]
+
+
+def schema_of(dt: DeltaTable, dictionary: tuple[str, ...] = ()) -> pl.Schema:
+    """The snapshot's columns as polars types, ``dictionary`` ones as Categorical."""
+    arrow = pa.schema(dt.schema().to_arrow())
+    schema = pl.from_arrow(pa.Table.from_batches([], schema=arrow)).schema
+    return pl.Schema({c: pl.Categorical() if c in dictionary else t for c, t in schema.items()})
+
+
+def scan(root: Path, name: str, dt: DeltaTable, dictionary: tuple[str, ...] = ()) -> pl.LazyFrame:
+    """A lazy polars scan of the snapshot ``dt`` of the table under ``root`` that verifies
+    page checksums as it reads (a damaged file is a :class:`LakeCorruptError` naming it); the
+    string columns ``dictionary`` read as Categorical (their values decoded once per page,
+    not once per row)."""
+    from polars.io.plugins import register_io_source
+
+    schema = schema_of(dt, dictionary)
+    files = data_files(dt, schema)
+
+    def source(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, _batch
+    ) -> Iterator[pl.DataFrame]:
+        return _frames(root, name, files, schema, dictionary, with_columns, predicate, n_rows)
+
+    return register_io_source(source, schema=schema)
+
+
+def _frames(
+    root: Path,
+    name: str,
+    files: list[DataFile],
+    schema: pl.Schema,
+    dictionary: tuple[str, ...],
+    with_columns: list[str] | None,
+    predicate: pl.Expr | None,
+    n_rows: int | None,
+) -> Iterator[pl.DataFrame]:
+    wanted = list(schema) if with_columns is None else list(with_columns)
+    need = list(wanted)
+    if predicate is not None:
+        need += [c for c in predicate.meta.root_names() if c not in need]
+    found = terms(predicate)
+    left = n_rows
+    sent = False
+    for f in files:
+        if left is not None and left <= 0:
+            break
+        if not f.may_hold(found):
+            continue
+        frame = read_file(root, name, f, need, schema, dictionary)
+        if predicate is not None:
+            frame = frame.filter(predicate)
+        frame = frame.select(wanted)
+        if left is not None:
+            frame = frame.head(left)
+            left -= frame.height
+        if frame.height:
+            sent = True
+            yield frame
+    if not sent:
+        yield pl.DataFrame(schema={c: schema[c] for c in wanted})
+
+
+def read_file(
+    root: Path,
+    name: str,
+    f: DataFile,
+    columns: list[str],
+    schema: pl.Schema,
+    dictionary: tuple[str, ...] = (),
+) -> pl.DataFrame:
+    """The ``columns`` of data file ``f`` in the table's types, page checksums verified:
+    partition columns from its values, columns the file predates as nulls."""
+    try:
+        pf = pq.ParquetFile(
+            root / f.path,
+            page_checksum_verification=True,
+            read_dictionary=[c for c in dictionary if c not in f.partition] or None,
+        )
+        have = set(pf.schema_arrow.names)
+        stored = [c for c in columns if c in have and c not in f.partition]
+        if stored:
+            frame = pl.from_arrow(pf.read(columns=stored))
+        else:  # partition columns or nulls only: the rows, with nothing read
+            frame = pl.select(pl.repeat(None, pf.metadata.num_rows, dtype=pl.Null).alias(_ROWS))
+    except (OSError, pa.ArrowException) as exc:
+        raise failed(name, f.path, exc) from exc
+    assert isinstance(frame, pl.DataFrame)
+    exprs = []
+    for c in columns:
+        dtype = schema[c]
+        if c in f.partition:
+            base = pl.String if dtype == pl.Categorical else dtype
+            exprs.append(pl.lit(f.partition[c], dtype=base).cast(dtype).alias(c))
+        elif c not in frame.columns:
+            exprs.append(pl.lit(None, dtype=dtype).alias(c))
+        elif frame.schema[c] != dtype:
+            exprs.append(pl.col(c).cast(dtype))
+    return frame.with_columns(exprs).select(columns)
