@@ -9,7 +9,8 @@ the predicate polars pushes into the scan is read for the conjunction of simple 
 ``is_between``), and a file whose partition values or key statistics (the min/max of
 ``symbol`` and ``ts``, without nulls) exclude one of them is skipped. What is read is filtered
 by polars itself with the whole predicate, so the rows returned never depend on the pruning.
-The lake writes a partition's rows as one row group per file, so pruning stops at files.
+A file is read one row group at a time; row groups are not pruned (the lake writes one per
+file).
 """
 
 from __future__ import annotations
@@ -221,6 +222,8 @@ def _frames(
     predicate: pl.Expr | None,
     n_rows: int | None,
 ) -> Iterator[pl.DataFrame]:
+    """What polars asks of the scan: the ``with_columns`` of the rows ``predicate`` keeps
+    (at most ``n_rows``), frame by frame, from the files the predicate's terms may hold."""
     wanted = list(schema) if with_columns is None else list(with_columns)
     need = list(wanted)
     if predicate is not None:
@@ -233,16 +236,18 @@ def _frames(
             break
         if not f.may_hold(found):
             continue
-        frame = read_file(root, name, f, need, schema, dictionary)
-        if predicate is not None:
-            frame = frame.filter(predicate)
-        frame = frame.select(wanted)
-        if left is not None:
-            frame = frame.head(left)
-            left -= frame.height
-        if frame.height:
-            sent = True
-            yield frame
+        for frame in read_file(root, name, f, need, schema, dictionary):
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            frame = frame.select(wanted)
+            if left is not None:
+                frame = frame.head(left)
+                left -= frame.height
+            if frame.height:
+                sent = True
+                yield frame
+            if left is not None and left <= 0:
+                break
     if not sent:
         yield pl.DataFrame(schema={c: schema[c] for c in wanted})
 
@@ -254,24 +259,41 @@ def read_file(
     columns: list[str],
     schema: pl.Schema,
     dictionary: tuple[str, ...] = (),
-) -> pl.DataFrame:
-    """The ``columns`` of data file ``f`` in the table's types, page checksums verified:
-    partition columns from its values, columns the file predates as nulls."""
+) -> Iterator[pl.DataFrame]:
+    """The ``columns`` of data file ``f`` in the table's types, one frame per row group, page
+    checksums verified: partition columns from its values, columns the file predates as
+    nulls."""
+    codes = [c for c in dictionary if c not in f.partition]
     try:
-        pf = pq.ParquetFile(
-            root / f.path,
-            page_checksum_verification=True,
-            read_dictionary=[c for c in dictionary if c not in f.partition] or None,
-        )
+        try:
+            pf = pq.ParquetFile(
+                root / f.path, page_checksum_verification=True, read_dictionary=codes or None
+            )
+        except KeyError:  # a dictionary column the file predates
+            pf = pq.ParquetFile(root / f.path, page_checksum_verification=True)
+            codes = [c for c in codes if c in pf.schema_arrow.names]
+            pf = pq.ParquetFile(
+                root / f.path, page_checksum_verification=True, read_dictionary=codes or None
+            )
         have = set(pf.schema_arrow.names)
         stored = [c for c in columns if c in have and c not in f.partition]
-        if stored:
-            frame = pl.from_arrow(pf.read(columns=stored))
-        else:  # partition columns or nulls only: the rows, with nothing read
-            frame = pl.select(pl.repeat(None, pf.metadata.num_rows, dtype=pl.Null).alias(_ROWS))
     except (OSError, pa.ArrowException) as exc:
         raise failed(name, f.path, exc) from exc
-    assert isinstance(frame, pl.DataFrame)
+    for group in range(pf.num_row_groups):
+        try:
+            if stored:
+                frame = pl.from_arrow(pf.read_row_group(group, columns=stored))
+            else:  # partition columns or nulls only: the rows, with nothing read
+                rows = pf.metadata.row_group(group).num_rows
+                frame = pl.select(pl.repeat(None, rows, dtype=pl.Null).alias(_ROWS))
+        except (OSError, pa.ArrowException) as exc:
+            raise failed(name, f.path, exc) from exc
+        assert isinstance(frame, pl.DataFrame)
+        yield frame.with_columns(_conformed(frame, f, columns, schema)).select(columns)
+
+
+def _conformed(frame: pl.DataFrame, f: DataFile, columns: list[str], schema: pl.Schema):
+    """Expressions bringing ``frame`` (read from ``f``) to the table's ``columns``."""
     exprs = []
     for c in columns:
         dtype = schema[c]
@@ -282,4 +304,4 @@ def read_file(
             exprs.append(pl.lit(None, dtype=dtype).alias(c))
         elif frame.schema[c] != dtype:
             exprs.append(pl.col(c).cast(dtype))
-    return frame.with_columns(exprs).select(columns)
+    return exprs

@@ -9,7 +9,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pyarrow as pa
 import pytest
+from deltalake import Field
 from tests_helpers import bars
 
 from marketlake.errors import LakeCorruptError
@@ -158,3 +160,11 @@ def test_a_local_scan_imports_neither_pyarrow_dataset_nor_pandas(lake):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["450", "[]"]
+
+
+def test_a_column_added_after_the_files_were_written_reads_as_nulls(lake):
+    lake.table("ohlcv").alter.add_columns([Field.from_arrow(pa.field("note", pa.string()))])
+    scan = lake.scan("ohlcv", dictionary=("symbol", "note"))
+    got = scan.filter(pl.col("symbol") == "CCC").collect()
+    assert got.height == 20 and got.get_column("note").null_count() == 20
+    assert got.schema["note"] == pl.Categorical() == got.schema["symbol"]
