@@ -4,9 +4,10 @@ Units (one symbol x timeframe x kind) are fetched with bounded concurrency; resu
 committed in batches (tens of commits for thousands of symbols), and at least every
 ``commit_every_s`` seconds while fetching goes on, so a slow request never holds finished
 work back. Batches commit in order on a thread of their own while the next one is fetched
-(never more than one commit running, never more than one batch waiting). For each batch the
-fetched bars are validated (rejects go to ``quarantine``), diffed against the lake in one
-query (new / changed / unchanged per row), and only new and changed rows are written: a blind
+(never more than one commit running, never more than one batch waiting); the waiting batch's
+bars are validated and keyed on another thread meanwhile, as that needs no lake. For each
+batch the fetched bars are validated (rejects go to ``quarantine``), diffed against the lake
+in one query (new / changed / unchanged per row), and only new and changed rows are written: a blind
 append when every row is new, else one MERGE. Bars that changed although both the stored and
 the fetched bar are final mean the provider re-adjusted history (a split or dividend): the
 symbol's whole history is re-fetched and replaced in one commit. Then ``sync_status`` and
@@ -388,6 +389,30 @@ def _series_counts(
     return out
 
 
+@dataclass
+class Checked:
+    """Fetched bars validated and keyed for the lake (what :func:`check_bars` gives), not
+    yet compared with it."""
+
+    good: pl.DataFrame  # with its integer partition code ``_pcode``
+    rejected: pl.DataFrame
+    timeframe: str | None  # the only timeframe of ``good``, if it has one
+    # first and last ts and rows per series of ``good`` (:func:`_spans`), when taken ahead:
+    # the spans of what a commit inserts when every row is new
+    spans: dict[tuple[str, str], tuple[datetime, datetime, int]] | None = None
+
+
+def check_bars(frame: pl.DataFrame, timeframe: str | None = None) -> Checked:
+    """The work on fetched bars that needs no lake: validation (rejects with a reason) and
+    the partition codes. ``timeframe``: the frame's only timeframe, when the caller knows it.
+    A sync runs it for the next batch while the previous one commits."""
+    good, bad = check_ohlcv(with_optional_columns("ohlcv", frame))
+    if good.is_empty():
+        return Checked(good, bad, timeframe)
+    timeframe = timeframe or single_timeframe(good)
+    return Checked(with_period_code(good, timeframe), bad, timeframe)
+
+
 def land_bars(
     lake: Lake, frame: pl.DataFrame, *, run_id: str, now: datetime, timeframe: str | None = None
 ) -> Landed:
@@ -395,12 +420,15 @@ def land_bars(
     commit (a blind append when all are new). Series whose final bars changed are reported in
     ``readjusted`` and not written: the caller re-fetches and replaces them whole.
     ``timeframe``: the batch's only timeframe when the caller knows it (saves a scan)."""
-    good, bad = check_ohlcv(with_optional_columns("ohlcv", frame))
-    out = Landed(rejected=bad)
+    return land_checked(lake, check_bars(frame, timeframe), run_id=run_id, now=now)
+
+
+def land_checked(lake: Lake, checked: Checked, *, run_id: str, now: datetime) -> Landed:
+    """:func:`land_bars` of bars :func:`check_bars` already checked."""
+    good, timeframe = checked.good, checked.timeframe
+    out = Landed(rejected=checked.rejected)
     if good.is_empty():
         return out
-    timeframe = timeframe or single_timeframe(good)
-    good = with_period_code(good, timeframe)
     read = lake.version("ohlcv")  # the proof, the diff and the append's commit share it
     suspect = lake.overlap_suspects("ohlcv", good, timeframe, version=read)
     # file statistics prove every row of the other symbols new: no scan of the lake for them
@@ -413,7 +441,7 @@ def land_bars(
         diffed = _diff(lake, with_period(good.drop("_pcode")), read).drop("period")
         tagged = pl.concat([tagged, with_period_code(diffed, timeframe)], how="diagonal")
     if suspect is not None and not suspect:  # all new (bulk loads): one pass for the counts
-        out.spans = _spans(tagged, timeframe)
+        out.spans = checked.spans if checked.spans is not None else _spans(tagged, timeframe)
         out.per_series = {k: {"new": n} for k, (_, _, n) in out.spans.items()}
         return _upsert(lake, tagged, now, run_id, read, out, assume_new=True)
     out.readjusted = {
@@ -599,15 +627,18 @@ class Sync:
         every = self.settings.commit_every_s
         next_commit = time.monotonic() + every
         # batches are committed in order on one thread while fetching goes on: one batch
-        # commits while the next fills (numpy, polars and pyarrow release the GIL)
+        # commits while the next fills and is checked on a thread of its own (the checks
+        # need no lake; numpy, polars and pyarrow release the GIL)
         committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-commit")
+        checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-check")
         committing: Future | None = None
 
         def hand_over(full: _Batch) -> None:
             nonlocal committing
+            checked = checker.submit(self.check, full) if full.outcomes else None
             if committing is not None:
                 committing.result()  # at most one batch waits; a failed commit stops the run
-            committing = committer.submit(self.commit, full) if full.outcomes else None
+            committing = committer.submit(self.commit, full, checked) if checked else None
 
         try:
             with ThreadPoolExecutor(
@@ -674,6 +705,7 @@ class Sync:
             self._file_problems()
         finally:
             committer.shutdown(wait=True)  # never leave the lock with a commit running
+            checker.shutdown(wait=True, cancel_futures=True)
             if fetcher is not None:
                 fetcher.close()
             self.providers.close()
@@ -690,30 +722,37 @@ class Sync:
         )
 
     # -- the commit of one batch ------------------------------------------------------
-    def commit(self, batch: _Batch) -> None:
+    def check(self, batch: _Batch) -> Checked | None:
+        """The batch's bars as one frame, checked (:func:`check_bars`); None without bars.
+        Needs no lake: runs while the previous batch commits."""
+        units = [o for o in batch.outcomes if o.error is None and o.unit.kind == "ohlcv"]
+        bars = [o.frame for o in units if o.frame is not None and not o.frame.is_empty()]
+        if not bars:
+            return None
+        timeframes = {o.unit.timeframe for o in units}
+        checked = check_bars(
+            # one contiguous frame: every pass over thousands of per-unit chunks costs
+            # several times a single copy
+            pl.concat(bars, how="diagonal_relaxed").rechunk(),
+            timeframes.pop() if len(timeframes) == 1 else None,
+        )
+        if not checked.good.is_empty():  # a bulk load's counts, off the commit's path
+            checked.spans = _spans(checked.good, checked.timeframe)
+        return checked
+
+    def commit(self, batch: _Batch, checked: Future | None = None) -> None:
+        """Land the batch (its bars checked by ``checked``, a future of :meth:`check`, or
+        here), then its other kinds, ``sync_status`` and ``sync_logs``."""
         if not batch.outcomes:
             return
+        bars = checked.result() if checked is not None else self.check(batch)
         now = self.settings.clock()
         good_units = [o for o in batch.outcomes if o.error is None]
-        bars = [
-            o.frame
-            for o in good_units
-            if o.unit.kind == "ohlcv" and o.frame is not None and not o.frame.is_empty()
-        ]
         per_unit: dict[tuple[str, str], dict[str, int]] = {}
         readjusted: set[tuple[str, str]] = set()
-        if bars:
-            units_tf = {o.unit.timeframe for o in good_units if o.unit.kind == "ohlcv"}
+        if bars is not None:
             read = self._coverage_at_latest(batch)
-            landed = land_bars(
-                self.lake,
-                # one contiguous frame: every pass below over thousands of per-unit chunks
-                # costs several times a single copy
-                pl.concat(bars, how="diagonal_relaxed").rechunk(),
-                timeframe=units_tf.pop() if len(units_tf) == 1 else None,
-                run_id=self.run_id,
-                now=now,
-            )
+            landed = land_checked(self.lake, bars, run_id=self.run_id, now=now)
             if not landed.rejected.is_empty():
                 self._quarantine(landed.rejected, "ohlcv", "provider")
             readjusted = landed.readjusted
