@@ -363,11 +363,15 @@ def period_code():
 
 
 def single_timeframe(frame) -> str | None:
-    """The frame's timeframe when it has exactly one (the bulk-load case), else None."""
-    tfs = frame.get_column("timeframe")
-    if len(tfs) and tfs[0] is not None and bool((tfs == tfs[0]).all()):
-        return tfs[0]
-    return None
+    """The frame's timeframe when it has exactly one (the bulk-load case), else None. Asked
+    by a query: a column made from a literal is never expanded to one value per row."""
+    import polars as pl
+
+    if frame.height == 0:
+        return None
+    tf = pl.col("timeframe")
+    first, same = frame.select(tf.first(), (tf == tf.first()).all().alias("same")).row(0)
+    return first if first is not None and same else None
 
 
 def with_period_code(frame, timeframe: str | None = None):

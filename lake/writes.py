@@ -192,19 +192,16 @@ def to_file_arrow(body: pl.DataFrame, schema: pa.Schema) -> pa.Table:
     and the writer stores the entry once and a run of zeros, as it would have after hashing
     every row. Such a file is written without the arrow schema in its footer, so every
     reader sees the column as the text it is (parquet's own types say so)."""
-    same = [
-        c
-        for c in body.columns
-        if body.height >= 1024 and pa.types.is_string(schema.field(c).type) and _one_value(body, c)
-    ]
+    text = [c for c in body.columns if pa.types.is_string(schema.field(c).type)]
+    same = _one_values(body, text) if body.height >= 1024 else {}
     if not same:
         return body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
-    rest = body.drop(same).to_arrow(compat_level=pl.CompatLevel.oldest())
+    rest = body.drop(list(same)).to_arrow(compat_level=pl.CompatLevel.oldest())
     zeros = pa.array(np.zeros(body.height, np.int32))
     arrays, fields = [], []
     for f in schema:
         if f.name in same:
-            entry = pa.array([body.get_column(f.name)[0]], f.type)
+            entry = pa.array([same[f.name]], f.type)
             arrays.append(pa.DictionaryArray.from_arrays(zeros, entry))
             fields.append(pa.field(f.name, arrays[-1].type, f.nullable))
         else:
@@ -213,11 +210,28 @@ def to_file_arrow(body: pl.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _one_value(frame: pl.DataFrame, column: str) -> bool:
-    """Whether ``column`` holds the same non-null value on every row (cheap comparisons, no
-    hashing)."""
-    s = frame.get_column(column)
-    return s.null_count() == 0 and s[0] == s[-1] and s.min() == s.max()
+def _one_values(frame: pl.DataFrame, columns: list[str]) -> dict[str, Any]:
+    """Of ``columns``, those holding the same non-null value on every row, with that value
+    (cheap comparisons, no hashing). Asked by queries, not of the columns themselves: a
+    column made from a literal (a run id) is then never expanded to one value per row."""
+    if not columns:
+        return {}
+    ends = frame.select(
+        e
+        for c in columns
+        for e in (
+            pl.col(c).null_count().alias(f"n{c}"),
+            pl.col(c).first().alias(f"f{c}"),
+            pl.col(c).last().alias(f"l{c}"),
+        )
+    ).row(0, named=True)
+    maybe = [c for c in columns if ends[f"n{c}"] == 0 and ends[f"f{c}"] == ends[f"l{c}"]]
+    if not maybe:
+        return {}
+    spans = frame.select(
+        e for c in maybe for e in (pl.col(c).min().alias(f"a{c}"), pl.col(c).max().alias(f"b{c}"))
+    ).row(0, named=True)
+    return {c: ends[f"f{c}"] for c in maybe if spans[f"a{c}"] == spans[f"b{c}"]}
 
 
 def codec(table: str) -> str:

@@ -1,5 +1,6 @@
 """The append path's files: statistics taken from the written footer equal those computed
-from the rows, and partitions are split correctly whether their rows are contiguous or not."""
+from the rows, partitions are split correctly whether their rows are contiguous or not, and a
+text column of one value goes to the writer as a one-entry dictionary."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import json
 from datetime import UTC, datetime
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tests_helpers import bars
 
 from marketlake.lake import Lake
 from marketlake.lake.frames import file_stats, stats
 from marketlake.lake.location import LakeLocation
-from marketlake.lake.tables import OHLCV, with_period
-from marketlake.lake.writes import write_file, write_files
+from marketlake.lake.tables import OHLCV, single_timeframe, with_period
+from marketlake.lake.writes import to_file_arrow, write_file, write_files
 
 
 def test_footer_statistics_equal_the_rows_statistics(tmp_path):
@@ -68,3 +70,37 @@ def test_parts_contiguous_or_scattered_land_every_row_once(tmp_path):
     for a in adds:  # within a file, rows keep their order (symbol, then ts)
         part = pl.read_parquet(lake.path("ohlcv") / a.path)
         assert part.equals(part.sort("symbol", "ts"))
+
+
+def test_text_columns_of_one_value_go_as_dictionaries_and_read_back_as_text(tmp_path):
+    n = 3000
+    frame = pl.DataFrame(
+        {
+            "same": ["x"] * n,
+            "varies": ["a", "b"] * (n // 2),
+            "a_null": ["x"] * (n - 1) + [None],
+            "ends_alike": ["q"] + ["r"] * (n - 2) + ["q"],
+        }
+    ).with_columns(pl.lit("run-1").alias("literal"))  # a literal column, never expanded
+    schema = pa.schema([(c, pa.string()) for c in frame.columns])
+    table = to_file_arrow(frame, schema)
+    kinds = {f.name: pa.types.is_dictionary(f.type) for f in table.schema}
+    assert kinds == {
+        "same": True,
+        "varies": False,
+        "a_null": False,
+        "ends_alike": False,
+        "literal": True,
+    }
+    write_file(LakeLocation.local(tmp_path), "t", "f.parquet", table)
+    assert pl.read_parquet(tmp_path / "t" / "f.parquet").equals(frame)
+
+
+def test_single_timeframe_of_a_literal_column_and_of_nulls():
+    two = pl.DataFrame({"x": [1, 2]})
+    assert single_timeframe(two.with_columns(pl.lit("1h").alias("timeframe"))) == "1h"
+    assert single_timeframe(pl.DataFrame({"timeframe": ["1D", "1h"]})) is None
+    assert single_timeframe(pl.DataFrame({"timeframe": [None, "1D"]})) is None
+    assert (
+        single_timeframe(pl.DataFrame({"timeframe": []}, schema={"timeframe": pl.String})) is None
+    )
