@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -197,11 +196,13 @@ def to_file_arrow(body: pl.DataFrame, schema: pa.Schema) -> pa.Table:
     if not same:
         return body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
     rest = body.drop(list(same)).to_arrow(compat_level=pl.CompatLevel.oldest())
-    zeros = pa.array(np.zeros(body.height, np.int32))
+    # arrays made by polars: pa.array on Python or numpy values imports pandas (0.3 s of a
+    # fresh process) to check whether they are pandas objects
+    zeros = pl.zeros(body.height, pl.Int32, eager=True).to_arrow()
     arrays, fields = [], []
     for f in schema:
         if f.name in same:
-            entry = pa.array([same[f.name]], f.type)
+            entry = body.get_column(f.name).head(1).to_arrow().cast(f.type)
             arrays.append(pa.DictionaryArray.from_arrays(zeros, entry))
             fields.append(pa.field(f.name, arrays[-1].type, f.nullable))
         else:

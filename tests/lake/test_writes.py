@@ -5,6 +5,8 @@ text column of one value goes to the writer as a one-entry dictionary."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import polars as pl
@@ -94,6 +96,23 @@ def test_text_columns_of_one_value_go_as_dictionaries_and_read_back_as_text(tmp_
     }
     write_file(LakeLocation.local(tmp_path), "t", "f.parquet", table)
     assert pl.read_parquet(tmp_path / "t" / "f.parquet").equals(frame)
+
+
+def test_one_value_dictionaries_are_made_without_importing_pandas():
+    """pyarrow imports pandas (a third of a second) when it builds arrays from Python or
+    numpy values; a nightly's writes stay clear of it."""
+    probe = (
+        "import sys, polars as pl, pyarrow as pa\n"
+        "from marketlake.lake.writes import to_file_arrow\n"
+        "frame = pl.DataFrame({'s': ['x'] * 2000, 'v': list(range(2000))})\n"
+        "schema = pa.schema([('s', pa.string()), ('v', pa.int64())])\n"
+        "table = to_file_arrow(frame, schema)\n"
+        "assert pa.types.is_dictionary(table.schema.field('s').type)\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
 
 
 def test_single_timeframe_of_a_literal_column_and_of_nulls():

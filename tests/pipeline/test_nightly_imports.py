@@ -20,8 +20,8 @@ from marketlake.pipeline.stages.load import run_load
 
 pytestmark = pytest.mark.postgres
 DAY0 = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
-# few symbols: each write stays under the 1,024 rows from which the lake's writer stores a
-# one-value text column as a dictionary, a path whose ``pyarrow.array`` calls import pandas
+# few symbols (the writer's one-value dictionaries, made from 1,024 rows on, are checked
+# for the same in tests/lake/test_writes.py)
 SYMBOLS = ["AAA", "BBB", "CCC"]
 
 NIGHTLY = """
