@@ -316,8 +316,9 @@ def remove_files(location: LakeLocation, table: str, rels: list[str]) -> None:
 
 def live_files(dt: DeltaTable) -> list[dict[str, Any]]:
     """The add actions of ``dt``'s snapshot, flattened (``path``, ``size_bytes``,
-    ``partition.<col>``, ``min.<col>``...), one dict per data file."""
-    return pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+    ``partition.<col>``, ``min.<col>``...), one dict per data file (through polars:
+    ``pyarrow.table`` of them imports pandas)."""
+    return pl.DataFrame(dt.get_add_actions(flatten=True)).to_dicts()
 
 
 def remove_actions(

@@ -271,8 +271,6 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
     each compared with the rows of ``new`` it keys to (found by each symbol run's first ts),
     so no table of stored rows is built (on a no-change re-run memory stays flat); stops at
     the first difference, and at once when a computed column is not stored yet."""
-    import pyarrow.dataset as pds
-
     from marketlake.kernels.adapter import _runs, _timestamps
     from marketlake.kernels.driver import run_gather_index, same_runs
 
@@ -281,6 +279,10 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
         return False
     if any(c not in checked.schema.names for c in columns):
         return False
+    # only here: pyarrow's dataset module and its expressions import pandas (0.3-0.5 s of a
+    # fresh process), which a first compute has no use for
+    import pyarrow.dataset as pds
+
     ts_new = _timestamps(new)
     offsets, _ = _runs(new, ts_new)
     firsts = new.get_column("symbol").gather(offsets[:-1]).to_list()
