@@ -19,7 +19,7 @@ import ctypes
 import mmap
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numba
 import numpy as np
@@ -45,6 +45,17 @@ _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only; elsewhere pages 
 _UNITS_PER_SECOND = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000}
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault pages in writable, in one call, without a trap
 _SPLIT_BYTES = 64 << 20  # blocks of at least twice this are populated by several threads
+
+
+def in_parts(part: Callable[[int], None], parts: int) -> None:
+    """``part(i)`` for ``i`` in ``range(parts)``: the first on the calling thread, the others
+    on threads of their own, all finished on return."""
+    threads = [threading.Thread(target=part, args=(i,)) for i in range(1, parts)]
+    for t in threads:
+        t.start()
+    part(0)
+    for t in threads:
+        t.join()
 
 
 def _madvise():
@@ -106,12 +117,7 @@ def _populate(block: np.ndarray, parts: int) -> None:
         if b > a and _MADVISE(block.ctypes.data + a, b - a, _MADV_POPULATE_WRITE) != 0:
             failed.append(i)  # older kernel: fall back to touching one value per page
 
-    threads = [threading.Thread(target=part, args=(i,)) for i in range(1, parts)]
-    for t in threads:
-        t.start()
-    part(0)
-    for t in threads:
-        t.join()
+    in_parts(part, parts)
     step = page // 8
     for i in failed:
         block[bounds[i] // 8 : bounds[i + 1] // 8 : step] = 0.0
@@ -239,12 +245,7 @@ def _split_scan(scan, *columns: np.ndarray) -> tuple[np.ndarray, bool, bool]:
         a = max(cuts[i] - 1, 0)
         found[i] = scan(*(c[a : cuts[i + 1]] for c in columns))
 
-    threads = [threading.Thread(target=part, args=(i,)) for i in range(1, parts)]
-    for t in threads:
-        t.start()
-    part(0)
-    for t in threads:
-        t.join()
+    in_parts(part, parts)
     inner = [f[0][1:-1] + max(cuts[i] - 1, 0) for i, f in enumerate(found)]
     offsets = np.concatenate([np.zeros(1, np.int64), *inner, np.full(1, n, np.int64)])
     ascending = all(f[1] for f in found)
