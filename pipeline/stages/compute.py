@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import cache
 
 import numpy as np
 import polars as pl
@@ -115,13 +116,18 @@ def run_compute(
         return StageResult(run_id, "compute", duration_seconds=watch.elapsed)
     since = None if (full or symbols or timeframes or indicators) else last_watermark(lake)
     todo = changed_series(lake, since, upto)
-    series = lake.scan("ohlcv", version=upto)
-    # a rewrite reads symbol (and timeframe) as dictionaries: decoded once per page, sorted
-    # and split into series by code (a third of the cost of reading them as strings)
-    coded = lake.scan("ohlcv", version=upto, dictionary=("symbol", "timeframe"))
+
+    @cache
+    def coded() -> pl.LazyFrame:
+        """The bars a full read or a rewrite scans (an increment reads its own), symbol and
+        timeframe as dictionaries: decoded once per page, sorted and split into series by
+        code (a third of the cost of reading them as strings)."""
+        return lake.scan("ohlcv", version=upto, dictionary=("symbol", "timeframe"))
+
     if todo is None:
         todo = (
-            coded.select("symbol", "timeframe")
+            coded()
+            .select("symbol", "timeframe")
             .unique()
             .collect()
             .select(pl.col("symbol", "timeframe").cast(pl.String))
@@ -152,10 +158,21 @@ def run_compute(
     for n, (tf, syms) in enumerate(units):
         started = settings.clock()
         meta = {WATERMARK: str(upto)} if n == len(units) - 1 else None
-        args = (lake, coded if rewrite[tf] else series, tf, syms, indicators, columns, tz, run_id)
         try:
             if rewrite[tf]:
-                res = _rewrite(*args, meta=meta, computed_at=settings.clock(), progress=progress)
+                res = _rewrite(
+                    lake,
+                    coded(),  # built above: a rewrite reads everything (no watermark)
+                    tf,
+                    syms,
+                    indicators,
+                    columns,
+                    tz,
+                    run_id,
+                    meta=meta,
+                    computed_at=settings.clock(),
+                    progress=progress,
+                )
             else:
                 res = increment(
                     lake,
