@@ -65,9 +65,9 @@ def commit_properties(
 Part = tuple[tuple, Callable[[], pl.DataFrame]]
 
 
-def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[int, list[Part]]:
-    """The frame in the table's schema, split by partition values: each part's rows are
-    taken when its writer asks for them (a slice when contiguous, else one gather), so
+def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[Part]]:
+    """The frame in the table's schema, and split by partition values: each part's rows
+    are taken when its writer asks for them (a slice when contiguous, else one gather), so
     partitions are copied in parallel and one at a time rather than all at once."""
     if "period" in tdef.partitions and "period" not in frame.columns:
         # partition on an integer code; the period string exists only in the paths
@@ -76,10 +76,10 @@ def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[int, list[Part]]:
         keys = [p if p != "period" else "_pcode" for p in tdef.partitions]
         one = single_timeframe(data) if "timeframe" in keys else None
         if one is not None:  # one timeframe: partition on the integer code only
-            return data.height, [
+            return data, [
                 ((one, period_of_code(k[0])), take) for k, take in split_rows(data, ["_pcode"])
             ]
-        return data.height, [
+        return data, [
             (
                 tuple(
                     period_of_code(v) if k == "_pcode" else v
@@ -90,7 +90,7 @@ def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[int, list[Part]]:
             for key, take in split_rows(data, keys)
         ]
     data = to_polars(tdef, frame)
-    return data.height, split_rows(data, list(tdef.partitions))
+    return data, split_rows(data, list(tdef.partitions))
 
 
 def split_rows(data: pl.DataFrame, keys: list[str]) -> list[Part]:
@@ -128,15 +128,18 @@ def write_files(
     written and the files' add actions. The files stay invisible until a commit names them
     (a crash before it leaves only files ``maintain`` removes). Usable in any process that
     can reach the storage: distributed workers write here and return the add actions."""
-    rows, parts = _parts(tdef, frame)
+    data, parts = _parts(tdef, frame)
     cols = [c for c in tdef.schema.names if c not in tdef.partitions]
     schema = pa.schema([tdef.schema.field(c) for c in cols])
     written: list[str] = []
+    # a text column with one value in the whole frame has it in every part: asked once
+    text = [c for c in cols if pa.types.is_string(schema.field(c).type)]
+    same = _one_values(data, text) if len(parts) > 1 and data.height >= 1024 else None
 
     def write(item: Part) -> AddAction:
         key, take = item
         values, rel = partition_file(tdef.name, tdef.partitions, key)
-        table = to_file_arrow(take().select(cols), schema)
+        table = to_file_arrow(take().select(cols), schema, same)
         written.append(rel)
         size, meta = write_file(location, tdef.name, rel, table)
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta))
@@ -148,7 +151,7 @@ def write_files(
     except BaseException:
         remove_files(location, tdef.name, written)
         raise
-    return rows, adds
+    return data.height, adds
 
 
 def write_partitioned(
@@ -185,20 +188,28 @@ def write_partitioned(
         raise
 
 
-def to_file_arrow(body: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+def to_file_arrow(
+    body: pl.DataFrame, schema: pa.Schema, same: dict[str, Any] | None = None
+) -> pa.Table:
     """``body`` as arrow in ``schema``, except that a text column holding one value on every
     row (a run id, a provider) comes as a one-entry dictionary: nothing is copied per row,
     and the writer stores the entry once and a run of zeros, as it would have after hashing
     every row. Such a file is written without the arrow schema in its footer, so every
-    reader sees the column as the text it is (parquet's own types say so)."""
-    text = [c for c in body.columns if pa.types.is_string(schema.field(c).type)]
-    same = _one_values(body, text) if body.height >= 1024 else {}
+    reader sees the column as the text it is (parquet's own types say so). ``same``: those
+    columns and values when the caller knows them (the frame ``body`` is a part of)."""
+    if body.height < 1024:
+        same = {}
+    elif same is None:
+        text = [c for c in body.columns if pa.types.is_string(schema.field(c).type)]
+        same = _one_values(body, text)
+    else:
+        same = {c: v for c, v in same.items() if c in body.columns}
     if not same:
         return body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
     rest = body.drop(list(same)).to_arrow(compat_level=pl.CompatLevel.oldest())
     # arrays made by polars: pa.array on Python or numpy values imports pandas (0.3 s of a
     # fresh process) to check whether they are pandas objects
-    zeros = pl.zeros(body.height, pl.Int32, eager=True).to_arrow()
+    zeros = _zeros(body.height)
     arrays, fields = [], []
     for f in schema:
         if f.name in same:
@@ -209,6 +220,20 @@ def to_file_arrow(body: pl.DataFrame, schema: pa.Schema) -> pa.Table:
             arrays.append(rest.column(f.name).cast(f.type))
             fields.append(f)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+_ZEROS: list[pa.Array] = []
+_ZEROS_KEPT = 1 << 20
+
+
+def _zeros(n: int) -> pa.Array:
+    """``n`` int32 zeros (a slice of ones kept for files up to a million rows): every file's
+    one-value dictionaries share them."""
+    if n > _ZEROS_KEPT:
+        return pl.zeros(n, pl.Int32, eager=True).to_arrow()
+    if not _ZEROS:
+        _ZEROS.append(pl.zeros(_ZEROS_KEPT, pl.Int32, eager=True).to_arrow())
+    return _ZEROS[0].slice(0, n)
 
 
 def _one_values(frame: pl.DataFrame, columns: list[str]) -> dict[str, Any]:

@@ -78,6 +78,8 @@ PACK_UNITS = 500  # bars units answered by one fetch_many call of a batched prov
 # pack is one work item, answered on one thread and committed once all of it is in, so long
 # ranges go one unit each, fetched in parallel and committed while the next are fetched
 PACK_BARS = 100_000
+# a local bulk load's batch holding this many rows ends where the next timeframe's begin
+SPLIT_ROWS = 100_000
 
 
 @dataclass
@@ -553,6 +555,15 @@ class _Batch:
         self.outcomes.append(o)
         self.rows += 0 if o.frame is None else o.frame.height
 
+    def ends_before(self, o: Outcome) -> bool:
+        """Whether ``o`` starts the bars of another timeframe after at least ``SPLIT_ROWS``
+        of this batch's: a bulk load's batches then hold one timeframe each (checked,
+        partitioned and diffed on the cheaper single-timeframe paths)."""
+        if self.rows < SPLIT_ROWS or o.unit.kind != "ohlcv":
+            return False
+        last = self.outcomes[-1].unit
+        return last.kind == "ohlcv" and last.timeframe != o.unit.timeframe
+
 
 class Sync:
     """One sync run: plan, fetch, commit in batches."""
@@ -676,6 +687,9 @@ class Sync:
                         ready = [o for outs in arrived.values() for o in outs]
                         arrived.clear()
                     for o in ready:  # a batch never holds more than batch_tasks units
+                        if local and batch.ends_before(o):
+                            hand_over(batch)
+                            batch = _Batch()
                         batch.add(o)
                         self.progress(
                             "advance",

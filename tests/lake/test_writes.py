@@ -123,3 +123,33 @@ def test_single_timeframe_of_a_literal_column_and_of_nulls():
     assert (
         single_timeframe(pl.DataFrame({"timeframe": []}, schema={"timeframe": pl.String})) is None
     )
+
+
+def test_a_frames_one_value_columns_are_dictionaries_in_every_part(tmp_path):
+    lake = Lake(tmp_path)
+    frame = bars(list("ABCDEF"), days=800).with_columns(pl.lit("r").alias("run_id"))
+    rows, adds = write_files(lake.location, OHLCV, frame)
+    paths = [lake.path("ohlcv") / a.path for a in adds]
+    big = [p for p in paths if pq.ParquetFile(p).metadata.num_rows >= 1024]
+    assert rows == frame.height and len(big) > 1
+    for path in big:
+        part = pq.read_table(path)
+        # written as one-entry dictionaries (no arrow schema in the footer), read as text
+        assert b"ARROW:schema" not in (pq.ParquetFile(path).metadata.metadata or {})
+        assert part.schema.field("run_id").type == pa.string()
+        assert set(part.column("run_id").to_pylist()) == {"r"}
+        assert pa.types.is_string(part.schema.field("symbol").type)
+
+
+def test_a_part_takes_the_one_values_it_is_given():
+    n = 2000
+    frame = pl.DataFrame({"same": ["x"] * n, "varies": ["a", "b"] * (n // 2)})
+    schema = pa.schema([(c, pa.string()) for c in frame.columns])
+    table = to_file_arrow(frame, schema, {"same": "x", "absent": "y"})
+    assert pa.types.is_dictionary(table.schema.field("same").type)
+    assert not pa.types.is_dictionary(table.schema.field("varies").type)
+    assert table.column("same").to_pylist() == ["x"] * n
+    # given nothing, none; a small part never (its query would cost more than it saves)
+    assert not any(pa.types.is_dictionary(f.type) for f in to_file_arrow(frame, schema, {}).schema)
+    small = to_file_arrow(frame.head(10), schema, {"same": "x"})
+    assert not pa.types.is_dictionary(small.schema.field("same").type)

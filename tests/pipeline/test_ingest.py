@@ -301,3 +301,32 @@ def test_packs_span_a_bounded_number_of_bars():
     assert [len(p) for p in ingest._packs(hours, lambda _: True, 500, 100_000)] == [1] * 4
     # a provider that does not answer in packs: one unit each
     assert [len(p) for p in ingest._packs(day, lambda _: False, 3, 100_000)] == [1] * 7
+
+
+def test_a_bulk_loads_batches_hold_one_timeframe_each(home, monkeypatch):
+    from marketlake.pipeline.stages import ingest
+
+    settings, lake = setup(home)
+    checked: list[list[str]] = []
+    check = ingest.check_bars
+
+    def checking(frame: pl.DataFrame, timeframe: str | None = None) -> ingest.Checked:
+        checked.append(sorted(frame.get_column("timeframe").unique().to_list()))
+        return check(frame, timeframe)
+
+    monkeypatch.setattr(ingest, "check_bars", checking)
+    monkeypatch.setattr(ingest, "SPLIT_ROWS", 100)
+    res = run_sync(settings, timeframes=["1D", "1h"], start="2026-09-01")
+    assert res.status == "ok" and res.tasks_ok == 6
+    # one batch would hold them all (batch_rows): cut where the hourly bars begin
+    assert checked == [["1D"], ["1h"]]
+    stored = lake.read("ohlcv")
+    assert stored.height == res.inserted
+    assert sorted(stored.get_column("timeframe").unique().to_list()) == ["1D", "1h"]
+    assert stored.select("symbol", "timeframe", "ts").is_duplicated().sum() == 0
+    # a small load is not cut: one commit for both timeframes
+    checked.clear()
+    monkeypatch.setattr(ingest, "SPLIT_ROWS", 10**9)
+    other, _ = setup(home / "small")
+    assert run_sync(other, timeframes=["1D", "1h"], start="2026-09-01").status == "ok"
+    assert checked == [["1D", "1h"]]
