@@ -99,8 +99,9 @@ def invalidate_stale_cache() -> bool:
 
 
 def precompile_calls() -> list[tuple[object, tuple]]:
-    """``(dispatcher, args)`` pairs covering every signature ``kernels.compute`` and the
-    incremental compute's resumed indicators (``kernels.resume``) use.
+    """``(dispatcher, args)`` pairs covering every signature ``kernels.compute``, the
+    incremental compute's resumed indicators (``kernels.resume``) and a full recompute's
+    output layout (``kernels.layout``) use.
 
     The argument types mirror the adapter's exactly (read-only inputs, writable outputs,
     C-contiguous): a different layout or writability would be a different signature, compiled
@@ -108,7 +109,7 @@ def precompile_calls() -> list[tuple[object, tuple]]:
     """
     import numpy as np
 
-    from marketlake.kernels import resume
+    from marketlake.kernels import layout, resume
     from marketlake.kernels.driver import SMA, run_plan, scan_runs, scan_string_views
 
     def ro(a):
@@ -132,39 +133,54 @@ def precompile_calls() -> list[tuple[object, tuple]]:
         (resume.atr_resume, (x, x, x, *rows, 2, x.copy())),
         (resume.obv_resume, (x, x, *rows, x.copy())),
     ]
-    return resumed + [
+    # a full recompute's layout of the output block (read-only inputs, writable outputs)
+    order = ro(np.arange(n, dtype=np.int64))
+    laid = [
+        (layout.period_order, (ts, 86_400_000_000, False)),
         (
-            scan_string_views,
-            (
-                np.frombuffer(buf, np.int64).reshape(-1, 2),
-                np.frombuffer(buf, np.int32).reshape(-1, 4),
-                np.frombuffer(buf, np.uint8).reshape(-1, 16),
-                ts,
-            ),
+            layout.take_valid,
+            (ro(np.zeros((2, n))), order, np.empty((2, n)), np.empty((2, 1), np.uint8)),
         ),
-        (scan_runs, (ro(np.zeros(n, np.uint32)), ts)),
-        (
-            run_plan,
-            (
-                np.array([0, n], np.int64),
-                np.array([[0, -1, -1, -1]], np.int64),
-                price,
-                price,
-                price,
-                price,
-                ts,
-                one.copy(),
-                np.array([0, 1], np.int64),
-                np.array([np.iinfo(np.int64).min], np.int64),
-                one.copy(),
-                86_400_000_000,
-                ops,
-                np.zeros(1, np.float64),
-                np.empty((1, n), np.float64),
-                1,
-            ),
-        ),
+        (layout.take, (ts, order, np.empty(n, np.int64))),
+        (layout.take, (ro(np.zeros(n, np.int32)), order, np.empty(n, np.int32))),
     ]
+    return (
+        resumed
+        + laid
+        + [
+            (
+                scan_string_views,
+                (
+                    np.frombuffer(buf, np.int64).reshape(-1, 2),
+                    np.frombuffer(buf, np.int32).reshape(-1, 4),
+                    np.frombuffer(buf, np.uint8).reshape(-1, 16),
+                    ts,
+                ),
+            ),
+            (scan_runs, (ro(np.zeros(n, np.uint32)), ts)),
+            (
+                run_plan,
+                (
+                    np.array([0, n], np.int64),
+                    np.array([[0, -1, -1, -1]], np.int64),
+                    price,
+                    price,
+                    price,
+                    price,
+                    ts,
+                    one.copy(),
+                    np.array([0, 1], np.int64),
+                    np.array([np.iinfo(np.int64).min], np.int64),
+                    one.copy(),
+                    86_400_000_000,
+                    ops,
+                    np.zeros(1, np.float64),
+                    np.empty((1, n), np.float64),
+                    1,
+                ),
+            ),
+        ]
+    )
 
 
 def preload() -> threading.Thread | None:

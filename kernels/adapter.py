@@ -406,6 +406,20 @@ def compute(
     UTC); a bar's session is its local calendar date there (VWAP reset, pivots). Symbols shorter
     than an indicator's warm-up get NaN.
     """
+    df, columns, out = compute_block(frame, indicators, session_tz=session_tz)
+    return df.with_columns([pl.Series(name, out[j]) for j, name in enumerate(columns)])
+
+
+def compute_block(
+    frame: pl.DataFrame,
+    indicators: Iterable[str | IndicatorSpec] | str | None = None,
+    *,
+    session_tz: str | Mapping[str, str] | None = None,
+) -> tuple[pl.DataFrame, list[str], np.ndarray]:
+    """:func:`compute`'s parts before they become columns: the frame sorted by (symbol, ts),
+    the output column names and the ``(n_columns, n_rows)`` float64 block holding them (NaN
+    in warm-up rows), for callers that lay the values out themselves (a full recompute
+    writes them period by period: ``kernels.layout``)."""
     ensure_fresh_cache()
     specs = resolve(indicators)
     if not isinstance(frame, pl.DataFrame):
@@ -425,7 +439,7 @@ def compute(
     ops, fparams, columns = _plan(specs)
     n = df.height
     if n == 0 or not specs:
-        return df.with_columns(pl.lit(None, pl.Float64).alias(c) for c in columns)
+        return df, columns, np.full((len(columns), n), np.nan)
 
     close = _float_column(df, "close")
     have = set(c for s in specs for c in s.inputs)
@@ -474,7 +488,15 @@ def compute(
             out,
             tasks,
         )
-    return df.with_columns([pl.Series(name, out[j]) for j, name in enumerate(columns)])
+    return df, columns, out
 
 
-__all__ = ["POOL", "BlockPool", "compute", "fresh_block", "sort_frame", "sort_order"]
+__all__ = [
+    "POOL",
+    "BlockPool",
+    "compute",
+    "compute_block",
+    "fresh_block",
+    "sort_frame",
+    "sort_order",
+]

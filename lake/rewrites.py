@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import polars as pl
 import pyarrow as pa
@@ -37,6 +38,25 @@ from marketlake.lake.writes import (
     to_file_arrow,
     write_file,
 )
+
+
+def _arrow_of(take: Callable[[], pl.DataFrame], body: list[str], schema: pa.Schema) -> pa.Table:
+    """A partition's rows (``take()``) as the Arrow table of its file."""
+    return to_file_arrow(take().select(body), schema)
+
+
+def _checked_body(build: Callable[[], pa.Table], schema: pa.Schema) -> pa.Table:
+    """``build()``, refused unless it has ``schema``'s columns and types (text may come as
+    a dictionary of its type)."""
+    table = build()
+    for got, want in zip(table.schema, schema, strict=False):
+        typ = got.type.value_type if pa.types.is_dictionary(got.type) else got.type
+        if got.name != want.name or typ != want.type:
+            break
+    else:
+        if len(table.schema) == len(schema):
+            return table
+    raise ValueError(f"a file's columns {table.schema} are not {schema}")
 
 
 class Rewrite:
@@ -80,30 +100,65 @@ class Rewrite:
         # the scope column is the same on every row (checked above): not split on
         keys = ["_pcode" if coded and p == "period" else p for p in parts if p != self.column]
         body = [c for c in frame.columns if c not in parts and c != "_pcode"]
-        fields = {f.name: f.type for f in self.tdef.schema if f.name not in parts}
-        extra = {c: pa.float64() for c in body if c not in fields}
-        for c, t in {**fields, **extra}.items():
-            self.columns.setdefault(c, t)
-        schema = pa.schema([(c, self.columns[c]) for c in body])
+        schema = self._schema(body)
         items = []
         for key, take in split_rows(frame, keys):
             got = dict(zip(keys, key, strict=True))
             if coded:
                 got["period"] = period_of_code(got.pop("_pcode"))
             got[self.column] = self.value
-            items.append((tuple(got[p] for p in parts), take))
+            items.append((got, partial(_arrow_of, take, body, schema)))
+        self._write(items)
 
-        def one(item: tuple[tuple, Callable[[], pl.DataFrame]]) -> AddAction:
-            key, take = item
-            values, rel = partition_file(self.tdef.name, parts, key)
+    def write_arrow(
+        self, body: list[str], parts: list[tuple[dict[str, str], Callable[[], pa.Table]]]
+    ) -> None:
+        """Write one file per item of ``parts``: its partition values (every partition
+        column, this rewrite's scope included) and a function building its rows, an Arrow
+        table of the ``body`` columns (text may come as dictionaries; a float column the table
+        lacks is added to its schema at :meth:`commit`). For writers that lay out their
+        columns themselves (a full recompute: ``kernels.layout``)."""
+        schema = self._schema(body)
+        for values, _ in parts:
+            if values.get(self.column) != self.value:
+                raise ValueError(f"{self.tdef.name}: a file outside {self.column}={self.value}")
+        self._write([(values, partial(_checked_body, build, schema)) for values, build in parts])
+
+    def _schema(self, body: list[str]) -> pa.Schema:
+        """The file schema of ``body`` (the table's types, new columns float64), each column
+        recorded for the commit."""
+        fields = {f.name: f.type for f in self.tdef.schema if f.name not in self.tdef.partitions}
+        extra = {c: pa.float64() for c in body if c not in fields}
+        for c, t in {**fields, **extra}.items():
+            self.columns.setdefault(c, t)
+        return pa.schema([(c, self.columns[c]) for c in body])
+
+    def _write(self, items: list[tuple[dict[str, str], Callable[[], pa.Table]]]) -> None:
+        """Build and write each item's file, two at a time (pyarrow's writer releases the
+        GIL); file statistics come from the written footer."""
+        parts = list(self.tdef.partitions)
+
+        def one(item: tuple[dict[str, str], Callable[[], pa.Table]]) -> tuple[AddAction, int]:
+            got, build = item
+            values, rel = partition_file(self.tdef.name, parts, tuple(got[p] for p in parts))
             self.written.append(rel)
-            table = to_file_arrow(take().select(body), schema)
+            table = build()
             size, meta = write_file(self.location, self.tdef.name, rel, table)
-            return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta))
+            add = AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta))
+            return add, table.num_rows
 
-        with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow's writer releases the GIL
-            self.adds.extend(pool.map(one, items))
-        self.rows += frame.height
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for add, rows in pool.map(one, items):
+                self.adds.append(add)
+                self.rows += rows
+
+    def replaces_nothing(self) -> bool:
+        """Whether the snapshot this rewrite swaps holds no file in its scope: every row it
+        writes is new (a first compute of a timeframe)."""
+        if self.dt is None:
+            return True
+        col = f"partition.{self.column}"
+        return not any(f.get(col) == self.value for f in live_files(self.dt))
 
     def commit(self, *, run_id: str, stage: str, metadata: dict[str, str] | None = None) -> int:
         """Swap the scoped partitions' files for the written ones in one commit; returns the

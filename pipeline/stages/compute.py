@@ -32,6 +32,7 @@ from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
 from marketlake.pipeline.stages.compute_increment import increment, symbol_enum
+from marketlake.pipeline.stages.compute_layout import new_files
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
@@ -452,12 +453,16 @@ def _rewrite(
     changed = False
     writing: Future | None = None
 
-    def write(rows: Callable[[], pl.DataFrame]) -> None:
-        """Build and write the batch's rows on the writer thread (while the next computes)."""
+    def submit(job: Callable[[], None]) -> None:
+        """Run ``job`` (a batch's write) on the writer thread, while the next batch computes."""
         nonlocal writing
         if writing is not None:
             writing.result()  # one batch in flight: bounded memory, errors surface here
-        writing = writer.submit(
+        writing = writer.submit(job)
+
+    def write(rows: Callable[[], pl.DataFrame]) -> None:
+        """Build and write the batch's rows on the writer thread."""
+        submit(
             lambda: rw.write(
                 rows().select(*KEY, "_pcode", *columns, *other, "computed_at", "run_id")
             )
@@ -465,7 +470,15 @@ def _rewrite(
 
     writer = ThreadPoolExecutor(max_workers=1)
     try:
-        for part, bars in _rewrite_batches(lake, series, tf, syms, inputs):
+        fresh = rw.replaces_nothing()  # nothing stored: every row is new, no diff to make
+        for part, bars in _rewrite_batches(lake, series, tf, syms, inputs) if fresh else ():
+            body, parts = new_files(bars, tf, part, indicators, tz, other, computed_at, run_id)
+            counts["inserted"] += bars.height
+            progress("advance", advance=len(part), symbol=tf, rows=bars.height)
+            if parts:
+                changed = True
+                submit(lambda body=body, parts=parts: rw.write_arrow(body, parts))
+        for part, bars in () if fresh else _rewrite_batches(lake, series, tf, syms, inputs):
             got, rows = batch(part, bars, check=not changed)
             for k in counts:
                 counts[k] += got[k]
