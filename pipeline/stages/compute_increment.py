@@ -62,7 +62,7 @@ def increment(
     from marketlake import kernels
 
     parts, rest = _resumed(lake, version, tf, syms, indicators, columns, tz, from_ts)
-    for bars in _reads(lake, version, tf, rest):
+    for bars in _reads(lake, version, tf, rest, _bar_columns(indicators)):
         bars = _grouped(bars)
         for lo, hi in _slices(bars):
             part = bars.slice(lo, hi - lo)
@@ -141,13 +141,18 @@ def _resumed(
     first = min(from_ts[s] for s in wanted)
     per_bar = CALENDAR_INTRADAY if tfs.is_intraday(tf) else CALENDAR_DAILY
     since = first - tfs.DURATION[tf] * math.ceil(width * per_bar) - timedelta(days=7)
-    bars = _scan_bars(lake, version, tf, wanted, pl.col("ts") >= since)
+    read = _bar_columns(indicators)
+    bars = _scan_bars(lake, version, tf, wanted, pl.col("ts") >= since, read)
     if bars.is_empty():
         return [], syms
-    bars = _grouped(bars)
+    # the windows are gathered from the read in (symbol, ts) order through ``order``: the
+    # read itself is never put in that order (a gather of every column of every row)
+    bars, order = _keyed(bars)
     names = bars.get_column("symbol").dtype.categories.to_list()
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
+    if order is not None:
+        codes, ts = codes[order], ts[order]
     bounds = np.searchsorted(codes, np.arange(len(names) + 1))
     floor = np.array([_micros(from_ts[n]) for n in names], dtype=np.int64)
     # each series' first row at or after its first changed bar (ts ascends within a series)
@@ -160,7 +165,7 @@ def _resumed(
     zones = {n: tz.get(n, "UTC") for n in done}
     # per group, its window's rows from the seam on: one seam row + the changed rows a series
     parts = [
-        _from_seam(bars, pos, end, specs, w, zones, first=g == 0)
+        _from_seam(bars, order, pos, end, specs, w, zones, first=g == 0)
         for g, (specs, w) in enumerate(groups)
     ]
     out = pl.concat(parts, how="horizontal")
@@ -187,6 +192,7 @@ def _resumed(
     inputs = {
         c: np.array(out.get_column(c).cast(pl.Float64).to_numpy(), dtype=np.float64)
         for c in ("high", "low", "close", "volume")
+        if c in out.columns
     }
     starts, stops = seam_rows[good] + 1, seam_rows[good] + lengths[good]
     for c, spec in fed.items():
@@ -225,6 +231,7 @@ def _groups(indicators, sessions: int) -> list[tuple[list, int]]:
 
 def _from_seam(
     bars: pl.DataFrame,
+    order: np.ndarray | None,
     pos: np.ndarray,
     end: np.ndarray,
     specs: list,
@@ -234,13 +241,15 @@ def _from_seam(
     first: bool,
 ) -> pl.DataFrame:
     """``specs`` computed over the ``width`` bars before each series' row ``pos`` and its rows
-    up to ``end``; returned from the row before ``pos`` (the seam) on, with the bars' columns
-    when ``first``."""
+    up to ``end`` (rows of ``bars`` in (symbol, ts) order: ``bars[order]``, or ``bars`` when
+    ``order`` is None); returned from the row before ``pos`` (the seam) on, with the bars'
+    columns when ``first``."""
     from marketlake import kernels
 
     lengths = end - pos + width
     rows = np.repeat(pos - width - np.cumsum(lengths) + lengths, lengths)
-    out = kernels.compute(bars[rows + np.arange(lengths.sum())], specs, session_tz=zones)
+    rows += np.arange(lengths.sum())
+    out = kernels.compute(bars[rows if order is None else order[rows]], specs, session_tz=zones)
     tail = end - pos + 1
     keep = np.repeat(np.cumsum(lengths) - tail - np.cumsum(tail) + tail, tail)
     out = out[keep + np.arange(tail.sum())]
@@ -272,15 +281,18 @@ def _nothing(lake: Lake, meta, run_id: str, unchanged: int = 0) -> dict[str, int
     return {"inserted": 0, "updated": 0, "unchanged": unchanged}
 
 
-def _reads(lake: Lake, version: int, tf: str, syms: list[str]) -> Iterator[pl.DataFrame]:
-    """The bars of ``syms`` on ``tf``: one scan when the timeframe's files hold at most
-    :data:`READ_ROWS` rows (their log statistics tell), else symbol batches of about that."""
+def _reads(
+    lake: Lake, version: int, tf: str, syms: list[str], columns: list[str] = _BARS
+) -> Iterator[pl.DataFrame]:
+    """The ``columns`` of the bars of ``syms`` on ``tf``: one scan when the timeframe's files
+    hold at most :data:`READ_ROWS` rows (their log statistics tell), else symbol batches of
+    about that."""
     if not syms:  # every series resumed
         return
     series = lake.scan("ohlcv", version=version)
     wanted = (pl.col("timeframe") == tf) & pl.col("symbol").is_in(syms)
     if _stored_rows(lake, version, tf) <= READ_ROWS:
-        yield _scan_bars(lake, version, tf, syms)
+        yield _scan_bars(lake, version, tf, syms, columns=columns)
         return
     counts = dict(series.filter(wanted).group_by("symbol").len().collect().iter_rows())
     batch: list[str] = []
@@ -289,7 +301,7 @@ def _reads(lake: Lake, version: int, tf: str, syms: list[str]) -> Iterator[pl.Da
         if batch and rows + counts.get(s, 0) > READ_ROWS:
             yield (
                 series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(batch))
-                .select(_BARS)
+                .select(columns)
                 .collect()
             )
             batch, rows = [], 0
@@ -298,26 +310,31 @@ def _reads(lake: Lake, version: int, tf: str, syms: list[str]) -> Iterator[pl.Da
     if batch:
         yield (
             series.filter((pl.col("timeframe") == tf) & pl.col("symbol").is_in(batch))
-            .select(_BARS)
+            .select(columns)
             .collect()
         )
 
 
 def _scan_bars(
-    lake: Lake, version: int, tf: str, syms: list[str], where: pl.Expr | None = None
+    lake: Lake,
+    version: int,
+    tf: str,
+    syms: list[str],
+    where: pl.Expr | None = None,
+    columns: list[str] = _BARS,
 ) -> pl.DataFrame:
-    """The bars of ``syms`` on ``tf`` (and ``where``). A long symbol list is applied after the
-    read: pushed into the scan, it becomes one pyarrow expression of thousands of terms,
-    slower than reading the timeframe's other symbols too."""
+    """The ``columns`` of the bars of ``syms`` on ``tf`` (and ``where``). A long symbol list
+    is applied after the read: pushed into the scan, it becomes one pyarrow expression of
+    thousands of terms, slower than reading the timeframe's other symbols too."""
     pred = pl.col("timeframe") == tf
     if where is not None:
         pred = pred & where
     if len(syms) <= PUSHED_SYMBOLS:
         pred = pred & pl.col("symbol").is_in(syms)
-        return lake.scan("ohlcv", version=version).filter(pred).select(_BARS).collect()
+        return lake.scan("ohlcv", version=version).filter(pred).select(columns).collect()
     # symbol (and timeframe) read as dictionaries: a string per page, not per row
     bars = lake.scan("ohlcv", version=version, dictionary=("symbol", "timeframe"))
-    return bars.filter(pred).select(_BARS).collect().filter(pl.col("symbol").is_in(syms))
+    return bars.filter(pred).select(columns).collect().filter(pl.col("symbol").is_in(syms))
 
 
 def _stored_rows(lake: Lake, version: int, tf: str) -> int:
@@ -338,14 +355,27 @@ def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
     sorted symbols (gathering codes is far cheaper than gathering strings)."""
     if bars.height == 0:
         return bars.with_columns(pl.col("symbol").cast(pl.String))
+    bars, order = _keyed(bars)
+    return bars if order is None else bars[order]
+
+
+def _keyed(bars: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray | None]:
+    """``bars`` (not empty) in one chunk with ``symbol`` as an Enum of the sorted symbols
+    (:func:`symbol_enum`), and the order of its rows by (symbol, ts) (None: already so).
+    One chunk: polars gathers from a read's many chunks at a tenth of the speed."""
     bars = symbol_enum(bars)
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").to_physical().to_numpy()
-    order = _key_order(codes, ts)
-    # one chunk: polars gathers (here and from the windows) from a read's many chunks at a
-    # tenth of the speed
-    bars = bars.rechunk()
-    return bars if order is None else bars[order]
+    return bars.rechunk(), _key_order(codes, ts)
+
+
+def _bar_columns(indicators) -> list[str]:
+    """The bar columns a read for ``indicators`` needs: ``symbol``, ``ts`` and their inputs
+    (none of the defaults reads ``open``)."""
+    from marketlake.kernels.registry import resolve
+
+    need = {c for spec in resolve(indicators) for c in spec.inputs}
+    return [c for c in _BARS if c in ("symbol", "ts") or c in need]
 
 
 def symbol_enum(bars: pl.DataFrame) -> pl.DataFrame:

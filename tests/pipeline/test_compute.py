@@ -106,7 +106,7 @@ def test_resumed_increment_equals_full_recompute(home, monkeypatch, pushed):
     monkeypatch.setattr(
         compute_increment,
         "_reads",
-        lambda lk, v, tf, syms: whole.extend(syms) or reads(lk, v, tf, syms),
+        lambda lk, v, tf, syms, *cols: whole.extend(syms) or reads(lk, v, tf, syms, *cols),
     )
     inc = run_compute(later)
     assert inc.status == "ok" and inc.details["series"] == 4

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from marketlake.pipeline.stages.compute_increment import _grouped, _key_order
+from marketlake.kernels import registry
+from marketlake.pipeline.stages.compute_increment import (
+    _bar_columns,
+    _from_seam,
+    _grouped,
+    _key_order,
+    _keyed,
+)
 
 
 def _pieces(rng: np.random.Generator, symbols: int, files: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,3 +59,49 @@ def test_grouped_sorts_by_symbol_then_ts() -> None:
     want = bars.sort("symbol", "ts")
     assert got.get_column("symbol").dtype == pl.Enum(sorted(set(want["symbol"])))
     assert got.with_columns(pl.col("symbol").cast(pl.String)).equals(want)
+
+
+def test_keyed_orders_a_read_without_gathering_it() -> None:
+    rng = np.random.default_rng(7)
+    codes, ts = _pieces(rng, 30, 3)
+    bars = pl.DataFrame(
+        {"symbol": [f"S{c:03d}" for c in codes], "ts": ts, "close": rng.random(len(ts))}
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    keyed, order = _keyed(bars)
+    assert order is not None and keyed.n_chunks() == 1
+    assert keyed.with_columns(pl.col("symbol").cast(pl.String)).equals(bars)  # rows as read
+    assert keyed[order].equals(_grouped(bars))
+
+
+def test_windows_gathered_through_the_order_equal_windows_of_the_sorted_rows() -> None:
+    rng = np.random.default_rng(8)
+    codes, ts = _pieces(rng, 12, 4)
+    close = 100 + rng.standard_normal(len(ts)).cumsum()
+    bars = pl.DataFrame(
+        {
+            "symbol": [f"S{c:03d}" for c in codes],
+            "ts": ts,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "volume": rng.random(len(ts)) * 1e6,
+        }
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    keyed, order = _keyed(bars)
+    assert order is not None
+    sorted_bars = keyed[order]
+    bounds = np.searchsorted(
+        sorted_bars.get_column("symbol").to_physical().to_numpy(), np.arange(13)
+    )
+    pos, end = bounds[1:] - 3, bounds[1:]  # each series' last 3 rows are new
+    specs = registry.resolve(["sma(5)", "rsi(3)", "atr(4)", "obv"])
+    zones = {f"S{c:03d}": "UTC" for c in range(12)}
+    got = _from_seam(keyed, order, pos, end, specs, 6, zones, first=True)
+    want = _from_seam(sorted_bars, None, pos, end, specs, 6, zones, first=True)
+    assert got.height == 12 * 4 and got.equals(want)
+
+
+def test_bar_columns_are_the_indicators_inputs() -> None:
+    assert _bar_columns(None) == ["symbol", "ts", "high", "low", "close", "volume"]
+    assert _bar_columns(["sma(5)"]) == ["symbol", "ts", "close"]
+    assert "open" not in _bar_columns(None)
