@@ -147,7 +147,7 @@ def _resumed(
         return [], syms
     # the windows are gathered from the read in (symbol, ts) order through ``order``: the
     # read itself is never put in that order (a gather of every column of every row)
-    bars, order = _keyed(bars)
+    bars, order = _keyed(bars, sorted(wanted))
     names = bars.get_column("symbol").dtype.categories.to_list()
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
@@ -359,11 +359,13 @@ def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
     return bars if order is None else bars[order]
 
 
-def _keyed(bars: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray | None]:
+def _keyed(
+    bars: pl.DataFrame, names: list[str] | None = None
+) -> tuple[pl.DataFrame, np.ndarray | None]:
     """``bars`` (not empty) in one chunk with ``symbol`` as an Enum of the sorted symbols
     (:func:`symbol_enum`), and the order of its rows by (symbol, ts) (None: already so).
     One chunk: polars gathers from a read's many chunks at a tenth of the speed."""
-    bars = symbol_enum(bars)
+    bars = symbol_enum(bars, names)
     codes = bars.get_column("symbol").to_physical().to_numpy()
     ts = bars.get_column("ts").to_physical().to_numpy()
     return bars.rechunk(), _key_order(codes, ts)
@@ -378,18 +380,44 @@ def _bar_columns(indicators) -> list[str]:
     return [c for c in _BARS if c in ("symbol", "ts") or c in need]
 
 
-def symbol_enum(bars: pl.DataFrame) -> pl.DataFrame:
-    """``bars`` with ``symbol`` (String or Categorical) as an Enum of its sorted names: sorts,
-    gathers and splits into series then work on integer codes in the symbols' order."""
-    names = bars.get_column("symbol").unique().cast(pl.String).sort()
+def symbol_enum(bars: pl.DataFrame, names: list[str] | None = None) -> pl.DataFrame:
+    """``bars`` with ``symbol`` (String or Categorical) as an Enum of its sorted names (or of
+    ``names``, sorted and holding every symbol of ``bars``: no pass over the rows to find
+    them): sorts, gathers and splits into series then work on integer codes in the symbols'
+    order."""
+    if names is None:
+        names = bars.get_column("symbol").unique().cast(pl.String).sort().to_list()
     return bars.with_columns(pl.col("symbol").cast(pl.Enum(names)))
 
 
 def _key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
-    """The order sorting rows by (code, ts), None when they already are. Both packed into
-    one int64 key when they fit, sorted stable: a lake read is a few pieces (one per file)
-    each sorted by (symbol, ts), runs a merge sort takes whole (4x faster than a lexsort,
-    whose order is taken when the key does not fit)."""
+    """The order sorting rows by (code, ts) stably, None when they already are.
+
+    A lake read is a few pieces (one per file) each sorted by (symbol, ts): its runs (the
+    rows of one code in one piece, ts ascending) are ordered by (code, first ts) and taken
+    whole, a sort of a few thousand runs instead of every row (2-5x cheaper than sorting a
+    packed key). When runs of one code overlap in ts, every row is sorted
+    (:func:`_sorted_key_order`)."""
+    n = codes.shape[0]
+    cut = np.flatnonzero((codes[1:] != codes[:-1]) | (ts[1:] <= ts[:-1])) + 1
+    if cut.size == 0:
+        return None
+    starts = np.concatenate((np.zeros(1, np.int64), cut))
+    lengths = np.diff(np.append(starts, n))
+    runs = np.lexsort((ts[starts], codes[starts]))
+    code, first, last = codes[starts][runs], ts[starts][runs], ts[starts + lengths - 1][runs]
+    if ((code[1:] == code[:-1]) & (first[1:] <= last[:-1])).any():
+        return _sorted_key_order(codes, ts)
+    if (runs[1:] > runs[:-1]).all():
+        return None
+    starts, lengths = starts[runs], lengths[runs]
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(n)
+
+
+def _sorted_key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
+    """:func:`_key_order` by sorting every row: (code, ts) packed into one int64 key when
+    they fit, sorted stable (runs a merge sort takes whole; 4x faster than a lexsort, whose
+    order is taken when the key does not fit)."""
     lo = int(ts.min())
     bits = (int(ts.max()) - lo).bit_length()
     if int(codes.max()).bit_length() + bits > 62:

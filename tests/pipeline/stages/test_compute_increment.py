@@ -13,6 +13,8 @@ from marketlake.pipeline.stages.compute_increment import (
     _grouped,
     _key_order,
     _keyed,
+    _sorted_key_order,
+    symbol_enum,
 )
 
 
@@ -105,3 +107,26 @@ def test_bar_columns_are_the_indicators_inputs() -> None:
     assert _bar_columns(None) == ["symbol", "ts", "high", "low", "close", "volume"]
     assert _bar_columns(["sma(5)"]) == ["symbol", "ts", "close"]
     assert "open" not in _bar_columns(None)
+
+
+def test_key_order_of_pieces_overlapping_in_time_sorts_every_row() -> None:
+    # two pieces holding the same days of one symbol (no run order exists): a full stable sort
+    codes = np.array([0, 0, 1, 0, 0, 1], np.uint16)
+    ts = np.array([1, 2, 5, 2, 3, 4], np.int64)
+    order = _key_order(codes, ts)
+    assert np.array_equal(order, np.lexsort((ts, codes)))
+    assert np.array_equal(order, _sorted_key_order(codes, ts))
+
+
+def test_key_order_of_one_run_and_of_runs_in_order_is_none() -> None:
+    assert _key_order(np.array([3], np.uint16), np.array([7], np.int64)) is None
+    codes = np.array([0, 0, 1, 1, 1, 2], np.uint16)
+    assert _key_order(codes, np.array([1, 2, 1, 5, 9, 0], np.int64)) is None
+
+
+def test_symbol_enum_of_given_names_equals_the_found_ones() -> None:
+    bars = pl.DataFrame({"symbol": ["B", "A", "C", "A"], "ts": [1, 2, 3, 4]})
+    found = symbol_enum(bars)
+    given = symbol_enum(bars.with_columns(pl.col("symbol").cast(pl.Categorical)), ["A", "B", "C"])
+    assert found.equals(given)
+    assert found.get_column("symbol").to_physical().to_list() == [1, 0, 2, 0]
