@@ -2,7 +2,11 @@
 
 Every statement goes through :class:`Serving`, whose driver calls run inside
 :func:`~marketlake.pipeline.serving.errors.driver_errors`, so nothing but our error tree
-leaves this module.
+leaves this module. It speaks ADBC's low-level API (``adbc_driver_manager``): its DB-API
+module imports ``pyarrow.dataset`` and with it pandas (a quarter of a second of a nightly
+load's CPU), and prepares every new statement in a round trip of its own. Parameters travel
+as a one-row polars frame (``pyarrow.array`` of Python values would import pandas too);
+rows come back as tuples of Python values, as from a DB-API cursor.
 """
 
 from __future__ import annotations
@@ -71,34 +75,35 @@ class Serving:
         self.secrets = settings.secrets()
         self._dsn = settings.dsn
         self._uri = dsn_with(settings.dsn, application_name=application_name, connect_timeout="10")
+        self._db: Any = None
         self._conn: Any = None
-        self._cur: Any = None
         self.broken = False
 
     # lifecycle
     def open(self, *, first: bool = True) -> Serving:
-        import adbc_driver_postgresql.dbapi as pg
+        import adbc_driver_manager
+        import adbc_driver_postgresql
 
+        db = conn = None
         try:
             with driver_errors("connect", self.secrets, connecting_to=self._dsn, first=first):
-                self._conn = pg.connect(self._uri)
-                self._cur = self._conn.cursor()
+                db = adbc_driver_postgresql.connect(self._uri)
+                conn = adbc_driver_manager.AdbcConnection(db)
+                conn.set_autocommit(False)  # explicit transactions, as the loads need
         except MarketlakeError:
-            self._conn = self._cur = None
+            for obj in (conn, db):
+                _close(obj)
             raise
+        self._db, self._conn = db, conn
         self.broken = False
         self.query("session_setup")
         self.commit()
         return self
 
     def close(self) -> None:
-        for obj in (self._cur, self._conn):
-            if obj is not None:
-                try:
-                    obj.close()
-                except Exception:  # closing a dead connection may complain; nothing to save
-                    log.debug("ignored error while closing a serving connection")
-        self._cur = self._conn = None
+        for obj in (self._conn, self._db):
+            _close(obj)
+        self._conn = self._db = None
 
     def ensure_open(self) -> None:
         """Reconnect after the session was lost (used between retries)."""
@@ -128,9 +133,12 @@ class Serving:
 
     def run(self, text: str, params: Sequence[Any] = (), what: str = "query") -> list[tuple]:
         """Execute one statement (``$1``-style parameters) and return its rows."""
-        with self._guard(what):
-            self._cur.execute(text, parameters=tuple(params) if params else None)
-            return self._cur.fetchall() if self._cur.description else []
+        with self._guard(what), self._statement() as stmt:
+            stmt.set_sql_query(text)
+            if params:
+                stmt.bind_stream(_parameters(params))
+            handle, _ = _blocking_call(stmt.execute_query, (), {}, stmt.cancel)
+            return _rows(handle, stmt.cancel)
 
     def query(self, name: str, params: Sequence[Any] = (), **parts: str) -> list[tuple]:
         """Run the named query ``sql/postgres/queries/<name>.sql``."""
@@ -138,26 +146,35 @@ class Serving:
 
     def script(self, text: str, what: str = "script") -> None:
         """Several statements in one round trip, inside the current transaction."""
-        with self._guard(what):
-            cur = self._conn.cursor()  # own statement: the shared cursor caches its last query
-            try:
-                cur.adbc_statement.set_sql_query(text)
-                cur.adbc_statement.execute_update()
-            finally:
-                cur.close()
+        with self._guard(what), self._statement() as stmt:
+            stmt.set_sql_query(text)
+            _blocking_call(stmt.execute_update, (), {}, stmt.cancel)
 
     def ingest(self, table: str, data: Any, *, mode: str, temporary: bool = False) -> int:
-        """Binary COPY of arrow ``data`` into ``table`` (a temp table, or one in the schema)."""
-        with self._guard(f"COPY into {table}"):
-            return int(
-                self._cur.adbc_ingest(
-                    table,
-                    data,
-                    mode=mode,
-                    db_schema_name=None if temporary else self.schema,
-                    temporary=temporary,
-                )
-            )
+        """Binary COPY of arrow ``data`` (a table or a stream of batches) into ``table`` (a
+        temp table, or one in the schema)."""
+        options = {
+            "adbc.ingest.target_table": table,
+            "adbc.ingest.mode": _INGEST_MODES[mode],
+            "adbc.ingest.temporary": "true" if temporary else "false",
+        }
+        if not temporary:
+            options["adbc.ingest.target_db_schema"] = self.schema
+        with self._guard(f"COPY into {table}"), self._statement() as stmt:
+            stmt.set_options(**options)
+            stmt.bind_stream(data)
+            return int(_blocking_call(stmt.execute_update, (), {}, stmt.cancel))
+
+    @contextmanager
+    def _statement(self) -> Iterator[Any]:
+        """A new statement on the connection, closed after use."""
+        import adbc_driver_manager
+
+        stmt = adbc_driver_manager.AdbcStatement(self._conn)
+        try:
+            yield stmt
+        finally:
+            stmt.close()
 
     def commit(self) -> None:
         with self._guard("commit"):
@@ -222,6 +239,52 @@ class Serving:
                 self.query("advisory_unlock", (key,))
                 self.commit()
         return applied
+
+
+_INGEST_MODES = {
+    "append": "adbc.ingest.mode.append",
+    "create": "adbc.ingest.mode.create",
+    "create_append": "adbc.ingest.mode.create_append",
+    "replace": "adbc.ingest.mode.replace",
+}
+
+
+def _blocking_call(fn: Callable[..., T], args: tuple, kwargs: dict, cancel: Callable) -> T:
+    """``fn(*args, **kwargs)`` under the driver manager's SIGINT bridge (the one its DB-API
+    layer uses): Ctrl-C cancels the running statement instead of waiting for its end."""
+    from adbc_driver_manager import _lib
+
+    return _lib._blocking_call(fn, args, kwargs, cancel)
+
+
+def _parameters(params: Sequence[Any]) -> Any:
+    """Bind parameters ``$1, $2, ...`` as a one-row frame (columns named by position)."""
+    import polars as pl
+
+    return pl.DataFrame({str(i): [v] for i, v in enumerate(params)}).to_arrow()
+
+
+def _rows(handle: Any, cancel: Callable[[], None]) -> list[tuple]:
+    """A result stream's rows as tuples of Python values (none for a statement without
+    columns). Read through the driver manager's reader, which raises a failure met while
+    streaming (the server's error on a row) as the driver's error, with its SQLSTATE."""
+    from adbc_driver_manager._reader import AdbcRecordBatchReader
+
+    reader = AdbcRecordBatchReader._import_from_c(handle.address)
+    table = _blocking_call(reader.read_all, (), {}, cancel)
+    if not table.num_columns:
+        return []
+    return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+
+def _close(obj: Any) -> None:
+    """Close an ADBC object; closing a dead connection may complain: nothing to save."""
+    if obj is None:
+        return
+    try:
+        obj.close()
+    except Exception:
+        log.debug("ignored error while closing a serving connection")
 
 
 def connect(settings: Settings, *, application_name: str = "marketlake") -> Serving:

@@ -1,6 +1,6 @@
-"""A nightly increment's sync from the synthetic market and its compute, in a fresh process,
-import neither pandas nor pyarrow.dataset (together about a second of a cold start); the
-load that follows imports them with ADBC's DB-API module, which imports pyarrow.dataset."""
+"""A nightly increment (sync from the synthetic market, compute, load into PostgreSQL), in a
+fresh process, imports neither pandas nor pyarrow.dataset (together about a second of a cold
+start): the load speaks ADBC's low-level API, not its DB-API module, which imports both."""
 
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ settings = load_settings(home=home, env={}, now=datetime.fromisoformat(now))
 settings = settings.with_(dsn=dsn, pg_schema=schema)
 synced = run_sync(settings, provider="synthetic", timeframes=["1D"]).inserted
 computed = run_compute(settings).inserted
-found = sorted(m for m in ("pandas", "pyarrow.dataset") if m in sys.modules)
 loaded = run_load(settings).status
+found = sorted(m for m in ("pandas", "pyarrow.dataset") if m in sys.modules)
 print(json.dumps({"synced": synced, "computed": computed, "loaded": loaded, "found": found}))
 """
 
 
-def test_a_nightly_sync_and_compute_import_neither_pandas_nor_pyarrow_dataset(home, pg_dsn):
+def test_a_nightly_increment_imports_neither_pandas_nor_pyarrow_dataset(home, pg_dsn):
     dsn, schema = pg_dsn
     lake = Lake(home)
     universe.add_many(lake, SYMBOLS, run_id="u", asset_type="equity", provider="synthetic")

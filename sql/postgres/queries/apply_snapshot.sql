@@ -14,7 +14,8 @@ upserted AS (
     WHERE ({target_values}) IS DISTINCT FROM ({excluded_values})
     RETURNING {inserted_flag} AS inserted
 )
-SELECT {inserted},
-       count(*) - {inserted},
-       (SELECT count(*) FROM deleted)
-FROM upserted
+SELECT n_inserted, n_upserted - n_inserted, n_deleted
+FROM (SELECT {inserted} AS n_inserted,  -- counted once
+             count(*) AS n_upserted,
+             (SELECT count(*) FROM deleted) AS n_deleted
+      FROM upserted) AS counts
