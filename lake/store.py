@@ -40,7 +40,17 @@ _LOG_FILE = re.compile(r"^(\d{20})\.(?:json|checkpoint\.parquet|checkpoint\.\d+\
 PUSHED_SYMBOLS = 64
 ATTEMPTS = 5  # commits refused because another writer committed first, before giving up
 
-__all__ = ["Lake", "PUSHED_SYMBOLS", "WriteResult", "TABLE_CONFIG", "dedupe"]
+__all__ = ["Lake", "PUSHED_SYMBOLS", "WriteResult", "Written", "TABLE_CONFIG", "dedupe"]
+
+
+@dataclass(frozen=True)
+class Written:
+    """Data files written ahead of their commit (:meth:`Lake.write_ahead`): their rows
+    and add actions."""
+
+    table: str
+    rows: int
+    adds: list
 
 
 @dataclass(frozen=True)
@@ -263,6 +273,41 @@ class Lake:
         raise LakeConflictError(
             f"write to {name} failed: other writers committed first {ATTEMPTS} times"
         )
+
+    def write_ahead(self, name: str, frame: pl.DataFrame) -> Written:
+        """Write ``frame`` as new data files of the table, not committed: invisible until
+        :meth:`commit_written` names them (a crash before leaves only files ``maintain``
+        removes). A bulk load writes the next batch's files while the previous commits."""
+        rows, adds = writes.write_files(self.location, TABLES[name], frame)
+        return Written(name, rows, adds)
+
+    def commit_written(
+        self, written: Written, *, run_id: str, stage: str, read_version: int | None
+    ) -> WriteResult | None:
+        """Commit files of :meth:`write_ahead`, whose rows the caller proved absent at
+        ``read_version``, as one blind append on top of exactly that version. None when it
+        cannot be (the table gained columns, or another writer committed since): the files
+        are removed and the caller writes its rows again."""
+        name = written.table
+        tdef = TABLES[name]
+        try:
+            if self.evolve(name, run_id=run_id, stage=stage):
+                raise CommitConflict(f"{name}: columns added since the files were written")
+            dt = self.table(name, read_version)
+            if dt is None:
+                dt = writes.create(self.uri(name), tdef, self.location.storage_options)
+            writes.commit_files(dt, tdef, written.adds, commit_properties(run_id, stage))
+        except CommitConflict:
+            self.discard(written)
+            return None
+        except BaseException:
+            self.discard(written)
+            raise
+        return WriteResult(name, inserted=written.rows, version=self.version(name))
+
+    def discard(self, written: Written) -> None:
+        """Remove files of :meth:`write_ahead` that will not be committed."""
+        writes.remove_files(self.location, written.table, [a.path for a in written.adds])
 
     def evolve(self, name: str, *, run_id: str, stage: str) -> bool:
         """Add the nullable columns the table's definition gained since it was created, in

@@ -33,7 +33,7 @@ from marketlake.errors import (
     ConfigError,
     MarketlakeError,
 )
-from marketlake.lake.store import Lake
+from marketlake.lake.store import Lake, Written
 from marketlake.lake.tables import (
     polars_schema,
     single_timeframe,
@@ -78,6 +78,8 @@ PACK_UNITS = 500  # bars units answered by one fetch_many call of a batched prov
 # pack is one work item, answered on one thread and committed once all of it is in, so long
 # ranges go one unit each, fetched in parallel and committed while the next are fetched
 PACK_BARS = 100_000
+# a local bulk load's batch of this many rows of series the lake lacked is written ahead
+WRITE_AHEAD_ROWS = 100_000
 # a local bulk load's batch holding this many rows ends where the next timeframe's begin
 SPLIT_ROWS = 100_000
 
@@ -402,6 +404,10 @@ class Checked:
     # first and last ts and rows per series of ``good`` (:func:`_spans`), when taken ahead:
     # the spans of what a commit inserts when every row is new
     spans: dict[tuple[str, str], tuple[datetime, datetime, int]] | None = None
+    # a bulk load's rows stamped at ``now`` and written ahead as files of ohlcv, committed
+    # once the lake proves them all new (else the files are dropped and the rows written)
+    written: Written | None = None
+    now: datetime | None = None
 
 
 def check_bars(frame: pl.DataFrame, timeframe: str | None = None) -> Checked:
@@ -445,7 +451,17 @@ def land_checked(lake: Lake, checked: Checked, *, run_id: str, now: datetime) ->
     if suspect is not None and not suspect:  # all new (bulk loads): one pass for the counts
         out.spans = checked.spans if checked.spans is not None else _spans(tagged, timeframe)
         out.per_series = {k: {"new": n} for k, (_, _, n) in out.spans.items()}
+        if checked.written is not None:
+            res = lake.commit_written(
+                checked.written, run_id=run_id, stage="sync", read_version=read
+            )
+            if res is not None:
+                out.inserted = res.inserted
+                return out
+            # another writer committed since ``read``: the rows are written again below
         return _upsert(lake, tagged, now, run_id, read, out, assume_new=True)
+    if checked.written is not None:
+        lake.discard(checked.written)
     out.readjusted = {
         tuple(r)
         for r in tagged.filter(pl.col("_readjusted"))
@@ -602,6 +618,9 @@ class Sync:
         self.ok = self.failed = self.skipped = 0
         self.errors: list[str] = []
         self.events: list[dict[str, Any]] = []
+        self.local = False  # every unit's provider local (set by :meth:`run`)
+        self._ahead: list[Written] = []  # files written ahead, not yet committed or removed
+        self._ahead_lock = threading.Lock()
 
     def run(
         self, units: list[Unit], fetcher: Fetcher | None = None, planned: Planned | None = None
@@ -617,6 +636,7 @@ class Sync:
         # local providers answer in moments: their units are batched in plan order, so
         # consecutive batches hold consecutive symbols and file statistics prove each new
         local = bool(units) and all(_capable(n, "local") for n in {u.provider for u in units})
+        self.local = local and fetcher is None
         if local:
             workers = min(workers, os.cpu_count() or 1)
             # one timeframe per batch where possible (the single-timeframe write is cheaper),
@@ -720,6 +740,9 @@ class Sync:
         finally:
             committer.shutdown(wait=True)  # never leave the lock with a commit running
             checker.shutdown(wait=True, cancel_futures=True)
+            for written in self._ahead:  # checked, never committed (the run failed)
+                self.lake.discard(written)
+            self._ahead.clear()
             if fetcher is not None:
                 fetcher.close()
             self.providers.close()
@@ -752,7 +775,28 @@ class Sync:
         )
         if not checked.good.is_empty():  # a bulk load's counts, off the commit's path
             checked.spans = _spans(checked.good, checked.timeframe)
+        if self._writes_ahead(checked, units):
+            checked.now = self.settings.clock()
+            stamped = checked.good.with_columns(
+                pl.lit(checked.now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+                pl.lit(self.run_id).alias("run_id"),
+            )
+            checked.written = self.lake.write_ahead("ohlcv", stamped)
+            with self._ahead_lock:
+                self._ahead.append(checked.written)
         return checked
+
+    def _writes_ahead(self, checked: Checked, units: list[Outcome]) -> bool:
+        """Whether ``checked``'s rows are written as files here, ahead of their commit: a
+        bulk load's batch (of one timeframe, of local providers) whose series had no rows in
+        the lake when the run began; its files are then encoded while the previous batch
+        commits, and committed once the lake's statistics prove every row new."""
+        return (
+            self.local
+            and checked.timeframe is not None
+            and checked.good.height >= WRITE_AHEAD_ROWS
+            and not any((o.unit.symbol, o.unit.timeframe) in self.cov for o in units)
+        )
 
     def commit(self, batch: _Batch, checked: Future | None = None) -> None:
         """Land the batch (its bars checked by ``checked``, a future of :meth:`check`, or
@@ -760,13 +804,22 @@ class Sync:
         if not batch.outcomes:
             return
         bars = checked.result() if checked is not None else self.check(batch)
-        now = self.settings.clock()
+        now = bars.now if bars is not None and bars.now is not None else self.settings.clock()
         good_units = [o for o in batch.outcomes if o.error is None]
         per_unit: dict[tuple[str, str], dict[str, int]] = {}
         readjusted: set[tuple[str, str]] = set()
         if bars is not None:
             read = self._coverage_at_latest(batch)
-            landed = land_checked(self.lake, bars, run_id=self.run_id, now=now)
+            try:
+                landed = land_checked(self.lake, bars, run_id=self.run_id, now=now)
+            except BaseException:
+                if bars.written is not None:  # failed before its commit: never committed
+                    self.lake.discard(bars.written)
+                raise
+            finally:
+                if bars.written is not None:  # committed or removed
+                    with self._ahead_lock:
+                        self._ahead.remove(bars.written)
             if not landed.rejected.is_empty():
                 self._quarantine(landed.rejected, "ohlcv", "provider")
             readjusted = landed.readjusted

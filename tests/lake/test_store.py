@@ -184,3 +184,27 @@ def test_racing_writers_without_the_lock_never_double_a_key(home):
             t.join()
         assert _keys_doubled(Lake(home)) == 0
         assert Lake(home).read("ohlcv").height == 11
+
+
+def test_files_written_ahead_commit_on_the_version_read_or_are_removed(home):
+    lake = Lake(home)
+    ahead = lake.write_ahead("ohlcv", bars(["A"]))  # no table yet: the commit creates it
+    assert lake.version("ohlcv") is None
+    first = lake.commit_written(ahead, run_id="r1", stage="t", read_version=None)
+    assert first is not None and first.inserted == 3
+    read = lake.version("ohlcv")
+    ahead = lake.write_ahead("ohlcv", bars(["B"]))
+    files = [lake.path("ohlcv") / a.path for a in ahead.adds]
+    assert files and all(f.exists() for f in files)
+    assert lake.read("ohlcv").height == 3  # invisible until committed
+    res = lake.commit_written(ahead, run_id="r2", stage="t", read_version=read)
+    assert res is not None and res.inserted == 3 and res.version == read + 1
+    assert lake.read("ohlcv").height == 6
+    assert lake.history("ohlcv", 1)[0]["run_id"] == "r2"
+    # proved on a version another writer has since committed on top of: refused, removed
+    read = lake.version("ohlcv")
+    ahead = lake.write_ahead("ohlcv", bars(["C"]))
+    lake.upsert("ohlcv", bars(["D"]), run_id="other", stage="t")
+    assert lake.commit_written(ahead, run_id="r3", stage="t", read_version=read) is None
+    assert not any((lake.path("ohlcv") / a.path).exists() for a in ahead.adds)
+    assert sorted(lake.read("ohlcv").get_column("symbol").unique()) == ["A", "B", "D"]

@@ -1,10 +1,12 @@
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 import polars as pl
 import pytest
 
 from marketlake.errors import ConfigError, UnknownSymbolError
 from marketlake.lake import Lake
+from marketlake.lake.writes import live_files
 from marketlake.pipeline import universe
 from marketlake.pipeline.config import ProviderSettings, load_settings
 from marketlake.pipeline.stages.ingest import run_sync
@@ -330,3 +332,80 @@ def test_a_bulk_loads_batches_hold_one_timeframe_each(home, monkeypatch):
     other, _ = setup(home / "small")
     assert run_sync(other, timeframes=["1D", "1h"], start="2026-09-01").status == "ok"
     assert checked == [["1D", "1h"]]
+
+
+def test_a_bulk_load_writes_files_ahead_and_commits_each_batch_once(home, monkeypatch):
+    from marketlake.lake import Lake as LakeClass
+    from marketlake.pipeline.stages import ingest
+
+    symbols = tuple(f"W{i}" for i in range(6))
+    settings, lake = setup(home, symbols=symbols, batch_tasks=2)
+    committed: list[int] = []
+    commit = LakeClass.commit_written
+
+    def committing(self, written, **kw):
+        res = commit(self, written, **kw)
+        committed.append(-1 if res is None else res.inserted)
+        return res
+
+    monkeypatch.setattr(LakeClass, "commit_written", committing)
+    monkeypatch.setattr(ingest, "WRITE_AHEAD_ROWS", 1)
+    res = run_sync(settings, timeframes=["1D"], start="2025-06-01")
+    assert res.status == "ok" and res.tasks_ok == 6
+    assert len(committed) == 3 and sum(committed) == res.inserted  # three batches, ahead
+    stored = lake.read("ohlcv")
+    assert stored.height == res.inserted
+    assert stored.select("symbol", "timeframe", "ts").is_duplicated().sum() == 0
+    assert sorted(stored.get_column("symbol").unique()) == list(symbols)
+    assert _unreferenced(lake) == set()
+    # a re-run changes nothing; a later run extends series the lake holds: not written ahead
+    again = run_sync(settings, timeframes=["1D"], start="2025-06-01")
+    assert again.inserted == 0 and len(committed) == 3
+    later = run_sync(settings.with_(now=datetime(2026, 11, 27, 22, 0, tzinfo=UTC)))
+    assert later.status == "ok" and later.inserted > 6 * 5
+    assert len(committed) == 3
+    assert lake.read("ohlcv").height == res.inserted + later.inserted
+
+
+def test_files_written_ahead_of_rows_the_lake_holds_are_removed(home):
+    from marketlake.pipeline.stages import ingest
+
+    settings, lake = setup(home, symbols=("AAA", "BBB"))
+    res = run_sync(settings, symbols=["AAA"], timeframes=["1D"], start="2026-10-01")
+    assert res.status == "ok"
+    frame = lake.read("ohlcv").drop("period", "run_id", "ingested_at")
+    new = frame.with_columns(pl.lit("BBB").alias("symbol"))
+    checked = ingest.check_bars(pl.concat([frame, new]), "1D")
+    stamped = checked.good.with_columns(
+        pl.lit(NOW).cast(pl.Datetime("us", "UTC")).alias("ingested_at"), pl.lit("r").alias("run_id")
+    )
+    checked.written = lake.write_ahead("ohlcv", stamped)
+    landed = ingest.land_checked(lake, checked, run_id="r", now=NOW)
+    # AAA's rows are stored already: the files go, only BBB's rows are written (diffed)
+    assert (landed.inserted, landed.unchanged) == (new.height, frame.height)
+    assert not any((lake.path("ohlcv") / a.path).exists() for a in checked.written.adds)
+    assert lake.read("ohlcv").height == 2 * frame.height
+    assert _unreferenced(lake) == set()
+
+
+def test_a_failed_commit_leaves_no_files_written_ahead(home, monkeypatch):
+    from marketlake.pipeline.stages import ingest
+
+    settings, lake = setup(home, symbols=tuple(f"F{i}" for i in range(4)), batch_tasks=2)
+    monkeypatch.setattr(ingest, "WRITE_AHEAD_ROWS", 1)
+
+    def failing(*a, **kw):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ingest, "land_checked", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_sync(settings, timeframes=["1D"], start="2025-06-01")
+    assert lake.version("ohlcv") is None
+    assert not list((lake.path("ohlcv")).rglob("*.parquet"))
+
+
+def _unreferenced(lake: Lake) -> set[str]:
+    """Data files under ohlcv that its latest snapshot does not name."""
+    root = lake.path("ohlcv")
+    on_disk = {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
+    return on_disk - {unquote(f["path"]) for f in live_files(lake.table("ohlcv"))}
