@@ -1,8 +1,9 @@
 """What to fetch: wanted coverage minus what the lake holds, plus an overlap window.
 
 Coverage is computed from the lake itself in one query (first/last bar, rows and the first
-provisional bar per symbol and timeframe), so a plan can never disagree with the data, and a
-run killed at any point re-plans exactly what is missing. Each unit of work is one
+provisional bar per symbol and timeframe), or taken from the coverage the last sync kept while
+the table is still at the version it was kept for (:mod:`.kept_coverage`), so a plan can never
+disagree with the data, and a run killed at any point re-plans exactly what is missing. Each unit of work is one
 (symbol, timeframe, kind), split into chunks no wider than the provider allows.
 """
 
@@ -20,7 +21,7 @@ import polars as pl
 
 from marketlake.errors import ConfigError
 from marketlake.lake.store import PUSHED_SYMBOLS, Lake
-from marketlake.pipeline import freshness, universe
+from marketlake.pipeline import freshness, kept_coverage, universe
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import SegmentSettings, Settings
 from marketlake.pipeline.providers.base import KINDS, provider_class
@@ -272,6 +273,11 @@ class Planned:
     units: list[Unit]
     coverage: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     version: int | None = None
+    # the series ``coverage`` holds every one of (those absent have no bars), and whether
+    # it came from the coverage the last sync kept (:mod:`.kept_coverage`)
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ()
+    kept: bool = False
 
 
 def plan(settings: Settings, lake: Lake, req: SyncRequest, now: datetime) -> list[Unit]:
@@ -293,10 +299,13 @@ def plan_with_coverage(settings: Settings, lake: Lake, req: SyncRequest, now: da
     all_symbols = sorted({s for _, f in segs for s in f.get_column("symbol").to_list()})
     all_tfs = sorted({tf for seg, _ in segs for tf in (req.timeframes or seg.timeframes)})
     version = lake.version("ohlcv")
-    cov = {
-        (r["symbol"], r["timeframe"]): r
-        for r in coverage(lake, all_symbols, all_tfs, version).iter_rows(named=True)
-    }
+    cov = kept_coverage.load(lake, version, all_symbols, all_tfs)
+    kept = cov is not None
+    if cov is None:
+        cov = {
+            (r["symbol"], r["timeframe"]): r
+            for r in coverage(lake, all_symbols, all_tfs, version).iter_rows(named=True)
+        }
     status = {
         (r["segment"], r["symbol"], r["timeframe"], r["kind"]): r
         for r in lake.scan("sync_status")
@@ -394,7 +403,7 @@ def plan_with_coverage(settings: Settings, lake: Lake, req: SyncRequest, now: da
     if req.limit is not None:  # after the scope, so `--scope never --limit 1` plans one symbol
         keep = set(sorted({u.symbol for u in units})[: req.limit])
         units = [u for u in units if u.symbol in keep]
-    return Planned(units, cov, version)
+    return Planned(units, cov, version, tuple(all_symbols), tuple(all_tfs), kept)
 
 
 def _unavailable(seg, row, pname, kinds, seg_tfs, req, end) -> list[Unit]:

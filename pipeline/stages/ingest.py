@@ -42,6 +42,7 @@ from marketlake.lake.tables import (
     with_period_code,
 )
 from marketlake.lake.validate import check_ohlcv, quarantine_rows
+from marketlake.pipeline import kept_coverage
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.planning import (
@@ -614,6 +615,10 @@ class Sync:
         # then kept up to date with this run's own commits (it holds the writer lock)
         self.cov: dict[tuple[str, str], dict[str, Any]] = {}
         self.cov_version: int | None = None
+        # whether ``cov`` is the exact coverage of the plan's series at ``cov_version``:
+        # kept for the next plan when the run ends so (:mod:`..kept_coverage`)
+        self.cov_exact = False
+        self.planned: Planned | None = None
         self.totals = dict(inserted=0, updated=0, unchanged=0, quarantined=0)
         self.ok = self.failed = self.skipped = 0
         self.errors: list[str] = []
@@ -631,6 +636,7 @@ class Sync:
         watch = Stopwatch()
         if planned is not None:
             self.cov, self.cov_version = dict(planned.coverage), planned.version
+            self.cov_exact, self.planned = True, planned
         self.progress("start", total=len(units))
         workers = max(1, self.settings.concurrency)
         # local providers answer in moments: their units are batched in plan order, so
@@ -732,6 +738,7 @@ class Sync:
                         next_commit = time.monotonic() + every
             hand_over(batch)
             hand_over(_Batch())  # the last commit done (or its error raised)
+            self._keep_coverage()
             if fetcher is not None:  # read the files providers' problems here, as one run does
                 for name in sorted({u.provider for u in units}):
                     if callable(getattr(_provider_class(name), "problems", None)):
@@ -828,8 +835,12 @@ class Sync:
             after = self.lake.version("ohlcv")
             # only this write committed since ``read`` (no table yet: it created it)
             if self.cov_version == read and (read is None or after == read + int(wrote)):
+                if self._provisional(bars, batch):
+                    self.cov_exact = False  # its first provisional bar is not followed
                 self._cover(landed.spans)
                 self.cov_version = after
+            else:
+                self.cov_exact = False
             self.totals["inserted"] += landed.inserted
             self.totals["updated"] += landed.updated
             self.totals["unchanged"] += landed.unchanged
@@ -838,6 +849,8 @@ class Sync:
             self._quarantine(pl.concat(rejected, how="diagonal_relaxed"), "ohlcv", "provider")
         for key in sorted(readjusted):
             self._replace_history(key, batch, now)
+        if readjusted:
+            self.cov_exact = False
         if readjusted and self.cov_version is not None:
             version = self.lake.version("ohlcv")
             c = coverage(
@@ -859,6 +872,7 @@ class Sync:
         series are read from the lake again."""
         read = self.lake.version("ohlcv")
         if self.cov_version != read:
+            self.cov_exact = False  # another writer's commit: only this batch's series re-read
             keys = {(o.unit.symbol, o.unit.timeframe) for o in batch.outcomes}
             c = coverage(
                 self.lake, sorted({s for s, _ in keys}), sorted({t for _, t in keys}), read
@@ -869,6 +883,29 @@ class Sync:
                 self.cov[(r["symbol"], r["timeframe"])] = r
             self.cov_version = read
         return read
+
+    def _provisional(self, bars: Checked, batch: _Batch) -> bool:
+        """Whether the batch wrote or may have finalized provisional bars: then the kept
+        coverage's first provisional bar of its series is not known without a read."""
+        if not bars.good.get_column("is_final").fill_null(True).all():
+            return True
+        return any(
+            (self.cov.get((o.unit.symbol, o.unit.timeframe)) or {}).get("first_provisional")
+            is not None
+            for o in batch.outcomes
+        )
+
+    def _keep_coverage(self) -> None:
+        """Keep the coverage for the next plan when it is exactly the table's now (this run
+        was the only writer since its plan) and not already kept at this version."""
+        p = self.planned
+        if p is None or not self.cov_exact or self.cov_version is None:
+            return
+        if p.kept and self.cov_version == p.version:
+            return
+        if self.lake.version("ohlcv") != self.cov_version:
+            return
+        kept_coverage.save(self.lake, self.cov_version, p.symbols, p.timeframes, self.cov)
 
     def _cover(self, spans: dict[tuple[str, str], tuple[datetime, datetime, int]]) -> None:
         """Extend the kept coverage by the rows a commit inserted."""
