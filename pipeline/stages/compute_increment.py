@@ -195,8 +195,8 @@ def _resumed(
         if c in out.columns
     }
     starts, stops = seam_rows[good] + 1, seam_rows[good] + lengths[good]
-    for c, spec in fed.items():
-        values = np.array(out.get_column(c).to_numpy(), dtype=np.float64)
+    for c, spec in fed.items():  # not computed over the windows: only continued
+        values = np.full(out.height, np.nan)
         seeds = np.ascontiguousarray(stored.get_column(c).to_numpy()[good], dtype=np.float64)
         resume.resume_into(spec, inputs, starts, stops, seeds, values)
         out = out.with_columns(pl.Series(c, values))
@@ -215,10 +215,14 @@ def _resumed(
 def _groups(indicators, sessions: int) -> list[tuple[list, int]]:
     """The indicators in groups computed over windows of their own length: those whose memory
     (plus ``sessions`` bars for intraday session indicators) is above half the longest, and the
-    rest, with each group's window in bars (the kernels' cost grows with rows x columns)."""
+    rest, with each group's window in bars (the kernels' cost grows with rows x columns).
+    Seeded indicators are in none (they only continue from their stored value); without
+    others, one group of no indicator over the seam bar."""
     from marketlake.kernels import registry, resume
 
-    specs = registry.resolve(indicators)
+    specs = [s for s in registry.resolve(indicators) if s.name not in resume.SEEDED]
+    if not specs:
+        return [([], 1)]
     need = {s: resume.memory(s) + sessions for s in specs}
     width = max(need.values())
     long = [s for s in specs if need[s] > width // 2]

@@ -1,21 +1,32 @@
-"""The compute increment's row order: bars of a lake read, a few pieces each sorted by
-(symbol, ts), put in (symbol, ts) order."""
+"""The compute increment: the row order of a lake read (a few pieces each sorted by (symbol,
+ts)), the resumed windows gathered through it, the indicator groups, and seeded indicators
+continued from their stored values."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
-from marketlake.kernels import registry
+from marketlake import kernels
+from marketlake.kernels import registry, resume
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.stages.compute import changed_series, last_watermark, run_compute
 from marketlake.pipeline.stages.compute_increment import (
     _bar_columns,
     _from_seam,
     _grouped,
+    _groups,
     _key_order,
     _keyed,
     _sorted_key_order,
+    increment,
     symbol_enum,
 )
+from marketlake.pipeline.stages.ingest import run_sync
 
 
 def _pieces(rng: np.random.Generator, symbols: int, files: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,3 +141,56 @@ def test_symbol_enum_of_given_names_equals_the_found_ones() -> None:
     given = symbol_enum(bars.with_columns(pl.col("symbol").cast(pl.Categorical)), ["A", "B", "C"])
     assert found.equals(given)
     assert found.get_column("symbol").to_physical().to_list() == [1, 0, 2, 0]
+
+
+def test_groups_leave_out_the_seeded_indicators() -> None:
+    groups = _groups(None, 0)
+    names = {s.name for specs, _ in groups for s in specs}
+    assert names.isdisjoint({"ema", "atr", "obv"}) and {"rsi", "macd", "sma"} <= names
+    assert max(w for _, w in groups) == resume.window()
+    assert _groups(["ema(5)", "obv"], 0) == [([], 1)]
+
+
+def test_seeded_indicators_alone_resume_from_their_stored_values(home, monkeypatch) -> None:
+    from marketlake.pipeline.stages import compute_increment
+
+    now = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+    specs = ["ema(5)", "atr(3)", "obv"]
+    settings = load_settings(home=home, env={}, now=now)
+    lake = Lake(home)
+    universe.add_many(lake, ["AAA", "BBB"], run_id="u", provider="synthetic", asset_type="equity")
+    run_sync(settings, timeframes=["1D"], start="2026-01-01")
+    run_compute(settings, indicators=specs)
+    since = last_watermark(lake)
+    later = settings.with_(now=now + timedelta(days=5))
+    run_sync(later, timeframes=["1D"], start="2026-01-01")
+    upto = lake.version("ohlcv")
+    from_ts = {s: t for s, _, t in changed_series(lake, since, upto).iter_rows()}
+    assert sorted(from_ts) == ["AAA", "BBB"]
+    whole: list[str] = []
+    reads = compute_increment._reads
+    monkeypatch.setattr(
+        compute_increment,
+        "_reads",
+        lambda lk, v, tf, syms, *c: whole.extend(syms) or reads(lk, v, tf, syms, *c),
+    )
+    columns = kernels.output_columns(specs)
+    got = increment(
+        lake,
+        upto,
+        "1D",
+        sorted(from_ts),
+        specs,
+        columns,
+        {},
+        "inc",
+        meta=None,
+        computed_at=later.clock(),
+        from_ts=from_ts,
+    )
+    assert whole == [] and got["inserted"] > 0  # both resumed, none read whole
+    bars = lake.read("ohlcv").filter(pl.col("timeframe") == "1D")
+    full = kernels.compute(bars.select("symbol", "ts", "high", "low", "close", "volume"), specs)
+    want = full.select("symbol", "ts", *[pl.col(c).fill_nan(None) for c in columns])
+    stored = lake.read("indicators").select("symbol", "ts", *columns).sort("symbol", "ts")
+    assert stored.equals(want.with_columns(pl.col("symbol").cast(pl.String)))
