@@ -38,6 +38,9 @@ KERNEL_ROWS = 2_500_000  # bars per kernels call (its output block: ~40 float co
 CALENDAR_DAILY = 1.5
 CALENDAR_INTRADAY = 6.0
 SEAM_TOL = 1e-9  # the kernels' parity tolerance (relative)
+# a kernels call's fixed cost (planning, the symbol runs, session tables, the window's
+# gather), in cells of bars x columns computed: about 5 ms
+CALL_CELLS = 1_500_000
 _BARS = ["symbol", "ts", "open", "high", "low", "close", "volume"]
 _KEY = ["symbol", "timeframe", "ts"]
 
@@ -136,7 +139,7 @@ def _resumed(
     sessions = 0
     if tfs.is_intraday(tf) and resume.sessions_needed(indicators):
         sessions = 3 * (timedelta(days=1) // tfs.DURATION[tf])
-    groups = _groups(indicators, sessions)
+    groups = _groups(indicators, sessions, len(wanted))
     width = max(w for _, w in groups)
     first = min(from_ts[s] for s in wanted)
     per_bar = CALENDAR_INTRADAY if tfs.is_intraday(tf) else CALENDAR_DAILY
@@ -212,24 +215,39 @@ def _resumed(
     return [part], [s for s in syms if s not in resumed]
 
 
-def _groups(indicators, sessions: int) -> list[tuple[list, int]]:
-    """The indicators in groups computed over windows of their own length: those whose memory
-    (plus ``sessions`` bars for intraday session indicators) is above half the longest, and the
-    rest, with each group's window in bars (the kernels' cost grows with rows x columns).
-    Seeded indicators are in none (they only continue from their stored value); without
-    others, one group of no indicator over the seam bar."""
+def _groups(indicators, sessions: int, series: int = 1) -> list[tuple[list, int]]:
+    """The indicators in groups, each computed over a window of its longest memory (plus
+    ``sessions`` bars for intraday session indicators, plus the seam bar), longest first,
+    with that window in bars. The split is the cheapest for ``series`` series: a call's cost grows with its
+    window x (its output columns + the bar columns gathered), plus a fixed cost per call
+    (:data:`CALL_CELLS`); its output block is fresh memory to fault in, so a short group of
+    many columns (pivots, Fibonacci levels) is best not computed over MACD's or RSI's
+    window. Seeded indicators are in none (they only continue from their stored value);
+    without others, one group of no indicator over the seam bar."""
     from marketlake.kernels import registry, resume
 
     specs = [s for s in registry.resolve(indicators) if s.name not in resume.SEEDED]
     if not specs:
         return [([], 1)]
-    need = {s: resume.memory(s) + sessions for s in specs}
-    width = max(need.values())
-    long = [s for s in specs if need[s] > width // 2]
-    short = [s for s in specs if need[s] <= width // 2]
-    groups = [(long, width)]
-    if short:
-        groups.append((short, max(need[s] for s in short)))
+    # one bar more than the memory: the seam row's own value is checked against the stored
+    # one, and it needs as many bars before it as the first new row does
+    need = {s: resume.memory(s) + sessions + 1 for s in specs}
+    specs.sort(key=lambda s: -need[s])  # stable: ties keep the caller's order
+    n = len(specs)
+    # best[i], cut[i]: the cheapest split of specs[i:] into runs, the end of its first run
+    best, cut = [0.0] * (n + 1), [n] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        best[i] = math.inf
+        cols = 0
+        for j in range(i, n):
+            cols += len(specs[j].columns)
+            cost = series * (need[specs[i]] + 1) * (cols + len(_BARS) - 1) + CALL_CELLS
+            if cost + best[j + 1] < best[i]:
+                best[i], cut[i] = cost + best[j + 1], j + 1
+    groups, i = [], 0
+    while i < n:
+        groups.append((specs[i : cut[i]], need[specs[i]]))
+        i = cut[i]
     return groups
 
 

@@ -82,6 +82,8 @@ def test_resumed_increment_equals_full_recompute(home, monkeypatch, pushed):
 
     monkeypatch.setattr(compute_increment, "PUSHED_SYMBOLS", pushed)
     monkeypatch.setattr(planning, "PUSHED_SYMBOLS", pushed)
+    # calls free: the indicators split into several windows, as for thousands of series
+    monkeypatch.setattr(compute_increment, "CALL_CELLS", 0)
     settings, lake = setup(home)
     run_sync(settings, timeframes=["1D"])  # the default history: about five years
     universe.add(lake, "NEW", run_id="u", provider="synthetic", asset_type="equity")

@@ -147,7 +147,7 @@ def test_groups_leave_out_the_seeded_indicators() -> None:
     groups = _groups(None, 0)
     names = {s.name for specs, _ in groups for s in specs}
     assert names.isdisjoint({"ema", "atr", "obv"}) and {"rsi", "macd", "sma"} <= names
-    assert max(w for _, w in groups) == resume.window()
+    assert max(w for _, w in groups) == resume.window() + 1  # and the seam bar
     assert _groups(["ema(5)", "obv"], 0) == [([], 1)]
 
 
@@ -194,3 +194,20 @@ def test_seeded_indicators_alone_resume_from_their_stored_values(home, monkeypat
     want = full.select("symbol", "ts", *[pl.col(c).fill_nan(None) for c in columns])
     stored = lake.read("indicators").select("symbol", "ts", *columns).sort("symbol", "ts")
     assert stored.equals(want.with_columns(pl.col("symbol").cast(pl.String)))
+
+
+def test_groups_split_by_cost_cover_each_indicator_once_over_its_memory() -> None:
+    specs = [s for s in registry.resolve(None) if s.name not in resume.SEEDED]
+    for series, sessions in ((1, 0), (2600, 0), (2600, 72)):
+        groups = _groups(None, sessions, series)
+        got = [s for members, _ in groups for s in members]
+        assert sorted(map(str, got)) == sorted(map(str, specs))
+        widths = [w for _, w in groups]
+        assert widths == sorted(widths, reverse=True)
+        for members, w in groups:
+            assert w == max(resume.memory(s) + sessions + 1 for s in members)
+    assert len(_groups(None, 0, 1)) == 1  # one series: the fixed cost of a call dominates
+    # many series: the short indicators' many columns (pivots, Fibonacci) over short windows
+    many = _groups(None, 0, 2600)
+    assert len(many) > 1
+    assert all(w < 200 for members, w in many for s in members if s.name == "pivots")
