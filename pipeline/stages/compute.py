@@ -125,7 +125,9 @@ def run_compute(
         code (a third of the cost of reading them as strings)."""
         return lake.scan("ohlcv", version=upto, dictionary=("symbol", "timeframe"))
 
+    every = False  # whether each timeframe's series are all the scan holds
     if todo is None:
+        every = not symbols
         todo = (
             coded()
             .select("symbol", "timeframe")
@@ -173,6 +175,7 @@ def run_compute(
                     meta=meta,
                     computed_at=settings.clock(),
                     progress=progress,
+                    every=every,
                 )
             else:
                 res = increment(
@@ -394,6 +397,7 @@ def _rewrite(
     meta: dict[str, str] | None,
     computed_at: datetime,
     progress: Callable[..., None],
+    every: bool = False,
 ) -> dict[str, int]:
     """Recompute every series of ``tf`` in batches and swap the timeframe's partitions for the
     result in one commit; unchanged rows keep their ``computed_at`` and ``run_id``, stored
@@ -471,14 +475,14 @@ def _rewrite(
     writer = ThreadPoolExecutor(max_workers=1)
     try:
         fresh = rw.replaces_nothing()  # nothing stored: every row is new, no diff to make
-        for part, bars in _rewrite_batches(lake, series, tf, syms, inputs) if fresh else ():
+        for part, bars in _rewrite_batches(lake, series, tf, syms, inputs, every) if fresh else ():
             body, parts = new_files(bars, tf, part, indicators, tz, other, computed_at, run_id)
             counts["inserted"] += bars.height
             progress("advance", advance=len(part), symbol=tf, rows=bars.height)
             if parts:
                 changed = True
                 submit(lambda body=body, parts=parts: rw.write_arrow(body, parts))
-        for part, bars in () if fresh else _rewrite_batches(lake, series, tf, syms, inputs):
+        for part, bars in () if fresh else _rewrite_batches(lake, series, tf, syms, inputs, every):
             got, rows = batch(part, bars, check=not changed)
             for k in counts:
                 counts[k] += got[k]
@@ -509,21 +513,28 @@ def _rewrite(
 
 
 def _bars(
-    series: pl.LazyFrame, tf: str, syms: list[str], columns: Iterable[str] = BAR_COLUMNS
+    series: pl.LazyFrame,
+    tf: str,
+    syms: list[str],
+    columns: Iterable[str] = BAR_COLUMNS,
+    every: bool = False,
 ) -> pl.DataFrame:
     """The ``columns`` of the bars of ``syms`` on ``tf``. A long symbol list is applied after
     the read (pushed into the scan it becomes one pyarrow expression of thousands of terms,
     slower than reading the timeframe's other symbols too); only its range is pushed, which
-    skips the files of other symbols (their statistics)."""
+    skips the files of other symbols (their statistics). ``every``: ``syms`` are all the
+    symbols ``series`` holds on ``tf`` (nothing to filter them by)."""
     if not syms:
         return series.select(*columns).clear().collect()
     pred = pl.col("timeframe") == tf
-    if len(syms) <= PUSHED_SYMBOLS:
+    if every:
+        pass
+    elif len(syms) <= PUSHED_SYMBOLS:
         pred = pred & pl.col("symbol").is_in(syms)
     else:
         pred = pred & pl.col("symbol").is_between(pl.lit(min(syms)), pl.lit(max(syms)))
     bars = series.filter(pred).select(*columns).collect()
-    if len(syms) > PUSHED_SYMBOLS:
+    if len(syms) > PUSHED_SYMBOLS and not every:
         bars = bars.filter(pl.col("symbol").is_in(syms))
     # a dictionary read's symbols as codes in their sorted order (see symbol_enum)
     return symbol_enum(bars) if bars.schema["symbol"] == pl.Categorical else bars
@@ -538,36 +549,59 @@ def _bar_columns(indicators) -> list[str]:
 
 
 def _rewrite_batches(
-    lake: Lake, series: pl.LazyFrame, tf: str, syms: list[str], columns: Iterable[str] = BAR_COLUMNS
+    lake: Lake,
+    series: pl.LazyFrame,
+    tf: str,
+    syms: list[str],
+    columns: Iterable[str] = BAR_COLUMNS,
+    every: bool = False,
 ) -> Iterator[tuple[list[str], pl.DataFrame]]:
     """The bars of ``syms`` on ``tf`` in batches of whole series of about
     :data:`BATCH_ROWS` bars, sorted by (symbol, ts): ``(symbols, bars)``.
 
     When the timeframe holds at most :data:`READ_ONCE_ROWS` bars (counted from the Delta
-    file statistics, no data read) its bars are read and sorted once and the batches are
-    zero-copy slices; larger timeframes are read batch by batch (bounded memory)."""
-    from marketlake.kernels.adapter import sort_frame
+    file statistics, no data read) its bars are read once and ordered by one index (a lake
+    read is one sorted piece per file: its runs are gathered, not sorted), each batch then
+    gathered when it is asked for (the first computes while the others are not yet copied)
+    or, when the read is already sorted, sliced; the batches are of about equal size. Larger
+    timeframes are read batch by batch (bounded memory)."""
+    from marketlake.kernels.adapter import sort_order
 
     total = _timeframe_rows(lake, tf)
     if total is None or total > READ_ONCE_ROWS:
         for part in _row_batches(series, tf, syms):
             yield part, _bars(series, tf, part, columns)
         return
-    bars = _bars(series, tf, syms, columns)
-    bars, offsets = sort_frame(bars)
-    first = bars.get_column("symbol").gather(offsets[:-1]) if bars.height else pl.Series([])
-    names = first.cast(pl.String).to_list()
+    bars = _bars(series, tf, syms, columns, every)
+    order = sort_order(bars)
+    symbols = bars.get_column("symbol")
+    if order is not None:
+        bars = bars.rechunk()  # gathers from one chunk are several times faster
+        symbols = symbols.gather(order)
+    offsets = _series_offsets(symbols)
+    names = symbols.gather(offsets[:-1]).cast(pl.String).to_list()
     # series without bars still belong to a batch: their stored rows are to be deleted
     gone = sorted(set(syms) - set(names))
     if not names:
         yield gone, bars
         return
-    start = 0
-    for i in range(1, len(names) + 1):
-        if i == len(names) or offsets[i + 1] - offsets[start] > BATCH_ROWS:
-            a, b = int(offsets[start]), int(offsets[i])
-            yield names[start:i] + (gone if i == len(names) else []), bars.slice(a, b - a)
-            start = i
+    n = -(-bars.height // BATCH_ROWS)
+    cuts = np.searchsorted(offsets, [bars.height * k / n for k in range(1, n)])
+    bounds = sorted({0, len(names), *(int(c) for c in cuts)})
+    for i, j in zip(bounds, bounds[1:], strict=False):
+        a, b = int(offsets[i]), int(offsets[j])
+        rows = bars.slice(a, b - a) if order is None else bars[order[a:b]]
+        yield names[i:j] + (gone if j == len(names) else []), rows
+
+
+def _series_offsets(symbols: pl.Series) -> np.ndarray:
+    """Where each run of equal ``symbols`` starts, and their length at the end."""
+    if isinstance(symbols.dtype, (pl.Enum, pl.Categorical)):
+        codes = symbols.to_physical().to_numpy()
+    else:
+        codes = symbols.rle_id().to_numpy()
+    starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    return np.concatenate([[0], starts, [codes.shape[0]]]).astype(np.int64)
 
 
 def _timeframe_rows(lake: Lake, tf: str) -> int | None:

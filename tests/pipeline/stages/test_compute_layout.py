@@ -108,3 +108,19 @@ def test_stored_columns_not_computed_are_written_as_nulls(lake_with_bars, monkey
     monkeypatch.undo()
     res = run_compute(settings, indicators=["ema(21)"], timeframes=["1D"], full=True)
     assert (res.inserted, res.updated) == (0, 0)
+
+
+def test_a_rewrite_computes_batches_of_about_equal_size(lake_with_bars, monkeypatch):
+    # no short last batch: ceil(rows / BATCH_ROWS) batches, cut at whole series
+    from marketlake.pipeline.stages import compute
+
+    settings, lake = lake_with_bars
+    daily = lake.read("ohlcv").filter(pl.col("timeframe") == "1D")
+    monkeypatch.setattr(compute, "BATCH_ROWS", daily.height // 2 + 1)
+    sizes = []
+    real = compute_layout.new_files
+    monkeypatch.setattr(compute, "new_files", lambda *a: sizes.append(a[0].height) or real(*a))
+    run_compute(settings, indicators=["sma(20)"], timeframes=["1D"], full=True)
+    longest = daily.group_by("symbol").len()["len"].max()
+    assert len(sizes) == 2 and sum(sizes) == daily.height
+    assert abs(sizes[0] - sizes[1]) <= longest
