@@ -10,7 +10,7 @@ the predicate polars pushes into the scan is read for the conjunction of simple 
 ``symbol`` and ``ts``, without nulls) exclude one of them is skipped. What is read is filtered
 by polars itself with the whole predicate, so the rows returned never depend on the pruning.
 A file is read one row group at a time; row groups are not pruned (the lake writes one per
-file).
+file). The next file is read on a second thread while one is handed over (:func:`_ahead`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from __future__ import annotations
 import io
 import json
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +38,7 @@ from marketlake.lake.verified import STATS, failed
 _SWAPPED = {"Eq": "Eq", "Lt": "Gt", "LtEq": "GtEq", "Gt": "Lt", "GtEq": "LtEq"}
 _AND = ("And", "LogicalAnd")
 _ROWS = "__rows"  # the placeholder column of a read that needs no stored column
+READ_AHEAD = 2  # files read at once by a scan (the next on a thread of its own)
 
 Term = tuple[str, str, Any]  # (column, operator or "in", constant or sorted constants)
 
@@ -229,27 +232,51 @@ def _frames(
     if predicate is not None:
         need += [c for c in predicate.meta.root_names() if c not in need]
     found = terms(predicate)
-    left = n_rows
-    sent = False
-    for f in files:
-        if left is not None and left <= 0:
-            break
-        if not f.may_hold(found):
-            continue
+
+    def frames_of(f: DataFile) -> list[pl.DataFrame]:
+        out = []
         for frame in read_file(root, name, f, need, schema, dictionary):
             if predicate is not None:
                 frame = frame.filter(predicate)
-            frame = frame.select(wanted)
+            out.append(frame.select(wanted))
+        return out
+
+    left = n_rows
+    sent = False
+    for got in _ahead(frames_of, [f for f in files if f.may_hold(found)]):
+        for frame in got:
             if left is not None:
                 frame = frame.head(left)
                 left -= frame.height
             if frame.height:
                 sent = True
                 yield frame
-            if left is not None and left <= 0:
-                break
+        if left is not None and left <= 0:
+            break
     if not sent:
         yield pl.DataFrame(schema={c: schema[c] for c in wanted})
+
+
+def _ahead(read: Callable[[DataFile], list[pl.DataFrame]], files: list[DataFile]):
+    """``read(f)`` of each file in order, the next file read on a second thread while this
+    one is (pyarrow's decoding and checksums, and polars, release the GIL: a read of many
+    files takes about half the wall time). At most :data:`READ_AHEAD` files are read ahead
+    of the consumer, and none when it stops early."""
+    if len(files) < 2:
+        yield from map(read, files)
+        return
+    with ThreadPoolExecutor(max_workers=READ_AHEAD) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for f in files:
+                pending.append(pool.submit(read, f))
+                if len(pending) > READ_AHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def read_file(

@@ -168,3 +168,37 @@ def test_a_column_added_after_the_files_were_written_reads_as_nulls(lake):
     got = scan.filter(pl.col("symbol") == "CCC").collect()
     assert got.height == 20 and got.get_column("note").null_count() == 20
     assert got.schema["note"] == pl.Categorical() == got.schema["symbol"]
+
+
+def test_files_are_read_ahead_in_order_a_bounded_few_at_a_time(lake, monkeypatch):
+    import threading
+    import time
+
+    opened: list[str] = []
+    running = [0, 0]  # now, most at once
+    lock = threading.Lock()
+    read = local_reads.read_file
+
+    def slow(root, name, f, *a, **k):
+        with lock:
+            opened.append(f.path)
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.02)
+        try:
+            return list(read(root, name, f, *a, **k))
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(local_reads, "read_file", slow)
+    scan = lake.scan("ohlcv")
+    whole = scan.collect()
+    assert len(opened) >= 4 and running[1] == local_reads.READ_AHEAD  # two at once
+    monkeypatch.setattr(local_reads, "read_file", read)
+    assert whole.equals(lake.scan("ohlcv").collect())  # files in the same order
+    monkeypatch.setattr(local_reads, "read_file", slow)
+    files = len(opened)
+    opened.clear()
+    assert scan.head(3).collect().height == 3
+    assert len(opened) <= local_reads.READ_AHEAD + 1 < files  # no file read past the limit's
