@@ -9,8 +9,6 @@ never silently ignored. Every problem is one :class:`ConfigError` line (exit 2).
 
 from __future__ import annotations
 
-import difflib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -355,6 +353,8 @@ def _describe(exc: pydantic.ValidationError, source: str, secrets: tuple[str, ..
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if first["type"] == "extra_forbidden":
         known = _known_keys(_File, loc[:-1])
+        import difflib  # only to name a misspelt key
+
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
         text = f"{key}: unknown setting {str(loc[-1])!r} in {where}{hint}"
@@ -375,6 +375,8 @@ def _read_toml(path: Path, required: bool) -> dict[str, Any]:
         if required:
             raise ConfigError(f"--config: settings file not found: {path}")
         return {}
+    import tomllib  # only when there is a settings file
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)

@@ -112,3 +112,24 @@ def test_provider_options_pass_through(tmp_path):
     )
     assert dict(s.provider("files").options) == {"path": "/data"}
     assert dict(s.provider("synthetic").options) == {"seed": 7}
+
+
+def test_settings_without_a_file_import_no_toml_parser_nor_difflib(tmp_path):
+    """A scheduled run without ``marketlake.toml`` pays for neither (they serve only a file and
+    its misspelt keys)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from marketlake.pipeline.config import load_settings\n"
+        "load_settings(home=sys.argv[1], env={}, cwd=__import__('pathlib').Path(sys.argv[1]))\n"
+        "print(sorted(m for m in ('tomllib', 'difflib') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+    (tmp_path / "marketlake.toml").write_text("[sync]\nconcurrancy = 2\n")
+    with pytest.raises(ConfigError, match="did you mean 'concurrency'"):
+        load_settings(home=tmp_path, env={}, cwd=tmp_path)
