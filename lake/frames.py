@@ -130,10 +130,13 @@ def stats(frame: pl.DataFrame) -> str:
     )
 
 
-def file_stats(meta: pq.FileMetaData) -> str:
+def file_stats(meta: pq.FileMetaData, data: pa.Table | None = None) -> str:
     """The same statistics as :func:`stats`, taken from a written parquet file's footer (the
     writer computed them while encoding: no second pass over the rows). Parquet's min/max
-    skip nulls and NaN, as polars' do."""
+    skip nulls and NaN, as polars' do. With the Arrow table ``data`` the file was written
+    from, null counts come from its arrays (their validity bitmaps count them), so a column
+    the footer holds no statistics for needs none (see
+    :func:`~marketlake.lake.writes.file_options`)."""
     schema = meta.schema.to_arrow_schema()
     mins: dict[str, object] = {}
     maxs: dict[str, object] = {}
@@ -144,10 +147,13 @@ def file_stats(meta: pq.FileMetaData) -> str:
     for i, field in enumerate(schema):
         c, t = field.name, field.type
         chunks = [g.column(i).statistics for g in groups]
-        if any(s is None or not s.has_null_count for s in chunks):
+        if data is not None and c in data.column_names:
+            nulls[c] = data.column(c).null_count
+        elif any(s is None or not s.has_null_count for s in chunks):
             raise LakeError(f"a written parquet file has no statistics for {c}")
-        nulls[c] = sum(s.null_count for s in chunks)
-        known = [s for s in chunks if s.has_min_max]
+        else:
+            nulls[c] = sum(s.null_count for s in chunks)
+        known = [s for s in chunks if s is not None and s.has_min_max]
         if c not in STATS_COLUMNS or not known:
             continue
         if pa.types.is_timestamp(t):  # from the raw integers: pyarrow's datetimes import pandas

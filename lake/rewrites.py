@@ -144,7 +144,9 @@ class Rewrite:
             self.written.append(rel)
             table = build()
             size, meta = write_file(self.location, self.tdef.name, rel, table)
-            add = AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta))
+            add = AddAction(
+                rel, size, values, int(time.time() * 1000), True, file_stats(meta, table)
+            )
             return add, table.num_rows
 
         with ThreadPoolExecutor(max_workers=2) as pool:

@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from tests_helpers import bars
 
+from marketlake.errors import LakeError
 from marketlake.lake import Lake
 from marketlake.lake.frames import file_stats, stats
 from marketlake.lake.location import LakeLocation
@@ -36,8 +38,15 @@ def test_footer_statistics_equal_the_rows_statistics(tmp_path):
         },
         schema_overrides={"high": pl.Float64},
     )
-    _, meta = write_file(LakeLocation.local(tmp_path), "t", "f.parquet", frame.to_arrow())
-    assert json.loads(file_stats(meta)) == json.loads(stats(frame))
+    table = frame.to_arrow()
+    _, meta = write_file(LakeLocation.local(tmp_path), "t", "f.parquet", table)
+    assert json.loads(file_stats(meta, table)) == json.loads(stats(frame))
+    # min/max are tracked only for the columns readers skip files by, null counts for all
+    by_name = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+    assert meta.row_group(0).column(by_name["rows"]).statistics is None
+    assert meta.row_group(0).column(by_name["close"]).statistics.has_min_max
+    with pytest.raises(LakeError, match="no statistics for rows"):
+        file_stats(meta)
 
 
 def test_footer_statistics_span_row_groups(tmp_path):
