@@ -32,7 +32,7 @@ from marketlake.lake.writes import (
     commit_properties,
     commit_swap,
     live_files,
-    remove_files,
+    remove_unless_committed,
     write_partitioned,
 )
 
@@ -138,8 +138,8 @@ def _compact(lake: Lake, name: str, files: list[dict[str, Any]]) -> None:
     props = commit_properties(f"maintain-{uuid.uuid4().hex[:8]}", "maintain")
     try:
         commit_swap(dt, tdef, files, adds, props, data_change=False)
-    except BaseException:
-        remove_files(lake.location, name, [a.path for a in adds])
+    except BaseException as exc:
+        remove_unless_committed(lake.location, name, [a.path for a in adds], exc)
         raise
 
 

@@ -31,7 +31,7 @@ from marketlake.lake.verified import damaged
 from marketlake.lake.writes import (
     commit_swap,
     literal,
-    remove_files,
+    remove_unless_committed,
     write_partitioned,
 )
 
@@ -222,8 +222,8 @@ def _merge(
             max_commit_retries=props.max_commit_retries,
         )
         commit_swap(dt, tdef, [files[i] for i in sorted(touched)], written, props)
-    except BaseException:
-        remove_files(location, tdef.name, [a.path for a in written])
+    except BaseException as exc:
+        remove_unless_committed(location, tdef.name, [a.path for a in written], exc)
         raise
     return inserted.height, changed.height, rows.height - inserted.height - changed.height, n_gone
 
@@ -292,8 +292,8 @@ def move_into_columns(
             dt.create_write_transaction(
                 adds, "overwrite", schema, list(tdef.partitions), commit_properties=props
             )
-    except BaseException:
-        remove_files(location, tdef.name, [a.path for a in adds])
+    except BaseException as exc:
+        remove_unless_committed(location, tdef.name, [a.path for a in adds], exc)
         raise
 
 

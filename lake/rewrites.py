@@ -34,6 +34,7 @@ from marketlake.lake.writes import (
     live_files,
     partition_file,
     remove_files,
+    remove_unless_committed,
     split_rows,
     to_file_arrow,
     write_file,
@@ -185,8 +186,9 @@ class Rewrite:
                 if not gone and not self.adds:
                     return 0
                 commit_swap(dt, self.tdef, gone, self.adds, props)
-        except BaseException:
-            self.abandon()
+        except BaseException as exc:  # the files, unless the swap landed before the error
+            remove_unless_committed(self.location, name, self.written, exc)
+            self.written, self.adds = [], []
             raise
         self.written = []
         return len(gone)

@@ -300,14 +300,20 @@ class Lake:
         except CommitConflict:
             self.discard(written)
             return None
-        except BaseException:
-            self.discard(written)
+        except BaseException as exc:
+            self.discard(written, exc)
             raise
         return WriteResult(name, inserted=written.rows, version=self.version(name))
 
-    def discard(self, written: Written) -> None:
-        """Remove files of :meth:`write_ahead` that will not be committed."""
-        writes.remove_files(self.location, written.table, [a.path for a in written.adds])
+    def discard(self, written: Written, error: BaseException | None = None) -> None:
+        """Remove files of :meth:`write_ahead` that will not be committed; after ``error``
+        raised by a commit attempt, only those the table does not reference
+        (:func:`~marketlake.lake.writes.remove_unless_committed`)."""
+        rels = [a.path for a in written.adds]
+        if error is None:
+            writes.remove_files(self.location, written.table, rels)
+        else:
+            writes.remove_unless_committed(self.location, written.table, rels, error)
 
     def evolve(self, name: str, *, run_id: str, stage: str) -> bool:
         """Add the nullable columns the table's definition gained since it was created, in

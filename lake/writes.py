@@ -3,11 +3,15 @@
 Every commit here is pinned to the snapshot the caller read (``max_commit_retries=0``): if
 another writer committed a version in between, delta-rs refuses the commit (a blind append is
 never a conflict to Delta, so it would otherwise land beside the other writer's rows) and
-:class:`CommitConflict` tells the caller to read again. Files of a refused commit are removed.
+:class:`CommitConflict` tells the caller to read again. Files of a refused commit are removed;
+after any other error a commit may still have landed (delta-rs runs post-commit hooks, an
+interrupt can arrive after the log entry is written), so :func:`remove_unless_committed`
+keeps the files the table's latest snapshot references.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -15,11 +19,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
+from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction
 
 from marketlake.errors import LakeError
@@ -343,6 +349,33 @@ def remove_files(location: LakeLocation, table: str, rels: list[str]) -> None:
             location.delete(f"{table}/{rel}")
 
 
+def remove_unless_committed(
+    location: LakeLocation, table: str, rels: list[str], error: BaseException
+) -> None:
+    """Delete the files of a commit attempt that raised ``error``, unless it may have landed.
+
+    A :class:`CommitConflict` is a refusal: nothing references the files. After any other
+    error the table's latest snapshot decides; the files it references are kept, and when it
+    cannot be read all are kept (an unreferenced file costs space until ``maintain``; deleting
+    a committed one would lose its rows)."""
+    if not isinstance(error, CommitConflict):
+        try:
+            dt = DeltaTable(location.table_uri(table), storage_options=location.storage_options)
+            live = {unquote(f["path"]) for f in live_files(dt)}
+        except TableNotFoundError:  # no commit at all: nothing references them
+            live = set()
+        except Exception as exc:  # noqa: BLE001 -- the error being handled is raised after this
+            logging.getLogger("marketlake.lake").warning(
+                "%s: kept %d file(s) of a failed commit (the table could not be read: %s)",
+                table,
+                len(rels),
+                exc,
+            )
+            return
+        rels = [r for r in rels if unquote(r) not in live]
+    remove_files(location, table, rels)
+
+
 def live_files(dt: DeltaTable) -> list[dict[str, Any]]:
     """The add actions of ``dt``'s snapshot, flattened (``path``, ``size_bytes``,
     ``partition.<col>``, ``min.<col>``...), one dict per data file (through polars:
@@ -410,8 +443,8 @@ def append_files(
     rows, adds = write_files(location, tdef, frame)
     try:
         commit_files(dt, tdef, adds, props)
-    except BaseException:
-        remove_files(location, tdef.name, [a.path for a in adds])
+    except BaseException as exc:
+        remove_unless_committed(location, tdef.name, [a.path for a in adds], exc)
         raise
     return rows
 
@@ -450,8 +483,8 @@ def append_evolving(
     adds = write_partitioned(location, tdef, data, columns)
     try:
         commit_files(dt, tdef, adds, props)
-    except BaseException:
-        remove_files(location, tdef.name, [a.path for a in adds])
+    except BaseException as exc:
+        remove_unless_committed(location, tdef.name, [a.path for a in adds], exc)
         raise
     return data.height
 
@@ -498,6 +531,7 @@ __all__ = [
     "mark",
     "remove_actions",
     "remove_files",
+    "remove_unless_committed",
     "split_rows",
     "file_options",
     "write_file",

@@ -819,9 +819,9 @@ class Sync:
             read = self._coverage_at_latest(batch)
             try:
                 landed = land_checked(self.lake, bars, run_id=self.run_id, now=now)
-            except BaseException:
-                if bars.written is not None:  # failed before its commit: never committed
-                    self.lake.discard(bars.written)
+            except BaseException as exc:
+                if bars.written is not None:  # unless its commit landed before the error
+                    self.lake.discard(bars.written, exc)
                 raise
             finally:
                 if bars.written is not None:  # committed or removed

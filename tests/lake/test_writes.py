@@ -162,3 +162,48 @@ def test_a_part_takes_the_one_values_it_is_given():
     assert not any(pa.types.is_dictionary(f.type) for f in to_file_arrow(frame, schema, {}).schema)
     small = to_file_arrow(frame.head(10), schema, {"same": "x"})
     assert not pa.types.is_dictionary(small.schema.field("same").type)
+
+
+def _appended_after(tmp_path, monkeypatch, commit_first: bool):
+    """An append whose commit raises, after landing (``commit_first``) or before."""
+    from deltalake import DeltaTable
+
+    from marketlake.lake import writes
+
+    lake = Lake(tmp_path)
+    lake.upsert("ohlcv", bars(["A"]), run_id="a", stage="t")
+    real = writes.commit_files
+
+    def failing(dt, tdef, adds, props):
+        if commit_first:
+            real(dt, tdef, adds, props)
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(writes, "commit_files", failing)
+    frame = bars(["B"], days=40).with_columns(pl.lit("b").alias("run_id"))
+    dt = DeltaTable(str(lake.path("ohlcv")))
+    try:
+        writes.append_files(dt, lake.location, OHLCV, frame, writes.commit_properties("b", "t"))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the commit's error was swallowed")
+    on_disk = {
+        p.relative_to(lake.path("ohlcv")).as_posix() for p in lake.path("ohlcv").rglob("*.parquet")
+    }
+    live = {f["path"] for f in writes.live_files(DeltaTable(str(lake.path("ohlcv"))))}
+    return lake, on_disk, live
+
+
+def test_files_of_a_commit_that_landed_before_its_error_are_kept(tmp_path, monkeypatch):
+    lake, on_disk, live = _appended_after(tmp_path, monkeypatch, commit_first=True)
+    assert live <= on_disk  # every committed file still there
+    read = lake.read("ohlcv")
+    assert sorted(read.get_column("symbol").unique().to_list()) == ["A", "B"]
+    assert read.height == 3 + 40
+
+
+def test_files_of_a_commit_that_failed_are_removed(tmp_path, monkeypatch):
+    lake, on_disk, live = _appended_after(tmp_path, monkeypatch, commit_first=False)
+    assert on_disk == live  # nothing left behind
+    assert lake.read("ohlcv").get_column("symbol").unique().to_list() == ["A"]
