@@ -252,9 +252,11 @@ _INGEST_MODES = {
 def _blocking_call(fn: Callable[..., T], args: tuple, kwargs: dict, cancel: Callable) -> T:
     """``fn(*args, **kwargs)`` under the driver manager's SIGINT bridge (the one its DB-API
     layer uses): Ctrl-C cancels the running statement instead of waiting for its end."""
-    from adbc_driver_manager import _lib
-
-    return _lib._blocking_call(fn, args, kwargs, cancel)
+    try:
+        from adbc_driver_manager._lib import _blocking_call as bridged
+    except ImportError:  # a driver manager without it (private API): no Ctrl-C bridge
+        return fn(*args, **kwargs)
+    return bridged(fn, args, kwargs, cancel)
 
 
 def _parameters(params: Sequence[Any]) -> Any:
@@ -268,9 +270,12 @@ def _rows(handle: Any, cancel: Callable[[], None]) -> list[tuple]:
     """A result stream's rows as tuples of Python values (none for a statement without
     columns). Read through the driver manager's reader, which raises a failure met while
     streaming (the server's error on a row) as the driver's error, with its SQLSTATE."""
-    from adbc_driver_manager._reader import AdbcRecordBatchReader
+    try:
+        from adbc_driver_manager._reader import AdbcRecordBatchReader as Reader
+    except ImportError:  # a driver manager without it (private API): pyarrow's own reader
+        from pyarrow import RecordBatchReader as Reader
 
-    reader = AdbcRecordBatchReader._import_from_c(handle.address)
+    reader = Reader._import_from_c(handle.address)
     table = _blocking_call(reader.read_all, (), {}, cancel)
     if not table.num_columns:
         return []

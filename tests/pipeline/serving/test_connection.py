@@ -38,6 +38,15 @@ def test_parameters_go_in_and_rows_come_out_as_python_values(db):
     assert db.run("SELECT 1 WHERE false") == []
 
 
+def test_without_the_driver_managers_private_helpers_statements_still_run(db, monkeypatch):
+    # the reader and the Ctrl-C bridge are the driver manager's own, not its public API: a
+    # release without them falls back to pyarrow's reader and a plain call
+    monkeypatch.setitem(sys.modules, "adbc_driver_manager._reader", None)
+    monkeypatch.delattr("adbc_driver_manager._lib._blocking_call")
+    assert db.run("SELECT $1::bigint + 1, $2::text", (41, "x")) == [(42, "x")]
+    assert db.run("SELECT 1 WHERE false") == []
+
+
 def test_a_statement_without_columns_returns_no_rows(db):
     assert db.run("CREATE TEMP TABLE t (x int)") == []
     db.script("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)")
