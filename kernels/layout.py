@@ -104,20 +104,46 @@ def period_order(ts, units_per_day, monthly):
     return order, codes, bounds
 
 
+@njit(**JIT)
+def _runs(order):
+    """Starts of the runs of consecutive source rows in ``order`` (``order[j + 1] ==
+    order[j] + 1`` within a run), and the row count at the end."""
+    n = order.shape[0]
+    starts = np.empty(n + 1, np.int64)
+    k = 0
+    for j in range(n):
+        if j == 0 or order[j] != order[j - 1] + 1:
+            starts[k] = j
+            k += 1
+    starts[k] = n
+    return starts[: k + 1]
+
+
 @njit(parallel=True, **JIT)
 def take_valid(block, order, out, bits):
     """``out[c, j] = block[c, order[j]]`` for every column ``c``, and ``bits[c]`` its Arrow
-    validity bitmap (bit ``j`` cleared where the value is NaN)."""
+    validity bitmap (bit ``j`` cleared where the value is NaN).
+
+    Rows in period order are runs of consecutive source rows (a series' bars in one period),
+    so each run is copied whole; the bitmap is then built from the cache-hot copy."""
     ncols = out.shape[0]
     n = order.shape[0]
+    runs = _runs(order)
     for t in prange((n + CHUNK - 1) // CHUNK):
         a = t * CHUNK
         b = min(n, a + CHUNK)
+        first = np.searchsorted(runs, a, side="right") - 1
         for c in range(ncols):
             src = block[c]
             dst = out[c]
-            for j in range(a, b):  # the gather, then the bitmap from the cache-hot copy
-                dst[j] = src[order[j]]
+            r = first
+            j = a
+            while j < b:
+                e = min(b, runs[r + 1])
+                s = order[runs[r]] + (j - runs[r])
+                dst[j:e] = src[s : s + (e - j)]
+                j = e
+                r += 1
             mask = bits[c]
             for j0 in range(a, b, 8):
                 byte = 0

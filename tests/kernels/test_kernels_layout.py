@@ -58,3 +58,18 @@ def test_take_valid_gathers_columns_and_clears_the_bits_of_nan(n):
     got = np.empty(n, np.int64)
     layout.take(ro(ints), ro(order), got)
     assert (got == ints[order]).all()
+
+
+def test_take_valid_copies_runs_of_consecutive_rows_across_chunks():
+    # period order: each series' rows of one period are consecutive source rows
+    n = 3 * layout.CHUNK + 101
+    block = np.random.default_rng(3).random((2, n))
+    block[:, ::7] = np.nan
+    pieces = np.array_split(np.arange(n, dtype=np.int64), 37)
+    order = np.concatenate(pieces[1::2] + pieces[0::2])
+    out = np.empty((2, n))
+    bits = np.empty((2, (n + 7) // 8), np.uint8)
+    layout.take_valid(ro(block), ro(order), out, bits)
+    assert np.array_equal(out, block[:, order], equal_nan=True)
+    valid = np.unpackbits(bits, axis=1, bitorder="little")[:, :n].astype(bool)
+    assert (valid == ~np.isnan(block[:, order])).all()
