@@ -2,8 +2,9 @@
 
 Coverage is computed from the lake itself in one query (first/last bar, rows and the first
 provisional bar per symbol and timeframe), or taken from the coverage the last sync kept while
-the table is still at the version it was kept for (:mod:`.kept_coverage`), so a plan can never
-disagree with the data, and a run killed at any point re-plans exactly what is missing. Each unit of work is one
+the table is still at the version it was kept for (:mod:`.kept_coverage`), so a plan can
+never disagree with the data, and a run killed at any point re-plans exactly what is missing.
+Each unit of work is one
 (symbol, timeframe, kind), split into chunks no wider than the provider allows.
 """
 

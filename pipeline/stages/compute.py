@@ -527,14 +527,13 @@ def _bars(
     if not syms:
         return series.select(*columns).clear().collect()
     pred = pl.col("timeframe") == tf
-    if every:
-        pass
-    elif len(syms) <= PUSHED_SYMBOLS:
+    pushed = every or len(syms) <= PUSHED_SYMBOLS
+    if not every and pushed:
         pred = pred & pl.col("symbol").is_in(syms)
-    else:
+    elif not pushed:
         pred = pred & pl.col("symbol").is_between(pl.lit(min(syms)), pl.lit(max(syms)))
     bars = series.filter(pred).select(*columns).collect()
-    if len(syms) > PUSHED_SYMBOLS and not every:
+    if not pushed:
         bars = bars.filter(pl.col("symbol").is_in(syms))
     # a dictionary read's symbols as codes in their sorted order (see symbol_enum)
     return symbol_enum(bars) if bars.schema["symbol"] == pl.Categorical else bars

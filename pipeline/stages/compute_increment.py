@@ -218,8 +218,9 @@ def _resumed(
 def _groups(indicators, sessions: int, series: int = 1) -> list[tuple[list, int]]:
     """The indicators in groups, each computed over a window of its longest memory (plus
     ``sessions`` bars for intraday session indicators, plus the seam bar), longest first,
-    with that window in bars. The split is the cheapest for ``series`` series: a call's cost grows with its
-    window x (its output columns + the bar columns gathered), plus a fixed cost per call
+    with that window in bars. The split is the cheapest for ``series`` series: a call's cost
+    grows with its window x (its output columns + the bar columns gathered), plus a fixed
+    cost per call
     (:data:`CALL_CELLS`); its output block is fresh memory to fault in, so a short group of
     many columns (pivots, Fibonacci levels) is best not computed over MACD's or RSI's
     window. Seeded indicators are in none (they only continue from their stored value);

@@ -16,6 +16,7 @@ values null.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -45,7 +46,11 @@ def new_files(
     values and a function building its Arrow table: the indicator rows of ``bars`` as new rows
     (``other``: stored columns not computed, written as nulls)."""
     from marketlake.kernels import layout
-    from marketlake.kernels.adapter import POOL, compute_block
+    from marketlake.kernels.adapter import (
+        POOL,
+        _readonly,  # the kernels' one input signature
+        compute_block,
+    )
 
     df, columns, block = compute_block(
         bars, indicators, session_tz={s: tz.get(s, "UTC") for s in syms}
@@ -94,11 +99,20 @@ def new_files(
     return body, files
 
 
+@dataclass(frozen=True)
 class _Laid:
     """A batch's columns in period order, as Arrow tables of any row range."""
 
-    def __init__(self, **kw) -> None:
-        self.__dict__.update(kw)
+    columns: list[tuple[np.ndarray, np.ndarray]]  # computed values and their validity bits
+    ts: np.ndarray
+    symbols: np.ndarray  # codes into ``names``
+    names: pa.Array
+    stamp: np.ndarray  # computed_at
+    zeros: np.ndarray  # the run id's codes into ``run_id``
+    run_id: pa.Array
+    other: int  # stored columns not computed: nulls
+    body: list[str]
+    ts_type: pa.DataType
 
     def table(self, a: int, b: int) -> pa.Table:
         n = b - a
@@ -122,13 +136,6 @@ def _plain(typ: pa.DataType, values: np.ndarray, a: int, n: int) -> pa.Array:
 
 def _text(values: pl.Series) -> pa.Array:
     return values.cast(pl.String).to_arrow(compat_level=pl.CompatLevel.oldest()).cast(pa.string())
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A read-only C-contiguous view: the one numba signature the layout is compiled for."""
-    a = np.ascontiguousarray(a).view()
-    a.flags.writeable = False
-    return a
 
 
 __all__ = ["new_files"]
