@@ -33,6 +33,7 @@ from marketlake.errors import (
     ConfigError,
     MarketlakeError,
 )
+from marketlake.lake.frames import series_runs
 from marketlake.lake.store import Lake, Written
 from marketlake.lake.tables import (
     polars_schema,
@@ -489,7 +490,9 @@ def _spans(
     """First and last ts and the number of ``new`` rows per (symbol, timeframe);
     ``timeframe``: the frame's only one, when known (a group-by on the symbol alone)."""
     keys = ["symbol"] if timeframe is not None else ["symbol", "timeframe"]
-    agg = new.group_by(keys).agg(pl.col("ts").min(), pl.col("ts").max().alias("hi"), pl.len())
+    agg = series_runs(new, keys)  # bars as fetched: series after series, ts rising
+    if agg is None:
+        agg = new.group_by(keys).agg(pl.col("ts").min(), pl.col("ts").max().alias("hi"), pl.len())
     if timeframe is not None:
         return {(s, timeframe): (lo, hi, n) for s, lo, hi, n in agg.iter_rows()}
     return {(s, tf): (lo, hi, n) for s, tf, lo, hi, n in agg.iter_rows()}
@@ -664,15 +667,19 @@ class Sync:
         every = self.settings.commit_every_s
         next_commit = time.monotonic() + every
         # batches are committed in order on one thread while fetching goes on: one batch
-        # commits while the next fills and is checked on a thread of its own (the checks
-        # need no lake; numpy, polars and pyarrow release the GIL)
+        # commits while the next fills, is checked on a thread of its own and has its files
+        # written ahead on another (neither needs the lake; numpy, polars and pyarrow
+        # release the GIL), so one batch's checks run while the one before is encoded
         committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-commit")
         checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-check")
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-write")
         committing: Future | None = None
 
         def hand_over(full: _Batch) -> None:
             nonlocal committing
-            checked = checker.submit(self.check, full) if full.outcomes else None
+            checked = None
+            if full.outcomes:
+                checked = writer.submit(self.write_ahead, full, checker.submit(self.check, full))
             if committing is not None:
                 committing.result()  # at most one batch waits; a failed commit stops the run
             committing = committer.submit(self.commit, full, checked) if checked else None
@@ -747,6 +754,7 @@ class Sync:
         finally:
             committer.shutdown(wait=True)  # never leave the lock with a commit running
             checker.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
             for written in self._ahead:  # checked, never committed (the run failed)
                 self.lake.discard(written)
             self._ahead.clear()
@@ -782,7 +790,16 @@ class Sync:
         )
         if not checked.good.is_empty():  # a bulk load's counts, off the commit's path
             checked.spans = _spans(checked.good, checked.timeframe)
-        if self._writes_ahead(checked, units):
+        return checked
+
+    def write_ahead(self, batch: _Batch, checked: Future) -> Checked | None:
+        """The batch's bars checked by ``checked`` (a future of :meth:`check`), written
+        ahead as files of ohlcv when :meth:`_writes_ahead` says so. Runs on a thread of its
+        own: the next batch is checked while this one's files are encoded."""
+        bars = checked.result()
+        units = [o for o in batch.outcomes if o.error is None and o.unit.kind == "ohlcv"]
+        if bars is not None and self._writes_ahead(bars, units):
+            checked = bars
             checked.now = self.settings.clock()
             stamped = checked.good.with_columns(
                 pl.lit(checked.now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
@@ -791,7 +808,7 @@ class Sync:
             checked.written = self.lake.write_ahead("ohlcv", stamped)
             with self._ahead_lock:
                 self._ahead.append(checked.written)
-        return checked
+        return bars
 
     def _writes_ahead(self, checked: Checked, units: list[Outcome]) -> bool:
         """Whether ``checked``'s rows are written as files here, ahead of their commit: a
@@ -806,8 +823,8 @@ class Sync:
         )
 
     def commit(self, batch: _Batch, checked: Future | None = None) -> None:
-        """Land the batch (its bars checked by ``checked``, a future of :meth:`check`, or
-        here), then its other kinds, ``sync_status`` and ``sync_logs``."""
+        """Land the batch (its bars checked by ``checked``, a future of :meth:`write_ahead`,
+        or here), then its other kinds, ``sync_status`` and ``sync_logs``."""
         if not batch.outcomes:
             return
         bars = checked.result() if checked is not None else self.check(batch)

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import polars as pl
@@ -409,3 +409,23 @@ def _unreferenced(lake: Lake) -> set[str]:
     root = lake.path("ohlcv")
     on_disk = {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
     return on_disk - {unquote(f["path"]) for f in live_files(lake.table("ohlcv"))}
+
+
+def test_spans_of_bars_in_runs_equal_those_of_a_group_by():
+    from marketlake.pipeline.stages.ingest import _spans
+
+    t0 = datetime(2024, 1, 2, tzinfo=UTC)
+    rows = [("A", 0), ("A", 1), ("A", 4), ("B", 2), ("B", 3), ("C", 0)]
+    frame = pl.DataFrame(
+        {"symbol": [s for s, _ in rows], "ts": [t0 + timedelta(days=d) for _, d in rows]}
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")), pl.lit("1D").alias("timeframe"))
+    expected = {
+        ("A", "1D"): (t0, t0 + timedelta(days=4), 3),
+        ("B", "1D"): (t0 + timedelta(days=2), t0 + timedelta(days=3), 2),
+        ("C", "1D"): (t0, t0, 1),
+    }
+    assert _spans(frame, "1D") == expected  # in runs
+    assert _spans(frame, None) == expected
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    assert _spans(shuffled, "1D") == expected  # not in runs: grouped
+    assert _spans(shuffled, None) == expected
