@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -84,6 +85,9 @@ PACK_BARS = 100_000
 WRITE_AHEAD_ROWS = 100_000
 # a local bulk load's batch holding this many rows ends where the next timeframe's begin
 SPLIT_ROWS = 100_000
+# batches handed over and not yet committed while the next fills: one commits, one has its
+# files written ahead (a local bulk load), one is checked -- each stage on a thread of its own
+PIPELINED_BATCHES = 2
 
 
 @dataclass
@@ -673,16 +677,27 @@ class Sync:
         committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-commit")
         checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-check")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="marketlake-write")
-        committing: Future | None = None
+        committing: deque[Future] = deque()
+        stopped = threading.Event()
+
+        def commit_in_turn(full: _Batch, checked: Future) -> None:
+            if stopped.is_set():
+                return  # a batch before this one failed to commit: the run stops there
+            try:
+                self.commit(full, checked)
+            except BaseException:
+                stopped.set()
+                raise
 
         def hand_over(full: _Batch) -> None:
-            nonlocal committing
-            checked = None
+            """Queue ``full``'s check, files and commit; an empty batch waits for them all."""
             if full.outcomes:
                 checked = writer.submit(self.write_ahead, full, checker.submit(self.check, full))
-            if committing is not None:
-                committing.result()  # at most one batch waits; a failed commit stops the run
-            committing = committer.submit(self.commit, full, checked) if checked else None
+                committing.append(committer.submit(commit_in_turn, full, checked))
+            # a bounded pipeline: one batch commits, one has its files written, one is checked
+            # while the next fills; a failed commit stops the run
+            while len(committing) > (PIPELINED_BATCHES if full.outcomes else 0):
+                committing.popleft().result()
 
         try:
             with ThreadPoolExecutor(
@@ -752,6 +767,7 @@ class Sync:
                         self.providers.get(name)
             self._file_problems()
         finally:
+            stopped.set()  # a run that failed commits nothing more
             committer.shutdown(wait=True)  # never leave the lock with a commit running
             checker.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True, cancel_futures=True)

@@ -394,12 +394,16 @@ def test_a_failed_commit_leaves_no_files_written_ahead(home, monkeypatch):
     settings, lake = setup(home, symbols=tuple(f"F{i}" for i in range(4)), batch_tasks=2)
     monkeypatch.setattr(ingest, "WRITE_AHEAD_ROWS", 1)
 
+    calls: list[int] = []
+
     def failing(*a, **kw):
+        calls.append(1)
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(ingest, "land_checked", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         run_sync(settings, timeframes=["1D"], start="2025-06-01")
+    assert calls == [1]  # the second batch, checked and written ahead, is not committed
     assert lake.version("ohlcv") is None
     assert not list((lake.path("ohlcv")).rglob("*.parquet"))
 
