@@ -18,11 +18,15 @@ def dedupe(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     """Rows with a unique key, the last of duplicates winning (arrival order = fetch order).
 
     Fast path: bars arrive grouped by series with increasing ts, where no duplicate can
-    exist (:func:`series_runs`); only otherwise is a hash-based unique run.
+    exist (:func:`series_runs`); only otherwise is a hash-based unique run. Runs of the key's
+    first column are tried first (a batch of one timeframe: its symbols), as unique values
+    of part of the key make the whole key unique.
     """
     if "ts" in key and len(key) > 1 and frame.height > 1:
-        if series_runs(frame, [c for c in key if c != "ts"]) is not None:
-            return frame
+        series = [c for c in key if c != "ts"]
+        for cols in (series[:1], series) if len(series) > 1 else (series,):
+            if series_runs(frame, cols) is not None:
+                return frame
     return frame.unique(subset=key, keep="last", maintain_order=True)
 
 

@@ -56,3 +56,12 @@ def test_runs_span_a_frame_of_one_row_and_none_of_an_empty_one():
         ("A", T0 + timedelta(days=3), T0 + timedelta(days=3), 1)
     ]
     assert series_runs(frame.clear(), ["symbol"]) is None
+
+
+def test_a_symbol_in_two_timeframes_is_two_series():
+    frame = pl.concat([bars([("A", 0, 1.0), ("A", 1, 2.0)]), bars([("A", 0, 3.0)])]).with_columns(
+        pl.Series("timeframe", ["1D", "1D", "1h"])
+    )
+    assert series_runs(frame, ["symbol"]) is None
+    assert series_runs(frame, ["symbol", "timeframe"]).height == 2
+    assert dedupe(frame, ["symbol", "timeframe", "ts"]).equals(frame)
