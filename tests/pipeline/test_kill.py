@@ -200,3 +200,64 @@ def test_kill_9_between_files_and_commit_then_maintain_removes_exactly_the_orpha
 
     _cli(killed, SHORT, monkeypatch)
     assert _state(killed).equals(_state(clean))
+
+
+# A real sync whose every batch is written ahead (the bulk load's path, above its threshold
+# of rows here for a handful of symbols): batches are checked, written and committed on three
+# threads at once, so a kill lands with files of uncommitted batches on disk.
+_AHEAD_WRITER = """
+import sys
+from marketlake.pipeline.stages import ingest
+ingest.WRITE_AHEAD_ROWS = 1
+from marketlake.cli import app
+sys.argv = ["marketlake", *sys.argv[1:]]
+app()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_while_batches_are_written_ahead_then_rerun_and_maintain(tmp_path, monkeypatch):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    clean.mkdir()
+    _prepare(clean, clean, SYMBOLS[:40], batch_tasks=2)
+    shutil.copytree(clean, killed)
+    _cli(clean, ARGS, monkeypatch)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _AHEAD_WRITER, *ARGS],
+        cwd=killed,
+        env=_env(killed),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 120
+        while _commits(killed) < 4 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    partial = _state(killed)
+    assert 0 < partial.height < _state(clean).height
+    assert partial.select("symbol", "timeframe", "ts").is_duplicated().sum() == 0
+
+    # the re-run writes the rest (ahead again) and leaves what it finds alone
+    done = subprocess.run(
+        [sys.executable, "-c", _AHEAD_WRITER, *ARGS],
+        cwd=killed,
+        env=_env(killed),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _state(killed).equals(_state(clean))
+    # files of batches the kill left uncommitted are orphans: maintain removes exactly them
+    orphans = _on_disk(killed) - _committed(killed)
+    report = _cli(killed, ["maintain", "--vacuum-hours", "0"], monkeypatch)
+    assert report["ohlcv"]["orphans_removed"] == len(orphans), report
+    assert _on_disk(killed) == _committed(killed)
+    assert _state(killed).equals(_state(clean))
