@@ -13,6 +13,7 @@ its zero test uses ``TA_EPSILON = 1e-14`` and some recurrences use a fused multi
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -44,6 +45,56 @@ def fma(typingctx, a, b, c):
         fnty = ir.FunctionType(d, [d, d, d])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f64")
         return builder.call(fn, vals)
+
+    return sig, codegen
+
+
+llvm.initialize_native_asmparser()  # the inline assembly of ``put`` and ``store_fence``
+
+
+@intrinsic
+def put(typingctx, arr, i, v):
+    """``arr[i] = v`` as a non-temporal store (``movnti``): the value goes to memory without
+    its cache line being read first. A call's output block is far larger than the caches and
+    the kernels write each value once without reading it back, so an ordinary store makes the
+    core fetch every line only to overwrite it: twice the memory traffic.
+
+    Used by the one-output kernels (SMA, EMA, ATR, OBV; one thread, 2,000 x 2,520 bars, medians
+    of 7: 5.5-5.8 ms against 6.8-7.7 ms each, ATR 10.1-10.5 against 11.5-12.1; the 8 TA-Lib
+    indicators on two threads: 101-103 ms CPU against 104-108). Not by the three-output ones:
+    MACD, BBANDS and ADX took 10-35% longer, probably because each store first moves the value
+    to an integer register (a port their arithmetic needs) and, four series interleaved, twelve
+    output streams outnumber the core's write-combining buffers. Callers issue
+    :func:`store_fence` before other threads read the values. No bounds check (as numba's
+    indexing)."""
+    sig = types.void(arr, i, v)
+
+    def codegen(context, builder, signature, args):
+        arrty, ity, vty = signature.args
+        ary = context.make_array(arrty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], ity, types.intp)
+        val = context.cast(builder, args[2], vty, types.float64)
+        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [idx], wraparound=False)
+        i64 = ir.IntType(64)
+        # LLVM keeps ``!nontemporal`` on a scalar double store but emits an ordinary one (x86
+        # has no non-temporal scalar double store); the integer ``movnti`` is the only form
+        fnty = ir.FunctionType(ir.VoidType(), [i64, ptr.type])
+        asm = ir.InlineAsm(fnty, "movntiq $0, ($1)", "r,r", side_effect=True)
+        builder.call(asm, [builder.bitcast(val, i64), ptr])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """``sfence``: the non-temporal stores of :func:`put` before it are globally visible."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.VoidType(), [])
+        builder.call(ir.InlineAsm(fnty, "sfence", "~{memory}", side_effect=True), [])
+        return context.get_dummy_value()
 
     return sig, codegen
 

@@ -25,7 +25,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from marketlake.kernels._common import JIT, STEP, div_rn, fill_nan, first_valid, fma, ix
+from marketlake.kernels._common import (
+    JIT,
+    STEP,
+    div_rn,
+    fill_nan,
+    first_valid,
+    fma,
+    ix,
+    put,
+    store_fence,
+)
 
 
 @njit(**JIT)
@@ -57,7 +67,8 @@ def _sma_step(total, xi, x_old, p, inv):
 @njit(**JIT)
 def _sma_run(x, out, start, stop, total, trailing, p, inv):
     for i in range(start, stop):
-        total, out[ix(i)] = _sma_step(total, x[ix(i)], x[ix(trailing)], p, inv)
+        total, v = _sma_step(total, x[ix(i)], x[ix(trailing)], p, inv)
+        put(out, ix(i), v)
         trailing += 1
 
 
@@ -68,6 +79,7 @@ def sma_into(x, period, out):
     p = float(period)
     total, tr, i0 = _sma_seed(x, 0, n, period, out)
     _sma_run(x, out, i0, n, total, tr, p, 1.0 / p)
+    store_fence()
 
 
 @njit(**JIT)
@@ -81,10 +93,14 @@ def sma_lanes(x, period, out, lo, hi):
     t3, r3, a3 = _sma_seed(x, lo[3], hi[3], period, out)
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for k in range(m):
-        t0, out[ix(a0 + k)] = _sma_step(t0, x[ix(a0 + k)], x[ix(r0 + k)], p, inv)
-        t1, out[ix(a1 + k)] = _sma_step(t1, x[ix(a1 + k)], x[ix(r1 + k)], p, inv)
-        t2, out[ix(a2 + k)] = _sma_step(t2, x[ix(a2 + k)], x[ix(r2 + k)], p, inv)
-        t3, out[ix(a3 + k)] = _sma_step(t3, x[ix(a3 + k)], x[ix(r3 + k)], p, inv)
+        t0, v = _sma_step(t0, x[ix(a0 + k)], x[ix(r0 + k)], p, inv)
+        put(out, ix(a0 + k), v)
+        t1, v = _sma_step(t1, x[ix(a1 + k)], x[ix(r1 + k)], p, inv)
+        put(out, ix(a1 + k), v)
+        t2, v = _sma_step(t2, x[ix(a2 + k)], x[ix(r2 + k)], p, inv)
+        put(out, ix(a2 + k), v)
+        t3, v = _sma_step(t3, x[ix(a3 + k)], x[ix(r3 + k)], p, inv)
+        put(out, ix(a3 + k), v)
     r0 += m
     r1 += m
     r2 += m
@@ -124,7 +140,7 @@ def _ema_seed(x, lo, hi, period, out):
 def _ema_run(x, out, start, stop, prev, k):
     for i in range(start, stop):
         prev = fma(x[ix(i)] - prev, k, prev)
-        out[ix(i)] = prev
+        put(out, ix(i), prev)
 
 
 @njit(**JIT)
@@ -133,6 +149,7 @@ def ema_into(x, period, out):
     n = x.shape[0]
     prev, i0 = _ema_seed(x, 0, n, period, out)
     _ema_run(x, out, i0, n, prev, 2.0 / (period + 1))
+    store_fence()
 
 
 @njit(**JIT)
@@ -147,16 +164,16 @@ def ema_lanes(x, period, out, lo, hi):
     for j in range(m):
         i = a0 + j
         e0 = fma(x[ix(i)] - e0, k, e0)
-        out[ix(i)] = e0
+        put(out, ix(i), e0)
         i = a1 + j
         e1 = fma(x[ix(i)] - e1, k, e1)
-        out[ix(i)] = e1
+        put(out, ix(i), e1)
         i = a2 + j
         e2 = fma(x[ix(i)] - e2, k, e2)
-        out[ix(i)] = e2
+        put(out, ix(i), e2)
         i = a3 + j
         e3 = fma(x[ix(i)] - e3, k, e3)
-        out[ix(i)] = e3
+        put(out, ix(i), e3)
     _ema_run(x, out, a0 + m, hi[0], e0, k)
     _ema_run(x, out, a1 + m, hi[1], e1, k)
     _ema_run(x, out, a2 + m, hi[2], e2, k)

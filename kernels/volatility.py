@@ -50,6 +50,8 @@ from marketlake.kernels._common import (
     first_valid3,
     fma,
     ix,
+    put,
+    store_fence,
     true_range,
 )
 
@@ -197,7 +199,7 @@ def _atr_seed(high, low, close, lo, hi, period, out):
 def _atr_run(high, low, close, out, start, stop, prev, alpha, beta):
     for i in range(start, stop):
         prev = fma(beta, prev, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
-        out[ix(i)] = prev
+        put(out, ix(i), prev)
 
 
 @njit(**JIT)
@@ -207,6 +209,7 @@ def atr_into(high, low, close, period, out):
     prev, i0 = _atr_seed(high, low, close, 0, n, period, out)
     beta = (period - 1) / period
     _atr_run(high, low, close, out, i0, n, prev, 1.0 - beta, beta)
+    store_fence()
 
 
 @njit(**JIT)
@@ -222,16 +225,16 @@ def atr_lanes(high, low, close, period, out, lo, hi):
     for j in range(m):
         i = a0 + j
         e0 = fma(beta, e0, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
-        out[ix(i)] = e0
+        put(out, ix(i), e0)
         i = a1 + j
         e1 = fma(beta, e1, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
-        out[ix(i)] = e1
+        put(out, ix(i), e1)
         i = a2 + j
         e2 = fma(beta, e2, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
-        out[ix(i)] = e2
+        put(out, ix(i), e2)
         i = a3 + j
         e3 = fma(beta, e3, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
-        out[ix(i)] = e3
+        put(out, ix(i), e3)
     _atr_run(high, low, close, out, a0 + m, hi[0], e0, alpha, beta)
     _atr_run(high, low, close, out, a1 + m, hi[1], e1, alpha, beta)
     _atr_run(high, low, close, out, a2 + m, hi[2], e2, alpha, beta)

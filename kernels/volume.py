@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from marketlake.kernels._common import JIT, NAN, STEP, fill_nan, first_valid2, ix
+from marketlake.kernels._common import JIT, NAN, STEP, fill_nan, first_valid2, ix, put, store_fence
 
 
 @njit(**JIT)
@@ -42,7 +42,7 @@ def _obv_step(obv, prev, c, v):
 def _obv_run(close, volume, out, start, stop, obv, prev):
     for i in range(start, stop):
         obv, prev = _obv_step(obv, prev, close[ix(i)], volume[ix(i)])
-        out[ix(i)] = obv
+        put(out, ix(i), obv)
 
 
 @njit(**JIT)
@@ -50,6 +50,7 @@ def obv_into(close, volume, out):
     """On-balance volume (TA-Lib) into ``out``."""
     obv, prev, i0 = _obv_seed(close, volume, 0, close.shape[0], out)
     _obv_run(close, volume, out, i0, close.shape[0], obv, prev)
+    store_fence()
 
 
 @njit(**JIT)
@@ -62,13 +63,13 @@ def obv_lanes(close, volume, out, lo, hi):
     m = min(hi[0] - a0, hi[1] - a1, hi[2] - a2, hi[3] - a3)
     for j in range(m):
         o0, p0 = _obv_step(o0, p0, close[ix(a0 + j)], volume[ix(a0 + j)])
-        out[ix(a0 + j)] = o0
+        put(out, ix(a0 + j), o0)
         o1, p1 = _obv_step(o1, p1, close[ix(a1 + j)], volume[ix(a1 + j)])
-        out[ix(a1 + j)] = o1
+        put(out, ix(a1 + j), o1)
         o2, p2 = _obv_step(o2, p2, close[ix(a2 + j)], volume[ix(a2 + j)])
-        out[ix(a2 + j)] = o2
+        put(out, ix(a2 + j), o2)
         o3, p3 = _obv_step(o3, p3, close[ix(a3 + j)], volume[ix(a3 + j)])
-        out[ix(a3 + j)] = o3
+        put(out, ix(a3 + j), o3)
     _obv_run(close, volume, out, a0 + m, hi[0], o0, p0)
     _obv_run(close, volume, out, a1 + m, hi[1], o1, p1)
     _obv_run(close, volume, out, a2 + m, hi[2], o2, p2)
