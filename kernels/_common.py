@@ -59,12 +59,14 @@ def put(typingctx, arr, i, v):
     the kernels write each value once without reading it back, so an ordinary store makes the
     core fetch every line only to overwrite it: twice the memory traffic.
 
-    Used by the one-output kernels (SMA, EMA, ATR, OBV; one thread, 2,000 x 2,520 bars, medians
-    of 7: 5.5-5.8 ms against 6.8-7.7 ms each, ATR 10.1-10.5 against 11.5-12.1; the 8 TA-Lib
-    indicators on two threads: 101-103 ms CPU against 104-108). Not by the three-output ones:
+    Used in the four-series loops of the one-output kernels (SMA, EMA, ATR, OBV; one thread,
+    2,000 x 2,520 bars, medians of 7: 5.2-5.8 ms against 6.4-7.7 ms each, ATR 10.1-10.5
+    against 11.5-12.1; the 8 TA-Lib indicators on two threads: 101-103 ms CPU against
+    104-108). Not in their one-series loops: a single 1,000,000-bar series took 7% more CPU
+    with them (31.5-33 ms against 29-31, the 8 indicators). Not by the three-output kernels:
     MACD, BBANDS and ADX took 10-35% longer, probably because each store first moves the value
     to an integer register (a port their arithmetic needs) and, four series interleaved, twelve
-    output streams outnumber the core's write-combining buffers. Callers issue
+    output streams outnumber the core's write-combining buffers. ``run_plan`` issues
     :func:`store_fence` before other threads read the values. No bounds check (as numba's
     indexing)."""
     sig = types.void(arr, i, v)

@@ -34,7 +34,6 @@ from marketlake.kernels._common import (
     fma,
     ix,
     put,
-    store_fence,
 )
 
 
@@ -67,8 +66,7 @@ def _sma_step(total, xi, x_old, p, inv):
 @njit(**JIT)
 def _sma_run(x, out, start, stop, total, trailing, p, inv):
     for i in range(start, stop):
-        total, v = _sma_step(total, x[ix(i)], x[ix(trailing)], p, inv)
-        put(out, ix(i), v)
+        total, out[ix(i)] = _sma_step(total, x[ix(i)], x[ix(trailing)], p, inv)
         trailing += 1
 
 
@@ -79,7 +77,6 @@ def sma_into(x, period, out):
     p = float(period)
     total, tr, i0 = _sma_seed(x, 0, n, period, out)
     _sma_run(x, out, i0, n, total, tr, p, 1.0 / p)
-    store_fence()
 
 
 @njit(**JIT)
@@ -140,7 +137,7 @@ def _ema_seed(x, lo, hi, period, out):
 def _ema_run(x, out, start, stop, prev, k):
     for i in range(start, stop):
         prev = fma(x[ix(i)] - prev, k, prev)
-        put(out, ix(i), prev)
+        out[ix(i)] = prev
 
 
 @njit(**JIT)
@@ -149,7 +146,6 @@ def ema_into(x, period, out):
     n = x.shape[0]
     prev, i0 = _ema_seed(x, 0, n, period, out)
     _ema_run(x, out, i0, n, prev, 2.0 / (period + 1))
-    store_fence()
 
 
 @njit(**JIT)

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import numpy as np
 from numba import njit
 
-from marketlake.kernels._common import JIT, store_fence
+from marketlake.kernels._common import JIT
 from marketlake.kernels.moving import _ema_run
 from marketlake.kernels.registry import IndicatorSpec, resolve
 from marketlake.kernels.volatility import _atr_run
@@ -90,7 +90,6 @@ def ema_resume(x, starts, stops, seeds, period, out):
                 out[i] = x[i]
         else:
             _ema_run(x, out, starts[j], stops[j], seeds[j], k)
-    store_fence()
 
 
 @njit(**JIT)
@@ -100,7 +99,6 @@ def atr_resume(high, low, close, starts, stops, seeds, period, out):
     beta = (period - 1) / period
     for j in range(starts.shape[0]):
         _atr_run(high, low, close, out, starts[j], stops[j], seeds[j], 1.0 - beta, beta)
-    store_fence()
 
 
 @njit(**JIT)
@@ -109,7 +107,6 @@ def obv_resume(close, volume, starts, stops, seeds, out):
     for j in range(starts.shape[0]):
         s = starts[j]
         _obv_run(close, volume, out, s, stops[j], seeds[j], close[s - 1])
-    store_fence()
 
 
 def resume_into(

@@ -174,6 +174,27 @@ def _adx_run(high, low, close, oa, op, om, start, stop, st, period):
 
 
 @njit(**JIT)
+def _adx_atr_run(high, low, close, oa, op, om, oatr, start, stop, st, e, period):
+    """:func:`_adx_run` and the fused ATR (last value ``e``) on rows ``start:stop``."""
+    nn = float(period)
+    inv_n = 1.0 / nn
+    nm1 = nn - 1
+    beta = (period - 1) / period
+    alpha = 1.0 - beta
+    ph, pl, pc, pdm, mdm, trs, adx = st
+    for k in range(stop - start):
+        i = ix(start + k)
+        ph, pl, pc, pdm, mdm, trs, adx, mdi, pdi, tr = _adx_tr_step(
+            ph, pl, pc, pdm, mdm, trs, adx, high[i], low[i], close[i], nn, inv_n, nm1
+        )
+        e = fma(beta, e, alpha * tr)
+        oa[i] = adx
+        op[i] = pdi
+        om[i] = mdi
+        oatr[i] = e
+
+
+@njit(**JIT)
 def adx_into(high, low, close, period, out_adx, out_plus_di, out_minus_di):
     """ADX, +DI and -DI (TA-Lib, Wilder smoothing) into the three outputs."""
     n = close.shape[0]
@@ -339,16 +360,10 @@ def _adx_vec_lanes(high, low, close, period, oa, op, om, oatr, with_atr, lo, hi)
         b1, b2, b3, b4 = lane(ph, j), lane(pl, j), lane(pc, j), lane(pdm, j)
         b5, b6, b7 = lane(mdm, j), lane(trs, j), lane(adx, j)
         if with_atr:
-            ej = lane(e, j)
-            for i in range(i0[j] + m, hi[j]):
-                b1, b2, b3, b4, b5, b6, b7, mdi1, pdi1, tr = _adx_tr_step(
-                    b1, b2, b3, b4, b5, b6, b7, high[i], low[i], close[i], nn, inv_n, nm1
-                )
-                ej = fma(beta, ej, alpha * tr)
-                oa[i] = b7
-                op[i] = pdi1
-                om[i] = mdi1
-                oatr[i] = ej
+            _adx_atr_run(
+                high, low, close, oa, op, om, oatr, i0[j] + m, hi[j],
+                (b1, b2, b3, b4, b5, b6, b7), lane(e, j), period,
+            )  # fmt: skip
         else:
             _adx_run(
                 high, low, close, oa, op, om, i0[j] + m, hi[j], (b1, b2, b3, b4, b5, b6, b7), period

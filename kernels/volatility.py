@@ -51,7 +51,6 @@ from marketlake.kernels._common import (
     fma,
     ix,
     put,
-    store_fence,
     true_range,
 )
 
@@ -199,7 +198,7 @@ def _atr_seed(high, low, close, lo, hi, period, out):
 def _atr_run(high, low, close, out, start, stop, prev, alpha, beta):
     for i in range(start, stop):
         prev = fma(beta, prev, alpha * true_range(high[ix(i)], low[ix(i)], close[ix(i - 1)]))
-        put(out, ix(i), prev)
+        out[ix(i)] = prev
 
 
 @njit(**JIT)
@@ -209,7 +208,6 @@ def atr_into(high, low, close, period, out):
     prev, i0 = _atr_seed(high, low, close, 0, n, period, out)
     beta = (period - 1) / period
     _atr_run(high, low, close, out, i0, n, prev, 1.0 - beta, beta)
-    store_fence()
 
 
 @njit(**JIT)

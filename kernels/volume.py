@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from marketlake.kernels._common import JIT, NAN, STEP, fill_nan, first_valid2, ix, put, store_fence
+from marketlake.kernels._common import JIT, NAN, STEP, fill_nan, first_valid2, ix, put
 
 
 @njit(**JIT)
@@ -42,7 +42,7 @@ def _obv_step(obv, prev, c, v):
 def _obv_run(close, volume, out, start, stop, obv, prev):
     for i in range(start, stop):
         obv, prev = _obv_step(obv, prev, close[ix(i)], volume[ix(i)])
-        put(out, ix(i), obv)
+        out[ix(i)] = obv
 
 
 @njit(**JIT)
@@ -50,7 +50,6 @@ def obv_into(close, volume, out):
     """On-balance volume (TA-Lib) into ``out``."""
     obv, prev, i0 = _obv_seed(close, volume, 0, close.shape[0], out)
     _obv_run(close, volume, out, i0, close.shape[0], obv, prev)
-    store_fence()
 
 
 @njit(**JIT)
