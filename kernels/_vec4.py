@@ -3,9 +3,9 @@
 ``v4(a, b, c, d)`` packs four floats into a ``<4 x double>``, ``lane(v, j)`` reads one back;
 the arithmetic intrinsics are single vector instructions (``vdivpd``, ``vfmadd...pd`` on
 ``ymm``). Every operation is the same correctly rounded IEEE operation as on a scalar and the
-compares are ordered (False for NaN, as Python's), so four series stepped side by side in a
+compares are those of Python (False for NaN but ``!=``), so four series stepped side by side in a
 ``Vec4`` give the bits of four scalar runs -- in about the time of one for a recurrence whose
-step is long (``kernels.trend``'s ADX). A loop-carried ``Vec4`` stays in a register.
+step is long (ADX, Bollinger Bands). A loop-carried ``Vec4`` stays in a register.
 """
 
 from __future__ import annotations
@@ -133,3 +133,55 @@ def _select(op):
 
 vsel_gt = _select(">")  # x if a > b else y, per lane (False for NaN)
 vsel_lt = _select("<")  # x if a < b else y, per lane (False for NaN)
+
+
+@intrinsic
+def vsqrt(typingctx, a):
+    """``sqrt(a)`` per lane (NaN for a negative lane, as ``math.sqrt`` in the kernels)."""
+    if a != vec4:
+        return None
+    return vec4(a), lambda ctx, bd, sig, args: bd.call(_fn(bd, "llvm.sqrt.v4f64", 1), args)
+
+
+@intrinsic
+def vsel_ne(typingctx, a, b, x, y):
+    """``x if a != b else y`` per lane (True for NaN, as Python's ``!=``)."""
+    if any(t != vec4 for t in (a, b, x, y)):
+        return None
+
+    def codegen(ctx, bd, sig, args):
+        va, vb, vx, vy = args
+        return bd.select(bd.fcmp_unordered("!=", va, vb), vx, vy)
+
+    return vec4(a, b, x, y), codegen
+
+
+def _mask(op):
+    def impl(typingctx, a, b):
+        if a != vec4 or b != vec4:
+            return None
+
+        def codegen(ctx, bd, sig, args):
+            bits = bd.bitcast(bd.fcmp_ordered(op, *args), ir.IntType(4))
+            return bd.zext(bits, ir.IntType(64))
+
+        return types.int64(a, b), codegen
+
+    return intrinsic(impl)
+
+
+vmask_lt = _mask("<")  # bit j set where lane j of a < b (not for NaN)
+vmask_gt = _mask(">")  # bit j set where lane j of a > b (not for NaN)
+
+
+@intrinsic
+def with_lane(typingctx, v, j, x):
+    """``v`` with lane ``j`` replaced by ``x``."""
+    if v != vec4:
+        return None
+
+    def codegen(ctx, bd, sig, args):
+        j32 = ctx.cast(bd, args[1], sig.args[1], types.int32)
+        return bd.insert_element(args[0], ctx.cast(bd, args[2], sig.args[2], types.float64), j32)
+
+    return vec4(v, j, x), codegen

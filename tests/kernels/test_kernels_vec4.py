@@ -10,7 +10,7 @@ from numba import njit
 from marketlake.kernels._common import fma
 from marketlake.kernels._vec4 import lane, v4, vabs, vadd, vdiv, vfma, vmul, vsel_gt, vsel_lt, vsub
 from marketlake.kernels.trend import adx_atr_lanes, adx_into, adx_lanes
-from marketlake.kernels.volatility import atr_into
+from marketlake.kernels.volatility import atr_into, bbands_into, bbands_lanes
 
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 3.0, 1e-300, 1e300, np.inf, -np.inf, np.nan, 0.1, 7.0 / 3.0]
 
@@ -83,3 +83,24 @@ def test_adx_lanes_equal_one_series_at_a_time(period, lengths, kind):
         atr_into(h[s:e], lo[s:e], c[s:e], period, want[3, s:e])
     assert np.array_equal(fused.view(np.int64), want.view(np.int64))
     assert np.array_equal(alone.view(np.int64), want[:3].view(np.int64))
+
+
+@pytest.mark.parametrize("period", [1, 2, 5, 20])
+@pytest.mark.parametrize(
+    "lengths", [[1500, 1500, 1500, 1500], [300, 1700, 10, 500], [0, 3, 650, 29], [19, 20, 21, 22]]
+)
+@pytest.mark.parametrize("kind", ["plain", "nan", "flat", "offset"])
+def test_bbands_lanes_equal_one_series_at_a_time(period, lengths, kind):
+    """The vector steps give each series' scalar Bollinger Bands bit for bit, re-centrings
+    (every ``32 n`` rows, and on cancellation: a large offset, flat stretches) included."""
+    h, lo, c, a, b = _lanes(lengths, 11, nan=kind == "nan", flat=kind == "flat")
+    if kind == "offset":  # variance tiny against the mean square: cancellation re-centrings
+        c = 1e9 + c * 1e-3
+        c[::97] = 5.0
+    n = c.shape[0]
+    got = np.full((3, n), -1.0)
+    bbands_lanes(c, period, 2.0, got[0], got[1], got[2], a, b)
+    want = np.full((3, n), -1.0)
+    for s, e in zip(a, b, strict=True):
+        bbands_into(c[s:e], period, 2.0, want[0, s:e], want[1, s:e], want[2, s:e])
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
