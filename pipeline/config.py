@@ -2,9 +2,10 @@
 
 Precedence: explicit argument (CLI flag) > environment > ``marketlake.toml`` > default.
 Nothing below the CLI reads the environment: the CLI passes it in, and stages receive a
-:class:`Settings`. The file's structure is a set of pydantic models that forbid unknown keys,
-so a misspelt setting (``concurrancy``) is an error naming the key, its section and the file,
-never silently ignored. Every problem is one :class:`ConfigError` line (exit 2).
+:class:`Settings`. The file's structure is a set of pydantic models that forbid unknown keys
+(:mod:`.config_file`, imported only when there is a file), so a misspelt setting
+(``concurrancy``) is an error naming the key, its section and the file, never silently
+ignored. Every problem is one :class:`ConfigError` line (exit 2).
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import platformdirs
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from marketlake.errors import ConfigError, LakeError
 from marketlake.lake.location import LEASE_S, LakeLocation
 from marketlake.lake.store import Lake
-from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.redact import redact
+
+if TYPE_CHECKING:
+    from marketlake.pipeline.config_file import File
 
 PROVIDER_NAMES = ("synthetic", "files", "yahoo", "coingecko", "indodax", "upstox", "fmp")
 SECRET_ENV = {
@@ -137,255 +138,6 @@ class Settings:
         return replace(self, **changes)
 
 
-# -- the structure of marketlake.toml ----------------------------------------------------
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _General(_Section):
-    home: str | None = None
-    dsn: str | None = None
-
-
-class _Sync(_Section):
-    concurrency: int = Field(8, ge=1)
-    batch_tasks: int = Field(5000, ge=1)
-    batch_rows: int = Field(2_000_000, ge=1)
-    commit_every_s: float = Field(30.0, gt=0)
-    overlap_bars: int = Field(3, ge=0)
-    stale_after_hours: float = Field(24.0, gt=0)
-
-
-class _Segment(_Section):
-    asset_types: list[str] = []
-    symbols: list[str] = []
-    provider: str | None = None
-    timeframes: list[str] = ["1D"]
-    kinds: list[str] = ["ohlcv"]
-    start: str | None = None
-    schedule: str | None = None
-    tolerance_hours: float | None = Field(None, ge=0)
-    calendars: list[str] = []
-    routes: dict[str, str] = {}
-    task: Literal["sync", "fo_expired", "indicators"] = "sync"
-    description: str = ""
-
-    @field_validator("routes")
-    @classmethod
-    def _routes(cls, value: dict[str, str]) -> dict[str, str]:
-        from marketlake.pipeline.providers.base import KINDS
-
-        for kind, provider in value.items():
-            if kind not in KINDS:
-                raise ValueError(f"unknown kind {kind!r} in routes; valid: {', '.join(KINDS)}")
-            if provider not in PROVIDER_NAMES:
-                raise ValueError(
-                    f"unknown provider {provider!r} for {kind}; known: {', '.join(PROVIDER_NAMES)}"
-                )
-        return value
-
-    @field_validator("timeframes")
-    @classmethod
-    def _timeframes(cls, value: list[str]) -> list[str]:
-        try:
-            return list(tfs.check(value, source=None))
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("kinds")
-    @classmethod
-    def _kinds(cls, value: list[str]) -> list[str]:
-        from marketlake.pipeline.providers.base import KINDS
-
-        bad = [k for k in value if k not in KINDS]
-        if bad:
-            raise ValueError(f"unknown kind(s) {bad}; valid: {', '.join(KINDS)}")
-        return value
-
-    @field_validator("provider")
-    @classmethod
-    def _provider(cls, value: str | None) -> str | None:
-        if value is not None and value not in PROVIDER_NAMES:
-            raise ValueError(f"unknown provider {value!r}; known: {', '.join(PROVIDER_NAMES)}")
-        return value
-
-    @field_validator("start")
-    @classmethod
-    def _start(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"expected a date like 2015-01-01, got {value!r}") from None
-        return value
-
-
-class _Provider(_Section):
-    """What every provider accepts; subclasses add the provider's own options."""
-
-    base_url: str | None = None
-    rate_limit_per_s: float | None = Field(None, gt=0)
-    concurrency: int | None = Field(None, ge=1)
-    max_retries: int = Field(5, ge=0)
-    backoff_base_s: float = Field(0.5, ge=0)
-    backoff_max_s: float = Field(60.0, ge=0)
-    timeout_s: float = Field(30.0, gt=0)
-    deadline_s: float = Field(120.0, gt=0)
-    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1)
-
-
-class _Synthetic(_Provider):
-    seed: int = 42
-
-
-class _Files(_Provider):
-    path: str | None = None
-    mapping: dict[str, str] = {}
-    timezone: str | None = None
-    timeframe: str = "1D"
-    symbol: str | None = None
-
-
-class _CoinGecko(_Provider):
-    plan: Literal["demo", "pro"] = "demo"
-    download_icons: bool = True
-
-
-class _Providers(_Section):
-    synthetic: _Synthetic = _Synthetic()
-    files: _Files = _Files()
-    yahoo: _Provider = _Provider()
-    coingecko: _CoinGecko = _CoinGecko()
-    indodax: _Provider = _Provider()
-    upstox: _Provider = _Provider()
-    fmp: _Provider = _Provider()
-
-
-class _Postgres(_Section):
-    schema_: str = Field("marketlake", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-
-class _Universe(_Section):
-    file: str | None = None
-
-
-_IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
-
-
-class _PullTable(_Section):
-    """One table of the serving schema that ``marketlake pull`` may read: its key, the column
-    that every change stamps, and the soft-delete column (a non-null value means deleted)."""
-
-    key: list[Annotated[str, Field(pattern=_IDENT)]] = Field(min_length=1)
-    updated_at: str = Field("updated_at", pattern=_IDENT)
-    deleted: str | None = Field(None, pattern=_IDENT)
-
-
-class _Pull(_Section):
-    """``[serve.pull]``: the serving tables exposed to ``marketlake pull``."""
-
-    tables: dict[Annotated[str, Field(pattern=_IDENT)], _PullTable] = {}
-
-
-class _Serve(_Section):
-    """``[serve]``: where the service listens, and the settings it applies at start (checked
-    there, like the same settings over HTTP)."""
-
-    host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    schedule: str | dict[str, Any] | None = None
-    segment_schedules: dict[str, str | dict[str, Any]] | None = None
-    overdue_grace: str | None = None
-    pull: _Pull | None = None
-    # rows of a pushed change batch (or of the files that may hold its keys) merged in
-    # memory; a larger batch is merged out of core (pipeline/remote/spilled.py)
-    push_memory_rows: int | None = Field(None, ge=1)
-
-
-class _Lake(_Section):
-    uri: str | None = None
-    lease_s: float = Field(LEASE_S, ge=1)
-
-
-class _File(_Section):
-    """The whole file: general keys at the top (or under ``[marketlake]``) and sections."""
-
-    home: str | None = None
-    dsn: str | None = None
-    marketlake: _General = _General()
-    sync: _Sync = _Sync()
-    segments: dict[str, _Segment] = {}
-    providers: _Providers = _Providers()
-    postgres: _Postgres = _Postgres()
-    universe: _Universe = _Universe()
-    serve: _Serve = _Serve()
-    lake: _Lake = _Lake()
-
-
-_PROVIDER_FIELDS = frozenset(_Provider.model_fields)
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys the section at ``loc`` accepts (for a "did you mean")."""
-    for part in loc:
-        info = model.model_fields.get(str(part)) if isinstance(part, str) else None
-        if info is None:
-            if model is _File and part == "segments":
-                return []
-            continue
-        ann = info.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        elif str(part) == "segments":
-            model = _Segment
-    return [info.alias or name for name, info in model.model_fields.items()]
-
-
-def _describe(exc: pydantic.ValidationError, source: str, secrets: tuple[str, ...]) -> str:
-    """One line for the first problem: the key, what is wrong, the file."""
-    first = exc.errors()[0]
-    loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc)
-    section = ".".join(str(p) for p in loc[:-1])
-    where = f"[{section}]" if section else "the top level"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    if first["type"] == "extra_forbidden":
-        known = _known_keys(_File, loc[:-1])
-        import difflib  # only to name a misspelt key
-
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
-        text = f"{key}: unknown setting {str(loc[-1])!r} in {where}{hint}"
-    else:
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        value = first.get("input")
-        got = (
-            f", got {value!r}"
-            if isinstance(value, str | int | float | bool) and "got " not in msg
-            else ""
-        )
-        text = f"{key}: {msg}{got}"
-    return redact(f"{text}{more} (in {source})", secrets)
-
-
-def _read_toml(path: Path, required: bool) -> dict[str, Any]:
-    if not path.exists():
-        if required:
-            raise ConfigError(f"--config: settings file not found: {path}")
-        return {}
-    import tomllib  # only when there is a settings file
-
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from None
-
-
 def _check_url(source: str, url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -414,7 +166,7 @@ def parse_now(value: str, source: str = "MARKETLAKE_NOW") -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _home(flag: str | Path | None, env: Mapping[str, str], general: _File) -> Path:
+def _home(flag: str | Path | None, env: Mapping[str, str], general: File | None) -> Path:
     if flag is not None:
         if not str(flag).strip():
             raise ConfigError("--home is empty: give a directory")
@@ -423,7 +175,9 @@ def _home(flag: str | Path | None, env: Mapping[str, str], general: _File) -> Pa
         if not env["MARKETLAKE_HOME"].strip():
             raise ConfigError("MARKETLAKE_HOME is set but empty: unset it or give a directory")
         return Path(env["MARKETLAKE_HOME"]).expanduser()
-    value = general.home if general.home is not None else general.marketlake.home
+    value = None
+    if general is not None:
+        value = general.home if general.home is not None else general.marketlake.home
     if value is not None:
         if not value.strip():
             raise ConfigError("home is empty in marketlake.toml: remove it or give a directory")
@@ -447,7 +201,7 @@ _SECRET_OPTIONS = frozenset({"aws_secret_access_key", "aws_session_token"})
 _TRUE = ("1", "true", "yes", "on")
 
 
-def _lake_uri(env: Mapping[str, str], cfg: _File) -> tuple[str | None, dict[str, str]]:
+def _lake_uri(env: Mapping[str, str], cfg: File | None) -> tuple[str | None, dict[str, str]]:
     """The lake's URI (MARKETLAKE_LAKE_URI > [lake] uri) and, for s3://, its storage options
     from the standard AWS environment; commits always use conditional puts."""
     uri = env.get("MARKETLAKE_LAKE_URI")
@@ -457,7 +211,7 @@ def _lake_uri(env: Mapping[str, str], cfg: _File) -> tuple[str | None, dict[str,
             "MARKETLAKE_LAKE_URI is set but empty: unset it or give s3://bucket/prefix"
         )
     if uri is None:
-        uri, source = cfg.lake.uri, "[lake] uri in marketlake.toml"
+        uri, source = cfg and cfg.lake.uri, "[lake] uri in marketlake.toml"
     if not uri:
         return None, {}
     try:
@@ -501,24 +255,29 @@ def load_settings(
     explicit = config_file is not None
     path = Path(config_file) if explicit else cwd / CONFIG_FILE
     env_secrets = tuple(v for k in SECRET_ENV.values() if (v := env.get(k)))
-    try:
-        cfg = _File.model_validate(_read_toml(path, explicit))
-    except pydantic.ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path), env_secrets)) from None
+    cfg: File | None = None  # no file: every setting the dataclasses' default
+    if explicit or path.exists():
+        from marketlake.pipeline.config_file import read
+
+        cfg = read(path, explicit, env_secrets)
 
     home_path = _home(home, env, cfg)
-    dsn_value = dsn or env.get("MARKETLAKE_DSN") or cfg.dsn or cfg.marketlake.dsn or None
+    dsn_value = (
+        dsn or env.get("MARKETLAKE_DSN") or (cfg and (cfg.dsn or cfg.marketlake.dsn)) or None
+    )
 
     providers: dict[str, ProviderSettings] = {}
     for name in PROVIDER_NAMES:
-        section: _Provider = getattr(cfg.providers, name)
         url_env = f"MARKETLAKE_{name.upper()}_BASE_URL"
         url, source = env.get(url_env), url_env
-        if not url:
-            url, source = section.base_url, f"providers.{name}.base_url (in {path})"
+        known: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        if cfg is not None:
+            section = getattr(cfg.providers, name)
+            if not url:
+                url, source = section.base_url, f"providers.{name}.base_url (in {path})"
+            known, options = section.values()
         secret = env.get(SECRET_ENV[name]) if name in SECRET_ENV else None
-        known = section.model_dump(include=_PROVIDER_FIELDS - {"base_url"})
-        options = section.model_dump(exclude=set(_PROVIDER_FIELDS), exclude_unset=True)
         providers[name] = ProviderSettings(
             name=name,
             base_url=_check_url(source, url) if url else None,
@@ -543,15 +302,18 @@ def load_settings(
             task=seg.task,
             description=seg.description,
         )
-        for name, seg in cfg.segments.items()
+        for name, seg in (cfg.segments if cfg is not None else {}).items()
     }
 
-    values: dict[str, Any] = {
-        **cfg.sync.model_dump(),
-        "pg_schema": cfg.postgres.schema_,
-        "universe_file": Path(cfg.universe.file).expanduser() if cfg.universe.file else None,
-        "serve": MappingProxyType(cfg.serve.model_dump(exclude_none=True)),
-    }
+    values: dict[str, Any] = {"serve": MappingProxyType({})}
+    if cfg is not None:
+        values = {
+            **cfg.sync.model_dump(),
+            "pg_schema": cfg.postgres.schema_,
+            "universe_file": Path(cfg.universe.file).expanduser() if cfg.universe.file else None,
+            "serve": MappingProxyType(cfg.serve.model_dump(exclude_none=True)),
+            "lake_lease_s": cfg.lake.lease_s,
+        }
     if env.get("MARKETLAKE_NOW", "").strip():
         values["now"] = parse_now(env["MARKETLAKE_NOW"])
     elif "MARKETLAKE_NOW" in env and overrides.get("now") is None:
@@ -559,7 +321,6 @@ def load_settings(
     if overrides.get("concurrency") is not None:
         overrides["concurrency"] = _int(overrides["concurrency"], "--concurrency")
     values["lake_uri"], values["storage_options"] = _lake_uri(env, cfg)
-    values["lake_lease_s"] = cfg.lake.lease_s
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(
         home=home_path,

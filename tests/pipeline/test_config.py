@@ -115,8 +115,8 @@ def test_provider_options_pass_through(tmp_path):
 
 
 def test_settings_without_a_file_import_no_toml_parser_nor_difflib(tmp_path):
-    """A scheduled run without ``marketlake.toml`` pays for neither (they serve only a file and
-    its misspelt keys)."""
+    """A scheduled run without ``marketlake.toml`` pays for none of the TOML parser, difflib,
+    pydantic and the file's models (they serve only a file and its misspelt keys)."""
     import subprocess
     import sys
 
@@ -124,7 +124,8 @@ def test_settings_without_a_file_import_no_toml_parser_nor_difflib(tmp_path):
         "import sys\n"
         "from marketlake.pipeline.config import load_settings\n"
         "load_settings(home=sys.argv[1], env={}, cwd=__import__('pathlib').Path(sys.argv[1]))\n"
-        "print(sorted(m for m in ('tomllib', 'difflib') if m in sys.modules))\n"
+        "mods = ('tomllib', 'difflib', 'pydantic', 'marketlake.pipeline.config_file')\n"
+        "print(sorted(m for m in mods if m in sys.modules))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
@@ -133,3 +134,17 @@ def test_settings_without_a_file_import_no_toml_parser_nor_difflib(tmp_path):
     (tmp_path / "marketlake.toml").write_text("[sync]\nconcurrancy = 2\n")
     with pytest.raises(ConfigError, match="did you mean 'concurrency'"):
         load_settings(home=tmp_path, env={}, cwd=tmp_path)
+
+
+def test_no_file_gives_the_settings_of_an_empty_file(tmp_path):
+    """Without a file every setting is the dataclasses' default: the same settings, one for
+    one, as an empty file's, whose defaults come from its models."""
+    env = {"MARKETLAKE_DSN": "postgresql://u@h/db", "MARKETLAKE_FMP_API_KEY": "k"}
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "marketlake.toml").write_text("")
+    none = load_settings(home=tmp_path, env=env, cwd=tmp_path)
+    empty = load_settings(home=tmp_path, env=env, cwd=tmp_path / "empty")
+    assert none == empty
+    for name in none.providers:
+        assert none.provider(name) == empty.provider(name)
+    assert dict(none.serve) == dict(empty.serve) == {}

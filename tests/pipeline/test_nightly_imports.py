@@ -1,6 +1,7 @@
 """A nightly increment (sync from the synthetic market, compute, load into PostgreSQL), in a
 fresh process, imports neither pandas nor pyarrow.dataset (together about a second of a cold
-start): the load speaks ADBC's low-level API, not its DB-API module, which imports both."""
+start): the load speaks ADBC's low-level API, not its DB-API module, which imports both. Nor
+pydantic: without a settings file there is nothing for its models to check."""
 
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ settings = settings.with_(dsn=dsn, pg_schema=schema)
 synced = run_sync(settings, provider="synthetic", timeframes=["1D"]).inserted
 computed = run_compute(settings).inserted
 loaded = run_load(settings).status
-found = sorted(m for m in ("pandas", "pyarrow.dataset") if m in sys.modules)
+found = sorted(m for m in ("pandas", "pyarrow.dataset", "pydantic") if m in sys.modules)
 print(json.dumps({"synced": synced, "computed": computed, "loaded": loaded, "found": found}))
 """
 
 
-def test_a_nightly_increment_imports_neither_pandas_nor_pyarrow_dataset(home, pg_dsn):
+def test_a_nightly_increment_imports_neither_pandas_nor_pyarrow_dataset_nor_pydantic(home, pg_dsn):
     dsn, schema = pg_dsn
     lake = Lake(home)
     universe.add_many(lake, SYMBOLS, run_id="u", asset_type="equity", provider="synthetic")
