@@ -5,6 +5,7 @@ written to the lake."""
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import secrets
 import time
@@ -189,10 +190,25 @@ class Stopwatch:
         return time.perf_counter() - self.t0
 
 
+_FROZEN = False
+
+
+def freeze_imports() -> None:
+    """Move the objects alive at a process's first stage (modules, classes, functions: what
+    its imports made) out of the cyclic garbage collector's reach, once: they live as long
+    as the process, and each full collection a stage's work triggers would walk them all
+    again (a nightly's stages spent about 0.1 s of CPU in such collections)."""
+    global _FROZEN
+    if not _FROZEN:
+        _FROZEN = True
+        gc.freeze()
+
+
 @contextmanager
 def writing(settings, run_id: str, stage: str) -> Iterator[None]:
     """Hold the lake's writer lock for one run (waiting as ``settings.lock_wait`` says); a
     previous holder that died without releasing is logged as ``interrupted``."""
+    freeze_imports()
     with writer(settings.lake, run_id, stage, wait=settings.lock_wait) as stale:
         if stale is not None:
             mark_interrupted(settings.open_lake(), stale, settings.secrets(), settings.clock)
