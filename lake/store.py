@@ -253,13 +253,15 @@ class Lake:
         tdef = TABLES[name]
         if frame.is_empty():
             return WriteResult(name)
-        if self.evolve(name, run_id=run_id, stage=stage):
+        evolved, checked = self._evolve(name, run_id=run_id, stage=stage)
+        if evolved:
             assume_new = False  # the proof was for a version before the new columns
         if not assume_new:
             frame = dedupe(frame, list(tdef.key))
         props = commit_properties(run_id, stage, metadata)
         for attempt in range(ATTEMPTS):
-            dt = self.table(name, read_version if assume_new else None)
+            dt = self._reopen(name, read_version if assume_new else None, checked)
+            checked = None  # a retry reads afresh
             try:
                 if dt is None or assume_new or not may_overlap(dt, tdef, frame):
                     rows = self._append(tdef, dt, frame, props)
@@ -291,9 +293,10 @@ class Lake:
         name = written.table
         tdef = TABLES[name]
         try:
-            if self.evolve(name, run_id=run_id, stage=stage):
+            evolved, checked = self._evolve(name, run_id=run_id, stage=stage)
+            if evolved:
                 raise CommitConflict(f"{name}: columns added since the files were written")
-            dt = self.table(name, read_version)
+            dt = self._reopen(name, read_version, checked)
             if dt is None:
                 dt = writes.create(self.uri(name), tdef, self.location.storage_options)
             writes.commit_files(dt, tdef, written.adds, commit_properties(run_id, stage))
@@ -320,16 +323,22 @@ class Lake:
         one metadata-only commit (no rewrite; old files read them as null), or, when data an
         older release kept elsewhere moves into them, in the one commit that moves it; whether
         it did. Writers call it before writing; the caller holds the writer lock."""
+        return self._evolve(name, run_id=run_id, stage=stage)[0]
+
+    def _evolve(self, name: str, *, run_id: str, stage: str) -> tuple[bool, DeltaTable | None]:
+        """:meth:`evolve`, and when it committed nothing the latest snapshot it checked
+        (the caller's write starts from it instead of opening the table again: each open
+        reads the whole log)."""
         tdef = TABLES[name]
         if tdef.evolving:
-            return False  # columns of their own, merged by each write
+            return False, None  # columns of their own, merged by each write
         for attempt in range(ATTEMPTS):
             dt = self.table(name)
             if dt is None:
-                return False
+                return False, None
             missing = [f.name for f in evolve.missing_fields(dt, tdef)]
             if not missing:
-                return False
+                return False, dt
             try:
                 moves = any((name, c) in evolve.MOVES for c in missing)  # small tables only
                 raw = self._read_raw(name, dt) if moves else self.empty(name)
@@ -342,10 +351,19 @@ class Lake:
                     )
                     table = evolve.with_rows(raw, moved, tdef)
                     merges.move_into_columns(dt, self.location, tdef, table, props)
-                return True
+                return True, None
             except CommitConflict:
                 time.sleep(0.05 * (attempt + 1))
         raise LakeConflictError(f"adding columns to {name} failed: other writers committed first")
+
+    def _reopen(
+        self, name: str, version: int | None, checked: DeltaTable | None
+    ) -> DeltaTable | None:
+        """The table at ``version`` (None: the latest): ``checked`` (a snapshot just opened
+        and checked, at the latest version then) when it is that version, else opened."""
+        if checked is not None and version in (None, checked.version()):
+            return checked
+        return self.table(name, version)
 
     def _read_raw(self, name: str, dt: DeltaTable) -> pl.DataFrame:
         """The table at ``dt``'s version in its current shape (missing columns null), with

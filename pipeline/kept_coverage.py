@@ -47,10 +47,11 @@ def save(
         dt = lake.table("ohlcv", version)
         if dt is None:
             return
+        wanted_symbols, wanted_tfs = set(symbols), set(timeframes)  # a list's `in` is a scan
         series = [
             [s, tf, *(_text(c.get(f)) for f in FIELDS)]
             for (s, tf), c in sorted(coverage.items())
-            if s in symbols and tf in timeframes
+            if s in wanted_symbols and tf in wanted_tfs
         ]
         data = {
             "table_id": dt.metadata().id,
