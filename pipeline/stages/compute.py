@@ -140,9 +140,13 @@ def run_compute(
     if symbols:
         todo = todo.filter(pl.col("symbol").is_in(symbols))
     todo = todo.sort("timeframe", "symbol")
+    # from whole columns (rows as Python tuples cost about 10 ms per 2,600 series)
+    inst = lake.read("instruments")
     tz = {
-        r[0]: r[1] or "UTC"
-        for r in lake.read("instruments").select("symbol", "timezone").iter_rows()
+        s: z or "UTC"
+        for s, z in zip(
+            inst.get_column("symbol").to_list(), inst.get_column("timezone").to_list(), strict=True
+        )
     }
     totals = {"inserted": 0, "updated": 0, "unchanged": 0}
     ok = failed = 0
@@ -150,7 +154,17 @@ def run_compute(
     progress("start", total=todo.height)
     # indicators are causal: rows before a series' first changed bar cannot change
     since_ts = (
-        {(s, tf): t for s, tf, t in todo.select("symbol", "timeframe", "from_ts").iter_rows()}
+        dict(
+            zip(
+                zip(
+                    todo.get_column("symbol").to_list(),
+                    todo.get_column("timeframe").to_list(),
+                    strict=True,
+                ),
+                todo.get_column("from_ts").to_list(),
+                strict=True,
+            )
+        )
         if "from_ts" in todo.columns
         else {}
     )
