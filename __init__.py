@@ -14,4 +14,11 @@ import os as _os
 # any import of it; a value the environment already holds is kept.
 _os.environ.setdefault("_RJEM_MALLOC_CONF", "muzzy_decay_ms:-1")
 
+# numpy's OpenBLAS starts a worker thread per further core when numpy loads, and an idle
+# worker spins for 2**28 cycles before it sleeps (OpenBLAS's THREAD_TIMEOUT): about 0.1 s of
+# CPU in every fresh process, though nothing here calls BLAS. The shortest timeout (2**4)
+# lets it sleep at once; BLAS calls stay multithreaded. Read when numpy loads; a value the
+# environment already holds is kept.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 __version__ = "0.1.0"
