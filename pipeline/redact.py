@@ -54,6 +54,10 @@ _PATTERNS = [
     ),
 ]
 
+# every mark in one search (each is a case-insensitive alternation of literals, or one that
+# case folding does not widen): most text, such as a task's metadata, holds none
+_ANY_MARK = re.compile("|".join(f"(?:{mark.pattern})" for _, mark in _PATTERNS), re.IGNORECASE)
+
 
 @lru_cache(maxsize=256)
 def _secret_pattern(secret: str) -> re.Pattern[str]:
@@ -73,6 +77,8 @@ def redact(text: object, secrets: Iterable[str | None] = ()) -> str:
         if secret[:MIN_PREFIX] in out:  # every match starts with the secret's head
             out = out.replace(secret, MASK)
             out = _secret_pattern(secret).sub(MASK, out)
+    if not _ANY_MARK.search(out):
+        return out
     for pattern, mark in _PATTERNS:
         if mark.search(out):
             out = pattern.sub(lambda m: m.group("pre") + MASK + m.group("post"), out)
