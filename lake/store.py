@@ -150,11 +150,12 @@ class Lake:
             paths = adds.column("path").to_pylist()
             sizes = adds.column("size_bytes").to_pylist()
         remote = None if self.location.is_local else self.location.list(name)
-        root = self.path(name) if remote is None else None
+        # a plain string join: a Path per file cost more than its stat
+        root = os.path.join(self.path(name), "") if remote is None else ""
         for rel, size in zip(paths, sizes, strict=True):
             rel = unquote(rel)
             try:
-                actual = os.stat(root / rel).st_size if remote is None else remote[rel]
+                actual = os.stat(root + rel).st_size if remote is None else remote[rel]
             except (FileNotFoundError, KeyError):
                 raise LakeCorruptError(
                     f"lake table {name}: data file {rel} is missing", table=name, file=rel
