@@ -76,6 +76,8 @@ from marketlake.pipeline.runs import (
 Progress = Callable[..., None]
 _VALUES = tuple(value_columns("ohlcv"))
 READJUST_RTOL = 1e-6
+_STATUS_KEY = ("segment", "symbol", "timeframe", "kind")
+_STATUS_KEPT = ("checked_from", "consecutive_failures", "rows", "last_success_at")
 PACK_UNITS = 500  # bars units answered by one fetch_many call of a batched provider
 # the most bars a pack may span (each unit's range over its bar length, an upper bound): a
 # pack is one work item, answered on one thread and committed once all of it is in, so long
@@ -1097,10 +1099,12 @@ class Sync:
         if bar_units and self.cov_version != self.lake.version("ohlcv"):
             self._coverage_at_latest(batch)
         cov = self.cov
+        # only the columns a new row carries over (each value becomes a Python object)
         old = {
             (r["segment"], r["symbol"], r["timeframe"], r["kind"]): r
             for r in self.lake.scan("sync_status")
             .filter(pl.col("symbol").is_in(sorted({u.symbol for u in units})))
+            .select(*_STATUS_KEY, *_STATUS_KEPT)
             .collect()
             .iter_rows(named=True)
         }
