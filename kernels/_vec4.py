@@ -11,9 +11,11 @@ step is long (ADX, Bollinger Bands). A loop-carried ``Vec4`` stays in a register
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+
+from marketlake.kernels._common import STEP
 
 _V = ir.VectorType(ir.DoubleType(), 4)
 _I32 = ir.IntType(32)
@@ -185,3 +187,9 @@ def with_lane(typingctx, v, j, x):
         return bd.insert_element(args[0], ctx.cast(bd, args[2], sig.args[2], types.float64), j32)
 
     return vec4(v, j, x), codegen
+
+
+@njit(**STEP)
+def row4(a, i):
+    """Row ``i`` of a ``(k, 4)`` array (one value per series) as lanes."""
+    return v4(a[i, 0], a[i, 1], a[i, 2], a[i, 3])

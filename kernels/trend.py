@@ -43,6 +43,7 @@ from marketlake.kernels._common import (
 )
 from marketlake.kernels._vec4 import (
     lane,
+    row4,
     splat,
     v4,
     vabs,
@@ -325,14 +326,14 @@ def _adx_vec_lanes(high, low, close, period, oa, op, om, oatr, with_atr, lo, hi)
         st[6, j] = adx
         i0[j] = s0
     m = max(min(hi[0] - i0[0], hi[1] - i0[1], hi[2] - i0[2], hi[3] - i0[3]), 0)
-    ph = v4(st[0, 0], st[0, 1], st[0, 2], st[0, 3])
-    pl = v4(st[1, 0], st[1, 1], st[1, 2], st[1, 3])
-    pc = v4(st[2, 0], st[2, 1], st[2, 2], st[2, 3])
-    pdm = v4(st[3, 0], st[3, 1], st[3, 2], st[3, 3])
-    mdm = v4(st[4, 0], st[4, 1], st[4, 2], st[4, 3])
-    trs = v4(st[5, 0], st[5, 1], st[5, 2], st[5, 3])
-    adx = v4(st[6, 0], st[6, 1], st[6, 2], st[6, 3])
-    e = v4(st[7, 0], st[7, 1], st[7, 2], st[7, 3])
+    ph = row4(st, 0)
+    pl = row4(st, 1)
+    pc = row4(st, 2)
+    pdm = row4(st, 3)
+    mdm = row4(st, 4)
+    trs = row4(st, 5)
+    adx = row4(st, 6)
+    e = row4(st, 7)
     vnn = splat(nn)
     vinv = splat(inv_n)
     vnm1 = splat(nm1)

@@ -55,6 +55,7 @@ from marketlake.kernels._common import (
 )
 from marketlake.kernels._vec4 import (
     lane,
+    row4,
     splat,
     v4,
     vadd,
@@ -206,10 +207,10 @@ def bbands_lanes(x, period, k, ou, om, ol, lo, hi):
         i0[j] = s0
         due[j] = left - 1  # the step (from 0) whose countdown reaches 0
     m = max(min(hi[0] - i0[0], hi[1] - i0[1], hi[2] - i0[2], hi[3] - i0[3]), 0)
-    ma = v4(st[0, 0], st[0, 1], st[0, 2], st[0, 3])
-    v1 = v4(st[1, 0], st[1, 1], st[1, 2], st[1, 3])
-    v2 = v4(st[2, 0], st[2, 1], st[2, 2], st[2, 3])
-    sh = v4(st[3, 0], st[3, 1], st[3, 2], st[3, 3])
+    ma = row4(st, 0)
+    v1 = row4(st, 1)
+    v2 = row4(st, 2)
+    sh = row4(st, 3)
     vp = splat(p)
     vinv = splat(inv)
     vk = splat(k)
