@@ -15,7 +15,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-from marketlake.kernels._common import STEP
+from marketlake.kernels._common import STEP, ix
 
 _V = ir.VectorType(ir.DoubleType(), 4)
 _I32 = ir.IntType(32)
@@ -119,14 +119,18 @@ def vneg(typingctx, a):
     return vec4(a), lambda ctx, bd, sig, args: bd.fneg(args[0])
 
 
-def _select(op):
+def _select(op, ordered=True):
+    """``x if a <op> b else y`` per lane; an ordered compare is False where a lane is NaN,
+    an unordered one True."""
+
     def impl(typingctx, a, b, x, y):
         if any(t != vec4 for t in (a, b, x, y)):
             return None
 
         def codegen(ctx, bd, sig, args):
             va, vb, vx, vy = args
-            return bd.select(bd.fcmp_ordered(op, va, vb), vx, vy)
+            compare = bd.fcmp_ordered if ordered else bd.fcmp_unordered
+            return bd.select(compare(op, va, vb), vx, vy)
 
         return vec4(a, b, x, y), codegen
 
@@ -145,17 +149,7 @@ def vsqrt(typingctx, a):
     return vec4(a), lambda ctx, bd, sig, args: bd.call(_fn(bd, "llvm.sqrt.v4f64", 1), args)
 
 
-@intrinsic
-def vsel_ne(typingctx, a, b, x, y):
-    """``x if a != b else y`` per lane (True for NaN, as Python's ``!=``)."""
-    if any(t != vec4 for t in (a, b, x, y)):
-        return None
-
-    def codegen(ctx, bd, sig, args):
-        va, vb, vx, vy = args
-        return bd.select(bd.fcmp_unordered("!=", va, vb), vx, vy)
-
-    return vec4(a, b, x, y), codegen
+vsel_ne = _select("!=", ordered=False)  # x if a != b else y (True for NaN, as Python)
 
 
 def _mask(op):
@@ -193,3 +187,26 @@ def with_lane(typingctx, v, j, x):
 def row4(a, i):
     """Row ``i`` of a ``(k, 4)`` array (one value per series) as lanes."""
     return v4(a[i, 0], a[i, 1], a[i, 2], a[i, 3])
+
+
+@njit(**STEP)
+def vdiv_rn(a, b, inv_b):
+    """:func:`kernels._common.div_rn` per lane: ``a / b`` correctly rounded from
+    ``inv_b = 1 / b``."""
+    q = vmul(a, inv_b)
+    return vfma(vfma(vneg(q), b, a), inv_b, q)
+
+
+@njit(**STEP)
+def gather4(a, i0, i1, i2, i3):
+    """``a`` at one row of each of four series, as lanes."""
+    return v4(a[ix(i0)], a[ix(i1)], a[ix(i2)], a[ix(i3)])
+
+
+@njit(**STEP)
+def scatter4(out, i0, i1, i2, i3, v):
+    """The lanes of ``v`` into ``out`` at one row of each of four series."""
+    out[ix(i0)] = lane(v, 0)
+    out[ix(i1)] = lane(v, 1)
+    out[ix(i2)] = lane(v, 2)
+    out[ix(i3)] = lane(v, 3)

@@ -42,16 +42,17 @@ from marketlake.kernels._common import (
     true_range,
 )
 from marketlake.kernels._vec4 import (
+    gather4,
     lane,
     row4,
+    scatter4,
     splat,
-    v4,
     vabs,
     vadd,
     vdiv,
+    vdiv_rn,
     vfma,
     vmul,
-    vneg,
     vsel_gt,
     vsel_lt,
     vsub,
@@ -219,37 +220,30 @@ def adx(high, low, close, period):
 
 
 @njit(**STEP)
-def _vdiv_rn(a, b, inv_b):
-    """:func:`kernels._common.div_rn` per lane."""
-    q = vmul(a, inv_b)
-    return vfma(vfma(vneg(q), b, a), inv_b, q)
-
-
-@njit(**STEP)
 def _adx_vstep(ph, pl, pc, pdm, mdm, trs, adx, e, h, lw, nn, inv_n, nm1, alpha, beta):
     """:func:`_adx_tr_step` and the fused ATR's step on four series at once (``Vec4`` lanes,
-    see ``kernels._vec4``), branch-free: the same operations in the same order. Returns the new ``(pdm, mdm, trs, adx, e)`` and the row's
-    ``(-DI, +DI)``."""
+    see ``kernels._vec4``), branch-free: the same operations in the same order. Returns the
+    new ``(pdm, mdm, trs, adx, e)`` and the row's ``(-DI, +DI)``."""
     zero = splat(0.0)
     hundred = splat(100.0)
     dp = vsub(h, ph)
     dm = vsub(pl, lw)
     m = vsel_gt(dm, zero, vsel_lt(dp, dm, dm, zero), zero)
     p = vsel_gt(dp, zero, vsel_gt(dp, dm, dp, zero), zero)
-    mdm = vadd(vsub(mdm, _vdiv_rn(mdm, nn, inv_n)), m)
-    pdm = vadd(vsub(pdm, _vdiv_rn(pdm, nn, inv_n)), p)
+    mdm = vadd(vsub(mdm, vdiv_rn(mdm, nn, inv_n)), m)
+    pdm = vadd(vsub(pdm, vdiv_rn(pdm, nn, inv_n)), p)
     tr = vsub(h, lw)
     t = vabs(vsub(h, pc))
     tr = vsel_gt(t, tr, t, tr)
     t = vabs(vsub(lw, pc))
     tr = vsel_gt(t, tr, t, tr)
-    trs = vadd(vsub(trs, _vdiv_rn(trs, nn, inv_n)), tr)
+    trs = vadd(vsub(trs, vdiv_rn(trs, nn, inv_n)), tr)
     rtr = vdiv(splat(1.0), trs)
-    mdi = vmul(hundred, _vdiv_rn(mdm, trs, rtr))
-    pdi = vmul(hundred, _vdiv_rn(pdm, trs, rtr))
+    mdi = vmul(hundred, vdiv_rn(mdm, trs, rtr))
+    pdi = vmul(hundred, vdiv_rn(pdm, trs, rtr))
     s = vadd(mdi, pdi)
     nxt = vadd(vmul(adx, nm1), vmul(hundred, vdiv(vabs(vsub(mdi, pdi)), s)))
-    nxt = _vdiv_rn(nxt, nn, inv_n)
+    nxt = vdiv_rn(nxt, nn, inv_n)
     eps = splat(TA_EPSILON)
     neps = splat(-TA_EPSILON)
     # TA-Lib: updated when trs > 0 and s is outside (-1e-14, 1e-14); DIs 0 unless trs > 0
@@ -259,19 +253,6 @@ def _adx_vstep(ph, pl, pc, pdm, mdm, trs, adx, e, h, lw, nn, inv_n, nm1, alpha, 
     pdi = vsel_gt(trs, zero, pdi, zero)
     e = vfma(beta, e, vmul(alpha, tr))
     return pdm, mdm, trs, adx, e, mdi, pdi
-
-
-@njit(**STEP)
-def _gather(a, i0, i1, i2, i3):
-    return v4(a[ix(i0)], a[ix(i1)], a[ix(i2)], a[ix(i3)])
-
-
-@njit(**STEP)
-def _scatter(out, i0, i1, i2, i3, v):
-    out[ix(i0)] = lane(v, 0)
-    out[ix(i1)] = lane(v, 1)
-    out[ix(i2)] = lane(v, 2)
-    out[ix(i3)] = lane(v, 3)
 
 
 @njit(**JIT)
@@ -344,19 +325,19 @@ def _adx_vec_lanes(high, low, close, period, oa, op, om, oatr, with_atr, lo, hi)
     a2 = i0[2]
     a3 = i0[3]
     for k in range(m):
-        h = _gather(high, a0 + k, a1 + k, a2 + k, a3 + k)
-        lw = _gather(low, a0 + k, a1 + k, a2 + k, a3 + k)
+        h = gather4(high, a0 + k, a1 + k, a2 + k, a3 + k)
+        lw = gather4(low, a0 + k, a1 + k, a2 + k, a3 + k)
         pdm, mdm, trs, adx, e, mdi, pdi = _adx_vstep(
             ph, pl, pc, pdm, mdm, trs, adx, e, h, lw, vnn, vinv, vnm1, valpha, vbeta
         )
         ph = h
         pl = lw
-        pc = _gather(close, a0 + k, a1 + k, a2 + k, a3 + k)
-        _scatter(oa, a0 + k, a1 + k, a2 + k, a3 + k, adx)
-        _scatter(op, a0 + k, a1 + k, a2 + k, a3 + k, pdi)
-        _scatter(om, a0 + k, a1 + k, a2 + k, a3 + k, mdi)
+        pc = gather4(close, a0 + k, a1 + k, a2 + k, a3 + k)
+        scatter4(oa, a0 + k, a1 + k, a2 + k, a3 + k, adx)
+        scatter4(op, a0 + k, a1 + k, a2 + k, a3 + k, pdi)
+        scatter4(om, a0 + k, a1 + k, a2 + k, a3 + k, mdi)
         if with_atr:
-            _scatter(oatr, a0 + k, a1 + k, a2 + k, a3 + k, e)
+            scatter4(oatr, a0 + k, a1 + k, a2 + k, a3 + k, e)
     for j in range(4):
         b1, b2, b3, b4 = lane(ph, j), lane(pl, j), lane(pc, j), lane(pdm, j)
         b5, b6, b7 = lane(mdm, j), lane(trs, j), lane(adx, j)

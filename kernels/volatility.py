@@ -54,16 +54,16 @@ from marketlake.kernels._common import (
     true_range,
 )
 from marketlake.kernels._vec4 import (
+    gather4,
     lane,
     row4,
+    scatter4,
     splat,
-    v4,
     vadd,
-    vfma,
+    vdiv_rn,
     vmask_gt,
     vmask_lt,
     vmul,
-    vneg,
     vsel_ne,
     vsqrt,
     vsub,
@@ -189,8 +189,9 @@ def bbands_lanes(x, period, k, ou, om, ol, lo, hi):
     interleaved as scalars spilled registers (20 ms against 25 ms one after the other); as
     vectors the four cost less (2,000 x 2,520 bars: 15-18 ms against 21-22 ms on one thread;
     the 8 TA-Lib indicators through ``compute``, two threads: 90-97 ms CPU against 94-104 ms,
-    alternated processes at load average 3-4 on 2 cores). A re-centring (rare: every ``32 n`` rows, or on cancellation) is done lane by lane
-    as in the scalar kernel, so the values are the scalar kernel's bit for bit."""
+    alternated processes at load average 3-4 on 2 cores). A re-centring (rare: every ``32 n``
+    rows, or on cancellation) is done lane by lane as in the scalar kernel, so the values are
+    the scalar kernel's bit for bit."""
     p = float(period)
     inv = 1.0 / p
     lb = period - 1
@@ -223,8 +224,8 @@ def bbands_lanes(x, period, k, ou, om, ol, lo, hi):
     a2 = i0[2]
     a3 = i0[3]
     for t in range(m):
-        xi = v4(x[ix(a0 + t)], x[ix(a1 + t)], x[ix(a2 + t)], x[ix(a3 + t)])
-        old = v4(x[ix(a0 + t - lb)], x[ix(a1 + t - lb)], x[ix(a2 + t - lb)], x[ix(a3 + t - lb)])
+        xi = gather4(x, a0 + t, a1 + t, a2 + t, a3 + t)
+        old = gather4(x, a0 + t - lb, a1 + t - lb, a2 + t - lb, a3 + t - lb)
         # _bb_step, per lane
         ma = vadd(ma, xi)
         d = vsub(xi, sh)
@@ -232,8 +233,7 @@ def bbands_lanes(x, period, k, ou, om, ol, lo, hi):
         v2 = vadd(v2, vmul(d, d))
         m1 = vmul(v1, vinv)
         var = vsub(vmul(v2, vinv), vmul(m1, m1))
-        q = vmul(ma, vinv)
-        mid = vfma(vfma(vneg(q), vp, ma), vinv, q)  # div_rn(ma, p, inv)
+        mid = vdiv_rn(ma, vp, vinv)
         ma = vsub(ma, old)
         d = vsub(old, sh)
         v1 = vsub(v1, d)
@@ -254,11 +254,9 @@ def bbands_lanes(x, period, k, ou, om, ol, lo, hi):
         sd = vmul(vsel_ne(var, zero, vsqrt(var), zero), vk)
         up = vadd(mid, sd)
         dn = vsub(mid, sd)
-        for j in range(4):
-            i = ix(i0[j] + t)
-            om[i] = lane(mid, j)
-            ou[i] = lane(up, j)
-            ol[i] = lane(dn, j)
+        scatter4(om, a0 + t, a1 + t, a2 + t, a3 + t, mid)
+        scatter4(ou, a0 + t, a1 + t, a2 + t, a3 + t, up)
+        scatter4(ol, a0 + t, a1 + t, a2 + t, a3 + t, dn)
     for j in range(4):
         st_j = (lane(ma, j), lane(v1, j), lane(v2, j), lane(sh, j), due[j] - m + 1)
         _bb_run(x, ou, om, ol, i0[j] + m, hi[j], st_j, period, k)

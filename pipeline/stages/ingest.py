@@ -817,15 +817,14 @@ class Sync:
         bars = checked.result()
         units = [o for o in batch.outcomes if o.error is None and o.unit.kind == "ohlcv"]
         if bars is not None and self._writes_ahead(bars, units):
-            checked = bars
-            checked.now = self.settings.clock()
-            stamped = checked.good.with_columns(
-                pl.lit(checked.now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+            bars.now = self.settings.clock()
+            stamped = bars.good.with_columns(
+                pl.lit(bars.now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
                 pl.lit(self.run_id).alias("run_id"),
             )
-            checked.written = self.lake.write_ahead("ohlcv", stamped)
+            bars.written = self.lake.write_ahead("ohlcv", stamped)
             with self._ahead_lock:
-                self._ahead.append(checked.written)
+                self._ahead.append(bars.written)
         return bars
 
     def _writes_ahead(self, checked: Checked, units: list[Outcome]) -> bool:

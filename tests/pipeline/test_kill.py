@@ -136,6 +136,23 @@ app()
 """
 
 
+def _kill_9_when(proc: subprocess.Popen, reached) -> None:
+    """kill -9 ``proc`` once ``reached()`` (within 120 s); fails, with the end of its stderr,
+    when it ended or never got there."""
+    try:
+        deadline = time.time() + 120
+        while not reached() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        ended = proc.poll() is not None
+        assert reached() and not ended, proc.stderr.read().decode()[-2000:] if ended else "late"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
 def _committed(home: Path) -> set[str]:
     paths = Lake(home).table("ohlcv").get_add_actions(flatten=True).column("path")
     return {unquote(p) for p in paths.to_pylist()}
@@ -176,17 +193,7 @@ def test_kill_9_between_files_and_commit_then_maintain_removes_exactly_the_orpha
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    try:
-        deadline = time.time() + 120
-        while not ready.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        assert ready.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() else "no pause"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stderr.close()
+    _kill_9_when(proc, ready.exists)
     uncommitted = {unquote(p) for p in ready.read_text().split("\n")}
     assert uncommitted and uncommitted <= _on_disk(killed)
     assert _on_disk(killed) == _committed(killed) | uncommitted  # nothing else lies around
@@ -229,17 +236,7 @@ def test_kill_9_while_batches_are_written_ahead_then_rerun_and_maintain(tmp_path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    try:
-        deadline = time.time() + 120
-        while _commits(killed) < 4 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stderr.close()
+    _kill_9_when(proc, lambda: _commits(killed) >= 4)
     partial = _state(killed)
     assert 0 < partial.height < _state(clean).height
     assert partial.select("symbol", "timeframe", "ts").is_duplicated().sum() == 0
