@@ -98,6 +98,38 @@ def add_universe(lake: Lake, symbols: list[str], provider: str) -> None:
     shutil.rmtree(csv.parent, ignore_errors=True)
 
 
+def _busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the machine: user, system and I/O wait count as busy."""
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, idle, iowait = (int(x) for x in cpu[:5])
+    return user + nice + system + iowait, sum(int(x) for x in cpu[:8])
+
+
+def settle(dsn: str | None = None, vacuum: list[str] | None = None, most: float = 30.0) -> None:
+    """Let the machine finish the previous stage's work before the next is timed: dirty pages
+    written out, the bulk-loaded PostgreSQL tables ``vacuum`` vacuumed and analyzed (else
+    autovacuum starts on them within a minute, during the timed run) and a checkpoint, then
+    up to ``most`` seconds until two half-second windows are 90% idle. A stage that writes
+    gigabytes otherwise leaves the next one timed against its own writeback and vacuum (a
+    nightly runs a day after its bulk load, not seconds)."""
+    t0 = time.perf_counter()
+    os.sync()
+    if dsn:
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for table in vacuum or []:
+                conn.execute(f"VACUUM (ANALYZE) {table}")
+            conn.execute("CHECKPOINT")
+    quiet = 0
+    while quiet < 2 and time.perf_counter() - t0 < most:
+        b0, t0_ = _busy()
+        time.sleep(0.5)
+        b1, t1 = _busy()
+        quiet = quiet + 1 if (b1 - b0) <= 0.1 * max(1, t1 - t0_) else 0
+    print(f"  (settled in {time.perf_counter() - t0:.1f} s)")
+
+
 def settings_for(home: Path, **kw):
     return load_settings(home=home, env={}, now=kw.pop("now", NOW)).with_(**kw)
 
@@ -296,6 +328,7 @@ def bench_nightly(tmp: Path, symbols: int, dsn: str | None) -> None:
         run = subprocess.run([*cmd, *extra], capture_output=True, text=True, check=True)
         return run.stdout.strip().splitlines()
 
+    settle(dsn, [f'"{s}".{t}' for s in schemas for t in ("ohlcv", "indicators")] if dsn else [])
     lines = increment(homes[0], schemas[0])
     print("\n".join(lines[:-1]))
     totals = json.loads(lines[-1])
@@ -334,14 +367,19 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="marketlake-bench-pipeline-"))
     try:
         if "synthetic" not in args.skip:
+            settle()
             bench_synthetic(tmp, args.gen_symbols)
         if "sync" not in args.skip:
+            settle()
             bench_sync(tmp, args.sync_symbols)
         if "ingest" not in args.skip:
+            settle()
             bench_ingest(tmp, args.ingest_symbols, args.ingest_days)
         if "files" not in args.skip:
+            settle()
             bench_files(tmp, args.files_rows)
         if "compute" not in args.skip:
+            settle()
             bench_compute(tmp, args.symbols, args.repeat)
         if "nightly" not in args.skip:
             bench_nightly(tmp, args.nightly_symbols, args.dsn)
