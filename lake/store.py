@@ -211,10 +211,12 @@ class Lake:
         timeframe: str | None = None,
         *,
         version: int | None = None,
+        symbols: tuple[str, str] | None = None,
     ) -> set[str] | None:
         """The symbols of ``frame`` the table's file statistics (at ``version``) cannot prove
-        absent; rows of every other symbol are new. None: nothing can be proven."""
-        return suspects(self.table(name, version), TABLES[name], frame, timeframe)
+        absent; rows of every other symbol are new. None: nothing can be proven.
+        ``symbols``: the frame's least and greatest symbol, when the caller knows them."""
+        return suspects(self.table(name, version), TABLES[name], frame, timeframe, symbols)
 
     def append(
         self,

@@ -158,6 +158,13 @@ def test_overlap_suspects_are_only_the_symbols_a_stored_file_covers(home):
     assert lake.overlap_suspects("ohlcv", later) == set()
     assert not lake.may_overlap("ohlcv", bars(["D", "E"]))
     assert lake.may_overlap("ohlcv", bars(["B"]))
+    # the batch's symbol bounds given by the caller (a bulk load knows them): the same proof
+    for names in (["B", "C", "D", "E"], ["D", "E"], ["B"], ["0", "A"], ["C", "Z"]):
+        batch = bars(names)
+        given = (min(names), max(names))
+        assert lake.overlap_suspects("ohlcv", batch, symbols=given) == lake.overlap_suspects(
+            "ohlcv", batch
+        )
 
 
 def test_racing_writers_without_the_lock_never_double_a_key(home):
