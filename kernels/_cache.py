@@ -100,8 +100,9 @@ def invalidate_stale_cache() -> bool:
 
 def precompile_calls() -> list[tuple[object, tuple]]:
     """``(dispatcher, args)`` pairs covering every signature ``kernels.compute``, the
-    incremental compute's resumed indicators (``kernels.resume``) and a full recompute's
-    output layout (``kernels.layout``) use.
+    incremental compute's resumed indicators (``kernels.resume``), a full recompute's
+    output layout (``kernels.layout``) and the synthetic market's intraday bars
+    (``kernels.bridge``) use.
 
     The argument types mirror the adapter's exactly (read-only inputs, writable outputs,
     C-contiguous): a different layout or writability would be a different signature, compiled
@@ -109,7 +110,7 @@ def precompile_calls() -> list[tuple[object, tuple]]:
     """
     import numpy as np
 
-    from marketlake.kernels import layout, resume
+    from marketlake.kernels import bridge, layout, resume
     from marketlake.kernels.driver import SMA, run_plan, scan_runs, scan_string_views
 
     def ro(a):
@@ -144,8 +145,14 @@ def precompile_calls() -> list[tuple[object, tuple]]:
         (layout.take, (ts, order, np.empty(n, np.int64))),
         (layout.take, (ro(np.zeros(n, np.int32)), order, np.empty(n, np.int32))),
     ]
+    # the synthetic market's intraday split (read-only inputs, as synthetic._split passes)
+    bars = [ro(np.ones((1, 1))) for _ in range(5)]
+    lay = [ro(np.ones((1, 2))) for _ in range(2)] + [ro(np.zeros((1, 2), np.bool_))] * 2
+    draws = ro(np.zeros((4, 1, 2), np.float32))
+    split = (bridge.split_into, (*bars, *lay, ro(np.ones((1, 2))), draws, np.empty((5, 1, 2))))
     return (
-        resumed
+        [split]
+        + resumed
         + laid
         + [
             (

@@ -25,7 +25,8 @@ volume follow Yahoo's convention: split-adjusted; ``adj_close`` also adjusts for
 Everything is numpy over whole years of sessions, no per-bar Python: the daily paths of many
 symbols (a nightly run asks one new day of thousands) are computed together, all their years
 on one grid of symbols x sessions, their generators seeded in one pass
-(:mod:`.synthetic_seeds`); each intraday level splits all of a request's sessions in one pass.
+(:mod:`.synthetic_seeds`); each intraday level splits all of a request's sessions in one call
+of a compiled kernel (:mod:`marketlake.kernels.bridge`, the same arithmetic in one pass).
 This version of the market (calendars from exchange-calendars, year anchors) replaced one with
 hand-written NYSE holidays and a path cumulated from 2000: the same seed gives different
 series.
@@ -61,7 +62,6 @@ LEVELS = (("4h", 240), ("1h", 60), ("30m", 30), ("15m", 15), ("1m", 1))
 _LEVEL = {name: i for i, (name, _) in enumerate(LEVELS)}
 _US_PER_MIN = 60_000_000
 _US_PER_DAY = 1440 * _US_PER_MIN
-_SQRT12 = 12**0.5
 _ANCHOR_YEARS = 400
 _RATIOS = (2.0, 3.0, 4.0)
 
@@ -487,46 +487,26 @@ def _draws(
 
 def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tuple:
     """One level down: each parent bar (sessions x parents) into its children (sessions x
-    parents * children; padding slots hold values that are never used)."""
-    o, h, lo, c, v = (x[..., None] for x in parent)
+    parents * children; padding slots hold values that are never used), by the compiled
+    bridge (:func:`marketlake.kernels.bridge.split_into`), imported on the first intraday
+    request: a daily-only run never loads numba for it."""
+    from marketlake.kernels.bridge import split_into
+
     sessions, parents = parent[0].shape
-    z, wh, wl, u = draws.reshape(4, sessions, parents, -1)
-    r = z.shape[2]
-    sqrt_frac, cumfrac = lay["sqrt_frac"], lay["cumfrac"]
-    span = h - lo
-    # uniform increments of unit variance: a random walk, pinned at both ends (a bridge)
-    walk = (z - 0.5) * sqrt_frac
-    np.cumsum(walk, axis=2, out=walk)
-    walk *= _SQRT12
-    bridge = cumfrac * walk[..., -1:]
-    np.subtract(walk, bridge, out=bridge)
-    bridge *= span
-    bridge *= 0.6
-    close = (c - o) * cumfrac
-    close += o
-    close += bridge
-    np.clip(close, lo, h, out=close)
-    np.copyto(close, c, where=lay["tail"])
-    open_ = np.concatenate([o, close[..., :-1]], axis=2)
-    # the walk's and the bridge's buffers reused (fresh arrays cost more than their math)
-    wick = np.multiply(span * 0.3, sqrt_frac, out=walk)
-    hi_c = np.maximum(open_, close)
-    hi_c += np.multiply(wh, wick, out=bridge)
-    lo_c = np.minimum(open_, close)
-    lo_c -= np.multiply(wl, wick, out=bridge)
-    high = np.minimum(hi_c, h)
-    low = np.maximum(lo_c, lo)
-    # the parent's extremes are reached inside the child that comes closest to them
-    np.copyto(hi_c, -np.inf, where=lay["invalid"])
-    np.copyto(lo_c, np.inf, where=lay["invalid"])
-    first = np.arange(sessions * parents) * r
-    high.reshape(-1)[first + np.argmax(hi_c, axis=2).ravel()] = h.ravel()
-    low.reshape(-1)[first + np.argmin(lo_c, axis=2).ravel()] = lo.ravel()
-    vol = lay["weight"] * (0.5 + u)
-    total = vol.sum(axis=2, keepdims=True)
-    np.multiply(v, vol, out=vol)
-    vol /= np.where(total > 0, total, 1.0)  # a padding parent has no weight
-    return tuple(x.reshape(sessions, -1) for x in (open_, high, low, close, vol))
+    r = lay["sqrt_frac"].shape[-1]
+    names = ("sqrt_frac", "cumfrac", "tail", "invalid", "weight")
+    inputs = [*parent, *(np.reshape(lay[k], (parents, r)) for k in names), draws]
+    out = np.empty((5, sessions, parents * r))
+    split_into(*map(_read_only, inputs), out)
+    return tuple(out)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` C-contiguous and read-only (a view when it already is contiguous): the one array
+    type the compiled split is built for, whatever the caller's flags."""
+    a = np.ascontiguousarray(a).view()
+    a.flags.writeable = False
+    return a
 
 
 def _refine(

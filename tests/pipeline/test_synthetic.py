@@ -131,6 +131,32 @@ def test_daily_series_are_pinned_by_golden_values():
     )
 
 
+def test_intraday_series_are_pinned_by_golden_values():
+    # golden values of the intraday split (the same version of the market): the middle bar
+    # of a day at every level and calendar shape, and the day's volume
+    p = provider()
+    day = (datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+    cases = [
+        (("AAPL", "1h"), {}, (699.2407498867728, 699.131569171232, 36777.0, 491926.0)),
+        (
+            ("BTC/USD", "4h"),
+            {"asset_type": "crypto"},
+            (685390.9435590302, 660282.1966486807, 19.12567189168433, 236.57639637994484),
+        ),
+        (
+            ("BBRI", "30m"),
+            {"exchange": "IDX"},
+            (14.76321235676709, 14.732468735606387, 84393.0, 1293749.0),
+        ),
+        (("AAPL", "1m"), {}, (699.2407498867728, 699.2406875074633, 414.0, 491917.0)),
+    ]
+    for (sym, tf), inst, want in cases:
+        bars = p.fetch(req(sym, tf, *day, **inst))
+        mid = bars.row(bars.height // 2, named=True)
+        got = (mid["high"], mid["low"], mid["volume"], bars.get_column("volume").sum())
+        assert got == pytest.approx(want, rel=1e-12), (sym, tf)
+
+
 def test_sessions_come_from_the_exchange_calendars():
     p = provider()
     # NYSE: the national day of mourning of 2025-01-09 is a special closure
