@@ -69,12 +69,12 @@ def commit_properties(
 
 
 Part = tuple[tuple, Callable[[], pl.DataFrame]]
+Span = tuple[tuple, int, int]  # a partition's values, its first row and its number of rows
 
 
-def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[Part]]:
-    """The frame in the table's schema, and split by partition values: each part's rows
-    are taken when its writer asks for them (a slice when contiguous, else one gather), so
-    partitions are copied in parallel and one at a time rather than all at once."""
+def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[Span]]:
+    """The frame in the table's schema with its rows grouped by partition values (one
+    gather when they are not already), and each partition's values and rows in it."""
     if "period" in tdef.partitions and "period" not in frame.columns:
         # partition on an integer code; the period string exists only in the paths
         frame = with_period_code(frame).with_columns(pl.lit("", pl.String).alias("period"))
@@ -82,21 +82,39 @@ def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[Part
         keys = [p if p != "period" else "_pcode" for p in tdef.partitions]
         one = single_timeframe(data) if "timeframe" in keys else None
         if one is not None:  # one timeframe: partition on the integer code only
-            return data, [
-                ((one, period_of_code(k[0])), take) for k, take in split_rows(data, ["_pcode"])
-            ]
+            data, spans = group_rows(data, ["_pcode"])
+            return data, [((one, period_of_code(k[0])), a, n) for k, a, n in spans]
+        data, spans = group_rows(data, keys)
         return data, [
             (
                 tuple(
                     period_of_code(v) if k == "_pcode" else v
                     for k, v in zip(keys, key, strict=True)
                 ),
-                take,
+                a,
+                n,
             )
-            for key, take in split_rows(data, keys)
+            for key, a, n in spans
         ]
-    data = to_polars(tdef, frame)
-    return data, split_rows(data, list(tdef.partitions))
+    return group_rows(to_polars(tdef, frame), list(tdef.partitions))
+
+
+def _groups(data: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per value of ``keys`` (in order of first appearance): the first and last row, the
+    number of rows and their row numbers (in order)."""
+    return (
+        data.lazy()
+        .select(keys)
+        .with_row_index("_row")
+        .group_by(keys, maintain_order=True)
+        .agg(
+            pl.col("_row").first().alias("_first"),
+            pl.col("_row").last().alias("_last"),
+            pl.len().alias("_n"),
+            pl.col("_row"),
+        )
+        .collect()
+    )
 
 
 def split_rows(data: pl.DataFrame, keys: list[str]) -> list[Part]:
@@ -106,25 +124,42 @@ def split_rows(data: pl.DataFrame, keys: list[str]) -> list[Part]:
         return []
     if not keys:
         return [((), lambda: data)]
-    groups = (
-        data.lazy()
-        .select(keys)
-        .with_row_index("_row")
-        .group_by(keys, maintain_order=True)
-        .agg(pl.col("_row").first().alias("_first"), pl.len().alias("_n"), pl.col("_row"))
-        .collect()
-    )
+    groups = _groups(data, keys)
     if groups.height == 1:
         return [(tuple(groups.row(0)[: len(keys)]), lambda: data)]
     rows = groups.get_column("_row")
     out: list[Part] = []
-    for i, (*key, first, n) in enumerate(groups.drop("_row").iter_rows()):
-        if rows[i][-1] - first + 1 == n:  # contiguous: a zero-copy slice
+    for i, (*key, first, last, n) in enumerate(groups.drop("_row").iter_rows()):
+        if last - first + 1 == n:  # contiguous: a zero-copy slice
             take = partial(data.slice, first, n)
         else:
             take = partial(data.__getitem__, rows[i])
         out.append((tuple(key), take))
     return out
+
+
+def group_rows(data: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[Span]]:
+    """``data`` with the rows of each value of ``keys`` together (values in order of first
+    appearance, rows in order within each; ``data`` itself when they already are), and each
+    value's first row and number of rows there."""
+    if data.is_empty():
+        return data, []
+    if not keys:
+        return data, [((), 0, data.height)]
+    groups = _groups(data, keys)
+    counts = groups.get_column("_n").to_list()
+    offsets = [0]
+    for n in counts[:-1]:
+        offsets.append(offsets[-1] + n)
+    spans = [
+        (tuple(key), a, n)
+        for key, a, n in zip(groups.select(keys).iter_rows(), offsets, counts, strict=True)
+    ]
+    firsts, lasts = groups.get_column("_first").to_list(), groups.get_column("_last").to_list()
+    together = firsts == offsets and all(
+        b - a + 1 == n for a, b, n in zip(firsts, lasts, counts, strict=True)
+    )
+    return (data if together else data[groups.get_column("_row").explode()]), spans
 
 
 def write_files(
@@ -133,7 +168,12 @@ def write_files(
     """Write ``frame`` as new parquet files under the table at ``location``; returns the rows
     written and the files' add actions. The files stay invisible until a commit names them
     (a crash before it leaves only files ``maintain`` removes). Usable in any process that
-    can reach the storage: distributed workers write here and return the add actions."""
+    can reach the storage: distributed workers write here and return the add actions.
+
+    The rows are grouped by partition in one gather and made arrow once; each file is a
+    zero-copy slice of that table (a bulk load's batch of hourly bars spans ten years of
+    monthly partitions: converting each of its 121 parts on its own cost as much again as
+    encoding them)."""
     data, parts = _parts(tdef, frame)
     cols = [c for c in tdef.schema.names if c not in tdef.partitions]
     schema = pa.schema([tdef.schema.field(c) for c in cols])
@@ -141,11 +181,12 @@ def write_files(
     # a text column with one value in the whole frame has it in every part: asked once
     text = [c for c in cols if pa.types.is_string(schema.field(c).type)]
     same = _one_values(data, text) if len(parts) > 1 and data.height >= 1024 else None
+    whole = to_file_arrow(data.select(cols), schema, same) if parts else None
 
-    def write(item: Part) -> AddAction:
-        key, take = item
+    def write(part: Span) -> AddAction:
+        key, first, n = part
         values, rel = partition_file(tdef.name, tdef.partitions, key)
-        table = to_file_arrow(take().select(cols), schema, same)
+        table = whole if n == whole.num_rows else whole.slice(first, n)
         written.append(rel)
         size, meta = write_file(location, tdef.name, rel, table)
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta, table))
@@ -532,6 +573,7 @@ __all__ = [
     "remove_actions",
     "remove_files",
     "remove_unless_committed",
+    "group_rows",
     "split_rows",
     "file_options",
     "write_file",

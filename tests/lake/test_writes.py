@@ -20,7 +20,7 @@ from marketlake.lake import Lake
 from marketlake.lake.frames import file_stats, stats
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import OHLCV, single_timeframe, with_period
-from marketlake.lake.writes import to_file_arrow, write_file, write_files
+from marketlake.lake.writes import group_rows, split_rows, to_file_arrow, write_file, write_files
 
 
 def test_footer_statistics_equal_the_rows_statistics(tmp_path):
@@ -207,3 +207,24 @@ def test_files_of_a_commit_that_failed_are_removed(tmp_path, monkeypatch):
     lake, on_disk, live = _appended_after(tmp_path, monkeypatch, commit_first=False)
     assert on_disk == live  # nothing left behind
     assert lake.read("ohlcv").get_column("symbol").unique().to_list() == ["A"]
+
+
+def test_rows_grouped_by_partition_are_the_parts_rows_in_order():
+    # a bulk batch of hourly bars: symbol after symbol, each spanning several months
+    frame = pl.DataFrame(
+        {
+            "symbol": [s for s in "ABC" for _ in range(6)],
+            "month": [m for _ in "ABC" for m in (1, 1, 2, 2, 3, 3)],
+            "row": range(18),
+        }
+    )
+    grouped, spans = group_rows(frame, ["month"])
+    assert [(k, a, n) for k, a, n in spans] == [((1,), 0, 6), ((2,), 6, 6), ((3,), 12, 6)]
+    for (key, take), (key2, a, n) in zip(split_rows(frame, ["month"]), spans, strict=True):
+        assert key == key2
+        assert grouped.slice(a, n).equals(take())  # each partition's rows, in their order
+    together = frame.sort("month", maintain_order=True)
+    same, spans2 = group_rows(together, ["month"])
+    assert same is together and spans2 == spans  # already grouped: no gather
+    assert group_rows(frame.clear(), ["month"])[1] == []
+    assert group_rows(frame, [])[1] == [((), 0, 18)]
