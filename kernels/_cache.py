@@ -203,8 +203,11 @@ def preload() -> threading.Thread | None:
 
     def load() -> None:
         try:
+            from marketlake.kernels.bridge import split_into
+
             for dispatcher, args in precompile_calls():
-                dispatcher.compile(tuple(numba.typeof(a) for a in args))
+                if dispatcher is not split_into:  # the synthetic market's: loaded on its use
+                    dispatcher.compile(tuple(numba.typeof(a) for a in args))
             import marketlake.kernels.adapter  # noqa: F401 -- polars, pyarrow: imported lazily
         except Exception:  # noqa: BLE001 -- an optimisation only: the first call loads instead
             return
