@@ -7,8 +7,8 @@ volume shared out by the slots' weights. :func:`split_into` is the arithmetic th
 ``pipeline.providers.synthetic`` did as some forty numpy passes over (sessions x slots)
 arrays, done per parent in registers: the same operations in the same order and precision
 (float32 draws shifted in float32, then widened; the volume shares summed the way numpy's
-``sum`` pairs them), so the market's series are unchanged bit for bit and intraday bars are
-made about three times faster.
+``sum`` pairs them), so the market's series are unchanged bit for bit. The split runs about
+four times faster; ten years of hourly bars are generated about 45% faster in all.
 """
 
 from __future__ import annotations
