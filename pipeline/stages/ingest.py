@@ -446,8 +446,10 @@ def land_checked(lake: Lake, checked: Checked, *, run_id: str, now: datetime) ->
     if good.is_empty():
         return out
     read = lake.version("ohlcv")  # the proof, the diff and the append's commit share it
-    # a bulk load's spans (taken ahead) name its symbols: their bounds without a pass
-    names = None if checked.spans is None else [s for s, _ in checked.spans]
+    if checked.spans is None:  # one pass of runs (cheaper than the proof's min and max)
+        checked.spans = _spans(good, timeframe)
+    # the spans name the batch's symbols: the proof's bounds without a pass over the rows
+    names = [s for s, _ in checked.spans]
     bounds = (min(names), max(names)) if names else None
     suspect = lake.overlap_suspects("ohlcv", good, timeframe, version=read, symbols=bounds)
     # file statistics prove every row of the other symbols new: no scan of the lake for them
