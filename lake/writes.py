@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from itertools import accumulate
 from typing import Any
 from urllib.parse import unquote
 
@@ -148,9 +149,7 @@ def group_rows(data: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[
         return data, [((), 0, data.height)]
     groups = _groups(data, keys)
     counts = groups.get_column("_n").to_list()
-    offsets = [0]
-    for n in counts[:-1]:
-        offsets.append(offsets[-1] + n)
+    offsets = [0, *accumulate(counts[:-1])]
     spans = [
         (tuple(key), a, n)
         for key, a, n in zip(groups.select(keys).iter_rows(), offsets, counts, strict=True)
@@ -186,7 +185,7 @@ def write_files(
     def write(part: Span) -> AddAction:
         key, first, n = part
         values, rel = partition_file(tdef.name, tdef.partitions, key)
-        table = whole if n == whole.num_rows else whole.slice(first, n)
+        table = whole.slice(first, n)  # zero-copy
         written.append(rel)
         size, meta = write_file(location, tdef.name, rel, table)
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta, table))

@@ -462,7 +462,7 @@ def land_checked(lake: Lake, checked: Checked, *, run_id: str, now: datetime) ->
         diffed = _diff(lake, with_period(good.drop("_pcode")), read).drop("period")
         tagged = pl.concat([tagged, with_period_code(diffed, timeframe)], how="diagonal")
     if suspect is not None and not suspect:  # all new (bulk loads): one pass for the counts
-        out.spans = checked.spans if checked.spans is not None else _spans(tagged, timeframe)
+        out.spans = checked.spans  # taken above, of exactly these rows
         out.per_series = {k: {"new": n} for k, (_, _, n) in out.spans.items()}
         if checked.written is not None:
             res = lake.commit_written(
