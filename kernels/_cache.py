@@ -146,10 +146,7 @@ def precompile_calls() -> list[tuple[object, tuple]]:
         (layout.take, (ro(np.zeros(n, np.int32)), order, np.empty(n, np.int32))),
     ]
     # the synthetic market's intraday split (read-only inputs, as synthetic._split passes)
-    bars = [ro(np.ones((1, 1))) for _ in range(5)]
-    lay = [ro(np.ones((1, 2))) for _ in range(2)] + [ro(np.zeros((1, 2), np.bool_))] * 2
-    draws = ro(np.zeros((4, 1, 2), np.float32))
-    split = (bridge.split_into, (*bars, *lay, ro(np.ones((1, 2))), draws, np.empty((5, 1, 2))))
+    split = (bridge.split_into, bridge.example_args())
     return (
         [split]
         + resumed

@@ -276,9 +276,10 @@ class Provider(ABC):  # noqa: B024 - a base with optional kind methods, not all 
         whose capabilities say ``batched`` answers bars requests in one call."""
         return [self.fetch(r) for r in requests]
 
-    def prepare(self) -> None:  # noqa: B027 - optional hook, most providers need nothing
+    def prepare(self, timeframes: Sequence[str] = ()) -> None:  # noqa: B027 - optional hook
         """Do ahead of the first request what every request needs (a local file read), so a
-        run can overlap it with its planning; errors are left to the requests."""
+        run can overlap it with its planning; errors are left to the requests.
+        ``timeframes``: those the run asked for, when it named them (empty: not known)."""
 
     def note_asset_type(self, symbol: str, asset_type: str) -> None:
         """Record the instrument type the provider's own answer gave ``symbol`` (Yahoo's

@@ -204,7 +204,7 @@ class FilesProvider(Provider):
                 self._by_symbol = _by_symbol(self._frame)
             return self._frame
 
-    def prepare(self) -> None:
+    def prepare(self, timeframes: Sequence[str] = ()) -> None:
         """Read the files now (a sync does it while it plans)."""
         self._load()
 

@@ -191,6 +191,14 @@ class SyntheticProvider(Provider):
         super().__init__(settings, **kw)
         self.seed = int(self.settings.options.get("seed", 42))
 
+    def prepare(self, timeframes: Sequence[str] = ()) -> None:
+        """Load the compiled intraday split when the run asked for intraday bars (its first
+        intraday request would wait for it, with every fetch thread behind it)."""
+        if any(tf in _LEVEL for tf in timeframes):
+            from marketlake.kernels.bridge import load
+
+            load()
+
     # --- daily path -----------------------------------------------------------------------
     def _first_year(self, start: datetime, now: datetime) -> int:
         """The first year of the path a range from ``start`` needs (its day before)."""

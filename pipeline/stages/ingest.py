@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -146,13 +146,13 @@ class _Providers:
                 self._instances[name] = prov
             return self._instances[name]
 
-    def prepare(self, name: str) -> None:
+    def prepare(self, name: str, timeframes: Sequence[str] = ()) -> None:
         """Start :meth:`Provider.prepare` of ``name`` on a thread of its own; whatever fails
         there fails again, and is reported, with the requests."""
 
         def run() -> None:
             try:
-                self.get(name).prepare()
+                self.get(name).prepare(timeframes)
             except Exception:  # noqa: BLE001, S110 - the requests report it
                 pass
 
@@ -1314,7 +1314,8 @@ def run_sync(
     sync = Sync(settings, req, progress=progress, trigger=trigger, stage=stage, run_id=run_id)
     t0 = time.perf_counter()
     if provider is not None and not dry_run and cluster is None and client is None:
-        sync.providers.prepare(provider)  # e.g. a files import reads its file while we plan
+        # e.g. a files import reads its file while we plan
+        sync.providers.prepare(provider, req.timeframes)
     # usage errors before any lock or write
     planned = plan_with_coverage(settings, sync.lake, req, sync.now)
     units = planned.units

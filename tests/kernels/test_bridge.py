@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import numba
@@ -102,3 +105,26 @@ def test_the_synthetic_market_uses_only_the_signature_built_ahead():
         if d is bridge.split_into
     }
     assert set(map(tuple, bridge.split_into.signatures)) <= built
+
+
+PREPARED = """
+import json, sys
+from marketlake.pipeline.config import ProviderSettings
+from marketlake.pipeline.providers.synthetic import SyntheticProvider
+
+p = SyntheticProvider(ProviderSettings("synthetic", options={"seed": 3}))
+p.prepare(sys.argv[1:])
+loaded = "marketlake.kernels.bridge" in sys.modules
+sigs = len(sys.modules["marketlake.kernels.bridge"].split_into.signatures) if loaded else 0
+print(json.dumps([loaded, sigs]))
+"""
+
+
+@pytest.mark.parametrize(("timeframes", "want"), [(["1D"], [False, 0]), (["1D", "1h"], [True, 1])])
+def test_a_sync_asking_for_intraday_bars_loads_the_split_while_it_plans(timeframes, want):
+    """``prepare`` (a sync's hook, run on a thread while it plans) loads the compiled split
+    only when intraday bars were asked for: a daily run never loads numba for it."""
+    out = subprocess.run(
+        [sys.executable, "-c", PREPARED, *timeframes], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == want
