@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import accumulate
@@ -73,19 +73,23 @@ Part = tuple[tuple, Callable[[], pl.DataFrame]]
 Span = tuple[tuple, int, int]  # a partition's values, its first row and its number of rows
 
 
-def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[Span]]:
-    """The frame in the table's schema with its rows grouped by partition values (one
-    gather when they are not already), and each partition's values and rows in it."""
-    if "period" in tdef.partitions and "period" not in frame.columns:
+def _parts(
+    tdef: TableDef, frame: pl.DataFrame, leave: Collection[str] = ()
+) -> tuple[pl.DataFrame, list[Span]]:
+    """The frame's data columns in the table's schema, without ``leave`` (columns of one
+    value: nothing to gather), with its rows grouped by partition values (one gather when
+    they are not already), and each partition's values and rows in it."""
+    parts = list(tdef.partitions)
+    if "period" in parts and "period" not in frame.columns:
         # partition on an integer code; the period string exists only in the paths
         frame = with_period_code(frame).with_columns(pl.lit("", pl.String).alias("period"))
-        data = to_polars(tdef, frame).with_columns(frame.get_column("_pcode"))
-        keys = [p if p != "period" else "_pcode" for p in tdef.partitions]
+        data = to_polars(tdef, frame).drop(leave).with_columns(frame.get_column("_pcode"))
+        keys = [p if p != "period" else "_pcode" for p in parts]
         one = single_timeframe(data) if "timeframe" in keys else None
         if one is not None:  # one timeframe: partition on the integer code only
-            data, spans = group_rows(data, ["_pcode"])
+            data, spans = group_rows(data.drop(parts), ["_pcode"])
             return data, [((one, period_of_code(k[0])), a, n) for k, a, n in spans]
-        data, spans = group_rows(data, keys)
+        data, spans = group_rows(data.drop("period"), keys)
         return data, [
             (
                 tuple(
@@ -97,7 +101,7 @@ def _parts(tdef: TableDef, frame: pl.DataFrame) -> tuple[pl.DataFrame, list[Span
             )
             for key, a, n in spans
         ]
-    return group_rows(to_polars(tdef, frame), list(tdef.partitions))
+    return group_rows(to_polars(tdef, frame).drop(leave), parts)
 
 
 def _groups(data: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -172,15 +176,24 @@ def write_files(
     The rows are grouped by partition in one gather and made arrow once; each file is a
     zero-copy slice of that table (a bulk load's batch of hourly bars spans ten years of
     monthly partitions: converting each of its 121 parts on its own cost a third as much
-    again as encoding them)."""
-    data, parts = _parts(tdef, frame)
+    again as encoding them). Columns holding one value on every row (a run id, a
+    provider, a stamp, a flag, a column no row has) are left out of the gather and made
+    again for the files: with the partition columns they were half of its cost."""
     cols = [c for c in tdef.schema.names if c not in tdef.partitions]
     schema = pa.schema([tdef.schema.field(c) for c in cols])
     written: list[str] = []
-    # a text column with one value in the whole frame has it in every part: asked once
-    text = [c for c in cols if pa.types.is_string(schema.field(c).type)]
-    same = _one_values(data, text) if len(parts) > 1 and data.height >= 1024 else None
-    whole = to_file_arrow(data.select(cols), schema, same) if parts else None
+    # a column with one value in the whole frame has it in every part: asked once
+    # (no floats: their min and max do not tell -0.0 from 0.0)
+    kinds = [c for c in cols if c in frame and _may_hold_one_value(frame.schema[c])]
+    one = _one_values(frame, kinds) if frame.height >= 1024 else {}
+    text = {c for c in one if frame.schema[c] == pl.String and schema.field(c).type == pa.string()}
+    same = {c: v for c, v in one.items() if c in text}
+    fill = {c: frame.get_column(c).head(1) for c in one if c not in text}
+    n = frame.height
+    nulls = [c for c in cols if n and (c not in frame or frame.get_column(c).null_count() == n)]
+    data, parts = _parts(tdef, frame, [*one, *nulls])
+    body = data.select(c for c in cols if c in data.columns)
+    whole = to_file_arrow(body, schema, same, fill) if parts else None
 
     def write(part: Span) -> AddAction:
         key, first, n = part
@@ -235,35 +248,50 @@ def write_partitioned(
 
 
 def to_file_arrow(
-    body: pl.DataFrame, schema: pa.Schema, same: dict[str, Any] | None = None
+    body: pl.DataFrame,
+    schema: pa.Schema,
+    same: dict[str, Any] | None = None,
+    fill: dict[str, pl.Series] | None = None,
 ) -> pa.Table:
     """``body`` as arrow in ``schema``, except that a text column holding one value on every
     row (a run id, a provider) comes as a one-entry dictionary: nothing is copied per row,
     and the writer stores the entry once and a run of zeros, as it would have after hashing
     every row. Such a file is written without the arrow schema in its footer, so every
     reader sees the column as the text it is (parquet's own types say so). ``same``: those
-    columns and values when the caller knows them (the frame ``body`` is a part of)."""
-    if body.height < 1024:
-        same = {}
-    elif same is None:
+    columns and values when the caller knows them (the frame ``body`` is a part of); they
+    may be left out of ``body``, as may the columns of ``fill`` (a one-row series each,
+    its value on every row) and columns that are null on every row."""
+    fill = fill or {}
+    left_out = [f.name for f in schema if f.name not in body.columns]
+    if same is None:
         text = [c for c in body.columns if pa.types.is_string(schema.field(c).type)]
-        same = _one_values(body, text)
+        same = _one_values(body, text) if body.height >= 1024 else {}
+    elif body.height < 1024:  # a small part: as text (asking would cost more than it saves)
+        same = {c: v for c, v in same.items() if c in left_out}
     else:
-        same = {c: v for c, v in same.items() if c in body.columns}
-    if not same:
+        same = {c: v for c, v in same.items() if c in schema.names}
+    if not same and not left_out:
         return body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
-    rest = body.drop(list(same)).to_arrow(compat_level=pl.CompatLevel.oldest())
+    rest = body.drop([c for c in same if c in body.columns])
+    rest = rest.to_arrow(compat_level=pl.CompatLevel.oldest())
     # arrays made by polars: pa.array on Python or numpy values imports pandas (0.3 s of a
     # fresh process) to check whether they are pandas objects
     zeros = _zeros(body.height)
     arrays, fields = [], []
     for f in schema:
         if f.name in same:
-            entry = body.get_column(f.name).head(1).to_arrow().cast(f.type)
+            entry = pl.Series(f.name, [same[f.name]], pl.String).to_arrow().cast(f.type)
             arrays.append(pa.DictionaryArray.from_arrays(zeros, entry))
             fields.append(pa.field(f.name, arrays[-1].type, f.nullable))
-        else:
+        elif f.name in rest.column_names:
             arrays.append(rest.column(f.name).cast(f.type))
+            fields.append(f)
+        elif f.name in fill:
+            every = fill[f.name].new_from_index(0, body.height)
+            arrays.append(every.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(f.type))
+            fields.append(f)
+        else:
+            arrays.append(pa.nulls(body.height, f.type))
             fields.append(f)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
@@ -304,6 +332,11 @@ def _one_values(frame: pl.DataFrame, columns: list[str]) -> dict[str, Any]:
         e for c in maybe for e in (pl.col(c).min().alias(f"a{c}"), pl.col(c).max().alias(f"b{c}"))
     ).row(0, named=True)
     return {c: ends[f"f{c}"] for c in maybe if spans[f"a{c}"] == spans[f"b{c}"]}
+
+
+def _may_hold_one_value(dtype: pl.DataType) -> bool:
+    """Whether write_files looks for one value in a column of ``dtype`` (:func:`_one_values`)."""
+    return dtype == pl.String or dtype == pl.Boolean or dtype.is_temporal() or dtype.is_integer()
 
 
 def codec(table: str) -> str:

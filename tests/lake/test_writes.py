@@ -150,6 +150,36 @@ def test_a_frames_one_value_columns_are_dictionaries_in_every_part(tmp_path):
         assert pa.types.is_string(part.schema.field("symbol").type)
 
 
+def test_columns_of_one_value_left_out_of_the_gather_come_back_in_every_file(tmp_path):
+    """A flag, a stamp and a text of one value, a column no row has, and a float column of
+    signed zeros (never taken for one value): each file holds exactly its rows' values."""
+    stamp = datetime(2026, 1, 5, 22, tzinfo=UTC)
+    frame = bars(list("ABC"), days=900, tf="1h").with_columns(
+        pl.lit(True).alias("is_final"),
+        pl.lit(stamp).alias("ingested_at"),
+        pl.lit("r").alias("run_id"),
+        pl.lit(None, pl.Float64).alias("open_interest"),
+        pl.col("close").alias("adj_close"),
+    )
+    zeros = pl.Series([0.0, -0.0] * (frame.height // 2) + [0.0] * (frame.height % 2))
+    frame = frame.with_columns(zeros.alias("volume"))
+    rows, adds = write_files(LakeLocation.local(tmp_path), OHLCV, frame)
+    assert rows == frame.height and len(adds) > 1
+    back = pl.concat(
+        pl.read_parquet(tmp_path / "ohlcv" / a.path).with_columns(
+            pl.lit(a.partition_values["period"]).alias("period")
+        )
+        for a in adds
+    )
+    want = with_period(frame).select(back.columns)
+    key = ["symbol", "ts"]
+    assert back.sort(key).equals(want.sort(key))
+    signs = back.sort(key).get_column("volume").to_numpy()
+    assert (
+        signs.view("int64") == want.sort(key).get_column("volume").to_numpy().view("int64")
+    ).all()
+
+
 def test_a_part_takes_the_one_values_it_is_given():
     n = 2000
     frame = pl.DataFrame({"same": ["x"] * n, "varies": ["a", "b"] * (n // 2)})
