@@ -586,14 +586,14 @@ class _Batch:
         self.outcomes.append(o)
         self.rows += 0 if o.frame is None else o.frame.height
 
-    def ends_before(self, o: Outcome) -> bool:
-        """Whether ``o`` starts the bars of another timeframe after at least ``SPLIT_ROWS``
+    def ends_before(self, unit: Unit) -> bool:
+        """Whether ``unit`` starts the bars of another timeframe after at least ``SPLIT_ROWS``
         of this batch's: a bulk load's batches then hold one timeframe each (checked,
         partitioned and diffed on the cheaper single-timeframe paths)."""
-        if self.rows < SPLIT_ROWS or o.unit.kind != "ohlcv":
+        if self.rows < SPLIT_ROWS or unit.kind != "ohlcv" or not self.outcomes:
             return False
         last = self.outcomes[-1].unit
-        return last.kind == "ohlcv" and last.timeframe != o.unit.timeframe
+        return last.kind == "ohlcv" and last.timeframe != unit.timeframe
 
 
 class Sync:
@@ -742,7 +742,7 @@ class Sync:
                         ready = [o for outs in arrived.values() for o in outs]
                         arrived.clear()
                     for o in ready:  # a batch never holds more than batch_tasks units
-                        if local and batch.ends_before(o):
+                        if local and batch.ends_before(o.unit):
                             hand_over(batch)
                             batch = _Batch()
                         batch.add(o)
@@ -759,6 +759,11 @@ class Sync:
                         ):
                             hand_over(batch)
                             batch = _Batch()
+                    # the plan's order says where a timeframe's bars end: the batch goes
+                    # now, not once the next timeframe's first answer is in
+                    if local and taken < len(items) and batch.ends_before(items[taken][0]):
+                        hand_over(batch)
+                        batch = _Batch()
                     due = time.monotonic() >= next_commit
                     if due and batch.outcomes:
                         hand_over(batch)

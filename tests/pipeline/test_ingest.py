@@ -334,6 +334,40 @@ def test_a_bulk_loads_batches_hold_one_timeframe_each(home, monkeypatch):
     assert checked == [["1D", "1h"]]
 
 
+def test_a_timeframes_batch_goes_once_its_bars_are_in_not_once_the_next_ones_answer(
+    home, monkeypatch
+):
+    """The plan's order says where the daily bars end: their batch is checked while every
+    hourly request is still unanswered (here held until then, or for 10 s at most)."""
+    import threading
+
+    from marketlake.pipeline.providers.synthetic import SyntheticProvider
+    from marketlake.pipeline.stages import ingest
+
+    settings, _ = setup(home)
+    released, held = threading.Event(), []
+    check = ingest.check_bars
+
+    def checking(frame: pl.DataFrame, timeframe: str | None = None) -> ingest.Checked:
+        if timeframe == "1D":
+            released.set()
+        return check(frame, timeframe)
+
+    fetch = SyntheticProvider.fetch
+
+    def fetching(self, request):
+        if request.timeframe == "1h":
+            held.append(released.wait(10))
+        return fetch(self, request)
+
+    monkeypatch.setattr(ingest, "check_bars", checking)
+    monkeypatch.setattr(ingest, "SPLIT_ROWS", 100)
+    monkeypatch.setattr(SyntheticProvider, "fetch", fetching)
+    res = run_sync(settings, timeframes=["1D", "1h"], start="2026-09-01")
+    assert res.status == "ok" and res.tasks_ok == 6
+    assert held and all(held)
+
+
 def test_a_bulk_load_writes_files_ahead_and_commits_each_batch_once(home, monkeypatch):
     from marketlake.lake import Lake as LakeClass
     from marketlake.pipeline.stages import ingest
