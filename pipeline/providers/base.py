@@ -133,7 +133,9 @@ class Capabilities:
     (None: unlimited); ``history`` how far back a timeframe reaches (None: unlimited).
     ``local``: answers are computed or read on this machine, not awaited from a service, so
     fetch threads beyond the CPU count only contend. ``batched``: :meth:`Provider.fetch_many`
-    answers many bars requests in one call (one frame built, not one per symbol).
+    answers many bars requests in one call (one frame built, not one per symbol);
+    ``pack_bars``: per timeframe, the most bars such a call should cover, counted as a plan
+    bounds a range (its length over the bar's; absent: the sync's default, ``PACK_BARS``).
     """
 
     kinds: frozenset[str]
@@ -146,6 +148,7 @@ class Capabilities:
     needs_secret: bool = False
     local: bool = False
     batched: bool = False
+    pack_bars: Mapping[str, int] = field(default_factory=dict)
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

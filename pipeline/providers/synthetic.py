@@ -25,8 +25,9 @@ volume follow Yahoo's convention: split-adjusted; ``adj_close`` also adjusts for
 Everything is numpy over whole years of sessions, no per-bar Python: the daily paths of many
 symbols (a nightly run asks one new day of thousands) are computed together, all their years
 on one grid of symbols x sessions, their generators seeded in one pass
-(:mod:`.synthetic_seeds`); each intraday level splits all of a request's sessions in one call
-of a compiled kernel (:mod:`marketlake.kernels.bridge`, the same arithmetic in one pass).
+(:mod:`.synthetic_seeds`); each intraday level splits all sessions of a pack of requests in
+one call of a compiled kernel (:mod:`marketlake.kernels.bridge`, the same arithmetic in one
+pass), their generators seeded in one pass too.
 This version of the market (calendars from exchange-calendars, year anchors) replaced one with
 hand-written NYSE holidays and a path cumulated from 2000: the same seed gives different
 series.
@@ -185,6 +186,9 @@ class SyntheticProvider(Provider):
         asset_types=frozenset({"equity", "etf", "index", "crypto", "fx", "future"}),
         local=True,
         batched=True,
+        # intraday: five ten-year hourly series per call (17,500 bars each for an equity):
+        # the fixed cost of a call (seeding, the layouts, the frame) is then a few percent
+        pack_bars={tf: 500_000 for tf in ("1m", "15m", "30m", "1h", "4h")},
     )
 
     def __init__(self, settings=None, **kw) -> None:
@@ -216,7 +220,12 @@ class SyntheticProvider(Provider):
         """Daily bars of many symbols built as one frame and answered as its slices, in
         order: the rows :meth:`fetch` gives each request, without a frame built per symbol
         (a nightly run asks one new day of thousands), the paths of the symbols sharing a
-        calendar and a first year built together. Other requests: one by one."""
+        calendar and a first year built together. Intraday bars of one timeframe: their
+        sessions split together (:meth:`_intraday_many`). Other requests: one by one."""
+        if requests and all(r.kind == "ohlcv" for r in requests):
+            timeframes = {r.timeframe for r in requests}
+            if len(timeframes) == 1 and timeframes <= _LEVEL.keys():
+                return self._intraday_many(requests)
         if any(r.kind != "ohlcv" or r.timeframe != "1D" for r in requests) or not requests:
             return super().fetch_many(requests)
         now = self.clock()
@@ -262,48 +271,80 @@ class SyntheticProvider(Provider):
         return (path.midnight[lo:hi], *path.values[:6, lo:hi], final)
 
     def _fetch_ohlcv(self, request: FetchRequest) -> pl.DataFrame:
-        crypto = is_crypto(request.symbol, request.instrument)
         now = self.clock()
-        end = min(request.end, now)
-        if end <= request.start:
+        if min(request.end, now) <= request.start:
             return empty_ohlcv()
         if request.timeframe == "1D":
             ts, *values = self._daily(request, now)
             return self._frame(request.symbol, request.timeframe, ts, *values)
+        return self._intraday_many([request])[0]
+
+    def _sessions(self, request: FetchRequest, now: datetime) -> _Sessions | None:
+        """The sessions an intraday ``request`` needs (None: none)."""
+        if min(request.end, now) <= request.start:
+            return None
         path = self._path(request, (request.start - timedelta(days=1)).date())
-        start_us, end_us, now_us = _micros(request.start), _micros(end), _micros(now)
         closes = path.opens + path.minutes * _US_PER_MIN
         # sessions open before the range's end and closing after its start
-        lo = int(np.searchsorted(closes, start_us, "right"))
-        hi = int(np.searchsorted(path.opens, end_us, "left"))
+        lo = int(np.searchsorted(closes, _micros(request.start), "right"))
+        hi = int(np.searchsorted(path.opens, _micros(min(request.end, now)), "left"))
         if hi <= lo:
-            return empty_ohlcv()
-        p = _profile(self.seed, request.symbol, crypto)
-        o, h, low, c, v, ts, ends = _refine(
-            self.seed,
-            p,
+            return None
+        crypto = is_crypto(request.symbol, request.instrument)
+        return _Sessions(
+            _profile(self.seed, request.symbol, crypto),
             path.day[lo:hi],
             path.values[:5, lo:hi],
             path.opens[lo:hi],
             path.minutes[lo:hi],
-            _LEVEL[request.timeframe],
             int(path.widest),
         )
-        keep = (ts >= start_us) & (ts < end_us)
-        if not keep.all():
-            o, h, low, c, v, ts, ends = (x[keep] for x in (o, h, low, c, v, ts, ends))
-        return self._frame(
-            request.symbol,
-            request.timeframe,
-            ts,
-            o,
-            h,
-            low,
-            c,
-            v if crypto else np.round(v),
-            c,
-            ends <= now_us,
-        )
+
+    def _intraday_many(self, requests: Sequence[FetchRequest]) -> list[pl.DataFrame]:
+        """Intraday bars of one timeframe for each request, in order: the sessions of the
+        requests whose calendars have the same widest session split together (one call of
+        the compiled split per level, their generators seeded in one pass), the answers
+        slices of one frame. A session's bars depend only on its own draws and length, so
+        each request gets the rows it gets alone (``tests/pipeline/test_synthetic.py``)."""
+        now = self.clock()
+        level = _LEVEL[requests[0].timeframe]
+        wanted = [self._sessions(r, now) for r in requests]
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(wanted):
+            if w is not None:
+                groups.setdefault(w.widest, []).append(i)
+        bars: list[tuple | None] = [None] * len(requests)
+        for widest, members in groups.items():
+            refined = _refine_many(self.seed, [wanted[i] for i in members], level, widest)
+            for i, got in zip(members, refined, strict=True):
+                bars[i] = got
+        parts = []
+        for r, got in zip(requests, bars, strict=True):
+            if got is None:
+                parts.append(None)
+                continue
+            o, h, low, c, v, ts, ends = got
+            keep = (ts >= _micros(r.start)) & (ts < _micros(min(r.end, now)))
+            if not keep.all():
+                o, h, low, c, v, ts, ends = (x[keep] for x in (o, h, low, c, v, ts, ends))
+            crypto = is_crypto(r.symbol, r.instrument)
+            final = ends <= _micros(now)
+            parts.append((ts, o, h, low, c, v if crypto else np.round(v), c, final))
+        lengths = np.array([0 if x is None else len(x[0]) for x in parts], dtype=np.int64)
+        if not lengths.any():
+            return [empty_ohlcv() for _ in requests]
+        cols = [np.concatenate([x[i] for x in parts if x is not None]) for i in range(8)]
+        if len(requests) == 1:
+            symbol: str | pl.Series = requests[0].symbol
+        else:
+            symbols = pl.Series("symbol", [r.symbol for r in requests], pl.String)
+            symbol = symbols.gather(np.repeat(np.arange(len(requests)), lengths))
+        whole = self._frame(symbol, requests[0].timeframe, *cols)
+        starts = np.cumsum(lengths) - lengths
+        return [
+            whole.slice(int(a), int(n)) if n else empty_ohlcv()
+            for a, n in zip(starts, lengths, strict=True)
+        ]
 
     def _frame(
         self, symbol: str | pl.Series, timeframe: str, ts: np.ndarray, *values: np.ndarray
@@ -479,17 +520,32 @@ def _blocks(days: np.ndarray, monthly: bool) -> _Blocks:
 
 
 def _draws(
-    seed: int, p: _Profile, level: int, blocks: _Blocks, width: int, widest: int
+    seed: int,
+    ps: Sequence[_Profile],
+    level: int,
+    blocks: Sequence[_Blocks],
+    width: int,
+    widest: int,
 ) -> np.ndarray:
-    """(4, sessions, width) uniform draws of ``level`` for the sessions of ``blocks``, from
-    one block per year (per month for 1m) with a row per day of the year (of the month for
-    1m) and a column per slot of the calendar's widest session, so a session's draws never
-    depend on the range requested."""
-    stack = np.empty((4, len(blocks.keys), blocks.rows, widest), dtype=np.float32)
-    for i, key in enumerate(blocks.keys):
-        rng = np.random.default_rng([seed, p.h % (2**32), key, 100 + level])
-        stack[:, i] = rng.random((4, blocks.rows, widest), dtype=np.float32)
-    out = np.take(stack.reshape(4, -1, widest), blocks.at, axis=1)
+    """(4, sessions, width) uniform draws of ``level`` for the sessions of ``blocks`` (one
+    per symbol of ``ps``, their sessions one after the other), from one block per symbol and
+    year (per month for 1m) with a row per day of the year (of the month for 1m) and a column
+    per slot of the calendar's widest session, so a session's draws never depend on the range
+    requested. Each block's generator is ``default_rng([seed, h, key, 100 + level])``, all of
+    them seeded in one pass (:mod:`.synthetic_seeds`)."""
+    tails = [
+        (p.h % (2**32), key, 100 + level) for p, b in zip(ps, blocks, strict=True) for key in b.keys
+    ]
+    seeded = synthetic_seeds.Seeded([seed], tails)
+    out = np.empty((4, sum(len(b.at) for b in blocks), widest), dtype=np.float32)
+    k = at = 0
+    for b in blocks:
+        stack = np.empty((4, len(b.keys), b.rows, widest), dtype=np.float32)
+        for i in range(len(b.keys)):
+            stack[:, i] = seeded[k].random((4, b.rows, widest), dtype=np.float32)
+            k += 1
+        np.take(stack.reshape(4, -1, widest), b.at, axis=1, out=out[:, at : at + len(b.at)])
+        at += len(b.at)
     return out if width == widest else out[..., :width]
 
 
@@ -517,33 +573,42 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _refine(
-    seed: int,
-    p: _Profile,
-    days: np.ndarray,
-    daily: np.ndarray,
-    opens: np.ndarray,
-    minutes: np.ndarray,
-    level: int,
-    widest: int,
-) -> tuple:
-    """Bars of ``level`` for the sessions on ``days`` (rows of ``daily``: open, high, low,
-    close, volume; ``opens`` in microseconds, ``minutes`` long) in time order: open, high,
-    low, close, volume, start and end (microseconds). Every level splits all sessions in
-    one pass, padded to the longest, with the layout of the most common length; sessions of
-    other lengths (early closes) are split again with their own and written over."""
+class _Sessions(NamedTuple):
+    """A request's sessions to refine: its symbol's profile, their ``days``, ``daily`` bars
+    (open, high, low, close, volume as rows), ``opens`` (microseconds, UTC) and ``minutes``,
+    and the calendar's ``widest`` session."""
+
+    p: _Profile
+    days: np.ndarray
+    daily: np.ndarray
+    opens: np.ndarray
+    minutes: np.ndarray
+    widest: int
+
+
+def _refine_many(seed: int, parts: Sequence[_Sessions], level: int, widest: int) -> list[tuple]:
+    """Bars of ``level`` for the sessions of each of ``parts`` (of calendars whose widest
+    session is ``widest``), in time order: open, high, low, close, volume, start and end
+    (microseconds). All sessions, stacked, are split in one pass per level, padded to the
+    longest, with the layout of the most common length; sessions of other lengths (early
+    closes) are split again with their own and written over. A session's bars depend only on
+    its draws and length (padding slots come after its valid ones and weigh nothing)."""
+    minutes = np.concatenate([x.minutes for x in parts])
+    opens = np.concatenate([x.opens for x in parts])
     longest = int(minutes.max())
     counts = np.bincount(minutes)
     common = int(np.argmax(counts))
     others = [(int(n), np.flatnonzero(minutes == n)) for n in np.flatnonzero(counts) if n != common]
+    daily = parts[0].daily if len(parts) == 1 else np.concatenate([x.daily for x in parts], axis=1)
     bars = tuple(x[:, None] for x in daily)
-    days = days.astype("datetime64[D]")
-    yearly = _blocks(days, monthly=False)
+    days = [x.days.astype("datetime64[D]") for x in parts]
+    ps = [x.p for x in parts]
+    yearly = [_blocks(d, monthly=False) for d in days]
     for lvl in range(level + 1):
         parents, r, _, step = _shape(lvl, longest)
         most, each = _shape(lvl, widest)[:2]
-        blocks = yearly if LEVELS[lvl][0] != "1m" else _blocks(days, monthly=True)
-        draws = _draws(seed, p, lvl, blocks, parents * r, most * each)
+        blocks = yearly if LEVELS[lvl][0] != "1m" else [_blocks(d, monthly=True) for d in days]
+        draws = _draws(seed, ps, lvl, blocks, parents * r, most * each)
         lay = _layout(common, lvl, longest)
         out = _split(bars, {k: x[None] for k, x in lay.items()}, draws)
         for n, sel in others:
@@ -558,7 +623,12 @@ def _refine(
     keep = dur > 0
     ts = (opens[:, None] + start[None, :] * _US_PER_MIN)[keep]
     ends = ts + dur[keep] * _US_PER_MIN
-    return (*(x[keep] for x in bars), ts, ends)
+    flat = (*(x[keep] for x in bars), ts, ends)
+    if len(parts) == 1:
+        return [flat]
+    rows = np.cumsum([len(x.minutes) for x in parts])[:-1]
+    cut = np.cumsum(keep.sum(axis=1))[rows - 1]
+    return list(zip(*(np.split(x, cut) for x in flat), strict=True))
 
 
 class _Days(NamedTuple):

@@ -203,12 +203,10 @@ def _fetch_pack(units: list[Unit], providers: _Providers) -> list[Outcome]:
     ]
 
 
-def _packs(
-    units: list[Unit], batched: Callable[[str], bool], size: int, bars: int
-) -> list[list[Unit]]:
+def _packs(units: list[Unit], bars: Callable[[str, str], int], size: int) -> list[list[Unit]]:
     """``units`` in order as work items: runs of up to ``size`` bars units of one provider
-    and timeframe, spanning at most ``bars`` bars together, that :func:`_fetch_pack`
-    answers in one call, else one unit each."""
+    and timeframe, spanning at most ``bars(provider, timeframe)`` bars together (0: one
+    request at a time), that :func:`_fetch_pack` answers in one call, else one unit each."""
     out: list[list[Unit]] = []
     packable = False
     spanned = 0
@@ -217,7 +215,7 @@ def _packs(
             u.kind == "ohlcv"
             and len(u.chunks) == 1
             and (u.fetch_timeframe or u.timeframe) == u.timeframe
-            and batched(u.provider)
+            and bars(u.provider, u.timeframe) > 0
         )
         span = (u.end - u.start) // tfs.DURATION[u.timeframe] + 1 if ok else 0
         last = out[-1][-1] if out else None
@@ -225,7 +223,7 @@ def _packs(
             ok
             and packable
             and len(out[-1]) < size
-            and spanned + span <= bars
+            and spanned + span <= bars(u.provider, u.timeframe)
             and (last.provider, last.timeframe) == (u.provider, u.timeframe)
         ):
             out[-1].append(u)
@@ -565,6 +563,17 @@ def _capable(name: str, flag: str) -> bool:
     return cls is not None and getattr(cls.capabilities, flag)
 
 
+def _pack_bars(name: str, timeframe: str) -> int:
+    """The most bars (as the plan bounds them) of ``timeframe`` one call of provider ``name``
+    answers for a pack of requests: its own bound, else ``PACK_BARS``; 0 when it answers
+    one request at a time."""
+    cls = _provider_class(name)
+    caps = getattr(cls, "capabilities", None)
+    if cls is None or not getattr(caps, "batched", False):
+        return 0
+    return caps.pack_bars.get(timeframe) or PACK_BARS
+
+
 def _serialized(progress: Progress) -> Progress:
     """``progress`` called by one thread at a time (fetch results are reported while the
     previous batch commits on its own thread)."""
@@ -668,9 +677,10 @@ class Sync:
         window = fetcher.window if fetcher is not None else workers * 4
         items = [[u] for u in units]
         if local and fetcher is None:  # bars a provider answers many at a time: in packs
-            batched = {n: _capable(n, "batched") for n in {u.provider for u in units}}
+            bars = {(u.provider, u.timeframe): 0 for u in units}
+            bars = {key: _pack_bars(*key) for key in bars}
             size = max(1, min(PACK_UNITS, self.settings.batch_tasks))
-            items = _packs(units, batched.__getitem__, size, PACK_BARS)
+            items = _packs(units, lambda *key: bars[key], size)
         seq: dict[Future, int] = {}
         arrived: dict[int, list[Outcome]] = {}
         submitted = taken = 0

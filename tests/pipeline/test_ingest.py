@@ -294,15 +294,20 @@ def test_packs_span_a_bounded_number_of_bars():
 
     # one new day for many symbols: packs of up to ``size`` units
     day = [unit(f"D{i}", "1D", 1) for i in range(7)]
-    assert [len(p) for p in ingest._packs(day, lambda _: True, 3, 100_000)] == [3, 3, 1]
+    assert [len(p) for p in ingest._packs(day, lambda *_: 100_000, 3)] == [3, 3, 1]
     # ten years of daily bars: as many as fit the bars bound (3,654 each)
     years = [unit(f"Y{i}", "1D", 3653) for i in range(30)]
-    assert [len(p) for p in ingest._packs(years, lambda _: True, 500, 100_000)] == [27, 3]
+    assert [len(p) for p in ingest._packs(years, lambda *_: 100_000, 500)] == [27, 3]
     # ten years of hourly bars: one unit each, fetched in parallel and committed as they come
     hours = [unit(f"H{i}", "1h", 3653) for i in range(4)]
-    assert [len(p) for p in ingest._packs(hours, lambda _: True, 500, 100_000)] == [1] * 4
+    assert [len(p) for p in ingest._packs(hours, lambda *_: 100_000, 500)] == [1] * 4
+    # ... unless the provider's bound for the timeframe is higher (the synthetic market's)
+    bound = ingest._pack_bars
+    assert (bound("synthetic", "1h"), bound("synthetic", "1D")) == (500_000, ingest.PACK_BARS)
+    assert [len(p) for p in ingest._packs(hours * 3, bound, 500)] == [5, 5, 2]
+    assert bound("yahoo", "1h") == 0  # one request at a time
     # a provider that does not answer in packs: one unit each
-    assert [len(p) for p in ingest._packs(day, lambda _: False, 3, 100_000)] == [1] * 7
+    assert [len(p) for p in ingest._packs(day, lambda *_: 0, 3)] == [1] * 7
 
 
 def test_a_bulk_loads_batches_hold_one_timeframe_each(home, monkeypatch):
@@ -353,16 +358,24 @@ def test_a_timeframes_batch_goes_once_its_bars_are_in_not_once_the_next_ones_ans
             released.set()
         return check(frame, timeframe)
 
-    fetch = SyntheticProvider.fetch
+    fetch, fetch_many = SyntheticProvider.fetch, SyntheticProvider.fetch_many
+
+    def hold(requests) -> None:
+        if any(r.timeframe == "1h" for r in requests):
+            held.append(released.wait(10))
 
     def fetching(self, request):
-        if request.timeframe == "1h":
-            held.append(released.wait(10))
+        hold([request])
         return fetch(self, request)
+
+    def fetching_many(self, requests):
+        hold(requests)
+        return fetch_many(self, requests)
 
     monkeypatch.setattr(ingest, "check_bars", checking)
     monkeypatch.setattr(ingest, "SPLIT_ROWS", 100)
     monkeypatch.setattr(SyntheticProvider, "fetch", fetching)
+    monkeypatch.setattr(SyntheticProvider, "fetch_many", fetching_many)
     res = run_sync(settings, timeframes=["1D", "1h"], start="2026-09-01")
     assert res.status == "ok" and res.tasks_ok == 6
     assert held and all(held)

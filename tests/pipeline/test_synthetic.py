@@ -269,6 +269,36 @@ def test_many_daily_requests_answer_as_each_one_alone():
         assert frame.equals(p.fetch(r)) and frame.schema == p.fetch(r).schema
 
 
+@pytest.mark.parametrize("tf", ["1h", "15m"])
+def test_many_intraday_requests_answer_as_each_one_alone(tf):
+    """Sessions of many requests are split together; each request still gets exactly the
+    rows it gets alone: other calendars (crypto, IDX), early closes, halts, splits, ranges
+    of every length, one cut mid-session, one empty, one in the future."""
+    from marketlake.pipeline.providers.synthetic import _profile
+
+    p = provider()
+    days = 400 if tf == "1h" else 50
+    reqs = [req(f"S{i}", tf, NOW - timedelta(days=days * (12 - i) / 12)) for i in range(12)]
+    reqs += [
+        # halted from 2024-05-17 for 8 days
+        req("S69", tf, datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 6, 10, tzinfo=UTC)),
+        req("BTC-USD", tf, NOW - timedelta(days=20), asset_type="crypto"),
+        req("BBRI", tf, NOW - timedelta(days=30), exchange="IDX"),
+        # the day after Thanksgiving 2025: an early close
+        req("EEE", tf, datetime(2025, 11, 26, tzinfo=UTC), datetime(2025, 12, 2, tzinfo=UTC)),
+        req("FFF", tf, datetime(2026, 11, 19, 15, 7, tzinfo=UTC)),
+        req("GGG", tf, datetime(2026, 11, 14, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC)),
+        req("HHH", tf, NOW + timedelta(days=1), NOW + timedelta(days=2)),
+    ]
+    assert _profile(42, "S69", False).halt_start == date(2024, 5, 17)
+    many = p.fetch_many(reqs)
+    heights = [f.height for f in many]
+    assert heights[-2:] == [0, 0] and all(heights[:-2])
+    for r, frame in zip(reqs, many, strict=True):
+        alone = provider().fetch(r)
+        assert frame.equals(alone) and frame.schema == alone.schema, r.symbol
+
+
 def test_sessions_kept_on_disk_are_the_built_ones(tmp_path, monkeypatch):
     from marketlake.pipeline import session_tables
     from marketlake.pipeline.providers import synthetic_sessions as ss
