@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from marketlake.errors import LakeError
-from marketlake.lake.tables import TableDef, polars_schema
+from marketlake.lake.tables import TABLES, TableDef, polars_schema
 
 
 def dedupe(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
@@ -76,6 +76,25 @@ def to_arrow(tdef: TableDef, frame: pl.DataFrame) -> pa.Table:
     try:
         return table.cast(pa.schema(fields))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise LakeError(f"{tdef.name}: frame does not fit the table schema: {exc}") from exc
+
+
+def typed(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
+    """:func:`to_arrow`'s frame, in polars: the table's columns and types (cast in polars:
+    a process's first arrow cast imports pyarrow.compute, about 0.3 s) and, for an evolving
+    table, its extra columns as floats. A table the lake does not define (an app table
+    pulled from a server) may hold other types: arrow casts them."""
+    if TABLES.get(tdef.name) is not tdef:
+        out = pl.from_arrow(to_arrow(tdef, frame))
+        assert isinstance(out, pl.DataFrame)
+        return out
+    out = to_polars(tdef, frame)
+    extra = [c for c in frame.columns if c not in out.columns] if tdef.evolving else []
+    if not extra:
+        return out
+    try:
+        return out.with_columns(frame.select(pl.col(extra).cast(pl.Float64)))
+    except pl.exceptions.PolarsError as exc:
         raise LakeError(f"{tdef.name}: frame does not fit the table schema: {exc}") from exc
 
 

@@ -24,7 +24,7 @@ from deltalake.schema import Field
 from deltalake.transaction import AddAction
 
 from marketlake.lake._errors import CommitConflict, lake_errors
-from marketlake.lake.frames import to_arrow
+from marketlake.lake.frames import typed
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import TableDef, with_period
 from marketlake.lake.verified import damaged
@@ -44,9 +44,7 @@ def _frame(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
     its partition columns."""
     if "period" in tdef.partitions and "period" not in frame.columns:
         frame = with_period(frame)
-    out = pl.from_arrow(to_arrow(tdef, frame))
-    assert isinstance(out, pl.DataFrame)
-    return out
+    return typed(tdef, frame)
 
 
 def _candidates(dt: DeltaTable, tdef: TableDef, src: pl.DataFrame) -> list[dict[str, Any]]:

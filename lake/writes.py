@@ -31,7 +31,7 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from marketlake.errors import LakeError
 from marketlake.lake._errors import CommitConflict, lake_errors
-from marketlake.lake.frames import STATS_COLUMNS, file_stats, to_arrow, to_polars
+from marketlake.lake.frames import STATS_COLUMNS, file_stats, to_polars, typed
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import (
     TABLES,
@@ -228,7 +228,7 @@ def write_partitioned(
         body = part.drop(parts)
         schema = pa.schema([(c, columns[c]) for c in body.columns])
         written.append(rel)
-        table = body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+        table = _in_file_types(body.to_arrow(compat_level=pl.CompatLevel.oldest()), schema)
         size, meta = write_file(location, tdef.name, rel, table)
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta, table))
 
@@ -270,8 +270,6 @@ def to_file_arrow(
         same = {c: v for c, v in same.items() if c in left_out}
     else:
         same = {c: v for c, v in same.items() if c in schema.names}
-    if not same and not left_out:
-        return body.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
     rest = body.drop([c for c in same if c in body.columns])
     rest = rest.to_arrow(compat_level=pl.CompatLevel.oldest())
     # arrays made by polars: pa.array on Python or numpy values imports pandas (0.3 s of a
@@ -280,20 +278,45 @@ def to_file_arrow(
     arrays, fields = [], []
     for f in schema:
         if f.name in same:
-            entry = pl.Series(f.name, [same[f.name]], pl.String).to_arrow().cast(f.type)
-            arrays.append(pa.DictionaryArray.from_arrays(zeros, entry))
-            fields.append(pa.field(f.name, arrays[-1].type, f.nullable))
+            entry = pl.Series(f.name, [same[f.name]], pl.String).to_arrow()
+            arrays.append(pa.DictionaryArray.from_arrays(zeros, _in_file_type(entry, f.type)))
         elif f.name in rest.column_names:
-            arrays.append(rest.column(f.name).cast(f.type))
-            fields.append(f)
+            arrays.append(_in_file_type(rest.column(f.name), f.type))
         elif f.name in fill:
             every = fill[f.name].new_from_index(0, body.height)
-            arrays.append(every.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(f.type))
-            fields.append(f)
+            every = every.to_arrow(compat_level=pl.CompatLevel.oldest())
+            arrays.append(_in_file_type(every, f.type))
         else:
             arrays.append(pa.nulls(body.height, f.type))
-            fields.append(f)
+        fields.append(pa.field(f.name, arrays[-1].type, f.nullable))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _in_file_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns as a data file stores those of ``schema`` (:func:`_in_file_type`)."""
+    columns = [_in_file_type(table.column(f.name), f.type) for f in schema]
+    fields = [pa.field(f.name, c.type, f.nullable) for f, c in zip(schema, columns, strict=True)]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _plain_text(f: pa.Field) -> pa.Field:
+    return f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
+
+
+def _in_file_type(column: Any, file_type: pa.DataType) -> Any:
+    """``column`` (an arrow array or chunked array) as a data file stores ``file_type``: as
+    it is when it has that type or is text with 64-bit offsets where ``file_type`` is text
+    (parquet stores both alike, and a data file carries no arrow schema), else cast. Casting
+    imports pyarrow.compute: about 0.3 s of a process's first write, a tenth of a nightly."""
+    if column.type == file_type or (
+        pa.types.is_large_string(column.type) and pa.types.is_string(file_type)
+    ):
+        return column
+    return column.cast(file_type)
 
 
 _ZEROS: list[pa.Array] = []
@@ -372,6 +395,9 @@ def write_file(
 ) -> tuple[int, pq.FileMetaData]:
     """:func:`write_parquet`, also returning the file's footer (its statistics give the add
     action's, see :func:`~marketlake.lake.frames.file_stats`)."""
+    if table not in TABLES and any(pa.types.is_large_string(t) for t in data.schema.types):
+        # its file keeps the arrow schema: text as the table declares it
+        data = data.cast(pa.schema([_plain_text(f) for f in data.schema]))
     if location.is_local:
         target = location.path / table / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -386,14 +412,17 @@ def write_file(
 
 def file_options(table: str, schema: pa.Schema) -> dict[str, Any]:
     """Writer options of a data file of ``table`` with columns ``schema``."""
-    # dictionaries only for strings: trying them on prices costs time and saves nothing
-    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)]
+    # dictionaries only for text: trying them on prices costs time and saves nothing
+    text = [f.name for f in schema if _is_text(f.type) or pa.types.is_dictionary(f.type)]
     options = {**PARQUET_OPTIONS, "compression": codec(table), "use_dictionary": text}
     # min/max only of the columns readers skip files by (frames.STATS_COLUMNS): tracking them
     # for every value of every other column cost about a sixth of a wide file's encoding;
     # the log's null counts come from the written table instead (frames.file_stats)
     options["write_statistics"] = [f.name for f in schema if f.name in STATS_COLUMNS]
-    if any(pa.types.is_dictionary(f.type) for f in schema):  # see to_file_arrow
+    # a lake table's files carry no arrow schema: every reader takes the types parquet's
+    # own say (text for a one-value dictionary or 64-bit-offset text, see to_file_arrow),
+    # as its types need nothing more; another table's keep it unless they hold dictionaries
+    if table in TABLES or any(pa.types.is_dictionary(f.type) for f in schema):
         options["store_schema"] = False
     if options["compression"] == "zstd":
         # floats split by byte: zstd then finds the runs in signs and exponents (files ~15%
@@ -536,8 +565,7 @@ def append_evolving(
 
     if "period" in tdef.partitions and "period" not in frame.columns:
         frame = with_period(frame)
-    data = pl.from_arrow(to_arrow(tdef, frame))
-    assert isinstance(data, pl.DataFrame)
+    data = typed(tdef, frame)
     uri, options = location.table_uri(tdef.name), location.storage_options
     with lake_errors("append to", tdef.name):
         dt = dt if dt is not None else create(uri, tdef, options)

@@ -39,7 +39,9 @@ settings = settings.with_(dsn=dsn, pg_schema=schema)
 synced = run_sync(settings, provider="synthetic", timeframes=["1D"]).inserted
 computed = run_compute(settings).inserted
 loaded = run_load(settings).status
-found = sorted(m for m in ("pandas", "pyarrow.dataset", "pydantic") if m in sys.modules)
+found = sorted(
+    m for m in ("pandas", "pyarrow.compute", "pyarrow.dataset", "pydantic") if m in sys.modules
+)
 print(json.dumps({"synced": synced, "computed": computed, "loaded": loaded, "found": found}))
 """
 
