@@ -677,8 +677,7 @@ class Sync:
         window = fetcher.window if fetcher is not None else workers * 4
         items = [[u] for u in units]
         if local and fetcher is None:  # bars a provider answers many at a time: in packs
-            bars = {(u.provider, u.timeframe): 0 for u in units}
-            bars = {key: _pack_bars(*key) for key in bars}
+            bars = {key: _pack_bars(*key) for key in {(u.provider, u.timeframe) for u in units}}
             size = max(1, min(PACK_UNITS, self.settings.batch_tasks))
             items = _packs(units, lambda *key: bars[key], size)
         seq: dict[Future, int] = {}
