@@ -317,7 +317,7 @@ def run_demo(
         "run_id": run_id,
         "lake": str(settings.lake),
         "steps": [r.to_json() for r in steps.results],
-        "status_rows": status(settings, lake, now),
+        "status_rows": status(settings, lake, settings.clock()),  # as the run ends
         "sample_sql": sample_sql,
         "sample": sample,
         "duration_seconds": round(watch.elapsed, 2),

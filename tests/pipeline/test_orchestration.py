@@ -1,4 +1,5 @@
 import json
+import math
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -9,7 +10,7 @@ from marketlake.errors import TaskError
 from marketlake.lake import Lake
 from marketlake.pipeline import universe
 from marketlake.pipeline.config import ProviderSettings, SegmentSettings, load_settings
-from marketlake.pipeline.orchestration import demo_symbols, run_daily
+from marketlake.pipeline.orchestration import demo_symbols, run_daily, run_demo
 from marketlake.pipeline.stages.market import DEFAULT_KEYS
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
@@ -43,6 +44,15 @@ def test_daily_runs_every_step_even_after_a_failure(home, tmp_path):
 def test_demo_symbols_are_distinct():
     syms = demo_symbols(200)
     assert len(set(syms)) == 200
+
+
+def test_demo_reports_its_status_as_the_run_ends(home):
+    """On the wall clock (nothing pinned), the status comes after the run's successes: taken
+    at the run's start, every age showed as -0.0 h."""
+    report = run_demo(load_settings(home=home, env={}), equities=2)
+    ages = [r["freshness_hours"] for r in report["status_rows"]]
+    assert report["status"] == "ok" and ages
+    assert all(math.copysign(1.0, a) > 0 for a in ages), ages
 
 
 def _daily_settings(home, tmp_path, provider="synthetic"):
