@@ -247,12 +247,22 @@ class SyntheticProvider(Provider):
             self._daily(r, now, None if key is None else paths[key][r.symbol])
             for r, key in zip(requests, wanted, strict=True)
         ]
+        return self._answers(requests, "1D", parts)
+
+    def _answers(
+        self, requests: Sequence[FetchRequest], timeframe: str, parts: list[tuple]
+    ) -> list[pl.DataFrame]:
+        """The frames of ``requests``, in order, from each one's arrays (``parts``: ts, open,
+        high, low, close, volume, adj_close and is_final): one frame built, answered as its
+        slices."""
         lengths = np.array([len(p[0]) for p in parts], dtype=np.int64)
         cols = [np.concatenate([p[i] for p in parts]) for i in range(8)]
-        symbols = pl.Series("symbol", [r.symbol for r in requests], pl.String)
-        whole = self._frame(
-            symbols.gather(np.repeat(np.arange(len(requests)), lengths)), "1D", *cols
-        )
+        if len(requests) == 1:
+            symbol: str | pl.Series = requests[0].symbol
+        else:
+            symbols = pl.Series("symbol", [r.symbol for r in requests], pl.String)
+            symbol = symbols.gather(np.repeat(np.arange(len(requests)), lengths))
+        whole = self._frame(symbol, timeframe, *cols)
         starts = np.cumsum(lengths) - lengths
         return [whole.slice(int(a), int(n)) for a, n in zip(starts, lengths, strict=True)]
 
@@ -263,7 +273,7 @@ class SyntheticProvider(Provider):
         adj_close and is_final (from ``path`` when given)."""
         end = min(request.end, now)
         if end <= request.start:
-            return (np.empty(0, np.int64), *[np.empty(0)] * 6, np.empty(0, bool))
+            return _NO_BARS
         if path is None:
             path = self._path(request, (request.start - timedelta(days=1)).date())
         lo, hi = np.searchsorted(path.midnight, [_micros(request.start), _micros(end)], "left")
@@ -321,7 +331,7 @@ class SyntheticProvider(Provider):
         parts = []
         for r, got in zip(requests, bars, strict=True):
             if got is None:
-                parts.append(None)
+                parts.append(_NO_BARS)
                 continue
             o, h, low, c, v, ts, ends = got
             keep = (ts >= _micros(r.start)) & (ts < _micros(min(r.end, now)))
@@ -330,21 +340,7 @@ class SyntheticProvider(Provider):
             crypto = is_crypto(r.symbol, r.instrument)
             final = ends <= _micros(now)
             parts.append((ts, o, h, low, c, v if crypto else np.round(v), c, final))
-        lengths = np.array([0 if x is None else len(x[0]) for x in parts], dtype=np.int64)
-        if not lengths.any():
-            return [empty_ohlcv() for _ in requests]
-        cols = [np.concatenate([x[i] for x in parts if x is not None]) for i in range(8)]
-        if len(requests) == 1:
-            symbol: str | pl.Series = requests[0].symbol
-        else:
-            symbols = pl.Series("symbol", [r.symbol for r in requests], pl.String)
-            symbol = symbols.gather(np.repeat(np.arange(len(requests)), lengths))
-        whole = self._frame(symbol, requests[0].timeframe, *cols)
-        starts = np.cumsum(lengths) - lengths
-        return [
-            whole.slice(int(a), int(n)) if n else empty_ohlcv()
-            for a, n in zip(starts, lengths, strict=True)
-        ]
+        return self._answers(requests, requests[0].timeframe, parts)
 
     def _frame(
         self, symbol: str | pl.Series, timeframe: str, ts: np.ndarray, *values: np.ndarray
@@ -764,6 +760,8 @@ def _live(ps: Sequence[_Profile], days: np.ndarray) -> np.ndarray | None:
     return live
 
 
+# a request's bars as arrays when it has none (ts, open ... adj_close, is_final)
+_NO_BARS = (np.empty(0, np.int64), *[np.empty(0)] * 6, np.empty(0, bool))
 _PATHS: OrderedDict[tuple, _Path] = OrderedDict()
 _PATHS_LOCK = threading.Lock()
 _PATHS_KEPT = 512

@@ -567,11 +567,9 @@ def _pack_bars(name: str, timeframe: str) -> int:
     """The most bars (as the plan bounds them) of ``timeframe`` one call of provider ``name``
     answers for a pack of requests: its own bound, else ``PACK_BARS``; 0 when it answers
     one request at a time."""
-    cls = _provider_class(name)
-    caps = getattr(cls, "capabilities", None)
-    if cls is None or not getattr(caps, "batched", False):
+    if not _capable(name, "batched"):
         return 0
-    return caps.pack_bars.get(timeframe) or PACK_BARS
+    return _provider_class(name).capabilities.pack_bars.get(timeframe) or PACK_BARS
 
 
 def _serialized(progress: Progress) -> Progress:
