@@ -2,7 +2,8 @@
 
 Project metadata lives in pyproject.toml; this only extends ``build_py`` so that ``pip install .``
 and ``pip install -e .`` compile the kernels once, on the installing machine, into
-``kernels/__pycache__`` (of the built tree, or of the source tree for an editable install).
+``kernels/__pycache__`` (of the built tree, or of the source tree for an editable install),
+and the synthetic market's split into ``pipeline/providers/__pycache__``.
 Without it the first run compiles for 25-50 s; see ``kernels/_cache.py`` for why a build-time
 cache was chosen. A failure here never fails the build: the first run then compiles as before.
 """
@@ -16,12 +17,14 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 # imports the package through a symlink named ``marketlake`` (the source tree's folder has
-# another name), so the cache lands in the real ``kernels/__pycache__``
+# another name), so the caches land in the real ``__pycache__`` folders
 _PRECOMPILE = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from marketlake.kernels._cache import precompile
+from marketlake.pipeline.providers import synthetic_split
 precompile()
+synthetic_split.precompile()
 """
 
 

@@ -154,14 +154,8 @@ def bench_synthetic(tmp: Path, symbols: int) -> None:
     from marketlake.pipeline.providers import synthetic
 
     # a process's first intraday request loads numba and the compiled split from its cache
-    # (once per process, like the imports above; importing the kernels also loads the
-    # indicator kernels in the background): timed on its own, then the caches cleared
+    # (once per process, like the imports above): timed on its own, then the caches cleared
     first = timed(lambda: p.fetch(FetchRequest.bars("G-FIRST", "1h", NOW - timedelta(days=1), NOW)))
-    from marketlake import kernels
-
-    loading = getattr(kernels, "_preloading", None)
-    if loading is not None:
-        loading.join()
     print(f"  a process's first intraday request: {first[0]:.2f} s (numba loaded)")
     synthetic.clear_caches()
     t0c = time.process_time()

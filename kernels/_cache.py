@@ -100,9 +100,8 @@ def invalidate_stale_cache() -> bool:
 
 def precompile_calls() -> list[tuple[object, tuple]]:
     """``(dispatcher, args)`` pairs covering every signature ``kernels.compute``, the
-    incremental compute's resumed indicators (``kernels.resume``), a full recompute's
-    output layout (``kernels.layout``) and the synthetic market's intraday bars
-    (``kernels.bridge``) use.
+    incremental compute's resumed indicators (``kernels.resume``) and a full recompute's
+    output layout (``kernels.layout``) use.
 
     The argument types mirror the adapter's exactly (read-only inputs, writable outputs,
     C-contiguous): a different layout or writability would be a different signature, compiled
@@ -110,7 +109,7 @@ def precompile_calls() -> list[tuple[object, tuple]]:
     """
     import numpy as np
 
-    from marketlake.kernels import bridge, layout, resume
+    from marketlake.kernels import layout, resume
     from marketlake.kernels.driver import SMA, run_plan, scan_runs, scan_string_views
 
     def ro(a):
@@ -145,11 +144,8 @@ def precompile_calls() -> list[tuple[object, tuple]]:
         (layout.take, (ts, order, np.empty(n, np.int64))),
         (layout.take, (ro(np.zeros(n, np.int32)), order, np.empty(n, np.int32))),
     ]
-    # the synthetic market's intraday split (read-only inputs, as synthetic._split passes)
-    split = (bridge.split_into, bridge.example_args())
     return (
-        [split]
-        + resumed
+        resumed
         + laid
         + [
             (
@@ -200,11 +196,8 @@ def preload() -> threading.Thread | None:
 
     def load() -> None:
         try:
-            from marketlake.kernels.bridge import split_into
-
             for dispatcher, args in precompile_calls():
-                if dispatcher is not split_into:  # the synthetic market's: loaded on its use
-                    dispatcher.compile(tuple(numba.typeof(a) for a in args))
+                dispatcher.compile(tuple(numba.typeof(a) for a in args))
             import marketlake.kernels.adapter  # noqa: F401 -- polars, pyarrow: imported lazily
         except Exception:  # noqa: BLE001 -- an optimisation only: the first call loads instead
             return

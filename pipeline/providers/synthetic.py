@@ -26,7 +26,7 @@ Everything is numpy over whole years of sessions, no per-bar Python: the daily p
 symbols (a nightly run asks one new day of thousands) are computed together, all their years
 on one grid of symbols x sessions, their generators seeded in one pass
 (:mod:`.synthetic_seeds`); each intraday level splits all sessions of a pack of requests in
-one call of a compiled kernel (:mod:`marketlake.kernels.bridge`, the same arithmetic in one
+one call of a compiled kernel (:mod:`.synthetic_split`, the same arithmetic in one
 pass), their generators seeded in one pass too.
 This version of the market (calendars from exchange-calendars, year anchors) replaced one with
 hand-written NYSE holidays and a path cumulated from 2000: the same seed gives different
@@ -199,7 +199,7 @@ class SyntheticProvider(Provider):
         """Load the compiled intraday split when the run asked for intraday bars (its first
         intraday request would wait for it, with every fetch thread behind it)."""
         if any(tf in _LEVEL for tf in timeframes):
-            from marketlake.kernels.bridge import load
+            from marketlake.pipeline.providers.synthetic_split import load
 
             load()
 
@@ -548,9 +548,9 @@ def _draws(
 def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tuple:
     """One level down: each parent bar (sessions x parents) into its children (sessions x
     parents * children; padding slots hold values that are never used), by the compiled
-    bridge (:func:`marketlake.kernels.bridge.split_into`), imported on the first intraday
+    bridge (:func:`.synthetic_split.split_into`), imported on the first intraday
     request: a daily-only run never loads numba for it."""
-    from marketlake.kernels.bridge import split_into
+    from marketlake.pipeline.providers.synthetic_split import split_into
 
     sessions, parents = parent[0].shape
     r = lay["sqrt_frac"].shape[-1]

@@ -11,9 +11,8 @@ import numba
 import numpy as np
 import pytest
 
-from marketlake.kernels import _cache, bridge
 from marketlake.pipeline.config import ProviderSettings
-from marketlake.pipeline.providers import synthetic
+from marketlake.pipeline.providers import synthetic, synthetic_split
 from marketlake.pipeline.providers.base import FetchRequest
 
 
@@ -99,12 +98,8 @@ def test_the_synthetic_market_uses_only_the_signature_built_ahead():
         for tf in ("4h", "1h", "15m", "1m"):
             start = now - timedelta(days=5)
             assert p.fetch(FetchRequest.bars(sym, tf, start, now, instrument=inst)).height > 0
-    built = {
-        tuple(numba.typeof(a) for a in args)
-        for d, args in _cache.precompile_calls()
-        if d is bridge.split_into
-    }
-    assert set(map(tuple, bridge.split_into.signatures)) <= built
+    built = tuple(numba.typeof(a) for a in synthetic_split.example_args())
+    assert set(map(tuple, synthetic_split.split_into.signatures)) <= {built}
 
 
 PREPARED = """
@@ -114,17 +109,39 @@ from marketlake.pipeline.providers.synthetic import SyntheticProvider
 
 p = SyntheticProvider(ProviderSettings("synthetic", options={"seed": 3}))
 p.prepare(sys.argv[1:])
-loaded = "marketlake.kernels.bridge" in sys.modules
-sigs = len(sys.modules["marketlake.kernels.bridge"].split_into.signatures) if loaded else 0
-print(json.dumps([loaded, sigs]))
+split = sys.modules.get("marketlake.pipeline.providers.synthetic_split")
+sigs = len(split.split_into.signatures) if split is not None else 0
+print(json.dumps([split is not None, sigs, "marketlake.kernels" in sys.modules]))
 """
 
 
-@pytest.mark.parametrize(("timeframes", "want"), [(["1D"], [False, 0]), (["1D", "1h"], [True, 1])])
+@pytest.mark.parametrize(
+    ("timeframes", "want"), [(["1D"], [False, 0, False]), (["1D", "1h"], [True, 1, False])]
+)
 def test_a_sync_asking_for_intraday_bars_loads_the_split_while_it_plans(timeframes, want):
     """``prepare`` (a sync's hook, run on a thread while it plans) loads the compiled split
-    only when intraday bars were asked for: a daily run never loads numba for it."""
+    only when intraday bars were asked for: a daily run never loads numba for it. Neither
+    loads the indicator kernels (importing them starts loading all of them)."""
     out = subprocess.run(
         [sys.executable, "-c", PREPARED, *timeframes], capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == want
+
+
+def test_build_step_precompiles_the_split_without_polars():
+    """setup.py precompiles the split too, in a build environment with numba and numpy only:
+    the module imports and builds its example arguments without polars or pyarrow."""
+    code = """
+import sys
+
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("polars", "pyarrow"):
+            raise ImportError(name)
+
+sys.meta_path.insert(0, Missing())
+from marketlake.pipeline.providers import synthetic_split
+print(len(synthetic_split.example_args()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(len(synthetic_split.example_args()))
