@@ -188,9 +188,12 @@ def write_files(
     one = _one_values(frame, kinds) if frame.height >= 1024 else {}
     text = {c for c in one if frame.schema[c] == pl.String and schema.field(c).type == pa.string()}
     same = {c: v for c, v in one.items() if c in text}
-    fill = {c: frame.get_column(c).head(1) for c in one if c not in text}
+    # asked by queries, not of the columns: a column made from a literal stays one value
+    firsts = frame.select(pl.col(c).head(1) for c in one if c not in text)
+    fill = {c: firsts.get_column(c) for c in firsts.columns}
     n = frame.height
-    nulls = [c for c in cols if n and (c not in frame or frame.get_column(c).null_count() == n)]
+    nulls_in = frame.select(pl.col(c).null_count() for c in cols if c in frame)
+    nulls = [c for c in cols if n and (nulls_in.get_column(c)[0] if c in frame else n) == n]
     data, parts = _parts(tdef, frame, [*one, *nulls])
     body = data.select(c for c in cols if c in data.columns)
     whole = to_file_arrow(body, schema, same, fill) if parts else None
