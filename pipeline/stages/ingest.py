@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import polars as pl
@@ -37,6 +37,7 @@ from marketlake.errors import (
 from marketlake.lake.frames import series_runs
 from marketlake.lake.store import Lake, Written
 from marketlake.lake.tables import (
+    INTRADAY,
     polars_schema,
     single_timeframe,
     value_columns,
@@ -90,6 +91,9 @@ SPLIT_ROWS = 100_000
 # batches handed over and not yet committed while the next fills: one commits, one has its
 # files written ahead (a local bulk load), one is checked -- each stage on a thread of its own
 PIPELINED_BATCHES = 2
+# a batch's bars make a file per partition they span: one spanning many (ten years of hourly
+# bars, a partition per month) holds up to twice batch_rows, for files of this many rows
+FILE_ROWS = 32_768
 
 
 @dataclass
@@ -588,10 +592,34 @@ class _Batch:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
         self.rows = 0
+        self.partitions: set[tuple[str, int, int]] = set()  # (timeframe, first, last) codes
 
     def add(self, o: Outcome) -> None:
         self.outcomes.append(o)
         self.rows += 0 if o.frame is None else o.frame.height
+        u = o.unit
+        if u.kind == "ohlcv" and self.rows:
+            monthly = u.timeframe in INTRADAY
+            code = (lambda t: t.year * 12 + t.month - 1) if monthly else (lambda t: t.year)
+            self.partitions.add(
+                (u.timeframe, code(u.start), code(u.end - timedelta(microseconds=1)))
+            )
+
+    def full(self, tasks: int, rows: int) -> bool:
+        """Whether the batch holds ``tasks`` units, or ``rows`` rows and enough for files of
+        ``FILE_ROWS`` rows in the partitions its bars span (at most twice ``rows``): a bulk
+        load of ten years of hourly bars in batches of ``rows`` wrote 121 files of 16k rows
+        per batch, each file a fixed cost (its creation, its writer, its statistics)."""
+        if len(self.outcomes) >= tasks:
+            return True
+        if self.rows < rows:
+            return False
+        spans: dict[str, tuple[int, int]] = {}
+        for tf, a, b in self.partitions:
+            lo, hi = spans.get(tf, (a, b))
+            spans[tf] = (min(lo, a), max(hi, b))
+        parts = sum(hi - lo + 1 for lo, hi in spans.values())
+        return self.rows >= min(2 * rows, FILE_ROWS * parts)
 
     def ends_before(self, unit: Unit) -> bool:
         """Whether ``unit`` starts the bars of another timeframe after at least ``SPLIT_ROWS``
@@ -760,10 +788,7 @@ class Sync:
                             error=o.error,
                             rows=0 if o.frame is None else o.frame.height,
                         )
-                        if (
-                            len(batch.outcomes) >= self.settings.batch_tasks
-                            or batch.rows >= self.settings.batch_rows
-                        ):
+                        if batch.full(self.settings.batch_tasks, self.settings.batch_rows):
                             hand_over(batch)
                             batch = _Batch()
                     # the plan's order says where a timeframe's bars end: the batch goes

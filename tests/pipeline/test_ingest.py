@@ -310,6 +310,38 @@ def test_packs_span_a_bounded_number_of_bars():
     assert [len(p) for p in ingest._packs(day, lambda *_: 0, 3)] == [1] * 7
 
 
+def test_a_batch_spanning_many_partitions_holds_rows_for_files_of_a_fair_size():
+    """A batch goes at batch_rows rows, unless its bars span so many partitions (a month each
+    for intraday bars, a year for daily) that its files would be small: then at up to twice
+    as many, FILE_ROWS rows per partition."""
+    from marketlake.pipeline.planning import Unit
+    from marketlake.pipeline.stages import ingest
+
+    def batch(tf: str, days: int, rows: int, units: int = 4) -> ingest._Batch:
+        b = ingest._Batch()
+        for i in range(units):
+            span = ((NOW - timedelta(days=days), NOW),)
+            u = Unit("equity", f"S{i}", tf, "ohlcv", "synthetic", "never", span)
+            b.add(ingest.Outcome(u, pl.DataFrame({"x": range(rows // units)})))
+        return b
+
+    fair, rows = ingest.FILE_ROWS, 2_000_000
+    # ten years of daily bars: 11 yearly partitions, files of far more than FILE_ROWS rows
+    assert batch("1D", 3653, rows).full(5000, rows)
+    assert not batch("1D", 3653, rows - 4).full(5000, rows)
+    # a year of hourly bars: 13 monthly partitions, the same
+    assert batch("1h", 365, rows).full(5000, rows)
+    # ten years of hourly bars (121 monthly partitions): files of FILE_ROWS rows ...
+    assert not batch("1h", 3653, rows).full(5000, rows)
+    assert not batch("1h", 3653, 120 * fair).full(5000, rows)
+    assert batch("1h", 3653, 121 * fair).full(5000, rows)
+    # ... and never more than twice batch_rows
+    assert batch("1h", 3653, rows).full(5000, rows // 2)
+    # batch_tasks still bounds the units; one new day is one partition
+    assert batch("1h", 3653, 100).full(4, rows)
+    assert batch("1h", 1, rows).full(5000, rows)
+
+
 def test_a_bulk_loads_batches_hold_one_timeframe_each(home, monkeypatch):
     from marketlake.pipeline.stages import ingest
 
