@@ -349,7 +349,7 @@ class SyntheticProvider(Provider):
         every column included (``symbol``: one, or a series of one per row): built from
         arrays. The columns of one value (the timeframe, the provider, a null open interest)
         are polars literals: kept as one value, not one per row, through slicing, checks and
-        concatenation (a ten-year hourly bulk load had spent a tenth of its page faults
+        concatenation (a ten-year hourly bulk load had spent a sixth of its page faults
         writing them out)."""
         o, h, lo, c, v, adj, final = values
         n = len(ts)

@@ -588,6 +588,11 @@ def _serialized(progress: Progress) -> Progress:
     return report
 
 
+def _period(t: datetime, monthly: bool) -> int:
+    """The number of ``t``'s partition: its month (intraday bars) or its year (daily)."""
+    return t.year * 12 + t.month - 1 if monthly else t.year
+
+
 class _Batch:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
@@ -598,12 +603,10 @@ class _Batch:
         self.outcomes.append(o)
         self.rows += 0 if o.frame is None else o.frame.height
         u = o.unit
-        if u.kind == "ohlcv" and self.rows:
+        if u.kind == "ohlcv" and o.frame is not None and not o.frame.is_empty():
+            last = u.end - timedelta(microseconds=1)
             monthly = u.timeframe in INTRADAY
-            code = (lambda t: t.year * 12 + t.month - 1) if monthly else (lambda t: t.year)
-            self.partitions.add(
-                (u.timeframe, code(u.start), code(u.end - timedelta(microseconds=1)))
-            )
+            self.partitions.add((u.timeframe, _period(u.start, monthly), _period(last, monthly)))
 
     def full(self, tasks: int, rows: int) -> bool:
         """Whether the batch holds ``tasks`` units, or ``rows`` rows and enough for files of
