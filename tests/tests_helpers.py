@@ -1,6 +1,8 @@
 """Small builders shared by tests, and the one place that finds the recorded fixtures."""
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +33,27 @@ def require(path: Path, what: str) -> Path:
     if in_ci():
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+_WITHOUT_POLARS = """
+import sys
+
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("polars", "pyarrow"):
+            raise ImportError(name)
+
+sys.meta_path.insert(0, Missing())
+"""
+
+
+def run_without_polars(code: str) -> str:
+    """The output of ``code`` run in a new interpreter where polars and pyarrow cannot be
+    imported (as in the build environment, which has numba and numpy only)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_POLARS + code], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
 
 
 def bars(symbols, days=3, start=datetime(2024, 1, 1, tzinfo=UTC), close=1.0, tf="1D"):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import numba
 import polars as pl
 import pytest
 from kernels_testdata import frame_of, random_walk
+from tests_helpers import run_without_polars
 
 from marketlake import kernels
 from marketlake.kernels import _cache, driver
@@ -61,20 +60,8 @@ def test_fingerprint_ignores_mtimes_but_not_contents(tmp_path, monkeypatch):
 def test_build_step_needs_no_polars():
     """setup.py precompiles with numba and numpy only (the build environment has nothing else):
     with polars and pyarrow unimportable the package still imports and builds its calls."""
-    code = """
-import sys
-
-class Missing:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("polars", "pyarrow"):
-            raise ImportError(name)
-
-sys.meta_path.insert(0, Missing())
-import marketlake.kernels._cache as c
-print(len(c.precompile_calls()))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(len(_cache.precompile_calls()))
+    code = "import marketlake.kernels._cache as c\nprint(len(c.precompile_calls()))"
+    assert run_without_polars(code) == str(len(_cache.precompile_calls()))
 
 
 def test_many_groups_and_one_task_per_op_agree():

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numba
 import numpy as np
 import pytest
+from tests_helpers import run_without_polars
 
 from marketlake.pipeline.config import ProviderSettings
 from marketlake.pipeline.providers import synthetic, synthetic_split
@@ -131,17 +132,5 @@ def test_a_sync_asking_for_intraday_bars_loads_the_split_while_it_plans(timefram
 def test_build_step_precompiles_the_split_without_polars():
     """setup.py precompiles the split too, in a build environment with numba and numpy only:
     the module imports and builds its example arguments without polars or pyarrow."""
-    code = """
-import sys
-
-class Missing:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("polars", "pyarrow"):
-            raise ImportError(name)
-
-sys.meta_path.insert(0, Missing())
-from marketlake.pipeline.providers import synthetic_split
-print(len(synthetic_split.example_args()))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(len(synthetic_split.example_args()))
+    code = "from marketlake.pipeline.providers import synthetic_split as s\nprint(len(s.example_args()))"
+    assert run_without_polars(code) == str(len(synthetic_split.example_args()))
