@@ -91,9 +91,13 @@ def test_kill_9_then_rerun_equals_a_clean_run(tmp_path):
         )
         target = _commits(killed) + rng.randint(1, 3)
         deadline = time.time() + 120
-        while _commits(killed) < target and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.random() * 0.3)  # land anywhere between two commits
+        seen, at, gap = _commits(killed), time.time(), 0.05
+        while seen < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+            if (now := _commits(killed)) != seen:
+                seen, at, gap = now, time.time(), time.time() - at
+        # land anywhere before the next commit (a fixed wait could outlast the whole run)
+        time.sleep(rng.random() * gap)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
