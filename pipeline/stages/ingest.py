@@ -597,16 +597,18 @@ class _Batch:
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
         self.rows = 0
-        self.partitions: set[tuple[str, int, int]] = set()  # (timeframe, first, last) codes
+        self.spans: dict[str, tuple[int, int]] = {}  # per timeframe: first and last partition
 
     def add(self, o: Outcome) -> None:
         self.outcomes.append(o)
         self.rows += 0 if o.frame is None else o.frame.height
         u = o.unit
         if u.kind == "ohlcv" and o.frame is not None and not o.frame.is_empty():
-            last = u.end - timedelta(microseconds=1)
             monthly = u.timeframe in INTRADAY
-            self.partitions.add((u.timeframe, _period(u.start, monthly), _period(last, monthly)))
+            a = _period(u.start, monthly)
+            b = _period(u.end - timedelta(microseconds=1), monthly)
+            lo, hi = self.spans.get(u.timeframe, (a, b))
+            self.spans[u.timeframe] = (min(lo, a), max(hi, b))
 
     def full(self, tasks: int, rows: int) -> bool:
         """Whether the batch holds ``tasks`` units, or ``rows`` rows and enough for files of
@@ -617,11 +619,7 @@ class _Batch:
             return True
         if self.rows < rows:
             return False
-        spans: dict[str, tuple[int, int]] = {}
-        for tf, a, b in self.partitions:
-            lo, hi = spans.get(tf, (a, b))
-            spans[tf] = (min(lo, a), max(hi, b))
-        parts = sum(hi - lo + 1 for lo, hi in spans.values())
+        parts = sum(hi - lo + 1 for lo, hi in self.spans.values())
         return self.rows >= min(2 * rows, FILE_ROWS * parts)
 
     def ends_before(self, unit: Unit) -> bool:
