@@ -5,7 +5,9 @@ and ``pip install -e .`` compile the kernels once, on the installing machine, in
 ``kernels/__pycache__`` (of the built tree, or of the source tree for an editable install),
 and the synthetic market's split into ``pipeline/providers/__pycache__``.
 Without it the first run compiles for 25-50 s; see ``kernels/_cache.py`` for why a build-time
-cache was chosen. A failure here never fails the build: the first run then compiles as before.
+cache was chosen. It also compiles the split ahead of time into an extension module that loads
+without numba (``pipeline/providers/synthetic_split_aot.py``). A failure here never fails the
+build: the first run then compiles as before, and the market uses numba's split.
 """
 
 import subprocess
@@ -26,6 +28,21 @@ from marketlake.pipeline.providers import synthetic_split
 precompile()
 synthetic_split.precompile()
 """
+_BUILD_SPLIT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from marketlake.pipeline.providers import synthetic_split_aot
+print("built", synthetic_split_aot.build().name)
+"""
+
+
+def _run(code: str, tmp: str, failed: str) -> None:
+    try:
+        ok = subprocess.run([sys.executable, "-c", code, tmp], timeout=900).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    if not ok:
+        print(f"warning: {failed}")
 
 
 class BuildPyWithKernels(build_py):
@@ -40,13 +57,9 @@ class BuildPyWithKernels(build_py):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "marketlake").symlink_to(root, target_is_directory=True)
             print("compiling the indicator kernels into numba's cache (about a minute)")
-            try:
-                done = subprocess.run([sys.executable, "-c", _PRECOMPILE, tmp], timeout=900)
-                ok = done.returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-            if not ok:
-                print("warning: kernels not precompiled; the first run will compile them")
+            _run(_PRECOMPILE, tmp, "kernels not precompiled; the first run will compile them")
+            print("compiling the synthetic market's split ahead of time")
+            _run(_BUILD_SPLIT, tmp, "split not built ahead of time; numba's will be used")
 
 
 setup(cmdclass={"build_py": BuildPyWithKernels})

@@ -155,10 +155,10 @@ def bench_synthetic(tmp: Path, symbols: int) -> None:
 
     from marketlake.pipeline.providers import synthetic
 
-    # a process's first intraday request loads numba and the compiled split from its cache
+    # a process's first intraday request loads the compiled split (built ahead of time)
     # (once per process, like the imports above): timed on its own, then the caches cleared
     first = timed(lambda: p.fetch(FetchRequest.bars("G-FIRST", "1h", NOW - timedelta(days=1), NOW)))
-    print(f"  a process's first intraday request: {first[0]:.2f} s (numba loaded)")
+    print(f"  a process's first intraday request: {first[0]:.2f} s (the compiled split loaded)")
     synthetic.clear_caches()
     t0c = time.process_time()
     wall, bars = timed(generate)

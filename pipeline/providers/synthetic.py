@@ -27,7 +27,8 @@ symbols (a nightly run asks one new day of thousands) are computed together, all
 on one grid of symbols x sessions, their generators seeded in one pass
 (:mod:`.synthetic_seeds`); each intraday level splits all sessions of a pack of requests in
 one call of a compiled kernel (:mod:`.synthetic_split`, the same arithmetic in one
-pass), their generators seeded in one pass too.
+pass; built ahead of time by :mod:`.synthetic_split_aot`), their generators seeded in one
+pass too.
 This version of the market (calendars from exchange-calendars, year anchors) replaced one with
 hand-written NYSE holidays and a path cumulated from 2000: the same seed gives different
 series.
@@ -47,7 +48,11 @@ import numpy as np
 import polars as pl
 
 from marketlake.pipeline import freshness
-from marketlake.pipeline.providers import synthetic_seeds, synthetic_sessions
+from marketlake.pipeline.providers import (
+    synthetic_seeds,
+    synthetic_sessions,
+    synthetic_split_aot,
+)
 from marketlake.pipeline.providers.base import (
     Capabilities,
     FetchRequest,
@@ -199,9 +204,7 @@ class SyntheticProvider(Provider):
         """Load the compiled intraday split when the run asked for intraday bars (its first
         intraday request would wait for it, with every fetch thread behind it)."""
         if any(tf in _LEVEL for tf in timeframes):
-            from marketlake.pipeline.providers.synthetic_split import load
-
-            load()
+            synthetic_split_aot.kernel()
 
     # --- daily path -----------------------------------------------------------------------
     def _first_year(self, start: datetime, now: datetime) -> int:
@@ -552,10 +555,9 @@ def _draws(
 def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tuple:
     """One level down: each parent bar (sessions x parents) into its children (sessions x
     parents * children; padding slots hold values that are never used), by the compiled
-    bridge (:func:`.synthetic_split.split_into`), imported on the first intraday
-    request: a daily-only run never loads numba for it."""
-    from marketlake.pipeline.providers.synthetic_split import split_into
-
+    bridge (:func:`.synthetic_split.split_into`, built ahead of time where it could be:
+    :mod:`.synthetic_split_aot`), loaded on the first intraday request."""
+    split_into = synthetic_split_aot.kernel()
     sessions, parents = parent[0].shape
     r = lay["sqrt_frac"].shape[-1]
     names = ("sqrt_frac", "cumfrac", "tail", "invalid", "weight")

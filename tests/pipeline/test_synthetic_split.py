@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import numba
@@ -13,7 +10,7 @@ import pytest
 from tests_helpers import run_without_polars
 
 from marketlake.pipeline.config import ProviderSettings
-from marketlake.pipeline.providers import synthetic, synthetic_split
+from marketlake.pipeline.providers import synthetic, synthetic_split, synthetic_split_aot
 from marketlake.pipeline.providers.base import FetchRequest
 
 
@@ -88,9 +85,11 @@ def test_the_kernel_splits_as_the_numpy_passes_did(minutes, level, longest):
         assert np.array_equal(a[valid], b[valid]), name
 
 
-def test_the_synthetic_market_uses_only_the_signature_built_ahead():
+def test_the_synthetic_market_uses_only_the_signature_built_ahead(monkeypatch):
     """The build-time cache holds the one signature the market's split passes, so an intraday
-    request on a fresh install compiles nothing."""
+    request on a fresh install compiles nothing (numba's split: where no module was built
+    ahead of time)."""
+    monkeypatch.setattr(synthetic_split_aot, "_KERNEL", synthetic_split.split_into)
     now = datetime(2026, 1, 5, 22, tzinfo=UTC)
     p = synthetic.SyntheticProvider(
         ProviderSettings("synthetic", options={"seed": 3}), clock=lambda: now
@@ -101,32 +100,6 @@ def test_the_synthetic_market_uses_only_the_signature_built_ahead():
             assert p.fetch(FetchRequest.bars(sym, tf, start, now, instrument=inst)).height > 0
     built = tuple(numba.typeof(a) for a in synthetic_split.example_args())
     assert set(map(tuple, synthetic_split.split_into.signatures)) <= {built}
-
-
-PREPARED = """
-import json, sys
-from marketlake.pipeline.config import ProviderSettings
-from marketlake.pipeline.providers.synthetic import SyntheticProvider
-
-p = SyntheticProvider(ProviderSettings("synthetic", options={"seed": 3}))
-p.prepare(sys.argv[1:])
-split = sys.modules.get("marketlake.pipeline.providers.synthetic_split")
-sigs = len(split.split_into.signatures) if split is not None else 0
-print(json.dumps([split is not None, sigs, "marketlake.kernels" in sys.modules]))
-"""
-
-
-@pytest.mark.parametrize(
-    ("timeframes", "want"), [(["1D"], [False, 0, False]), (["1D", "1h"], [True, 1, False])]
-)
-def test_a_sync_asking_for_intraday_bars_loads_the_split_while_it_plans(timeframes, want):
-    """``prepare`` (a sync's hook, run on a thread while it plans) loads the compiled split
-    only when intraday bars were asked for: a daily run never loads numba for it. Neither
-    loads the indicator kernels (importing them starts loading all of them)."""
-    out = subprocess.run(
-        [sys.executable, "-c", PREPARED, *timeframes], capture_output=True, text=True, check=True
-    )
-    assert json.loads(out.stdout) == want
 
 
 def test_build_step_precompiles_the_split_without_polars():
