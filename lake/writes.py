@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate
 from typing import Any
@@ -165,23 +166,28 @@ def group_rows(data: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[
     return (data if together else data[groups.get_column("_row").explode()]), spans
 
 
-def write_files(
-    location: LakeLocation, tdef: TableDef, frame: pl.DataFrame
-) -> tuple[int, list[AddAction]]:
-    """Write ``frame`` as new parquet files under the table at ``location``; returns the rows
-    written and the files' add actions. The files stay invisible until a commit names them
-    (a crash before it leaves only files ``maintain`` removes). Usable in any process that
-    can reach the storage: distributed workers write here and return the add actions.
+@dataclass(frozen=True)
+class LaidOut:
+    """Rows of a table laid out for its data files (:func:`lay_out`): ``table`` in the files'
+    columns and types with its rows grouped by partition (None without rows), each
+    partition's values, first row and number of rows there, and the rows in all."""
 
-    The rows are grouped by partition in one gather and made arrow once; each file is a
-    zero-copy slice of that table (a bulk load's batch of hourly bars spans ten years of
-    monthly partitions: converting each of its 121 parts on its own cost a third as much
-    again as encoding them). Columns holding one value on every row (a run id, a
-    provider, a stamp, a flag, a column no row has) are left out of the gather and made
-    again for the files: with the partition columns they were half of its cost."""
+    table: pa.Table | None
+    parts: list[Span]
+    rows: int
+
+
+def lay_out(tdef: TableDef, frame: pl.DataFrame) -> LaidOut:
+    """``frame``'s rows laid out for new data files of the table: grouped by partition in
+    one gather and made arrow once, each file then a zero-copy slice (a bulk load's batch of
+    hourly bars spans ten years of monthly partitions: converting each of its 121 parts on
+    its own cost a third as much again as encoding them). Columns holding one value on every
+    row (a run id, a provider, a stamp, a flag, a column no row has) are left out of the
+    gather and made again for the files: with the partition columns they were half of its
+    cost. Needs no storage: a sync lays out a batch on its check thread while the files of
+    the one before are written."""
     cols = [c for c in tdef.schema.names if c not in tdef.partitions]
     schema = pa.schema([tdef.schema.field(c) for c in cols])
-    written: list[str] = []
     # a column with one value in the whole frame has it in every part: asked once
     # (no floats: their min and max do not tell -0.0 from 0.0)
     kinds = [c for c in cols if c in frame and _may_hold_one_value(frame.schema[c])]
@@ -196,12 +202,20 @@ def write_files(
     nulls = [c for c in cols if n and (nulls_in.get_column(c)[0] if c in frame else n) == n]
     data, parts = _parts(tdef, frame, [*one, *nulls])
     body = data.select(c for c in cols if c in data.columns)
-    whole = to_file_arrow(body, schema, same, fill) if parts else None
+    return LaidOut(to_file_arrow(body, schema, same, fill) if parts else None, parts, data.height)
+
+
+def write_laid_out(location: LakeLocation, tdef: TableDef, laid: LaidOut) -> list[AddAction]:
+    """Write the files of ``laid`` (:func:`lay_out`), one per partition, under the table at
+    ``location``; their add actions. The files stay invisible until a commit names them (a
+    crash before it leaves only files ``maintain`` removes); on an error those written so
+    far are removed."""
+    written: list[str] = []
 
     def write(part: Span) -> AddAction:
         key, first, n = part
         values, rel = partition_file(tdef.name, tdef.partitions, key)
-        table = whole.slice(first, n)  # zero-copy
+        table = laid.table.slice(first, n)  # zero-copy
         written.append(rel)
         size, meta = write_file(location, tdef.name, rel, table)
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta, table))
@@ -209,11 +223,21 @@ def write_files(
     try:
         with lake_errors("append to", tdef.name):
             with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow releases the GIL
-                adds = list(pool.map(write, parts))
+                return list(pool.map(write, laid.parts))
     except BaseException:
         remove_files(location, tdef.name, written)
         raise
-    return data.height, adds
+
+
+def write_files(
+    location: LakeLocation, tdef: TableDef, frame: pl.DataFrame
+) -> tuple[int, list[AddAction]]:
+    """Write ``frame`` as new parquet files under the table at ``location`` (:func:`lay_out`,
+    then :func:`write_laid_out`); returns the rows written and the files' add actions.
+    Usable in any process that can reach the storage: distributed workers write here and
+    return the add actions."""
+    laid = lay_out(tdef, frame)
+    return laid.rows, write_laid_out(location, tdef, laid)
 
 
 def write_partitioned(
@@ -641,6 +665,9 @@ __all__ = [
     "file_options",
     "write_file",
     "write_files",
+    "lay_out",
+    "write_laid_out",
+    "LaidOut",
     "write_parquet",
     "write_partitioned",
 ]
