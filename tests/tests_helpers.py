@@ -6,12 +6,14 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from marketlake.lake.tables import period_expr
+from marketlake.pipeline.providers import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +56,23 @@ def run_without_polars(code: str) -> str:
         [sys.executable, "-c", _WITHOUT_POLARS + code], capture_output=True, text=True, check=True
     )
     return out.stdout.strip()
+
+
+def split_case(minutes: int, level: int, longest: int, sessions: int = 300):
+    """Random parent bars, the layout and the draws of one level of the synthetic market's
+    split (``synthetic._split``'s arguments), with bars without volume and flat bars."""
+    rng = np.random.default_rng(level * 10_000 + minutes)
+    lay = synthetic._layout(minutes, level, longest)
+    parents, r = lay["sqrt_frac"].shape
+    o = 100 * np.exp(rng.normal(0, 0.02, (sessions, parents)))
+    c = o * np.exp(rng.normal(0, 0.02, (sessions, parents)))
+    h = np.maximum(o, c) * np.exp(np.abs(rng.normal(0, 0.01, (sessions, parents))))
+    lo = np.minimum(o, c) * np.exp(-np.abs(rng.normal(0, 0.01, (sessions, parents))))
+    v = np.round(rng.uniform(0, 1e6, (sessions, parents)))
+    v[:3] = 0.0  # no volume to share
+    h[3:6] = lo[3:6] = o[3:6] = c[3:6]  # a flat bar: no range to walk in
+    draws = rng.random((4, sessions, parents * r), dtype=np.float32)
+    return (o, h, lo, c, v), lay, draws
 
 
 def bars(symbols, days=3, start=datetime(2024, 1, 1, tzinfo=UTC), close=1.0, tf="1D"):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numba
 import numpy as np
 import pytest
-from tests_helpers import run_without_polars
+from tests_helpers import run_without_polars, split_case
 
 from marketlake.pipeline.config import ProviderSettings
 from marketlake.pipeline.providers import synthetic, synthetic_split, synthetic_split_aot
@@ -65,19 +65,7 @@ def numpy_split(parent, lay, draws):
     ],
 )
 def test_the_kernel_splits_as_the_numpy_passes_did(minutes, level, longest):
-    rng = np.random.default_rng(level * 10_000 + minutes)
-    lay = synthetic._layout(minutes, level, longest)
-    parents, r = lay["sqrt_frac"].shape
-    sessions = 300
-    o = 100 * np.exp(rng.normal(0, 0.02, (sessions, parents)))
-    c = o * np.exp(rng.normal(0, 0.02, (sessions, parents)))
-    h = np.maximum(o, c) * np.exp(np.abs(rng.normal(0, 0.01, (sessions, parents))))
-    lo = np.minimum(o, c) * np.exp(-np.abs(rng.normal(0, 0.01, (sessions, parents))))
-    v = np.round(rng.uniform(0, 1e6, (sessions, parents)))
-    v[:3] = 0.0  # no volume to share
-    h[3:6] = lo[3:6] = o[3:6] = c[3:6]  # a flat bar: no range to walk in
-    draws = rng.random((4, sessions, parents * r), dtype=np.float32)
-    parent = (o, h, lo, c, v)
+    parent, lay, draws = split_case(minutes, level, longest)
     want = numpy_split(parent, {k: x[None] for k, x in lay.items()}, draws)
     got = synthetic._split(parent, lay, draws)
     for name, a, b in zip(("open", "high", "low", "close", "volume"), want, got, strict=True):

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from tests_helpers import run_without_polars
+from tests_helpers import run_without_polars, split_case
 
 from marketlake.pipeline.providers import synthetic, synthetic_split, synthetic_split_aot
 
@@ -23,22 +23,12 @@ def test_the_install_built_the_split_for_the_current_source():
     assert synthetic_split_aot.kernel() is module.split_into
 
 
-def _case(minutes: int, level: int, longest: int, seed: int):
-    rng = np.random.default_rng(seed)
-    lay = synthetic._layout(minutes, level, longest)
+def _case(minutes: int, level: int, longest: int):
+    parent, lay, draws = split_case(minutes, level, longest, sessions=200)
     parents, r = lay["sqrt_frac"].shape
-    sessions = 200
-    o = 100 * np.exp(rng.normal(0, 0.02, (sessions, parents)))
-    c = o * np.exp(rng.normal(0, 0.02, (sessions, parents)))
-    h = np.maximum(o, c) * np.exp(np.abs(rng.normal(0, 0.01, (sessions, parents))))
-    lo = np.minimum(o, c) * np.exp(-np.abs(rng.normal(0, 0.01, (sessions, parents))))
-    v = np.round(rng.uniform(0, 1e6, (sessions, parents)))
-    v[:3] = 0.0
-    h[3:6] = lo[3:6] = o[3:6] = c[3:6]
-    draws = rng.random((4, sessions, parents * r), dtype=np.float32)
     names = ("sqrt_frac", "cumfrac", "tail", "invalid", "weight")
-    inputs = [o, h, lo, c, v, *(np.reshape(lay[k], (parents, r)) for k in names), draws]
-    return [synthetic._read_only(a) for a in inputs], (5, sessions, parents * r)
+    inputs = [*parent, *(np.reshape(lay[k], (parents, r)) for k in names), draws]
+    return [synthetic._read_only(a) for a in inputs], (5, 200, parents * r)
 
 
 @pytest.mark.parametrize(
@@ -47,7 +37,7 @@ def _case(minutes: int, level: int, longest: int, seed: int):
 )
 def test_the_built_split_gives_what_numbas_gives(minutes, level, longest):
     """Every slot, padding included, equal to the jitted split's on the same inputs."""
-    inputs, shape = _case(minutes, level, longest, seed=minutes * 10 + level)
+    inputs, shape = _case(minutes, level, longest)
     built, jitted = np.full(shape, np.nan), np.full(shape, np.nan)
     synthetic_split_aot.kernel()(*inputs, built)
     synthetic_split.split_into(*inputs, jitted)
