@@ -279,20 +279,12 @@ class Lake:
             f"write to {name} failed: other writers committed first {ATTEMPTS} times"
         )
 
-    def lay_out(self, name: str, frame: pl.DataFrame) -> writes.LaidOut:
-        """``frame``'s rows laid out for new data files of the table (grouped by partition,
-        made arrow; :func:`~marketlake.lake.writes.lay_out`): no storage is touched, so a
-        bulk load lays out the next batch while the files of one before are written."""
-        return writes.lay_out(TABLES[name], frame)
-
-    def write_ahead(self, name: str, rows: pl.DataFrame | writes.LaidOut) -> Written:
-        """Write ``rows`` (a frame, or laid out by :meth:`lay_out`) as new data files of the
-        table, not committed: invisible until :meth:`commit_written` names them (a crash
-        before leaves only files ``maintain`` removes). A bulk load writes the next batch's
-        files while the previous commits."""
-        laid = rows if isinstance(rows, writes.LaidOut) else self.lay_out(name, rows)
-        adds = writes.write_laid_out(self.location, TABLES[name], laid)
-        return Written(name, laid.rows, adds)
+    def write_ahead(self, name: str, frame: pl.DataFrame) -> Written:
+        """Write ``frame`` as new data files of the table, not committed: invisible until
+        :meth:`commit_written` names them (a crash before leaves only files ``maintain``
+        removes). A bulk load writes the next batch's files while the previous commits."""
+        rows, adds = writes.write_files(self.location, TABLES[name], frame)
+        return Written(name, rows, adds)
 
     def commit_written(
         self, written: Written, *, run_id: str, stage: str, read_version: int | None

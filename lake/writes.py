@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate
 from typing import Any
@@ -166,28 +165,23 @@ def group_rows(data: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, list[
     return (data if together else data[groups.get_column("_row").explode()]), spans
 
 
-@dataclass(frozen=True)
-class LaidOut:
-    """Rows of a table laid out for its data files (:func:`lay_out`): ``table`` in the files'
-    columns and types with its rows grouped by partition (None without rows), each
-    partition's values, first row and number of rows there, and the rows in all."""
+def write_files(
+    location: LakeLocation, tdef: TableDef, frame: pl.DataFrame
+) -> tuple[int, list[AddAction]]:
+    """Write ``frame`` as new parquet files under the table at ``location``; returns the rows
+    written and the files' add actions. The files stay invisible until a commit names them
+    (a crash before it leaves only files ``maintain`` removes). Usable in any process that
+    can reach the storage: distributed workers write here and return the add actions.
 
-    table: pa.Table | None
-    parts: list[Span]
-    rows: int
-
-
-def lay_out(tdef: TableDef, frame: pl.DataFrame) -> LaidOut:
-    """``frame``'s rows laid out for new data files of the table: grouped by partition in
-    one gather and made arrow once, each file then a zero-copy slice (a bulk load's batch of
-    hourly bars spans ten years of monthly partitions: converting each of its 121 parts on
-    its own cost a third as much again as encoding them). Columns holding one value on every
-    row (a run id, a provider, a stamp, a flag, a column no row has) are left out of the
-    gather and made again for the files: with the partition columns they were half of its
-    cost. Needs no storage: a sync lays out a batch on its check thread while the files of
-    the one before are written."""
+    The rows are grouped by partition in one gather and made arrow once; each file is a
+    zero-copy slice of that table (a bulk load's batch of hourly bars spans ten years of
+    monthly partitions: converting each of its 121 parts on its own cost a third as much
+    again as encoding them). Columns holding one value on every row (a run id, a
+    provider, a stamp, a flag, a column no row has) are left out of the gather and made
+    again for the files: with the partition columns they were half of its cost."""
     cols = [c for c in tdef.schema.names if c not in tdef.partitions]
     schema = pa.schema([tdef.schema.field(c) for c in cols])
+    written: list[str] = []
     # a column with one value in the whole frame has it in every part: asked once
     # (no floats: their min and max do not tell -0.0 from 0.0)
     kinds = [c for c in cols if c in frame and _may_hold_one_value(frame.schema[c])]
@@ -202,20 +196,12 @@ def lay_out(tdef: TableDef, frame: pl.DataFrame) -> LaidOut:
     nulls = [c for c in cols if n and (nulls_in.get_column(c)[0] if c in frame else n) == n]
     data, parts = _parts(tdef, frame, [*one, *nulls])
     body = data.select(c for c in cols if c in data.columns)
-    return LaidOut(to_file_arrow(body, schema, same, fill) if parts else None, parts, data.height)
-
-
-def write_laid_out(location: LakeLocation, tdef: TableDef, laid: LaidOut) -> list[AddAction]:
-    """Write the files of ``laid`` (:func:`lay_out`), one per partition, under the table at
-    ``location``; their add actions. The files stay invisible until a commit names them (a
-    crash before it leaves only files ``maintain`` removes); on an error those written so
-    far are removed."""
-    written: list[str] = []
+    whole = to_file_arrow(body, schema, same, fill) if parts else None
 
     def write(part: Span) -> AddAction:
         key, first, n = part
         values, rel = partition_file(tdef.name, tdef.partitions, key)
-        table = laid.table.slice(first, n)  # zero-copy
+        table = whole.slice(first, n)  # zero-copy
         written.append(rel)
         size, meta = write_file(location, tdef.name, rel, table)
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta, table))
@@ -223,21 +209,11 @@ def write_laid_out(location: LakeLocation, tdef: TableDef, laid: LaidOut) -> lis
     try:
         with lake_errors("append to", tdef.name):
             with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow releases the GIL
-                return list(pool.map(write, laid.parts))
+                adds = list(pool.map(write, parts))
     except BaseException:
         remove_files(location, tdef.name, written)
         raise
-
-
-def write_files(
-    location: LakeLocation, tdef: TableDef, frame: pl.DataFrame
-) -> tuple[int, list[AddAction]]:
-    """Write ``frame`` as new parquet files under the table at ``location`` (:func:`lay_out`,
-    then :func:`write_laid_out`); returns the rows written and the files' add actions.
-    Usable in any process that can reach the storage: distributed workers write here and
-    return the add actions."""
-    laid = lay_out(tdef, frame)
-    return laid.rows, write_laid_out(location, tdef, laid)
+    return data.height, adds
 
 
 def write_partitioned(
@@ -665,9 +641,6 @@ __all__ = [
     "file_options",
     "write_file",
     "write_files",
-    "lay_out",
-    "write_laid_out",
-    "LaidOut",
     "write_parquet",
     "write_partitioned",
 ]

@@ -45,7 +45,6 @@ from marketlake.lake.tables import (
     with_period_code,
 )
 from marketlake.lake.validate import check_ohlcv, quarantine_rows
-from marketlake.lake.writes import LaidOut
 from marketlake.pipeline import kept_coverage
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
@@ -415,10 +414,8 @@ class Checked:
     # first and last ts and rows per series of ``good`` (:func:`_spans`), when taken ahead:
     # the spans of what a commit inserts when every row is new
     spans: dict[tuple[str, str], tuple[datetime, datetime, int]] | None = None
-    # a bulk load's rows stamped at ``now``, laid out and written ahead as files of ohlcv,
-    # committed once the lake proves them all new (else the files are dropped and the rows
-    # written)
-    laid: LaidOut | None = None
+    # a bulk load's rows stamped at ``now`` and written ahead as files of ohlcv, committed
+    # once the lake proves them all new (else the files are dropped and the rows written)
     written: Written | None = None
     now: datetime | None = None
 
@@ -839,9 +836,8 @@ class Sync:
 
     # -- the commit of one batch ------------------------------------------------------
     def check(self, batch: _Batch) -> Checked | None:
-        """The batch's bars as one frame, checked (:func:`check_bars`), and laid out for
-        their files when they are written ahead; None without bars. Touches no storage:
-        runs while the previous batch's files are written and the one before commits."""
+        """The batch's bars as one frame, checked (:func:`check_bars`); None without bars.
+        Needs no lake: runs while the previous batch commits."""
         units = [o for o in batch.outcomes if o.error is None and o.unit.kind == "ohlcv"]
         bars = [o.frame for o in units if o.frame is not None and not o.frame.is_empty()]
         if not bars:
@@ -855,24 +851,21 @@ class Sync:
         )
         if not checked.good.is_empty():  # a bulk load's counts, off the commit's path
             checked.spans = _spans(checked.good, checked.timeframe)
-        if self._writes_ahead(checked, units):  # laid out here: the writer only writes
-            checked.now = self.settings.clock()
-            stamped = checked.good.with_columns(
-                pl.lit(checked.now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
-                pl.lit(self.run_id).alias("run_id"),
-            )
-            checked.laid = self.lake.lay_out("ohlcv", stamped)
         return checked
 
     def write_ahead(self, batch: _Batch, checked: Future) -> Checked | None:
-        """The batch's bars checked by ``checked`` (a future of :meth:`check`), their files
-        written ahead when the check laid them out (:meth:`_writes_ahead`). Runs on a thread
-        of its own: the next batch is checked and laid out while this one's files are
-        encoded."""
+        """The batch's bars checked by ``checked`` (a future of :meth:`check`), written
+        ahead as files of ohlcv when :meth:`_writes_ahead` says so. Runs on a thread of its
+        own: the next batch is checked while this one's files are encoded."""
         bars = checked.result()
-        if bars is not None and bars.laid is not None:
-            laid, bars.laid = bars.laid, None  # its memory goes with its files
-            bars.written = self.lake.write_ahead("ohlcv", laid)
+        units = [o for o in batch.outcomes if o.error is None and o.unit.kind == "ohlcv"]
+        if bars is not None and self._writes_ahead(bars, units):
+            bars.now = self.settings.clock()
+            stamped = bars.good.with_columns(
+                pl.lit(bars.now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+                pl.lit(self.run_id).alias("run_id"),
+            )
+            bars.written = self.lake.write_ahead("ohlcv", stamped)
             with self._ahead_lock:
                 self._ahead.append(bars.written)
         return bars
