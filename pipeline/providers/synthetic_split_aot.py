@@ -11,11 +11,12 @@ about a tenth less wall and CPU time with it.
 ``<key>`` is a hash of ``synthetic_split.py``'s source: an edited source never meets an older
 build. Without a module of its key (no C compiler at build time, a numba without ``pycc``,
 an edited checkout not rebuilt), :func:`kernel` gives numba's jitted split, as before. Both
-run the same compiled code on the same types, so the series are the same bit for bit
-(``tests/pipeline/test_synthetic_split_aot.py``). Unlike the jitted split, the module holds
-Python's lock while it splits; measured on the bulk load, that costs far less than the import
-it saves. Its only caller is ``synthetic._split``, which passes exactly the types of
-:func:`.synthetic_split.example_args` (the module does not check them).
+are numba's compilation of the same source for the same types, without fast-math (no fused
+or reordered arithmetic), so the series are the same bit for bit
+(``tests/pipeline/providers/test_synthetic_split_aot.py``). Unlike the jitted split, the
+module holds Python's lock while it splits; measured on the bulk load, that costs far less
+than the import it saves. Its only caller is ``synthetic._split``, which passes exactly the
+types of :func:`.synthetic_split.example_args` (the module does not check them).
 """
 
 from __future__ import annotations
