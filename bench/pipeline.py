@@ -6,7 +6,7 @@ Rows of the printed table (ratio > 1: ours is faster than the reference):
   provider's ``max_range``; caches of paths and calendars cleared first);
 * ``sync --provider synthetic`` of ``--sync-symbols`` x 10 years of 1D and 1h bars, against a
   plain polars ``write_parquet`` of the same rows (and the same in CPU time, all threads):
-  ``--sync-runs`` runs, each in a fresh process that loads numba and builds the market's
+  ``--sync-runs`` runs, each in a fresh process that loads the market's split and builds its
   paths itself, as a user's sync does; the ratio of the medians;
 * ingest (``land_bars`` of a pre-built frame) against ``write_parquet`` of the same frame;
 * files import (``sync --provider files`` of one parquet file of bars) against polars reading
@@ -155,8 +155,8 @@ def bench_synthetic(tmp: Path, symbols: int) -> None:
 
     from marketlake.pipeline.providers import synthetic
 
-    # a process's first intraday request loads the compiled split (built ahead of time)
-    # (once per process, like the imports above): timed on its own, then the caches cleared
+    # a process's first intraday request loads the split built ahead of time (once per
+    # process, like the imports above): timed on its own, then the caches cleared
     first = timed(lambda: p.fetch(FetchRequest.bars("G-FIRST", "1h", NOW - timedelta(days=1), NOW)))
     print(f"  a process's first intraday request: {first[0]:.2f} s (the compiled split loaded)")
     synthetic.clear_caches()
@@ -187,8 +187,8 @@ def sync_child(home: Path, symbols: int) -> None:
 
 
 def bench_sync(tmp: Path, symbols: int, runs: int) -> None:
-    """``runs`` syncs, each in a fresh process as a user's ``marketlake sync`` is (numba and
-    the synthetic market's caches loaded by the run itself; imports not timed), each against
+    """``runs`` syncs, each in a fresh process as a user's ``marketlake sync`` is (the split
+    and the synthetic market's caches loaded by the run itself; imports not timed), each against
     its reference in the same process; the ratio of the medians, and each run's."""
     print(f"sync --provider synthetic: {symbols} symbols x 10 years of 1D and 1h, {runs} runs")
     got = []
