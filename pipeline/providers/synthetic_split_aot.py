@@ -13,10 +13,12 @@ build. Without a module of its key (no C compiler at build time, a numba without
 an edited checkout not rebuilt), :func:`kernel` gives numba's jitted split, as before. Both
 are numba's compilation of the same source for the same types, without fast-math (no fused
 or reordered arithmetic), so the series are the same bit for bit
-(``tests/pipeline/providers/test_synthetic_split_aot.py``). Unlike the jitted split, the
-module holds Python's lock while it splits; measured on the bulk load, that costs far less
-than the import it saves. Its only caller is ``synthetic._split``, which passes exactly the
-types of :func:`.synthetic_split.example_args` (the module does not check them).
+(``tests/pipeline/providers/test_synthetic_split_aot.py``). Like the jitted split
+(``nogil=True``), the module lets go of Python's lock while it splits, so the other fetch
+thread and the writers' Python run beside it (``pycc`` holds the lock unless its compile
+flags say otherwise: :func:`build` sets them). Its only caller is ``synthetic._split``, which
+passes exactly the types of :func:`.synthetic_split.example_args` (the module does not check
+them).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ _SOURCE = Path(__file__).with_name("synthetic_split.py")
 _PACKAGE = __name__.rpartition(".")[0]
 _LOCK = threading.Lock()
 _KERNEL: Callable[..., None] | None = None
+# How :func:`build` compiles; part of the key, so a module built another way is never loaded.
+_RECIPE = b"numba.pycc, release_gil"
 
 
 def key(source: bytes | None = None) -> str:
     """The build key of ``source`` (default: ``synthetic_split.py`` as it is now)."""
     data = _SOURCE.read_bytes() if source is None else source
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    return hashlib.blake2b(data + b"\0" + _RECIPE, digest_size=8).hexdigest()
 
 
 def module_name(source: bytes | None = None) -> str:
@@ -83,6 +87,7 @@ def build(out_dir: Path | None = None) -> Path:
     with warnings.catch_warnings():  # pycc is "pending deprecation" with no replacement yet
         warnings.simplefilter("ignore")
         from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
 
     from marketlake.pipeline.providers import synthetic_split
 
@@ -96,6 +101,20 @@ def build(out_dir: Path | None = None) -> Path:
     for old in out.glob("_split_*"):  # builds of earlier sources
         if old.is_file() and not old.name.startswith(name + "."):
             old.unlink()
-    cc.compile()
+    plain = pycc_compiler.Flags
+
+    class ReleasingTheLock(plain):
+        """numba's compile flags with ``release_gil`` on, as ``njit(nogil=True)`` sets it: the
+        module's Python wrapper unboxes the arrays, then lets go of the lock around the call."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    pycc_compiler.Flags = ReleasingTheLock  # pycc makes its flags there, taking none from us
+    try:
+        cc.compile()
+    finally:
+        pycc_compiler.Flags = plain
     (path,) = out.glob(name + ".*")
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +24,12 @@ def test_the_install_built_the_split_for_the_current_source():
     assert synthetic_split_aot.kernel() is module.split_into
 
 
-def _case(minutes: int, level: int, longest: int):
-    parent, lay, draws = split_case(minutes, level, longest, sessions=200)
+def _case(minutes: int, level: int, longest: int, sessions: int = 200):
+    parent, lay, draws = split_case(minutes, level, longest, sessions=sessions)
     parents, r = lay["sqrt_frac"].shape
     names = ("sqrt_frac", "cumfrac", "tail", "invalid", "weight")
     inputs = [*parent, *(np.reshape(lay[k], (parents, r)) for k in names), draws]
-    return [synthetic._read_only(a) for a in inputs], (5, 200, parents * r)
+    return [synthetic._read_only(a) for a in inputs], (5, sessions, parents * r)
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,17 @@ def test_the_built_split_gives_what_numbas_gives(minutes, level, longest):
     synthetic_split.split_into(*inputs, jitted)
     assert not np.isnan(built).any()
     assert np.array_equal(built, jitted)
+
+
+def test_the_built_split_lets_go_of_pythons_lock():
+    """The module's wrapper lets go of Python's lock around the split (as the jitted split's
+    ``nogil=True`` does), so a sync's other fetch thread and its writers' Python run beside
+    it: it calls ``PyEval_SaveThread``, which ``pycc``'s default wrapper never does."""
+    name = synthetic_split_aot.module_name()
+    assert synthetic_split_aot.built(), f"{name} was not built (see setup.py's output)"
+    (path,) = Path(synthetic_split_aot.__file__).parent.glob(name + ".*")
+    code = path.read_bytes()
+    assert b"PyEval_SaveThread" in code and b"PyEval_RestoreThread" in code
 
 
 PREPARED = """
