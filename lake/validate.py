@@ -43,13 +43,16 @@ def _reason_ohlcv() -> pl.Expr:
 
 
 def _ok_ohlcv() -> pl.Expr:
+    """Whether a row passes every rule. With all four prices finite (else it fails anyway),
+    low <= min(open, close) is low <= open and low <= close: comparisons make bitmaps, where
+    the min and max of two columns would each make a column of floats."""
     finite = [pl.col(c).is_finite() & (pl.col(c) > 0) for c in _PRICES]
     return pl.all_horizontal(
         pl.col("symbol").is_not_null() & (pl.col("symbol") != ""),
         pl.col("ts").is_not_null(),
         *finite,
-        pl.col("low") <= pl.min_horizontal("open", "close"),
-        pl.col("high") >= pl.max_horizontal("open", "close"),
+        *(pl.col("low") <= pl.col(c) for c in ("open", "close")),
+        *(pl.col("high") >= pl.col(c) for c in ("open", "close")),
         pl.col("volume").is_null() | (pl.col("volume") >= 0),
     )
 

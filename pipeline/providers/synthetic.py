@@ -250,16 +250,21 @@ class SyntheticProvider(Provider):
             self._daily(r, now, None if key is None else paths[key][r.symbol])
             for r, key in zip(requests, wanted, strict=True)
         ]
-        return self._answers(requests, "1D", parts)
-
-    def _answers(
-        self, requests: Sequence[FetchRequest], timeframe: str, parts: list[tuple]
-    ) -> list[pl.DataFrame]:
-        """The frames of ``requests``, in order, from each one's arrays (``parts``: ts, open,
-        high, low, close, volume, adj_close and is_final): one frame built, answered as its
-        slices."""
         lengths = np.array([len(p[0]) for p in parts], dtype=np.int64)
         cols = [np.concatenate([p[i] for p in parts]) for i in range(8)]
+        return self._answers(requests, "1D", cols, lengths)
+
+    def _answers(
+        self,
+        requests: Sequence[FetchRequest],
+        timeframe: str,
+        cols: Sequence[np.ndarray],
+        lengths: np.ndarray,
+    ) -> list[pl.DataFrame]:
+        """The frames of ``requests``, in order, from the columns of all their rows one
+        request after the other (``cols``: ts, open, high, low, close, volume, adj_close and
+        is_final; ``lengths``: each request's rows): one frame built, answered as its
+        slices."""
         if len(requests) == 1:
             symbol: str | pl.Series = requests[0].symbol
         else:
@@ -326,24 +331,39 @@ class SyntheticProvider(Provider):
         for i, w in enumerate(wanted):
             if w is not None:
                 groups.setdefault(w.widest, []).append(i)
-        bars: list[tuple | None] = [None] * len(requests)
-        for widest, members in groups.items():
-            refined = _refine_many(self.seed, [wanted[i] for i in members], level, widest)
-            for i, got in zip(members, refined, strict=True):
-                bars[i] = got
-        parts = []
-        for r, got in zip(requests, bars, strict=True):
-            if got is None:
-                parts.append(_NO_BARS)
-                continue
-            o, h, low, c, v, ts, ends = got
-            keep = (ts >= _micros(r.start)) & (ts < _micros(min(r.end, now)))
-            if not keep.all():
-                o, h, low, c, v, ts, ends = (x[keep] for x in (o, h, low, c, v, ts, ends))
-            crypto = is_crypto(r.symbol, r.instrument)
-            final = ends <= _micros(now)
-            parts.append((ts, o, h, low, c, v if crypto else np.round(v), c, final))
-        return self._answers(requests, requests[0].timeframe, parts)
+        refined = {
+            widest: _refine_many(self.seed, [wanted[i] for i in members], level, widest)
+            for widest, members in groups.items()
+        }
+        if [len(m) for m in groups.values()] == [len(requests)]:
+            # every request, of one kind of calendar, in order: the columns as they are
+            cols, lengths = next(iter(refined.values()))
+        else:  # requests of other calendars, or without sessions: put in order
+            parts: list[tuple] = [_NO_REFINED] * len(requests)
+            for widest, members in groups.items():
+                flat, counts = refined[widest]
+                cut = np.cumsum(counts)[:-1]
+                for i, *got in zip(members, *(np.split(x, cut) for x in flat), strict=True):
+                    parts[i] = tuple(got)
+            lengths = np.array([len(x[0]) for x in parts], dtype=np.int64)
+            cols = [np.concatenate([x[j] for x in parts]) for j in range(7)]
+        o, h, low, c, v, ts, ends = cols
+        owner = np.repeat(np.arange(len(requests)), lengths)
+        lo = np.array([_micros(r.start) for r in requests], dtype=np.int64)
+        hi = np.array([_micros(min(r.end, now)) for r in requests], dtype=np.int64)
+        keep = (ts >= lo[owner]) & (ts < hi[owner])
+        if not keep.all():  # sessions reaching past a request's range
+            o, h, low, c, v, ts, ends, owner = (x[keep] for x in (o, h, low, c, v, ts, ends, owner))
+            lengths = np.bincount(owner, minlength=len(requests))
+        crypto = np.array([is_crypto(r.symbol, r.instrument) for r in requests])
+        if not crypto.any():
+            v = np.round(v)
+        elif not crypto.all():
+            v = np.where(crypto[owner], v, np.round(v))
+        final = ends <= _micros(now)
+        return self._answers(
+            requests, requests[0].timeframe, (ts, o, h, low, c, v, c, final), lengths
+        )
 
     def _frame(
         self, symbol: str | pl.Series, timeframe: str, ts: np.ndarray, *values: np.ndarray
@@ -522,34 +542,57 @@ def _blocks(days: np.ndarray, monthly: bool) -> _Blocks:
     return _Blocks(np.unique(keys).tolist(), rows, at)
 
 
-def _draws(
-    seed: int,
-    ps: Sequence[_Profile],
-    level: int,
-    blocks: Sequence[_Blocks],
-    width: int,
-    widest: int,
-) -> np.ndarray:
-    """(4, sessions, width) uniform draws of ``level`` for the sessions of ``blocks`` (one
-    per symbol of ``ps``, their sessions one after the other), from one block per symbol and
-    year (per month for 1m) with a row per day of the year (of the month for 1m) and a column
-    per slot of the calendar's widest session, so a session's draws never depend on the range
-    requested. Each block's generator is ``default_rng([seed, h, key, 100 + level])``, all of
-    them seeded in one pass (:mod:`.synthetic_seeds`)."""
-    tails = [
-        (p.h % (2**32), key, 100 + level) for p, b in zip(ps, blocks, strict=True) for key in b.keys
+class _Draws(NamedTuple):
+    """Where the draws of one level come from: the ``blocks`` of each part's sessions, the
+    distinct generator each of those blocks is (``where``: numbers from ``first`` on, in the
+    generators seeded for all levels together) and how many distinct ones there are."""
+
+    blocks: Sequence[_Blocks]
+    where: list[np.ndarray]
+    first: int
+    count: int
+
+
+def _generators(
+    ps: Sequence[_Profile], per_level: Sequence[Sequence[_Blocks]]
+) -> tuple[list[_Draws], list[tuple[int, int, int]]]:
+    """The :class:`_Draws` of each level (``per_level``: the blocks of each part's sessions,
+    one part per symbol of ``ps``) and the seed tails of all their generators, ``(h, key, 100
+    + level)`` each, so that one :class:`.synthetic_seeds.Seeded` seeds every level. A block
+    several parts share (a symbol's consecutive chunks meet inside a year) is drawn once."""
+    out, tails = [], []
+    for level, blocks in enumerate(per_level):
+        index: dict[tuple[int, int], int] = {}
+        where = []
+        for p, b in zip(ps, blocks, strict=True):
+            h = p.h % (2**32)
+            where.append(np.array([index.setdefault((h, key), len(index)) for key in b.keys]))
+        out.append(_Draws(blocks, where, len(tails), len(index)))
+        tails += [(h, key, 100 + level) for h, key in index]
+    return out, tails
+
+
+def _draws(seeded: synthetic_seeds.Seeded, plan: _Draws, width: int, widest: int) -> np.ndarray:
+    """(4, sessions, width) uniform draws of a level for the sessions of ``plan.blocks``, from
+    one block per symbol and year (per month for 1m) with a row per day of the year (of the
+    month for 1m) and a column per slot of the calendar's widest session, so a session's
+    draws never depend on the range requested. Each block's generator is
+    ``default_rng([seed, h, key, 100 + level])`` (``seeded``, from :func:`_generators`)."""
+    blocks = plan.blocks
+    rows = blocks[0].rows if blocks else 0
+    stack = np.empty((plan.count, 4, rows, widest), dtype=np.float32)
+    for i in range(plan.count):  # filled in the order random((4, rows, widest)) fills
+        seeded[plan.first + i].random(dtype=np.float32, out=stack[i])
+    # each session's row of the stack's (block, plane, day) rows, in plane 0
+    at = [
+        w[b.at // rows] * (4 * rows) + b.at % rows for w, b in zip(plan.where, blocks, strict=True)
     ]
-    seeded = synthetic_seeds.Seeded([seed], tails)
-    out = np.empty((4, sum(len(b.at) for b in blocks), widest), dtype=np.float32)
-    k = at = 0
-    for b in blocks:
-        stack = np.empty((4, len(b.keys), b.rows, widest), dtype=np.float32)
-        for i in range(len(b.keys)):
-            stack[:, i] = seeded[k].random((4, b.rows, widest), dtype=np.float32)
-            k += 1
-        np.take(stack.reshape(4, -1, widest), b.at, axis=1, out=out[:, at : at + len(b.at)])
-        at += len(b.at)
-    return out if width == widest else out[..., :width]
+    at = np.concatenate(at) if at else np.empty(0, np.int64)
+    slots = stack.reshape(-1, widest)[:, :width]
+    out = np.empty((4, len(at), width), dtype=np.float32)
+    for j in range(4):
+        np.take(slots, at + j * rows, axis=0, out=out[j])
+    return out
 
 
 def _split(parent: tuple[np.ndarray, ...], lay: dict, draws: np.ndarray) -> tuple:
@@ -588,13 +631,16 @@ class _Sessions(NamedTuple):
     widest: int
 
 
-def _refine_many(seed: int, parts: Sequence[_Sessions], level: int, widest: int) -> list[tuple]:
-    """Bars of ``level`` for the sessions of each of ``parts`` (of calendars whose widest
-    session is ``widest``), in time order: open, high, low, close, volume, start and end
-    (microseconds). All sessions, stacked, are split in one pass per level, padded to the
-    longest, with the layout of the most common length; sessions of other lengths (early
-    closes) are split again with their own and written over. A session's bars depend only on
-    its draws and length (padding slots come after its valid ones and weigh nothing)."""
+def _refine_many(
+    seed: int, parts: Sequence[_Sessions], level: int, widest: int
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Bars of ``level`` for the sessions of ``parts`` (of calendars whose widest session is
+    ``widest``), each part's in time order and the parts one after the other: open, high,
+    low, close, volume, start and end (microseconds), and each part's number of bars. All
+    sessions, stacked, are split in one pass per level, padded to the longest, with the
+    layout of the most common length; sessions of other lengths (early closes) are split
+    again with their own and written over. A session's bars depend only on its draws and
+    length (padding slots come after its valid ones and weigh nothing)."""
     minutes = np.concatenate([x.minutes for x in parts])
     opens = np.concatenate([x.opens for x in parts])
     longest = int(minutes.max())
@@ -606,11 +652,18 @@ def _refine_many(seed: int, parts: Sequence[_Sessions], level: int, widest: int)
     days = [x.days.astype("datetime64[D]") for x in parts]
     ps = [x.p for x in parts]
     yearly = [_blocks(d, monthly=False) for d in days]
+    plans, tails = _generators(
+        ps,
+        [
+            yearly if LEVELS[lvl][0] != "1m" else [_blocks(d, monthly=True) for d in days]
+            for lvl in range(level + 1)
+        ],
+    )
+    seeded = synthetic_seeds.Seeded([seed], tails)
     for lvl in range(level + 1):
         parents, r, _, step = _shape(lvl, longest)
         most, each = _shape(lvl, widest)[:2]
-        blocks = yearly if LEVELS[lvl][0] != "1m" else [_blocks(d, monthly=True) for d in days]
-        draws = _draws(seed, ps, lvl, blocks, parents * r, most * each)
+        draws = _draws(seeded, plans[lvl], parents * r, most * each)
         lay = _layout(common, lvl, longest)
         out = _split(bars, {k: x[None] for k, x in lay.items()}, draws)
         for n, sel in others:
@@ -623,14 +676,27 @@ def _refine_many(seed: int, parts: Sequence[_Sessions], level: int, widest: int)
     start = np.arange(width) * step
     dur = np.minimum(step, minutes[:, None] - start[None, :])
     keep = dur > 0
-    ts = (opens[:, None] + start[None, :] * _US_PER_MIN)[keep]
-    ends = ts + dur[keep] * _US_PER_MIN
-    flat = (*(x[keep] for x in bars), ts, ends)
-    if len(parts) == 1:
-        return [flat]
-    rows = np.cumsum([len(x.minutes) for x in parts])[:-1]
-    cut = np.cumsum(keep.sum(axis=1))[rows - 1]
-    return list(zip(*(np.split(x, cut) for x in flat), strict=True))
+    every = bool(keep.all())
+    # the slots sessions fill, gathered by their flat positions: one pass over the mask, a
+    # take per column (a boolean selection per column cost twice as much)
+    slots = out[0].shape[1]
+    if every and width == slots:
+        cols = [x.reshape(-1) for x in out]
+    elif every:
+        cols = [np.ascontiguousarray(x[:, :width]).reshape(-1) for x in out]
+    else:
+        padded = np.zeros((len(minutes), slots), dtype=bool)
+        padded[:, :width] = keep
+        at = np.flatnonzero(padded)
+        cols = [np.take(x.reshape(-1), at) for x in out]
+    ts = (opens[:, None] + start[None, :] * _US_PER_MIN).reshape(-1)
+    span = dur.reshape(-1)
+    if not every:
+        at = np.flatnonzero(keep)
+        ts, span = np.take(ts, at), np.take(span, at)
+    first = np.cumsum([0, *(len(x.minutes) for x in parts[:-1])])
+    per_part = np.add.reduceat(keep.sum(axis=1), first)
+    return (*cols, ts, ts + span * _US_PER_MIN), per_part
 
 
 class _Days(NamedTuple):
@@ -768,6 +834,7 @@ def _live(ps: Sequence[_Profile], days: np.ndarray) -> np.ndarray | None:
 
 # a request's bars as arrays when it has none (ts, open ... adj_close, is_final)
 _NO_BARS = (np.empty(0, np.int64), *[np.empty(0)] * 6, np.empty(0, bool))
+_NO_REFINED = (*[np.empty(0)] * 5, np.empty(0, np.int64), np.empty(0, np.int64))
 _PATHS: OrderedDict[tuple, _Path] = OrderedDict()
 _PATHS_LOCK = threading.Lock()
 _PATHS_KEPT = 512
