@@ -1,4 +1,6 @@
-from datetime import UTC, datetime
+import math
+import random
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -41,6 +43,37 @@ def test_bad_bars_get_a_reason(over, reason):
     good, bad = check_ohlcv(frame(**over))
     assert good.is_empty()
     assert bad["reason"].to_list() == [reason]
+
+
+def test_a_bar_passes_exactly_when_the_rules_hold():
+    """Random bars, with nulls, NaN, infinities, zeros, negatives and equal prices: kept
+    exactly when the module's rules hold, as plain Python states them."""
+    rng = random.Random(5)
+    special = [None, float("nan"), float("inf"), -float("inf"), 0.0, -1.0]
+
+    def price() -> float | None:
+        return rng.choice(special) if rng.random() < 0.15 else float(rng.choice([9, 10, 11, 12]))
+
+    rows = [
+        {"symbol": "A", "timeframe": "1D", "ts": T + timedelta(minutes=i), "open": price(), "high": price(),
+         "low": price(), "close": price(), "volume": rng.choice([None, -1.0, 0.0, 5.0])}
+        for i in range(4000)
+    ]  # fmt: skip
+
+    def holds(r) -> bool:
+        prices = [r[c] for c in ("open", "high", "low", "close")]
+        if any(x is None or not math.isfinite(x) or x <= 0 for x in prices):
+            return False
+        o, h, lo, c = prices
+        return lo <= min(o, c) and max(o, c) <= h and (r["volume"] is None or r["volume"] >= 0)
+
+    good, bad = check_ohlcv(
+        pl.DataFrame(rows).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    )
+    want = [holds(r) for r in rows]
+    assert good.height == sum(want) and bad.height == len(rows) - sum(want)
+    assert good.height > 100 and bad.height > 100
+    assert (bad["reason"].is_not_null()).all()
 
 
 def test_good_bars_pass_and_zero_volume_is_fine():
