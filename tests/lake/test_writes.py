@@ -16,11 +16,11 @@ import pytest
 from tests_helpers import bars
 
 from marketlake.errors import LakeError
-from marketlake.lake import Lake
+from marketlake.lake import Lake, writes
 from marketlake.lake.frames import file_stats, stats
 from marketlake.lake.location import LakeLocation
 from marketlake.lake.tables import OHLCV, single_timeframe, with_period
-from marketlake.lake.writes import group_rows, split_rows, to_file_arrow, write_file, write_files
+from marketlake.lake.writes import grouping, split_rows, to_file_arrow, write_file, write_files
 
 
 def test_footer_statistics_equal_the_rows_statistics(tmp_path):
@@ -58,9 +58,16 @@ def test_footer_statistics_span_row_groups(tmp_path):
     assert json.loads(file_stats(meta)) == json.loads(stats(frame))
 
 
-def test_parts_contiguous_or_scattered_land_every_row_once(tmp_path):
+@pytest.mark.parametrize(
+    ("gather_rows", "tf"), [(1, "1D"), (10**9, "1D"), (1, "1h"), (10**9, "1h")]
+)
+def test_parts_contiguous_or_scattered_land_every_row_once(tmp_path, monkeypatch, gather_rows, tf):
+    """Scattered rows are gathered a run of partitions at a time (a partition each, or an
+    eighth of the rows: one year of daily bars, several months of hourly ones): every file
+    holds its partition's rows, in order, with the statistics of those rows."""
+    monkeypatch.setattr(writes, "GATHER_ROWS", gather_rows)
     lake = Lake(tmp_path)
-    frame = bars(["A", "B"], days=800)  # symbol-major: each year's rows are scattered
+    frame = bars(["A", "B"], days=800, tf=tf)  # symbol-major: each period's rows scattered
     frame = frame.with_columns(pl.lit("r").alias("run_id"))
     rows, adds = write_files(lake.location, OHLCV, frame)
     assert rows == frame.height
@@ -81,6 +88,13 @@ def test_parts_contiguous_or_scattered_land_every_row_once(tmp_path):
     for a in adds:  # within a file, rows keep their order (symbol, then ts)
         part = pl.read_parquet(lake.path("ohlcv") / a.path)
         assert part.equals(part.sort("symbol", "ts"))
+        period = a.partition_values["period"]
+        fmt = "%Y" if tf == "1D" else "%Y-%m"
+        assert (part.get_column("ts").dt.strftime(fmt) == period).all()
+        got = json.loads(a.stats)
+        assert got["numRecords"] == part.height
+        assert got["minValues"]["symbol"] == part.get_column("symbol").min()
+        assert got["maxValues"]["ts"].startswith(part.get_column("ts").max().strftime("%Y-%m-%d"))
 
 
 def test_text_columns_of_one_value_go_as_dictionaries_and_read_back_as_text(tmp_path):
@@ -248,13 +262,14 @@ def test_rows_grouped_by_partition_are_the_parts_rows_in_order():
             "row": range(18),
         }
     )
-    grouped, spans = group_rows(frame, ["month"])
+    order, spans = grouping(frame, ["month"])
+    grouped = frame[order]
     assert [(k, a, n) for k, a, n in spans] == [((1,), 0, 6), ((2,), 6, 6), ((3,), 12, 6)]
     for (key, take), (key2, a, n) in zip(split_rows(frame, ["month"]), spans, strict=True):
         assert key == key2
         assert grouped.slice(a, n).equals(take())  # each partition's rows, in their order
     together = frame.sort("month", maintain_order=True)
-    same, spans2 = group_rows(together, ["month"])
-    assert same is together and spans2 == spans  # already grouped: no gather
-    assert group_rows(frame.clear(), ["month"])[1] == []
-    assert group_rows(frame, [])[1] == [((), 0, 18)]
+    none, spans2 = grouping(together, ["month"])
+    assert none is None and spans2 == spans  # already grouped: no gather
+    assert grouping(frame.clear(), ["month"]) == (None, [])
+    assert grouping(frame, []) == (None, [((), 0, 18)])
