@@ -196,14 +196,17 @@ def write_files(
     (a crash before it leaves only files ``maintain`` removes). Usable in any process that
     can reach the storage: distributed workers write here and return the add actions.
 
-    Rows already in partition order are made arrow once, each file a zero-copy slice.
-    Others are gathered into partition order a run of partitions at a time (up to
-    ``GATHER_ROWS`` rows, an eighth of the frame at most), each run made arrow once and its
-    files zero-copy slices of it, the pool's two threads on two runs: a bulk load's batch of
-    hourly bars spans ten years of monthly partitions, and converting each of its 121 parts
-    on its own cost a third as much again as encoding them, while gathering the whole batch
-    at once faulted in fresh pages for a second copy of it (a 4M-row batch: 106k page faults
-    against 35k, and about a fifth less peak memory in a ten-year hourly sync). Columns
+    Rows already in partition order are made arrow once, each file a zero-copy slice. Rows
+    of many small partitions (fewer than ``GATHER_ROWS / 2`` a partition) are gathered into
+    partition order a run of partitions at a time (up to ``GATHER_ROWS`` rows, an eighth of
+    the frame at most), each run made arrow once and its files zero-copy slices of it, the
+    pool's two threads on two runs: a bulk load's batch of hourly bars spans ten years of
+    monthly partitions, and converting each of its 121 parts on its own cost a third as
+    much again as encoding them, while gathering the whole batch at once faulted in fresh
+    pages for a second copy of it (a 4M-row batch: 106k page faults against 35k, and about
+    a fifth less peak memory in a ten-year hourly sync). Rows of a few large partitions (a
+    year of daily bars each) are gathered at once: runs of them gained nothing and
+    balanced the two threads worse (a 10M-row daily import 2-4% slower). Columns
     holding one value on every row (a run id, a provider, a stamp, a flag, a column no row
     has) are left out of the gather and made again for the files: with the partition
     columns they were half of its cost."""
@@ -241,16 +244,21 @@ def write_files(
         table = to_file_arrow(rows, schema, same, fill)
         return [write(part, table.slice(part[1] - start, part[2])) for part in run]
 
+    runs = []  # of many small partitions' scattered rows (a run's rows at most an eighth)
+    if order is not None and data.height < len(parts) * GATHER_ROWS // 2:
+        runs = _runs(parts, min(GATHER_ROWS, data.height // 8))
     try:
         with lake_errors("append to", tdef.name):
             with ThreadPoolExecutor(max_workers=2) as pool:  # pyarrow releases the GIL
-                if order is None:  # rows already in partition order: slices of one table
-                    whole = to_file_arrow(body, schema, same, fill) if parts else None
-                    adds = list(pool.map(lambda p: write(p, whole.slice(p[1], p[2])), parts))
-                else:
-                    # at most GATHER_ROWS a run, and runs enough to keep both threads busy
-                    runs = _runs(parts, min(GATHER_ROWS, data.height // 8))
+                if runs:
                     adds = [a for run in pool.map(write_run, runs) for a in run]
+                elif not parts:
+                    adds = []
+                else:  # one table; each file a slice of it
+                    whole = to_file_arrow(
+                        body if order is None else body[order], schema, same, fill
+                    )
+                    adds = list(pool.map(lambda p: write(p, whole.slice(p[1], p[2])), parts))
     except BaseException:
         remove_files(location, tdef.name, written)
         raise

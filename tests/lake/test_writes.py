@@ -62,9 +62,10 @@ def test_footer_statistics_span_row_groups(tmp_path):
     ("gather_rows", "tf"), [(1, "1D"), (10**9, "1D"), (1, "1h"), (10**9, "1h")]
 )
 def test_parts_contiguous_or_scattered_land_every_row_once(tmp_path, monkeypatch, gather_rows, tf):
-    """Scattered rows are gathered a run of partitions at a time (a partition each, or an
-    eighth of the rows: one year of daily bars, several months of hourly ones): every file
-    holds its partition's rows, in order, with the statistics of those rows."""
+    """Scattered rows, gathered at once (partitions at least half of ``GATHER_ROWS``) or a
+    run of partitions at a time (an eighth of the rows: one year of daily bars, several
+    months of hourly ones): every file holds its partition's rows, in order, with the
+    statistics of those rows."""
     monkeypatch.setattr(writes, "GATHER_ROWS", gather_rows)
     lake = Lake(tmp_path)
     frame = bars(["A", "B"], days=800, tf=tf)  # symbol-major: each period's rows scattered
