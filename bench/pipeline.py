@@ -382,7 +382,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--symbols", type=int, default=2000, help="compute: symbols x 2,520 bars")
     ap.add_argument("--sync-symbols", type=int, default=300)
-    ap.add_argument("--sync-runs", type=int, default=3, help="sync: runs, each a fresh process")
+    ap.add_argument("--sync-runs", type=int, default=5, help="sync: runs, each a fresh process")
     ap.add_argument("--sync-child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--gen-symbols", type=int, default=100)
     ap.add_argument("--ingest-symbols", type=int, default=2000)
