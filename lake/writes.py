@@ -101,21 +101,12 @@ def _parts(
             return data, [((one, period_of_code(k[0])), a, n) for k, a, n in spans], order
         data = data.drop("period")
         order, spans = grouping(data, keys)
-        return (
-            data,
-            [
-                (
-                    tuple(
-                        period_of_code(v) if k == "_pcode" else v
-                        for k, v in zip(keys, key, strict=True)
-                    ),
-                    a,
-                    n,
-                )
-                for key, a, n in spans
-            ],
-            order,
-        )
+        code = keys.index("_pcode")
+        named = [
+            ((*key[:code], period_of_code(key[code]), *key[code + 1 :]), a, n)
+            for key, a, n in spans
+        ]
+        return data, named, order
     data = to_polars(tdef, frame).drop(leave)
     order, spans = grouping(data, parts)
     return data, spans, order
@@ -242,10 +233,7 @@ def write_files(
         return AddAction(rel, size, values, int(time.time() * 1000), True, file_stats(meta, table))
 
     def write_run(run: list[Span]) -> list[AddAction]:
-        """The files of ``run``'s partitions, from one gather of their rows: each run's rows
-        are gathered, made arrow and encoded while the pool's other thread works on another,
-        and their memory is free again for the next (one gather of the whole frame had
-        faulted in fresh pages for every row, while nothing else ran)."""
+        """The files of ``run``'s partitions, from one gather of their rows."""
         start = run[0][1]
         rows = body[order.slice(start, sum(n for _, _, n in run))]
         table = to_file_arrow(rows, schema, same, fill)

@@ -348,17 +348,25 @@ class SyntheticProvider(Provider):
             lengths = np.array([len(x[0]) for x in parts], dtype=np.int64)
             cols = [np.concatenate([x[j] for x in parts]) for j in range(7)]
         o, h, low, c, v, ts, ends = cols
-        owner = np.repeat(np.arange(len(requests)), lengths)
         lo = np.array([_micros(r.start) for r in requests], dtype=np.int64)
         hi = np.array([_micros(min(r.end, now)) for r in requests], dtype=np.int64)
-        keep = (ts >= lo[owner]) & (ts < hi[owner])
-        if not keep.all():  # sessions reaching past a request's range
+        # each request's bars are in time order: its first and last tell whether sessions
+        # reach past its range, without a pass over every bar
+        first = np.cumsum(lengths) - lengths
+        some = lengths > 0
+        ends_in = (ts[first[some]] >= lo[some]).all()
+        ends_in &= (ts[first[some] + lengths[some] - 1] < hi[some]).all()
+        owner = None if ends_in else np.repeat(np.arange(len(requests)), lengths)
+        if owner is not None:  # sessions reaching past a request's range: cut to it
+            keep = (ts >= lo[owner]) & (ts < hi[owner])
             o, h, low, c, v, ts, ends, owner = (x[keep] for x in (o, h, low, c, v, ts, ends, owner))
             lengths = np.bincount(owner, minlength=len(requests))
         crypto = np.array([is_crypto(r.symbol, r.instrument) for r in requests])
         if not crypto.any():
             v = np.round(v)
         elif not crypto.all():
+            if owner is None:
+                owner = np.repeat(np.arange(len(requests)), lengths)
             v = np.where(crypto[owner], v, np.round(v))
         final = ends <= _micros(now)
         return self._answers(
