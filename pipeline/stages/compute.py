@@ -128,13 +128,7 @@ def run_compute(
     every = False  # whether each timeframe's series are all the scan holds
     if todo is None:
         every = not symbols
-        todo = (
-            coded()
-            .select("symbol", "timeframe")
-            .unique()
-            .collect()
-            .select(pl.col("symbol", "timeframe").cast(pl.String))
-        )
+        todo = _all_series(coded())
     if timeframes:
         todo = todo.filter(pl.col("timeframe").is_in(timeframes))
     if symbols:
@@ -241,6 +235,26 @@ def run_compute(
         errors=tuple(errors),
         details={"ohlcv_version": upto, "series": todo.height},
         **totals,
+    )
+
+
+def _all_series(coded: pl.LazyFrame) -> pl.DataFrame:
+    """(symbol, timeframe) of every series of the dictionary scan ``coded``, as text: each
+    timeframe's symbol codes are counted in one array (30 ms against 43 for polars' ``unique``
+    of 5M bars' pairs)."""
+    keys = coded.select("symbol", "timeframe").collect()
+    if keys.is_empty() or keys.null_count().sum_horizontal().item():
+        return keys.unique().select(pl.col("symbol", "timeframe").cast(pl.String))
+    sym, tf = (keys.get_column(c).cat.physical() for c in ("symbol", "timeframe"))
+    codes, timeframes, frames = sym.to_numpy(), tf.unique(), []
+    for t in timeframes:
+        mine = codes if timeframes.len() == 1 else codes[(tf == t).to_numpy()]
+        held = np.flatnonzero(np.bincount(mine)).astype(codes.dtype)
+        names = pl.Series("symbol", held).cat.to(keys.schema["symbol"])
+        frames.append(pl.DataFrame([names]).with_columns(timeframe=pl.lit(t, tf.dtype)))
+    return pl.concat(frames).with_columns(
+        pl.col("symbol").cast(pl.String),
+        pl.col("timeframe").cat.to(keys.schema["timeframe"]).cast(pl.String),
     )
 
 
@@ -587,12 +601,9 @@ def _rewrite_batches(
         return
     bars = _bars(series, tf, syms, columns, every)
     order = sort_order(bars)
-    symbols = bars.get_column("symbol")
     if order is not None:
         bars = bars.rechunk()  # gathers from one chunk are several times faster
-        symbols = symbols.gather(order)
-    offsets = _series_offsets(symbols)
-    names = symbols.gather(offsets[:-1]).cast(pl.String).to_list()
+    offsets, names = _series_bounds(bars.get_column("symbol"), order)
     # series without bars still belong to a batch: their stored rows are to be deleted
     gone = sorted(set(syms) - set(names))
     if not names:
@@ -605,6 +616,23 @@ def _rewrite_batches(
         a, b = int(offsets[i]), int(offsets[j])
         rows = bars.slice(a, b - a) if order is None else bars[order[a:b]]
         yield names[i:j] + (gone if j == len(names) else []), rows
+
+
+def _series_bounds(symbols: pl.Series, order: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """Where each series starts in ``symbols`` sorted by ``order`` (None: as they are), its
+    length at the end, and the series' names. An Enum's rows sort by code, so each code's
+    rows are counted where they lie (no gather of the column into sorted order)."""
+    if isinstance(symbols.dtype, pl.Enum):
+        counts = np.bincount(
+            symbols.cat.physical().to_numpy(), minlength=len(symbols.dtype.categories)
+        )
+        held = np.flatnonzero(counts)
+        offsets = np.concatenate([[0], np.cumsum(counts[held])]).astype(np.int64)
+        return offsets, symbols.dtype.categories.gather(held).to_list()
+    if order is not None:
+        symbols = symbols.gather(order)
+    offsets = _series_offsets(symbols)
+    return offsets, symbols.gather(offsets[:-1]).cast(pl.String).to_list()
 
 
 def _series_offsets(symbols: pl.Series) -> np.ndarray:

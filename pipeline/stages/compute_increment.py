@@ -408,9 +408,35 @@ def symbol_enum(bars: pl.DataFrame, names: list[str] | None = None) -> pl.DataFr
     ``names``, sorted and holding every symbol of ``bars``: no pass over the rows to find
     them): sorts, gathers and splits into series then work on integer codes in the symbols'
     order."""
+    col = bars.get_column("symbol")
+    if isinstance(col.dtype, pl.Categorical) and col.len() and not col.null_count():
+        recoded = _recoded(col, names)
+        if recoded is not None:
+            return bars.with_columns(recoded)
     if names is None:
-        names = bars.get_column("symbol").unique().cast(pl.String).sort().to_list()
+        names = col.unique().cast(pl.String).sort().to_list()
     return bars.with_columns(pl.col("symbol").cast(pl.Enum(names)))
+
+
+def _recoded(col: pl.Series, names: list[str] | None) -> pl.Series | None:
+    """The Categorical ``col`` as an Enum of its sorted names (or of ``names``) by renumbering
+    its codes: the few distinct codes are looked up and ranked, then every row's code is
+    mapped through one array (a cast instead goes through each row's text: 60 ms against 15
+    for 5M rows); None when a name is missing from ``names`` (the cast then says which)."""
+    ids = col.cat.physical().to_numpy()
+    present = np.flatnonzero(np.bincount(ids)).astype(ids.dtype)
+    labels = pl.Series(present).cat.to(col.dtype).cast(pl.String).to_list()
+    if names is None:
+        names = sorted(labels)
+    rank = {name: i for i, name in enumerate(names)}
+    enum = pl.Enum(names)
+    kind = pl.Series(dtype=enum).cat.physical().to_numpy().dtype  # uint8/16/32 by size
+    remap = np.zeros(int(present[-1]) + 1, kind)
+    for code, label in zip(present, labels, strict=True):
+        if label not in rank:
+            return None
+        remap[code] = rank[label]
+    return pl.Series(col.name, remap[ids]).cat.to(enum)
 
 
 def _key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:

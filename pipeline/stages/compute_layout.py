@@ -84,8 +84,8 @@ def new_files(
         ts=ts_out,
         symbols=sym_out,
         names=names,
-        stamp=np.full(n, stamp.to_physical().item(), np.int64),
-        zeros=np.zeros(n, np.int32),
+        stamp=_filled(stamp.to_physical().item(), n, np.int64),
+        zeros=_filled(0, n, np.int32),
         run_id=_text(pl.Series([run_id])),
         other=len(other),
         body=body,
@@ -126,6 +126,24 @@ class _Laid:
         run_ids = _plain(pa.int32(), self.zeros, a, n)
         arrays.append(pa.DictionaryArray.from_arrays(run_ids, self.run_id))
         return pa.Table.from_arrays(arrays, names=self.body)
+
+
+_FILLED: dict[tuple[int, str], np.ndarray] = {}
+
+
+def _filled(value: int, n: int, dtype: type) -> np.ndarray:
+    """A read-only array of at least ``n`` copies of ``value``: a batch's stamp and run-id
+    codes, kept from one batch to the next (each batch filling fresh pages cost a full
+    recompute of 5M rows about 25 ms); only the latest value of each type is kept."""
+    key = (value, np.dtype(dtype).str)
+    have = _FILLED.get(key)
+    if have is None or have.shape[0] < n:
+        have = np.full(n, value, dtype)
+        have.flags.writeable = False
+        for old in [k for k in _FILLED if k[1] == key[1]]:  # one value per type kept
+            _FILLED.pop(old, None)
+        _FILLED[key] = have
+    return have
 
 
 def _plain(typ: pa.DataType, values: np.ndarray, a: int, n: int) -> pa.Array:

@@ -266,3 +266,34 @@ def test_streamed_no_change_check_sees_any_difference(home):
     only_a = new.filter(pl.col("symbol") == "AAA")  # BBB's stored rows would be deleted
     assert not compute._unchanged(lake, "1D", part, only_a, cols)
     assert not compute._unchanged(lake, "1D", part, new, [*cols, "ema_50"])  # not stored yet
+
+
+def test_all_series_are_the_distinct_pairs_of_every_timeframe():
+    from marketlake.pipeline.stages.compute import _all_series
+
+    rng = np.random.default_rng(5)
+    names = np.array([f"S{i:03d}" for i in range(300)])
+    bars = pl.DataFrame(
+        {
+            "symbol": names[rng.integers(0, 300, 20_000)],
+            "timeframe": np.array(["1D", "1h", "5m"])[rng.integers(0, 3, 20_000)],
+        }
+    ).filter(~((pl.col("timeframe") == "5m") & (pl.col("symbol") > "S100")))
+    coded = bars.lazy().with_columns(pl.col("symbol", "timeframe").cast(pl.Categorical))
+    want = bars.unique().sort("timeframe", "symbol")
+    assert _all_series(coded).sort("timeframe", "symbol").equals(want)
+    one = coded.filter(pl.col("timeframe") == "1h")
+    assert _all_series(one).sort("symbol").equals(want.filter(pl.col("timeframe") == "1h"))
+    assert _all_series(coded.clear()).is_empty()
+
+
+@pytest.mark.parametrize("enum", [True, False])
+def test_series_bounds_of_unsorted_rows_follow_their_sorted_order(enum):
+    from marketlake.pipeline.stages.compute import _series_bounds
+
+    symbols = pl.Series("symbol", ["B", "A", "D", "B", "A", "B"])
+    if enum:
+        symbols = symbols.cast(pl.Enum(["A", "B", "C", "D"]))  # C: a name with no rows
+    order = symbols.arg_sort().to_numpy()
+    offsets, names = _series_bounds(symbols, order)
+    assert offsets.tolist() == [0, 2, 5, 6] and names == ["A", "B", "D"]

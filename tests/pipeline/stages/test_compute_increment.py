@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
 from marketlake import kernels
 from marketlake.kernels import registry, resume
@@ -141,6 +142,23 @@ def test_symbol_enum_of_given_names_equals_the_found_ones() -> None:
     given = symbol_enum(bars.with_columns(pl.col("symbol").cast(pl.Categorical)), ["A", "B", "C"])
     assert found.equals(given)
     assert found.get_column("symbol").to_physical().to_list() == [1, 0, 2, 0]
+
+
+def test_symbol_enum_renumbers_a_categorical_as_a_cast_does() -> None:
+    rng = np.random.default_rng(2)
+    for n in (3, 300):  # codes of one byte and of two
+        names = np.array([f"S{i:03d}" for i in range(n)])
+        text = pl.DataFrame({"symbol": names[rng.integers(0, n, 5000)], "ts": np.arange(5000)})
+        coded = text.with_columns(pl.col("symbol").cast(pl.Categorical))
+        want = text.with_columns(pl.col("symbol").cast(pl.Enum(sorted(set(text["symbol"])))))
+        got = symbol_enum(coded)
+        assert got.equals(want)
+        assert got["symbol"].to_physical().equals(want["symbol"].to_physical())
+        every = symbol_enum(coded, sorted(names))
+        assert every["symbol"].cast(pl.String).equals(text["symbol"])
+    bad = pl.DataFrame({"symbol": ["A", "Z"], "ts": [0, 1]})
+    with pytest.raises(pl.exceptions.InvalidOperationError, match="Z"):  # names the stray one
+        symbol_enum(bad.with_columns(pl.col("symbol").cast(pl.Categorical)), ["A"])
 
 
 def test_groups_leave_out_the_seeded_indicators() -> None:

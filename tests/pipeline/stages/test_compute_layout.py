@@ -7,6 +7,7 @@ import shutil
 from datetime import UTC, datetime
 
 import numba
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -124,3 +125,15 @@ def test_a_rewrite_computes_batches_of_about_equal_size(lake_with_bars, monkeypa
     longest = daily.group_by("symbol").len()["len"].max()
     assert len(sizes) == 2 and sum(sizes) == daily.height
     assert abs(sizes[0] - sizes[1]) <= longest
+
+
+def test_filled_arrays_are_kept_read_only_and_one_value_a_type():
+    stamp = compute_layout._filled(7, 100, np.int64)
+    assert stamp.tolist() == [7] * 100 and not stamp.flags.writeable
+    assert compute_layout._filled(7, 60, np.int64) is stamp  # a shorter batch: its slice
+    longer = compute_layout._filled(7, 150, np.int64)
+    assert longer.shape == (150,) and (longer == 7).all()
+    zeros = compute_layout._filled(0, 10, np.int32)
+    other = compute_layout._filled(8, 10, np.int64)  # a new stamp replaces the old one
+    assert (other == 8).all() and compute_layout._filled(0, 10, np.int32) is zeros
+    assert set(compute_layout._FILLED) == {(8, other.dtype.str), (0, zeros.dtype.str)}
