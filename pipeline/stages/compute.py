@@ -31,7 +31,7 @@ from marketlake.lake.tables import with_period, with_period_code
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
-from marketlake.pipeline.stages.compute_increment import increment, symbol_enum
+from marketlake.pipeline.stages.compute_increment import FROM_CODES, increment, symbol_enum
 from marketlake.pipeline.stages.compute_layout import new_files
 
 WATERMARK = "compute_ohlcv_version"
@@ -243,9 +243,9 @@ def _all_series(coded: pl.LazyFrame) -> pl.DataFrame:
     timeframe's symbol codes are counted in one array (30 ms against 43 for polars' ``unique``
     of 5M bars' pairs)."""
     keys = coded.select("symbol", "timeframe").collect()
-    if keys.is_empty() or keys.null_count().sum_horizontal().item():
+    if not FROM_CODES or keys.is_empty() or keys.null_count().sum_horizontal().item():
         return keys.unique().select(pl.col("symbol", "timeframe").cast(pl.String))
-    sym, tf = (keys.get_column(c).cat.physical() for c in ("symbol", "timeframe"))
+    sym, tf = (keys.get_column(c).to_physical() for c in ("symbol", "timeframe"))
     codes, timeframes, frames = sym.to_numpy(), tf.unique(), []
     for t in timeframes:
         mine = codes if timeframes.len() == 1 else codes[(tf == t).to_numpy()]
@@ -624,7 +624,7 @@ def _series_bounds(symbols: pl.Series, order: np.ndarray | None) -> tuple[np.nda
     rows are counted where they lie (no gather of the column into sorted order)."""
     if isinstance(symbols.dtype, pl.Enum):
         counts = np.bincount(
-            symbols.cat.physical().to_numpy(), minlength=len(symbols.dtype.categories)
+            symbols.to_physical().to_numpy(), minlength=len(symbols.dtype.categories)
         )
         held = np.flatnonzero(counts)
         offsets = np.concatenate([[0], np.cumsum(counts[held])]).astype(np.int64)

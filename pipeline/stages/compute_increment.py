@@ -403,13 +403,18 @@ def _bar_columns(indicators) -> list[str]:
     return [c for c in _BARS if c in ("symbol", "ts") or c in need]
 
 
+# polars 2 makes a Categorical or Enum column of its codes (``cat.to``); with an older one
+# the columns are cast from their text instead
+FROM_CODES = hasattr(type(pl.Series(dtype=pl.Categorical).cat), "to")
+
+
 def symbol_enum(bars: pl.DataFrame, names: list[str] | None = None) -> pl.DataFrame:
     """``bars`` with ``symbol`` (String or Categorical) as an Enum of its sorted names (or of
     ``names``, sorted and holding every symbol of ``bars``: no pass over the rows to find
     them): sorts, gathers and splits into series then work on integer codes in the symbols'
     order."""
     col = bars.get_column("symbol")
-    if isinstance(col.dtype, pl.Categorical) and col.len() and not col.null_count():
+    if FROM_CODES and isinstance(col.dtype, pl.Categorical) and col.len() and not col.null_count():
         recoded = _recoded(col, names)
         if recoded is not None:
             return bars.with_columns(recoded)
@@ -423,14 +428,14 @@ def _recoded(col: pl.Series, names: list[str] | None) -> pl.Series | None:
     its codes: the few distinct codes are looked up and ranked, then every row's code is
     mapped through one array (a cast instead goes through each row's text: 60 ms against 15
     for 5M rows); None when a name is missing from ``names`` (the cast then says which)."""
-    ids = col.cat.physical().to_numpy()
+    ids = col.to_physical().to_numpy()
     present = np.flatnonzero(np.bincount(ids)).astype(ids.dtype)
     labels = pl.Series(present).cat.to(col.dtype).cast(pl.String).to_list()
     if names is None:
         names = sorted(labels)
     rank = {name: i for i, name in enumerate(names)}
     enum = pl.Enum(names)
-    kind = pl.Series(dtype=enum).cat.physical().to_numpy().dtype  # uint8/16/32 by size
+    kind = pl.Series(dtype=enum).to_physical().to_numpy().dtype  # uint8/16/32 by size
     remap = np.zeros(int(present[-1]) + 1, kind)
     for code, label in zip(present, labels, strict=True):
         if label not in rank:

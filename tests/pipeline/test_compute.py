@@ -268,8 +268,12 @@ def test_streamed_no_change_check_sees_any_difference(home):
     assert not compute._unchanged(lake, "1D", part, new, [*cols, "ema_50"])  # not stored yet
 
 
-def test_all_series_are_the_distinct_pairs_of_every_timeframe():
+@pytest.mark.parametrize("from_codes", [True, False])  # counted codes, or polars' unique
+def test_all_series_are_the_distinct_pairs_of_every_timeframe(from_codes, monkeypatch):
+    from marketlake.pipeline.stages import compute
     from marketlake.pipeline.stages.compute import _all_series
+
+    monkeypatch.setattr(compute, "FROM_CODES", from_codes and compute.FROM_CODES)
 
     rng = np.random.default_rng(5)
     names = np.array([f"S{i:03d}" for i in range(300)])

@@ -144,7 +144,11 @@ def test_symbol_enum_of_given_names_equals_the_found_ones() -> None:
     assert found.get_column("symbol").to_physical().to_list() == [1, 0, 2, 0]
 
 
-def test_symbol_enum_renumbers_a_categorical_as_a_cast_does() -> None:
+@pytest.mark.parametrize("from_codes", [True, False])  # renumbered codes, or a cast
+def test_symbol_enum_renumbers_a_categorical_as_a_cast_does(from_codes, monkeypatch) -> None:
+    import marketlake.pipeline.stages.compute_increment as ci
+
+    monkeypatch.setattr(ci, "FROM_CODES", from_codes and ci.FROM_CODES)
     rng = np.random.default_rng(2)
     for n in (3, 300):  # codes of one byte and of two
         names = np.array([f"S{i:03d}" for i in range(n)])
