@@ -229,25 +229,72 @@ def bench_ingest(tmp: Path, symbols: int, days: int) -> None:
     row("ingest vs write_parquet", ours, ref, f"{frame.height:,} rows", ">= 0.5")
 
 
-def bench_files(tmp: Path, rows: int) -> None:
-    symbols = max(1, rows // 2520)
-    print(f"files import: {symbols * 2520:,}-row parquet file ({symbols} symbols)")
-    src = tmp / "bars.parquet"
-    make_bars(symbols, 2520).select(
-        "symbol", pl.col("ts").alias("date"), "open", "high", "low", "close", "volume"
-    ).write_parquet(src)
-    ref = median(lambda: pl.read_parquet(src).write_parquet(tmp / "files-plain.parquet"), 3)
-    home = tmp / "files"
+def files_child(home: Path, src: Path, symbols: int, reference: bool) -> None:
+    """In this (fresh) process: one files import of ``src`` (bars of ``symbols`` symbols)
+    into a new lake at ``home``, or (``reference``) polars reading and writing the same
+    file; prints its wall and CPU time as one JSON line (``bench_files`` starts it)."""
+    if reference:
+        plain = home / "files-plain.parquet"
+        home.mkdir(parents=True, exist_ok=True)
+        cpu0 = cpu_seconds()
+        wall = timed(lambda: pl.read_parquet(src).write_parquet(plain))[0]
+        print(json.dumps({"wall": wall, "cpu": cpu_seconds() - cpu0}))
+        return
     lake = Lake(home)
     add_universe(lake, [f"S{i:05d}" for i in range(symbols)], "files")
     settings = settings_for(home)
     providers = dict(settings.providers)
     providers["files"] = ProviderSettings("files", options={"path": str(src)})
     settings = settings.with_(providers=providers)
-    ours, res = timed(lambda: run_sync(settings, provider="files", start="2000-01-01"))
-    print(f"  {res.inserted:,} rows landed ({res.status})")
-    row("files import vs read+write", ours, ref, f"{symbols * 2520:,} rows", ">= 0.5")
-    shutil.rmtree(home, ignore_errors=True)
+    cpu0 = cpu_seconds()
+    wall, res = timed(lambda: run_sync(settings, provider="files", start="2000-01-01"))
+    out = {"wall": wall, "cpu": cpu_seconds() - cpu0, "rows": res.inserted}
+    print(json.dumps({**out, "status": res.status}))
+
+
+def bench_files(tmp: Path, rows: int, runs: int) -> None:
+    """``runs`` imports of one parquet file of bars and as many runs of the reference
+    (polars reading and writing the same file), alternated, each in a fresh process as a
+    user's ``marketlake sync --provider files`` or script is; the ratio of the medians, and
+    of each pair."""
+    symbols = max(1, rows // 2520)
+    print(f"files import: {symbols * 2520:,}-row parquet file ({symbols} symbols), {runs} runs")
+    src = tmp / "bars.parquet"
+    make_bars(symbols, 2520).select(
+        "symbol", pl.col("ts").alias("date"), "open", "high", "low", "close", "volume"
+    ).write_parquet(src)
+
+    def child(home: Path, *extra: str) -> dict:
+        settle()
+        cmd = [sys.executable, __file__, "--files-child", str(home), "--files-source", str(src)]
+        cmd += ["--files-rows", str(rows), *extra]
+        run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        shutil.rmtree(home, ignore_errors=True)
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    ours, refs = [], []
+    for i in range(runs):  # the order alternating
+        for which in ("ours", "ref") if i % 2 == 0 else ("ref", "ours"):
+            if which == "ours":
+                ours.append(child(tmp / f"files{i}"))
+            else:
+                refs.append(child(tmp / f"files-ref{i}", "--files-reference"))
+        o, r = ours[-1], refs[-1]
+        print(
+            f"  run {i + 1}: {o['rows']:,} rows landed ({o['status']}); ours {o['wall']:.2f} s "
+            f"wall, {o['cpu']:.2f} s CPU; reference {r['wall']:.2f} s, {r['cpu']:.2f} s CPU "
+            f"-> {r['wall'] / o['wall']:.2f}x"
+        )
+    med = {
+        f"{k}_{n}": statistics.median(g[k] for g in got)
+        for n, got in (("ours", ours), ("ref", refs))
+        for k in ("wall", "cpu")
+    }
+    each = sorted(r["wall"] / o["wall"] for o, r in zip(ours, refs, strict=True))
+    size = f"{symbols * 2520:,} rows"
+    row("files import vs read+write", med["wall_ours"], med["wall_ref"], size, ">= 0.5")
+    print(f"  per run: {', '.join(f'{x:.2f}x' for x in each)}")
+    ROWS.append(("  the same in CPU time", size, med["cpu_ref"] / med["cpu_ours"], "-"))
 
 
 # -- compute --------------------------------------------------------------------------------
@@ -388,6 +435,10 @@ def main() -> None:
     ap.add_argument("--ingest-symbols", type=int, default=2000)
     ap.add_argument("--ingest-days", type=int, default=5040)
     ap.add_argument("--files-rows", type=int, default=10_000_000)
+    ap.add_argument("--files-runs", type=int, default=5, help="files: runs, each a fresh process")
+    ap.add_argument("--files-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--files-source", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--files-reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--nightly-symbols", type=int, default=2600)
     ap.add_argument("--repeat", type=int, default=5, help="compute: interleaved runs of each")
     ap.add_argument("--dsn", default=os.environ.get("MARKETLAKE_BENCH_DSN"))
@@ -397,6 +448,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.sync_child:
         sync_child(args.sync_child, args.sync_symbols)
+        return
+    if args.files_child:
+        symbols = max(1, args.files_rows // 2520)
+        files_child(args.files_child, args.files_source, symbols, args.files_reference)
         return
     tmp = Path(tempfile.mkdtemp(prefix="marketlake-bench-pipeline-"))
     try:
@@ -409,8 +464,7 @@ def main() -> None:
             settle()
             bench_ingest(tmp, args.ingest_symbols, args.ingest_days)
         if "files" not in args.skip:
-            settle()
-            bench_files(tmp, args.files_rows)
+            bench_files(tmp, args.files_rows, args.files_runs)
         if "compute" not in args.skip:
             settle()
             bench_compute(tmp, args.symbols, args.repeat)
