@@ -9,8 +9,10 @@ Rows of the printed table (ratio > 1: ours is faster than the reference):
   ``--sync-runs`` runs, each in a fresh process that loads the market's split and builds its
   paths itself, as a user's sync does; the ratio of the medians;
 * ingest (``land_bars`` of a pre-built frame) against ``write_parquet`` of the same frame;
-* files import (``sync --provider files`` of one parquet file of bars) against polars reading
-  and writing the same file;
+* files import (``sync --provider files`` of one parquet file of ``--files-rows`` bars) against
+  polars reading and writing the same file: ``--files-runs`` runs of each, alternated, each
+  in a fresh process (both start cold, as a user's import or script does); the ratio of the
+  medians;
 * ``compute --full`` (the 8 TA-Lib indicators) over ``--symbols`` x 2,520 daily bars in the
   lake, against polars reading the lake + TA-Lib per symbol + one parquet write, and against the
   raw kernels + one parquet write; then ``compute --full`` with the default set over the stored
@@ -24,7 +26,8 @@ Timings are wall clock, medians of ``--repeat`` interleaved runs where a stage i
 (compute: each with its spread and CPU time, all threads; the load average printed beside).
 
     python bench/pipeline.py [--symbols 2000] [--sync-symbols 300] [--files-rows 10000000]
-                             [--nightly-symbols 2600] [--dsn postgresql://...] [--skip ...]
+                             [--files-runs 5] [--nightly-symbols 2600] [--dsn postgresql://...]
+                             [--skip ...]
 """
 
 from __future__ import annotations
