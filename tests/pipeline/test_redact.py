@@ -100,3 +100,23 @@ def test_a_base_url_with_credentials_is_never_shown(tmp_path):
         env={"MARKETLAKE_HOME": str(tmp_path), "MARKETLAKE_YAHOO_BASE_URL": f"http://u:{SECRET}@h"}
     )
     assert SECRET in settings.secrets()
+
+
+def test_the_quick_mark_search_agrees_with_the_regex():
+    import random
+    import re
+
+    from marketlake.pipeline.redact import _ANY_MARK, _MARK_WORDS, _has_mark
+
+    assert all(re.escape(w) == w for w in _MARK_WORDS)  # literals, split off the marks
+    rng = random.Random(7)
+    pieces = [*_MARK_WORDS, "pas", "sw", "to", "ken", "a", "p", "i", ":/", "/", " ", "=", "x"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        text = "".join(c.upper() if rng.random() < 0.3 else c for c in text)
+        assert _has_mark(text) == bool(_ANY_MARK.search(text)), text
+    for text in ("paſsword=1", "TOKEN ünïcode", "bearer ✓", "naïve"):  # the regex's folding
+        assert _has_mark(text) == bool(_ANY_MARK.search(text)), text
+    assert (
+        redact('{"segment": "x", "password": "hunter22"}') == '{"segment": "x", "password": "***"}'
+    )
