@@ -702,6 +702,8 @@ def _refine_many(
     if not every:
         at = np.flatnonzero(keep)
         ts, span = np.take(ts, at), np.take(span, at)
+    # each part has a session (``_sessions`` gives None for a range without one), so its
+    # first row starts a non-empty slice and reduceat sums it
     first = np.cumsum([0, *(len(x.minutes) for x in parts[:-1])])
     per_part = np.add.reduceat(keep.sum(axis=1), first)
     return (*cols, ts, ts + span * _US_PER_MIN), per_part
