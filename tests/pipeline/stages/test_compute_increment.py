@@ -15,9 +15,11 @@ from marketlake.kernels import registry, resume
 from marketlake.lake import Lake
 from marketlake.pipeline import universe
 from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.stages import compute_increment
 from marketlake.pipeline.stages.compute import changed_series, last_watermark, run_compute
 from marketlake.pipeline.stages.compute_increment import (
     _bar_columns,
+    _chunks,
     _from_seam,
     _grouped,
     _groups,
@@ -113,6 +115,47 @@ def test_windows_gathered_through_the_order_equal_windows_of_the_sorted_rows() -
     got = _from_seam(keyed, order, pos, end, specs, 6, zones, first=True)
     want = _from_seam(sorted_bars, None, pos, end, specs, 6, zones, first=True)
     assert got.height == 12 * 4 and got.equals(want)
+
+
+@pytest.mark.parametrize("most", [1, 10, 25, 1_000])
+def test_windows_computed_in_chunks_equal_one_call_over_all(monkeypatch, most) -> None:
+    rng = np.random.default_rng(9)
+    codes, ts = _pieces(rng, 12, 4)
+    close = 100 + rng.standard_normal(len(ts)).cumsum()
+    bars = pl.DataFrame(
+        {
+            "symbol": [f"S{c:03d}" for c in codes],
+            "ts": ts,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "volume": rng.random(len(ts)) * 1e6,
+        }
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    keyed, order = _keyed(bars)
+    sorted_bars = keyed[order]
+    bounds = np.searchsorted(
+        sorted_bars.get_column("symbol").to_physical().to_numpy(), np.arange(13)
+    )
+    pos, end = bounds[1:] - 1 - np.arange(12) % 3, bounds[1:]  # 1 to 3 new rows a series
+    specs = registry.resolve(["sma(5)", "rsi(3)", "pivots", "bbands(4, 2)"])
+    zones = {f"S{c:03d}": "UTC" for c in range(12)}
+    whole = _from_seam(keyed, order, pos, end, specs, 6, zones, first=False)
+    monkeypatch.setattr(compute_increment, "SEAM_ROWS", most)
+    got = _from_seam(keyed, order, pos, end, specs, 6, zones, first=False)
+    assert got.height == int((end - pos + 1).sum()) and got.equals(whole)
+
+
+def test_chunks_cover_the_series_in_order_within_the_bound() -> None:
+    lengths = np.array([5, 3, 9, 1, 1, 7, 2, 40, 3])
+    for most in (1, 4, 9, 10, 20, 71, 1_000):
+        chunks = _chunks(lengths, most)
+        assert chunks[0][0] == 0 and chunks[-1][1] == lengths.size
+        assert all(a < b for a, b in chunks)
+        assert all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:], strict=False))
+        for a, b in chunks:  # within the bound, or one longer series alone
+            assert lengths[a:b].sum() <= most or b - a == 1
+        assert len(chunks) <= -(-lengths.sum() // most) + lengths.size
 
 
 def test_bar_columns_are_the_indicators_inputs() -> None:
