@@ -21,4 +21,11 @@ _os.environ.setdefault("_RJEM_MALLOC_CONF", "muzzy_decay_ms:-1")
 # environment already holds is kept.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+# Whether importing ``marketlake.kernels`` starts loading numba and its cached kernels in a
+# background thread (``kernels._cache.preload``), so that a script's first large
+# ``kernels.compute`` finds them loaded. ``marketlake.pipeline`` turns it off when imported:
+# most of its runs are increments, which the kernels compiled ahead of time run without numba
+# (``kernels.aot``), and a run that needs numba starts the load itself.
+PRELOAD_KERNELS = True
+
 __version__ = "0.1.0"

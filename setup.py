@@ -5,9 +5,10 @@ and ``pip install -e .`` compile the kernels once, on the installing machine, in
 ``kernels/__pycache__`` (of the built tree, or of the source tree for an editable install),
 and the synthetic market's split into ``pipeline/providers/__pycache__``.
 Without it the first run compiles for 25-50 s; see ``kernels/_cache.py`` for why a build-time
-cache was chosen. It also compiles the split ahead of time into an extension module that loads
-without numba (``pipeline/providers/synthetic_split_aot.py``). A failure here never fails the
-build: the first run then compiles as before, and the market uses numba's split.
+cache was chosen. It also compiles ahead of time, into extension modules that load without
+numba, the kernels' entry points for small calls (``kernels/aot.py``) and the synthetic
+market's split (``pipeline/providers/synthetic_split_aot.py``). A failure here never fails
+the build: the first run then compiles as before, and numba's kernels and split are used.
 """
 
 import subprocess
@@ -27,6 +28,12 @@ from marketlake.kernels._cache import precompile
 from marketlake.pipeline.providers import synthetic_split
 precompile()
 synthetic_split.precompile()
+"""
+_BUILD_KERNELS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from marketlake.kernels import aot
+print("built", aot.build().name)
 """
 _BUILD_SPLIT = """
 import sys
@@ -58,6 +65,8 @@ class BuildPyWithKernels(build_py):
             (Path(tmp) / "marketlake").symlink_to(root, target_is_directory=True)
             print("compiling the indicator kernels into numba's cache (about a minute)")
             _run(_PRECOMPILE, tmp, "kernels not precompiled; the first run will compile them")
+            print("compiling the kernels for small calls ahead of time")
+            _run(_BUILD_KERNELS, tmp, "kernels not built ahead of time; numba's will be used")
             print("compiling the synthetic market's split ahead of time")
             _run(_BUILD_SPLIT, tmp, "split not built ahead of time; numba's will be used")
 

@@ -26,10 +26,15 @@ function's own file, ``kernels._cache`` drops the whole package cache whenever a
 source changed, once per process before the first ``compute`` (importing writes nothing).
 Building the package fills that cache (``kernels._cache.precompile``), so a fresh install does
 not compile on its first run, and importing the package loads that cache in the background
-(``kernels._cache.preload``). ``compute`` (and with it polars) is imported on first use, so
-the build step needs numba and numpy only.
+(``kernels._cache.preload``; off when ``marketlake.PRELOAD_KERNELS`` is false, as the
+pipeline sets it). ``compute`` (and with it polars) is imported on first use, so the build
+step needs numba and numpy only. Calls of up to ``kernels.aot.SERIAL_ROWS`` bars run on the
+entry points compiled ahead of time at build time (``kernels.aot``): no numba loaded at all.
+Modules without numba: ``registry``, ``plan`` (op codes, groups), ``zones`` (UTC offset
+tables), ``signatures`` (the entry points' argument types), ``resume``, ``aot``, ``adapter``.
 """
 
+import marketlake as _root
 from marketlake.kernels._openmp import limit_spin
 
 limit_spin()  # before numba loads the OpenMP runtime (see kernels._openmp)
@@ -44,7 +49,7 @@ from marketlake.kernels.registry import (  # noqa: E402
     warmup,
 )
 
-_preloading = preload()
+_preloading = preload() if _root.PRELOAD_KERNELS else None
 
 
 def __getattr__(name: str):
@@ -62,5 +67,6 @@ __all__ = [
     "compute",
     "output_columns",
     "parse",
+    "preload",
     "warmup",
 ]

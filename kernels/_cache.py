@@ -44,27 +44,38 @@ import re
 import threading
 from pathlib import Path
 
-import numba
-
 _PKG = Path(__file__).resolve().parent
 _STAMP = "kernels-sources.fingerprint"
 
 
 # a module holds compiled code when a line starts with one of numba's decorators
 _COMPILED = re.compile(rb"^@(?:njit|intrinsic)\b", re.MULTILINE)
+# numba-free modules whose constants the compiled code reads (frozen into it when compiled)
+_FEEDING = ("plan.py",)
+
+
+def compiled_sources() -> list[tuple[str, bytes]]:
+    """``(file name, content)`` of the kernel modules whose edits change machine code: those
+    holding compiled code and those whose constants it reads (``plan``: the op codes)."""
+    out = []
+    for p in sorted(_PKG.glob("*.py")):
+        src = p.read_bytes()
+        if p.name in _FEEDING or _COMPILED.search(src):
+            out.append((p.name, src))
+    return out
 
 
 def fingerprint() -> str:
-    """Content hash of the kernel modules that hold compiled code, and the numba version.
+    """Content hash of :func:`compiled_sources` and the numba version.
 
     Pure-Python modules (the adapter, the registry, this one) do not change machine code, so
     editing them keeps the cache."""
+    import numba
+
     h = hashlib.sha256(f"numba {numba.__version__}\n".encode())
-    for p in sorted(_PKG.glob("*.py")):
-        src = p.read_bytes()
-        if _COMPILED.search(src):
-            h.update(f"{p.name}\n".encode())
-            h.update(src)
+    for name, src in compiled_sources():
+        h.update(f"{name}\n".encode())
+        h.update(src)
     return h.hexdigest()
 
 
@@ -99,112 +110,53 @@ def invalidate_stale_cache() -> bool:
 
 
 def precompile_calls() -> list[tuple[object, tuple]]:
-    """``(dispatcher, args)`` pairs covering every signature ``kernels.compute``, the
-    incremental compute's resumed indicators (``kernels.resume``) and a full recompute's
-    output layout (``kernels.layout``) use.
+    """``(dispatcher, args)`` pairs covering every signature the callers use
+    (:func:`.signatures.example_calls`)."""
+    import importlib
 
-    The argument types mirror the adapter's exactly (read-only inputs, writable outputs,
-    C-contiguous): a different layout or writability would be a different signature, compiled
-    again on first use. ``tests/kernels`` checks the two stay in step.
-    """
-    import numpy as np
+    from marketlake.kernels import signatures
 
-    from marketlake.kernels import layout, resume
-    from marketlake.kernels.driver import SMA, run_plan, scan_runs, scan_string_views
-
-    def ro(a):
-        a = np.ascontiguousarray(a)
-        a.flags.writeable = False
-        return a
-
-    n = 4
-    ts = ro(np.arange(n, dtype=np.int64))
-    price = ro(np.linspace(1.0, 2.0, n))
-    views = np.zeros(n * 16, np.uint8)
-    views[0::16] = 1  # every string one byte long, all equal: one run
-    buf = ro(views).data
-    ops = np.array([[SMA, 0, 2, 0, 0]], np.int64)
-    one = np.zeros(1, np.int64)
-    # the incremental compute's resumed indicators: writable copies, as it passes them
-    x = np.linspace(1.0, 2.0, n)
-    rows = (np.array([1], np.int64), np.array([n], np.int64), np.ones(1, np.float64))
-    resumed = [
-        (resume.ema_resume, (x, *rows, 2, x.copy())),
-        (resume.atr_resume, (x, x, x, *rows, 2, x.copy())),
-        (resume.obv_resume, (x, x, *rows, x.copy())),
-    ]
-    # a full recompute's layout of the output block (read-only inputs, writable outputs)
-    order = ro(np.arange(n, dtype=np.int64))
-    laid = [
-        (layout.period_order, (ts, 86_400_000_000, False)),
+    return [
         (
-            layout.take_valid,
-            (ro(np.zeros((2, n))), order, np.empty((2, n)), np.empty((2, 1), np.uint8)),
-        ),
-        (layout.take, (ts, order, np.empty(n, np.int64))),
-        (layout.take, (ro(np.zeros(n, np.int32)), order, np.empty(n, np.int32))),
+            getattr(
+                importlib.import_module(f"marketlake.kernels.{signatures.MODULES[name]}"), name
+            ),
+            args,
+        )
+        for name, args in signatures.example_calls()
     ]
-    return (
-        resumed
-        + laid
-        + [
-            (
-                scan_string_views,
-                (
-                    np.frombuffer(buf, np.int64).reshape(-1, 2),
-                    np.frombuffer(buf, np.int32).reshape(-1, 4),
-                    np.frombuffer(buf, np.uint8).reshape(-1, 16),
-                    ts,
-                ),
-            ),
-            (scan_runs, (ro(np.zeros(n, np.uint32)), ts)),
-            (
-                run_plan,
-                (
-                    np.array([0, n], np.int64),
-                    np.array([[0, -1, -1, -1]], np.int64),
-                    price,
-                    price,
-                    price,
-                    price,
-                    ts,
-                    one.copy(),
-                    np.array([0, 1], np.int64),
-                    np.array([np.iinfo(np.int64).min], np.int64),
-                    one.copy(),
-                    86_400_000_000,
-                    ops,
-                    np.zeros(1, np.float64),
-                    np.empty((1, n), np.float64),
-                    1,
-                ),
-            ),
-        ]
-    )
 
 
-def preload() -> threading.Thread | None:
-    """Load the kernels from a cache built for these sources, in a daemon thread (see above).
+_PRELOAD: threading.Thread | None = None
+_PRELOAD_LOCK = threading.Lock()
 
-    Returns the thread, or None when there is no such cache (the first call compiles then)."""
+
+def preload() -> threading.Thread:
+    """Import numba and load the kernels from a cache built for these sources, in a daemon
+    thread (see above), once per process; returns that thread. Without such a cache it loads
+    nothing (the first call compiles then)."""
+    global _PRELOAD
+    with _PRELOAD_LOCK:
+        if _PRELOAD is None:
+            _PRELOAD = threading.Thread(
+                target=_load, name="marketlake-kernels-preload", daemon=True
+            )
+            _PRELOAD.start()
+        return _PRELOAD
+
+
+def _load() -> None:
     try:
         stamp = _PKG / "__pycache__" / _STAMP
         if not stamp.is_file() or stamp.read_text() != fingerprint():
-            return None
-    except OSError:
-        return None
-
-    def load() -> None:
-        try:
-            for dispatcher, args in precompile_calls():
-                dispatcher.compile(tuple(numba.typeof(a) for a in args))
-            import marketlake.kernels.adapter  # noqa: F401 -- polars, pyarrow: imported lazily
-        except Exception:  # noqa: BLE001 -- an optimisation only: the first call loads instead
             return
+        import numba
 
-    thread = threading.Thread(target=load, name="marketlake-kernels-preload", daemon=True)
-    thread.start()
-    return thread
+        for dispatcher, args in precompile_calls():
+            dispatcher.compile(tuple(numba.typeof(a) for a in args))
+        import marketlake.kernels.adapter  # noqa: F401 -- polars, pyarrow: imported lazily
+    except Exception:  # noqa: BLE001 -- an optimisation only: the first call loads instead
+        return
 
 
 def precompile() -> None:

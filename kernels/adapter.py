@@ -20,31 +20,55 @@ import mmap
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
-import numba
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from marketlake.kernels._cache import ensure_fresh_cache
-from marketlake.kernels.driver import (
-    ADX_ATR,
-    CODES,
-    SESSION_CODES,
-    lane_groups,
-    run_gather_index,
-    run_plan,
-    scan_runs,
-    scan_string_views,
-    split_ops,
-)
+from marketlake.kernels import aot
+from marketlake.kernels.plan import ADX_ATR, CODES, SESSION_CODES, lane_groups, split_ops
 from marketlake.kernels.registry import IndicatorSpec, resolve
-from marketlake.kernels.sessions import DAY_S, check_tz, tz_tables
+from marketlake.kernels.zones import DAY_S, check_tz, tz_tables
 
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only; elsewhere pages fault on use
 _UNITS_PER_SECOND = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1_000}
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault pages in writable, in one call, without a trap
 _SPLIT_BYTES = 64 << 20  # blocks of at least twice this are populated by several threads
+
+
+class Engine(NamedTuple):
+    """The compiled entry points a call runs on, and the threads it may use."""
+
+    run_plan: Callable
+    scan_runs: Callable
+    scan_string_views: Callable
+    run_gather_index: Callable
+    threads: int
+    parallel: bool
+
+
+def engine(rows: int) -> Engine:
+    """The entry points for a call over ``rows`` bars: the module compiled ahead of time
+    (``kernels.aot``, one thread, no numba to load) up to ``aot.SERIAL_ROWS`` bars when it is
+    built, else numba's, with its parallel driver on numba's threads."""
+    if rows <= aot.SERIAL_ROWS and aot.built():
+        names = ("run_plan", "scan_runs", "scan_string_views", "run_gather_index")
+        return Engine(*(aot.function(n) for n in names), threads=1, parallel=False)
+    import numba
+
+    from marketlake.kernels import driver
+    from marketlake.kernels._cache import ensure_fresh_cache
+
+    ensure_fresh_cache()
+    return Engine(
+        driver.run_plan,
+        driver.scan_runs,
+        driver.scan_string_views,
+        driver.run_gather_index,
+        threads=numba.get_num_threads(),
+        parallel=True,
+    )
 
 
 def in_parts(part: Callable[[int], None], parts: int) -> None:
@@ -94,7 +118,11 @@ def fresh_block(n: int) -> np.ndarray:
     populating its part (564 MB: 0.18 s CPU either way, 0.23 s wall against 0.31 s, medians
     of 6 alternated fresh processes at load average 6 on 2 cores)."""
     nbytes = n * 8
-    parts = min(numba.get_num_threads(), nbytes // _SPLIT_BYTES)
+    parts = nbytes // _SPLIT_BYTES
+    if parts >= 2:
+        import numba  # a block this large is a parallel call's: numba is loaded
+
+        parts = min(numba.get_num_threads(), parts)
     if _MADVISE is None or parts < 2:
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE
         return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), np.float64)
@@ -199,8 +227,10 @@ def _float_column(df: pl.DataFrame, name: str) -> np.ndarray:
     return _readonly(s.to_numpy())
 
 
-def _runs(df: pl.DataFrame, ts: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Symbol run offsets and whether ts ascends within each run, in one pass over the rows."""
+def _runs(df: pl.DataFrame, ts: np.ndarray, eng: Engine | None = None) -> tuple[np.ndarray, bool]:
+    """Symbol run offsets and whether ts ascends within each run, in one pass over the rows
+    (on ``eng``, by default the one for ``df``'s size)."""
+    eng = eng or engine(df.height)
     sym = df.get_column("symbol")
     if sym.dtype == pl.String:
         # zero-copy Arrow string views: compare the 16-byte views (~2x faster than rle_id)
@@ -209,7 +239,8 @@ def _runs(df: pl.DataFrame, ts: np.ndarray) -> tuple[np.ndarray, bool]:
             buf = arr.buffers()[1]
             rows = slice(arr.offset, arr.offset + len(arr))
             offsets, ascending, ok = _split_scan(
-                scan_string_views,
+                eng.scan_string_views,
+                eng.threads,
                 np.frombuffer(buf, np.int64).reshape(-1, 2)[rows],
                 np.frombuffer(buf, np.int32).reshape(-1, 4)[rows],
                 np.frombuffer(buf, np.uint8).reshape(-1, 16)[rows],
@@ -218,23 +249,23 @@ def _runs(df: pl.DataFrame, ts: np.ndarray) -> tuple[np.ndarray, bool]:
             if ok:
                 return offsets, ascending
     elif isinstance(sym.dtype, (pl.Categorical, pl.Enum)):
-        return _split_scan(scan_runs, _run_ids(sym.to_physical()), ts)[:2]
-    return _split_scan(scan_runs, _run_ids(sym.rle_id()), ts)[:2]
+        return _split_scan(eng.scan_runs, eng.threads, _run_ids(sym.to_physical()), ts)[:2]
+    return _split_scan(eng.scan_runs, eng.threads, _run_ids(sym.rle_id()), ts)[:2]
 
 
 _SPLIT_ROWS = 1 << 20  # frames of at least twice this many rows are scanned by several threads
 
 
-def _split_scan(scan, *columns: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+def _split_scan(scan, threads: int, *columns: np.ndarray) -> tuple[np.ndarray, bool, bool]:
     """``scan`` (``scan_runs`` or ``scan_string_views``: run offsets, whether ts ascends within
-    runs[, ok]) over row ranges on the threads ``compute`` may use, merged.
+    runs[, ok]) over row ranges on up to ``threads`` threads, merged.
 
     The scan reads every row once, before the kernels can start: 8 ms CPU of the 12 ms a
     2,000 x 2,520-bar call spends outside them (medians of 10, one thread). Each part is scanned
     from the last row of the part before it, so a run starting at its first row is found and ts
     is compared across the cut; the parts' inner boundaries are the frame's."""
     n = columns[-1].shape[0]
-    parts = min(numba.get_num_threads(), n // _SPLIT_ROWS)
+    parts = min(threads, n // _SPLIT_ROWS)
     if parts < 2:
         found = scan(*columns)
         return found[0], found[1], found[2] if len(found) > 2 else True
@@ -262,15 +293,16 @@ def _timestamps(df: pl.DataFrame) -> np.ndarray:
     return _readonly(df.get_column("ts").to_physical().to_numpy())
 
 
-def sort_frame(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+def sort_frame(frame: pl.DataFrame, eng: Engine | None = None) -> tuple[pl.DataFrame, np.ndarray]:
     """``frame`` sorted by (symbol, ts) (unchanged if it already is) and its symbol offsets."""
     if frame.height == 0:
         return frame, np.zeros(1, np.int64)
-    order, offsets = _order(frame)
+    eng = eng or engine(frame.height)
+    order, offsets = _order(frame, eng)
     if order is None:
         return frame, offsets
     frame = frame[order]
-    offsets, _ = _runs(frame, _timestamps(frame))
+    offsets, _ = _runs(frame, _timestamps(frame), eng)
     return frame, offsets
 
 
@@ -279,25 +311,28 @@ def sort_order(frame: pl.DataFrame) -> np.ndarray | None:
 
     A frame of pieces each sorted -- a lake read, one file per period -- is ordered by
     gathering its runs (:func:`_run_order`), without a full sort."""
-    return _order(frame)[0] if frame.height else None
+    return _order(frame, engine(frame.height))[0] if frame.height else None
 
 
-def _order(frame: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
+def _order(frame: pl.DataFrame, eng: Engine | None = None) -> tuple[np.ndarray | None, np.ndarray]:
     """:func:`sort_order` and the offsets of the runs of equal symbol (one pass over a
     sorted frame)."""
-    offsets, within = _runs(frame, _timestamps(frame))
+    eng = eng or engine(frame.height)
+    offsets, within = _runs(frame, _timestamps(frame), eng)
     if within:
         firsts = frame.get_column("symbol").gather(offsets[:-1])
         if firsts.n_unique() == len(firsts) and firsts.equals(firsts.sort()):
             return None, offsets
-        order = _run_order(frame, offsets)
+        order = _run_order(frame, offsets, eng)
         if order is not None:
             return order, offsets
     by = pl.arg_sort_by("symbol", "ts", maintain_order=True)
     return frame.select(by).to_series().to_numpy(), offsets
 
 
-def _run_order(frame: pl.DataFrame, offsets: np.ndarray) -> np.ndarray | None:
+def _run_order(
+    frame: pl.DataFrame, offsets: np.ndarray, eng: Engine | None = None
+) -> np.ndarray | None:
     """The row order that sorts ``frame`` by (symbol, ts) when it is a concatenation of pieces
     each sorted by (symbol, ts) -- a lake read returns one such piece per file, period after
     period -- else None; ``offsets`` are its runs of equal symbol, within which ts ascends.
@@ -320,7 +355,9 @@ def _run_order(frame: pl.DataFrame, offsets: np.ndarray) -> np.ndarray | None:
     overlap = same & (runs.get_column("first") <= runs.get_column("last").shift(1))
     if overlap.any():
         return None
-    return run_gather_index(runs.get_column("start").to_numpy(), runs.get_column("len").to_numpy())
+    eng = eng or engine(frame.height)
+    starts = _readonly(runs.get_column("start").to_numpy())
+    return eng.run_gather_index(starts, _readonly(runs.get_column("len").to_numpy()))
 
 
 def _zones(
@@ -420,7 +457,6 @@ def compute_block(
     the output column names and the ``(n_columns, n_rows)`` float64 block holding them (NaN
     in warm-up rows), for callers that lay the values out themselves (a full recompute
     writes them period by period: ``kernels.layout``)."""
-    ensure_fresh_cache()
     specs = resolve(indicators)
     if not isinstance(frame, pl.DataFrame):
         raise TypeError(f"compute expects a polars DataFrame, got {type(frame).__name__}")
@@ -435,7 +471,8 @@ def compute_block(
         if frame.get_column(c).null_count():
             raise ValueError(f"column {c!r} has nulls")
 
-    df, offsets = sort_frame(frame)
+    eng = engine(frame.height)
+    df, offsets = sort_frame(frame, eng)
     ops, fparams, columns = _plan(specs)
     n = df.height
     if n == 0 or not specs:
@@ -466,36 +503,28 @@ def compute_block(
 
     out = POOL.take(len(columns), n)
     groups = lane_groups(offsets)
-    tasks = split_ops(groups.shape[0], ops.shape[0], numba.get_num_threads())
+    args = (offsets, groups, high, low, close, volume, ts, sym_zone, tz_ptr, tz_starts)
+    args += (tz_offsets, ups * DAY_S, ops, fparams, out)
+    if not eng.parallel:  # one thread: each group runs its whole plan
+        eng.run_plan(*args, 1)
+        return df, columns, out
+    import numba
+
+    tasks = split_ops(groups.shape[0], ops.shape[0], eng.threads)
     # dynamic scheduling in chunks of a few tasks: on a shared machine a thread that loses its
     # core takes fewer chunks instead of holding up the whole call
     with numba.parallel_chunksize(4 if tasks == 1 else 1):
-        run_plan(
-            offsets,
-            groups,
-            high,
-            low,
-            close,
-            volume,
-            ts,
-            sym_zone,
-            tz_ptr,
-            tz_starts,
-            tz_offsets,
-            ups * DAY_S,
-            ops,
-            fparams,
-            out,
-            tasks,
-        )
+        eng.run_plan(*args, tasks)
     return df, columns, out
 
 
 __all__ = [
     "POOL",
     "BlockPool",
+    "Engine",
     "compute",
     "compute_block",
+    "engine",
     "fresh_block",
     "sort_frame",
     "sort_order",

@@ -20,27 +20,30 @@ from marketlake.kernels._common import JIT, ix, store_fence
 from marketlake.kernels.levels import fib_into, pivots_into
 from marketlake.kernels.momentum import macd_lanes, rsi_lanes
 from marketlake.kernels.moving import ema_lanes, sma_lanes
+from marketlake.kernels.plan import (  # noqa: F401 -- re-exported
+    ADX,
+    ADX_ATR,
+    ATR,
+    BBANDS,
+    CODES,
+    EMA,
+    FIB,
+    MACD,
+    OBV,
+    PIVOTS,
+    RSI,
+    SESSION_CODES,
+    SMA,
+    SUPERTREND,
+    VWAP,
+    lane_groups,
+    split_ops,
+)
 from marketlake.kernels.sessions import session_ids_into
 from marketlake.kernels.trend import adx_atr_lanes, adx_lanes
 from marketlake.kernels.volatility import atr_lanes, bbands_lanes, supertrend_band_into
 from marketlake.kernels.volume import obv_lanes, vwap_into
 
-SMA, EMA, RSI, MACD, BBANDS, ATR, ADX, SUPERTREND, OBV, VWAP, PIVOTS, FIB, ADX_ATR = range(1, 14)
-CODES = {
-    "sma": SMA,
-    "ema": EMA,
-    "rsi": RSI,
-    "macd": MACD,
-    "bbands": BBANDS,
-    "atr": ATR,
-    "adx": ADX,
-    "supertrend": SUPERTREND,
-    "obv": OBV,
-    "vwap": VWAP,
-    "pivots": PIVOTS,
-    "fib": FIB,
-}
-SESSION_CODES = (VWAP, PIVOTS)
 _SCAN_BLOCK = 256  # rows per block of scan_string_views' vectorised test
 
 
@@ -159,28 +162,6 @@ def same_runs(new, new_bits, new_off, old, old_bits, old_off, starts, runs):
                 if x != y and not (x != x and y != y):
                     return False
     return True
-
-
-def lane_groups(offsets: np.ndarray) -> np.ndarray:
-    """Symbols in groups of four of similar length, longest first (``-1`` pads the last group).
-
-    The ``*_lanes`` kernels interleave four series over their common length, so a group holds
-    symbols of similar length; longest first lets the dynamic scheduler of ``run_plan``'s
-    parallel loop balance the threads (the last, short tasks fill the gaps).
-    """
-    lengths = np.diff(offsets)
-    order = np.argsort(-lengths, kind="stable")
-    n = order.shape[0]
-    groups = np.full(((n + 3) // 4, 4), -1, dtype=np.int64)
-    groups.ravel()[:n] = order
-    return groups
-
-
-def split_ops(n_groups: int, n_ops: int, n_threads: int) -> int:
-    """Tasks per group for ``run_plan``: 1 (a task runs every op on its group) when there are
-    enough groups to keep the threads busy, else ``n_ops`` (one task per op: a single long
-    series still uses every core)."""
-    return 1 if n_groups >= 4 * n_threads or n_ops <= 1 else n_ops
 
 
 @njit(**JIT)

@@ -30,8 +30,7 @@ import numpy as np
 from numba import njit
 
 from marketlake.kernels._common import JIT, NAN, STEP, fill_nan
-
-FIB_LEVELS = (0, 236, 382, 500, 618, 786, 1000)
+from marketlake.kernels.plan import FIB_LEVELS
 
 
 @njit(**JIT)

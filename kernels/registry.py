@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from marketlake.kernels.levels import FIB_LEVELS
+from marketlake.kernels.plan import FIB_LEVELS
 
 
 class IndicatorSpecError(ValueError):

@@ -25,13 +25,9 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
-from numba import njit
 
-from marketlake.kernels._common import JIT
-from marketlake.kernels.moving import _ema_run
+from marketlake.kernels import aot
 from marketlake.kernels.registry import IndicatorSpec, resolve
-from marketlake.kernels.volatility import _atr_run
-from marketlake.kernels.volume import _obv_run
 
 SEEDED = ("ema", "atr", "obv")
 _FORGET = 47.0  # e**-47 ~ 4e-21: a seed's weight below float64's relative rounding unit
@@ -79,36 +75,6 @@ def seeded(indicators: Iterable[str | IndicatorSpec] | str | None = None) -> lis
     return [s for s in resolve(indicators) if s.name in SEEDED]
 
 
-@njit(**JIT)
-def ema_resume(x, starts, stops, seeds, period, out):
-    """EMA rows ``starts[j]:stops[j]`` of each series from ``seeds[j]``, its value one row
-    before."""
-    k = 2.0 / (period + 1)
-    for j in range(starts.shape[0]):
-        if period == 1:
-            for i in range(starts[j], stops[j]):
-                out[i] = x[i]
-        else:
-            _ema_run(x, out, starts[j], stops[j], seeds[j], k)
-
-
-@njit(**JIT)
-def atr_resume(high, low, close, starts, stops, seeds, period, out):
-    """ATR rows ``starts[j]:stops[j]`` from ``seeds[j]`` (``starts[j] >= 1``: the true range
-    needs the previous close)."""
-    beta = (period - 1) / period
-    for j in range(starts.shape[0]):
-        _atr_run(high, low, close, out, starts[j], stops[j], seeds[j], 1.0 - beta, beta)
-
-
-@njit(**JIT)
-def obv_resume(close, volume, starts, stops, seeds, out):
-    """OBV rows ``starts[j]:stops[j]`` from ``seeds[j]`` and the previous close."""
-    for j in range(starts.shape[0]):
-        s = starts[j]
-        _obv_run(close, volume, out, s, stops[j], seeds[j], close[s - 1])
-
-
 def resume_into(
     spec: IndicatorSpec,
     bars: dict[str, np.ndarray],
@@ -119,17 +85,22 @@ def resume_into(
 ) -> None:
     """Write rows ``starts[j]:stops[j]`` of the seeded ``spec``'s column into ``out`` from the
     stored values ``seeds`` one row before each; ``bars`` holds float64 ``close`` (and
-    ``high``, ``low``, ``volume`` as the indicator needs), all arrays contiguous and writable."""
-    if spec.name == "ema":
-        ema_resume(bars["close"], starts, stops, seeds, int(spec.params[0]), out)
-    elif spec.name == "atr":
-        atr_resume(
-            bars["high"], bars["low"], bars["close"], starts, stops, seeds, int(spec.params[0]), out
-        )
-    elif spec.name == "obv":
-        obv_resume(bars["close"], bars["volume"], starts, stops, seeds, out)
-    else:
+    ``high``, ``low``, ``volume`` as the indicator needs), all arrays contiguous and writable.
+    Runs the loops compiled ahead of time when they are built (``kernels.aot``: a resume
+    touches only the new rows, far less work than loading numba), else numba's."""
+    if spec.name not in SEEDED:
         raise ValueError(f"{spec} is not resumed from a stored value")
+    fn = aot.function(f"{spec.name}_resume")
+    if fn is None:
+        from marketlake.kernels import seeds as compiled
+
+        fn = getattr(compiled, f"{spec.name}_resume")
+    if spec.name == "ema":
+        fn(bars["close"], starts, stops, seeds, int(spec.params[0]), out)
+    elif spec.name == "atr":
+        fn(bars["high"], bars["low"], bars["close"], starts, stops, seeds, int(spec.params[0]), out)
+    else:
+        fn(bars["close"], bars["volume"], starts, stops, seeds, out)
 
 
 __all__ = ["SEEDED", "memory", "resume_into", "seeded", "sessions_needed", "window"]

@@ -75,6 +75,22 @@ def changed_series(lake: Lake, since: int | None, upto: int) -> pl.DataFrame | N
     )
 
 
+def _preload_kernels(lake, version: int) -> None:
+    """Start loading numba's kernels beside a full run's read when its calls are larger than
+    the kernels compiled ahead of time take (``kernels.aot``): the Delta log's row counts
+    tell, without reading data."""
+    from marketlake import kernels
+    from marketlake.kernels import aot
+
+    dt = lake.table("ohlcv", version)
+    rows = 0
+    if dt is not None:
+        files = pl.DataFrame(dt.get_add_actions(flatten=True))  # pa.table would import pandas
+        rows = int(files.get_column("num_records").sum() or 0) if "num_records" in files else 0
+    if rows > aot.SERIAL_ROWS or not aot.built():
+        kernels.preload()
+
+
 def begin(settings: Settings, indicators, timeframes, run_id: str | None, trigger: str):
     """What every compute run starts from: the lake, its run id and task log, the output
     columns, the checked timeframes and the ohlcv version it computes up to (None: no bars).
@@ -128,6 +144,7 @@ def run_compute(
     every = False  # whether each timeframe's series are all the scan holds
     if todo is None:
         every = not symbols
+        _preload_kernels(lake, upto)
         todo = _all_series(coded())
     if timeframes:
         todo = todo.filter(pl.col("timeframe").is_in(timeframes))

@@ -284,12 +284,17 @@ def test_adx_and_atr_of_one_period_computed_in_one_pass_equal_each_alone(period)
         assert_matches(got[f"plus_di_{n}"], talib.PLUS_DI(h, lo, c, n), f"{sym} +di")
 
 
+@pytest.mark.parametrize("size", [1, 1 << 30], ids=["built-ahead", "numba"])
 @pytest.mark.parametrize("symbol_dtype", [pl.String, pl.Categorical, "long"])
-def test_runs_scanned_in_parts_equal_one_scan(sorted_frame, symbol_dtype, monkeypatch):
+def test_runs_scanned_in_parts_equal_one_scan(sorted_frame, symbol_dtype, size, monkeypatch):
     """Run offsets and the ts-order check come out the same when the rows are scanned in
     parts on several threads, with cuts inside runs, on run boundaries, and an out-of-order ts
-    right at a cut (string views, categorical codes, and the rle_id fallback of long names)."""
+    right at a cut (string views, categorical codes, and the rle_id fallback of long names),
+    with the scans compiled ahead of time and numba's."""
     from marketlake.kernels import adapter
+
+    eng = adapter.engine(size)._replace(threads=3)
+    assert eng.parallel == (size > 1)
 
     frame = sorted_frame.select("symbol", "ts")
     if symbol_dtype == "long":
@@ -297,13 +302,12 @@ def test_runs_scanned_in_parts_equal_one_scan(sorted_frame, symbol_dtype, monkey
     else:
         frame = frame.with_columns(pl.col("symbol").cast(symbol_dtype))
     ts = adapter._timestamps(frame)  # read-only, as compute passes it (one compiled signature)
-    whole, ascending = adapter._runs(frame, ts)
+    whole, ascending = adapter._runs(frame, ts, eng._replace(threads=1))
     assert ascending
-    monkeypatch.setattr(adapter.numba, "get_num_threads", lambda: 3)
     swapped = ts.copy()
     for rows in (10, 300, 410, 411, 412, 900):  # 3 parts: cuts at n/3 and 2n/3; 900 = a run end
         monkeypatch.setattr(adapter, "_SPLIT_ROWS", rows)
-        offsets, ascending = adapter._runs(frame, ts)
+        offsets, ascending = adapter._runs(frame, ts, eng)
         np.testing.assert_array_equal(offsets, whole)
         assert ascending
         n = len(ts)
@@ -311,17 +315,19 @@ def test_runs_scanned_in_parts_equal_one_scan(sorted_frame, symbol_dtype, monkey
         if cut < n and frame["symbol"][cut] == frame["symbol"][cut - 1]:
             swapped[:] = ts
             swapped[cut - 1], swapped[cut] = ts[cut], ts[cut - 1]
-            assert not adapter._runs(frame, adapter._readonly(swapped))[1]
+            assert not adapter._runs(frame, adapter._readonly(swapped), eng)[1]
 
 
 def test_fresh_blocks_are_zeroed_whichever_way_their_pages_are_faulted_in(monkeypatch):
     """A large block is populated by several threads (``MADV_POPULATE_WRITE``); where that
     call fails (kernels before Linux 5.14) its pages are touched instead. Either way the
     memory is zeroed, writable and of the size asked for."""
+    import numba
+
     from marketlake.kernels import adapter
 
     monkeypatch.setattr(adapter, "_SPLIT_BYTES", 1 << 16)
-    monkeypatch.setattr(adapter.numba, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
     n = 3 * (1 << 14) + 7  # not a whole number of pages
     block = adapter.fresh_block(n)
     assert block.shape == (n,) and block.flags.writeable and not block.any()

@@ -11,12 +11,14 @@ from kernels_testdata import frame_of, random_walk
 from tests_helpers import run_without_polars
 
 from marketlake import kernels
-from marketlake.kernels import _cache, driver
+from marketlake.kernels import _cache, aot, driver
 
 
-def test_precompile_covers_every_signature_compute_uses():
+def test_precompile_covers_every_signature_compute_uses(monkeypatch):
     """A cache filled at build time is only used if it holds the exact signatures (array
-    layouts, read-only flags) that compute passes; anything else would compile on first use."""
+    layouts, read-only flags) that compute passes; anything else would compile on first use.
+    Every call here goes to numba (none to the kernels compiled ahead of time)."""
+    monkeypatch.setattr(aot, "SERIAL_ROWS", -1)
     walks = {f"S{i:02d}": random_walk(60 + i, seed=i) for i in range(3)}
     frame = frame_of(walks, step_s=3600)
     kernels.compute(frame)
@@ -25,6 +27,7 @@ def test_precompile_covers_every_signature_compute_uses():
         frame.with_columns(("A_RATHER_LONG_SYMBOL_" + pl.col("symbol")).alias("symbol"))
     )
     kernels.compute(frame.reverse(), session_tz="America/New_York")
+    kernels.compute(frame.sort("ts", "symbol"))  # runs of one row each: gathered by runs
     kernels.compute(frame.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))), ["obv"])
     built = {
         (d.py_func.__name__, tuple(numba.typeof(a) for a in args))
@@ -32,8 +35,19 @@ def test_precompile_covers_every_signature_compute_uses():
     }
     used = {
         (d.py_func.__name__, tuple(sig))
-        for d in (driver.run_plan, driver.scan_runs, driver.scan_string_views)
+        for d in (
+            driver.run_plan,
+            driver.scan_runs,
+            driver.scan_string_views,
+            driver.run_gather_index,
+        )
         for sig in d.signatures
+    }
+    assert {name for name, _ in used} == {
+        "run_plan",
+        "scan_runs",
+        "scan_string_views",
+        "run_gather_index",
     }
     assert used <= built, used - built
 
@@ -53,7 +67,11 @@ def test_fingerprint_ignores_mtimes_but_not_contents(tmp_path, monkeypatch):
     assert _cache.fingerprint() == before
     with (tmp_path / "moving.py").open("a") as f:
         f.write("\n# edited\n")
-    assert _cache.fingerprint() != before
+    edited = _cache.fingerprint()
+    assert edited != before
+    with (tmp_path / "plan.py").open("a") as f:  # no compiled code, but its op codes are
+        f.write("\n# edited\n")
+    assert _cache.fingerprint() != edited
 
 
 @pytest.mark.slow

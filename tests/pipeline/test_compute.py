@@ -76,7 +76,7 @@ def test_resumed_increment_equals_full_recompute(home, monkeypatch, pushed):
     # one whose history an adjustment rewrote and one whose stored rows the window does not
     # reproduce are recomputed whole. Long symbol lists (here: more than one) read the bars
     # and the plan's coverage with symbols as dictionaries, picked after the read
-    from marketlake.kernels import _cache, resume
+    from marketlake.kernels import _cache, resume, seeds
     from marketlake.pipeline import planning
     from marketlake.pipeline.stages import compute_increment
 
@@ -125,7 +125,7 @@ def test_resumed_increment_equals_full_recompute(home, monkeypatch, pushed):
         (d.py_func.__name__, tuple(numba.typeof(a) for a in args))
         for d, args in _cache.precompile_calls()
     }  # the build-time cache holds what the resumed compute ran
-    for d in (resume.ema_resume, resume.atr_resume, resume.obv_resume):
+    for d in (seeds.ema_resume, seeds.atr_resume, seeds.obv_resume):
         assert {(d.py_func.__name__, tuple(sig)) for sig in d.signatures} <= built
     assert (run_compute(later).inserted, run_compute(later).updated) == (0, 0)
 

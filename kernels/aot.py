@@ -1,0 +1,202 @@
+"""The kernels compiled ahead of time: an extension module that runs small calls without numba.
+
+Importing numba and loading its cached kernels cost a fresh process about 0.4 s of CPU (0.14 s
+the import, 0.27 s the load, medians of 3 here), more than all the kernel work of a nightly
+increment (2,600 series, one new bar each: 12 calls, 0.07 s). The build step (``setup.py``)
+compiles the entry points a call of ``kernels.compute`` and a resume need -- the driver
+``run_plan``, the symbol-run scans, the run gather and the seeded indicators' continuations --
+with numba's ahead-of-time compiler (``numba.pycc``) into an extension module
+``_kernels_<key>`` beside this file, which imports in milliseconds; numba is not loaded at
+all. pycc has no parallel target, so there the driver's ``prange`` is a plain loop: one
+thread, as fast as numba's driver on one thread (400k bars, the default set: 19 ms either
+way). The adapter gives it calls of up to :data:`SERIAL_ROWS` bars; larger ones go to
+numba's parallel driver.
+
+``<key>`` hashes the kernel sources that hold compiled code, :mod:`.signatures` and the build
+recipe: an edited source never meets an older build. Without a module of its key (no C
+compiler at build time, a numba without ``pycc``, an edited checkout not rebuilt)
+:func:`function` gives None and the callers use numba, as before. Both are numba's
+compilation of the same source for the same types, without fast-math, for a generic CPU of
+the architecture (the build machine's own features would make the module fail on an older
+one), so the values are the same bit for bit (``tests/kernels/test_kernels_aot.py``). Like
+the jitted kernels (``nogil=True``) the module lets go of Python's lock while it runs, and
+like them it gives inf/NaN for a division by zero (numba's ``numpy`` error model; pycc's
+default raises).
+
+pycc's wrappers do not check argument types: an array of another dtype or layout would be
+read as if it were right. :func:`function` therefore wraps each export in a check against
+the types of its example call (:func:`.signatures.example_calls`), and a mismatch raises
+TypeError instead of computing from misread memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from marketlake.kernels._cache import compiled_sources
+from marketlake.kernels.signatures import MODULES, example_calls
+
+_PKG = Path(__file__).resolve().parent
+_PACKAGE = __name__.rpartition(".")[0]
+# the entry points compiled ahead of time: what ``kernels.compute`` and a resume call
+EXPORTS = (
+    "run_plan",
+    "scan_runs",
+    "scan_string_views",
+    "run_gather_index",
+    "ema_resume",
+    "atr_resume",
+    "obv_resume",
+)
+SERIAL_ROWS = 262_144  # bars of the largest call run by the module (see the adapter)
+# How :func:`build` compiles; part of the key, so a module built another way is never loaded.
+_RECIPE = b"numba.pycc, generic cpu, release_gil, error_model=numpy"
+_LOCK = threading.Lock()
+_FUNCTIONS: dict[str, Callable[..., object]] | None = None
+
+
+def key() -> str:
+    """The build key of the current sources: the modules whose edits change machine code
+    (``kernels._cache.compiled_sources``) and the argument types (:mod:`.signatures`)."""
+    h = hashlib.blake2b(_RECIPE, digest_size=8)
+    sources = [*compiled_sources(), ("signatures.py", (_PKG / "signatures.py").read_bytes())]
+    for name, src in sources:
+        h.update(b"\0" + name.encode() + b"\0" + src)
+    return h.hexdigest()
+
+
+def module_name() -> str:
+    """The name of the extension module built from the current sources."""
+    return f"_kernels_{key()}"
+
+
+def function(name: str) -> Callable[..., object] | None:
+    """The export ``name`` of the module built for the current sources, wrapped in its
+    argument check; None when there is no such module."""
+    global _FUNCTIONS
+    if _FUNCTIONS is None:
+        with _LOCK:
+            if _FUNCTIONS is None:
+                _FUNCTIONS = _load(module_name())
+    return _FUNCTIONS.get(name)
+
+
+def built() -> bool:
+    """Whether the module of the current sources is there (and loads)."""
+    return function("run_plan") is not None
+
+
+def _load(name: str) -> dict[str, Callable[..., object]]:
+    try:
+        module = importlib.import_module(f"{_PACKAGE}.{name}")
+    except ImportError:
+        return {}
+    examples: dict[str, tuple] = {}
+    for fn, args in example_calls():
+        examples.setdefault(fn, args)
+    return {n: _checked(n, getattr(module, n), examples[n]) for n in EXPORTS}
+
+
+def _kind(a: object) -> tuple:
+    if isinstance(a, np.ndarray):
+        return ("array", a.dtype.str, a.ndim)
+    if isinstance(a, (bool, np.bool_)):
+        return ("bool",)
+    if isinstance(a, (int, np.integer)):
+        return ("int",)
+    if isinstance(a, (float, np.floating)):
+        return ("float",)
+    return ("other", type(a).__name__)
+
+
+def _checked(name: str, fn: Callable[..., object], example: tuple) -> Callable[..., object]:
+    """``fn`` behind a check that each argument has its example's type: the same dtype and
+    dimensions, C-contiguous, and writable where the example is."""
+    kinds = [_kind(a) for a in example]
+    writable = [isinstance(a, np.ndarray) and a.flags.writeable for a in example]
+
+    def call(*args):
+        if len(args) != len(kinds):
+            raise TypeError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
+        for i, a in enumerate(args):
+            if _kind(a) != kinds[i] or (
+                kinds[i][0] == "array"
+                and (not a.flags.c_contiguous or (writable[i] and not a.flags.writeable))
+            ):
+                raise TypeError(
+                    f"{name}: argument {i} is {_describe(a)}, not {_describe(example[i])}"
+                )
+        return fn(*args)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``{name}`` compiled ahead of time, its arguments checked."
+    return call
+
+
+def _describe(a: object) -> str:
+    if isinstance(a, np.ndarray):
+        layout = "C" if a.flags.c_contiguous else "non-contiguous"
+        access = "writable" if a.flags.writeable else "read-only"
+        return f"a {a.ndim}-d {a.dtype} array ({layout}, {access})"
+    return type(a).__name__
+
+
+def build(out_dir: Path | None = None) -> Path:
+    """Compile :data:`EXPORTS` into ``module_name()`` in ``out_dir`` (default: this package's
+    folder) with ``numba.pycc``, for exactly the types of their example calls; the module's
+    path. Needs numba, numpy, a C compiler and Python's headers; run by ``setup.py``."""
+    import warnings
+
+    import numba
+
+    with warnings.catch_warnings():  # pycc is "pending deprecation" with no replacement yet
+        warnings.simplefilter("ignore")
+        from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
+
+    out = Path(out_dir or _PKG)
+    name = module_name()
+    cc = CC(name)
+    cc.output_dir = str(out)
+    cc.verbose = False
+    cc.target_cpu = ""  # generic: no instruction the build machine has and another lacks
+    done = set()
+    for fn, args in example_calls():
+        if fn not in EXPORTS or fn in done:
+            continue
+        done.add(fn)
+        dispatcher = getattr(importlib.import_module(f"{_PACKAGE}.{MODULES[fn]}"), fn)
+        argtypes = tuple(numba.typeof(a) for a in args)
+        dispatcher.compile(argtypes)
+        ret = dispatcher.overloads[argtypes].signature.return_type
+        cc.export(fn, ret(*argtypes))(dispatcher.py_func)
+    for old in out.glob("_kernels_*"):  # builds of earlier sources
+        if old.is_file() and not old.name.startswith(name + "."):
+            old.unlink()
+    plain = pycc_compiler.Flags
+
+    class AsJitted(plain):
+        """numba's compile flags as the kernels' ``njit`` options set them: Python's lock let
+        go around the call (``nogil``), numpy's error model (``error_model="numpy"``)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+            self.error_model = "numpy"
+
+    pycc_compiler.Flags = AsJitted  # pycc makes its flags there, taking none from us
+    try:
+        cc.compile()
+    finally:
+        pycc_compiler.Flags = plain
+    (path,) = out.glob(name + ".*")
+    return path
+
+
+__all__ = ["EXPORTS", "SERIAL_ROWS", "build", "built", "function", "key", "module_name"]
