@@ -52,23 +52,13 @@ def engine(rows: int) -> Engine:
     """The entry points for a call over ``rows`` bars: the module compiled ahead of time
     (``kernels.aot``, one thread, no numba to load) up to ``aot.SERIAL_ROWS`` bars when it is
     built, else numba's, with its parallel driver on numba's threads."""
-    if rows <= aot.SERIAL_ROWS and aot.built():
-        names = ("run_plan", "scan_runs", "scan_string_views", "run_gather_index")
-        return Engine(*(aot.function(n) for n in names), threads=1, parallel=False)
+    names = ("run_plan", "scan_runs", "scan_string_views", "run_gather_index")
+    fns = [aot.entry(n, rows) for n in names]
+    if aot.function("run_plan") is fns[0]:
+        return Engine(*fns, threads=1, parallel=False)
     import numba
 
-    from marketlake.kernels import driver
-    from marketlake.kernels._cache import ensure_fresh_cache
-
-    ensure_fresh_cache()
-    return Engine(
-        driver.run_plan,
-        driver.scan_runs,
-        driver.scan_string_views,
-        driver.run_gather_index,
-        threads=numba.get_num_threads(),
-        parallel=True,
-    )
+    return Engine(*fns, threads=numba.get_num_threads(), parallel=True)
 
 
 def in_parts(part: Callable[[int], None], parts: int) -> None:

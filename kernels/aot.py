@@ -3,19 +3,19 @@
 Importing numba and loading its cached kernels cost a fresh process about 0.4 s of CPU (0.14 s
 the import, 0.27 s the load, medians of 3 here), more than all the kernel work of a nightly
 increment (2,600 series, one new bar each: 12 calls, 0.07 s). The build step (``setup.py``)
-compiles the entry points a call of ``kernels.compute`` and a resume need -- the driver
-``run_plan``, the symbol-run scans, the run gather and the seeded indicators' continuations --
-with numba's ahead-of-time compiler (``numba.pycc``) into an extension module
-``_kernels_<key>`` beside this file, which imports in milliseconds; numba is not loaded at
-all. pycc has no parallel target, so there the driver's ``prange`` is a plain loop: one
-thread, as fast as numba's driver on one thread (400k bars, the default set: 19 ms either
-way). The adapter gives it calls of up to :data:`SERIAL_ROWS` bars; larger ones go to
-numba's parallel driver.
+compiles the entry points a call of ``kernels.compute``, a resume and a full recompute's
+layout need -- the driver ``run_plan``, the symbol-run scans, the run gather, the seeded
+indicators' continuations and the layout's period order and gathers -- with numba's
+ahead-of-time compiler (``numba.pycc``) into an extension module ``_kernels_<key>`` beside
+this file, which imports in milliseconds; numba is not loaded at all. pycc has no parallel
+target, so there a ``prange`` is a plain loop: one thread, as fast as numba's driver on one
+thread (400k bars, the default set: 19 ms either way). :func:`entry` gives it calls of up
+to :data:`SERIAL_ROWS` bars; larger ones go to numba's parallel kernels.
 
-``<key>`` hashes the kernel sources that hold compiled code, :mod:`.signatures` and the build
-recipe: an edited source never meets an older build. Without a module of its key (no C
-compiler at build time, a numba without ``pycc``, an edited checkout not rebuilt)
-:func:`function` gives None and the callers use numba, as before. Both are numba's
+``<key>`` hashes the kernel sources that hold compiled code, :mod:`.signatures`, the entry
+points exported and the build recipe: an edited source never meets an older build. Without a
+module of its key (no C compiler at build time, a numba without ``pycc``, an edited checkout
+not rebuilt) :func:`function` gives None and the callers use numba, as before. Both are numba's
 compilation of the same source for the same types, without fast-math, for a generic CPU of
 the architecture (the build machine's own features would make the module fail on an older
 one), so the values are the same bit for bit (``tests/kernels/test_kernels_aot.py``). Like
@@ -24,9 +24,11 @@ like them it gives inf/NaN for a division by zero (numba's ``numpy`` error model
 default raises).
 
 pycc's wrappers do not check argument types: an array of another dtype or layout would be
-read as if it were right. :func:`function` therefore wraps each export in a check against
-the types of its example call (:func:`.signatures.example_calls`), and a mismatch raises
-TypeError instead of computing from misread memory.
+read as if it were right. :func:`function` therefore wraps each entry point's exports (one
+per signature of its example calls, :func:`.signatures.example_calls`) in a check that
+picks the export whose types the call's match, and raises TypeError when none does instead
+of computing from misread memory. :func:`entry` is what callers use: the module's entry
+point for a small call, numba's otherwise.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from marketlake.kernels.signatures import MODULES, example_calls
 
 _PKG = Path(__file__).resolve().parent
 _PACKAGE = __name__.rpartition(".")[0]
-# the entry points compiled ahead of time: what ``kernels.compute`` and a resume call
+# the entry points compiled ahead of time: what ``kernels.compute``, a resume and a full
+# recompute's layout call (every signature of their example calls)
 EXPORTS = (
     "run_plan",
     "scan_runs",
@@ -53,8 +56,11 @@ EXPORTS = (
     "ema_resume",
     "atr_resume",
     "obv_resume",
+    "period_order",
+    "take_valid",
+    "take",
 )
-SERIAL_ROWS = 262_144  # bars of the largest call run by the module (see the adapter)
+SERIAL_ROWS = 262_144  # bars of the largest call run by the module (see :func:`entry`)
 # How :func:`build` compiles; part of the key, so a module built another way is never loaded.
 _RECIPE = b"numba.pycc, generic cpu, release_gil, error_model=numpy"
 _LOCK = threading.Lock()
@@ -63,8 +69,9 @@ _FUNCTIONS: dict[str, Callable[..., object]] | None = None
 
 def key() -> str:
     """The build key of the current sources: the modules whose edits change machine code
-    (``kernels._cache.compiled_sources``) and the argument types (:mod:`.signatures`)."""
-    h = hashlib.blake2b(_RECIPE, digest_size=8)
+    (``kernels._cache.compiled_sources``), the argument types (:mod:`.signatures`) and the
+    entry points exported."""
+    h = hashlib.blake2b(_RECIPE + b"\0" + ",".join(EXPORTS).encode(), digest_size=8)
     sources = [*compiled_sources(), ("signatures.py", (_PKG / "signatures.py").read_bytes())]
     for name, src in sources:
         h.update(b"\0" + name.encode() + b"\0" + src)
@@ -87,6 +94,20 @@ def function(name: str) -> Callable[..., object] | None:
     return _FUNCTIONS.get(name)
 
 
+def entry(name: str, rows: int) -> Callable[..., object]:
+    """The entry point ``name`` for a call over ``rows`` bars: the module's, one thread, up
+    to :data:`SERIAL_ROWS` bars when it is built; else numba's (parallel where the kernel
+    is), its cache checked against the sources first."""
+    if rows <= SERIAL_ROWS:
+        fn = function(name)
+        if fn is not None:
+            return fn
+    from marketlake.kernels._cache import ensure_fresh_cache
+
+    ensure_fresh_cache()
+    return getattr(importlib.import_module(f"{_PACKAGE}.{MODULES[name]}"), name)
+
+
 def built() -> bool:
     """Whether the module of the current sources is there (and loads)."""
     return function("run_plan") is not None
@@ -97,10 +118,20 @@ def _load(name: str) -> dict[str, Callable[..., object]]:
         module = importlib.import_module(f"{_PACKAGE}.{name}")
     except ImportError:
         return {}
-    examples: dict[str, tuple] = {}
+    if not all(hasattr(module, n) for n in EXPORTS):  # not a build of this recipe
+        return {}
+    exports: dict[str, list[tuple[Callable[..., object], tuple]]] = {}
     for fn, args in example_calls():
-        examples.setdefault(fn, args)
-    return {n: _checked(n, getattr(module, n), examples[n]) for n in EXPORTS}
+        if fn in EXPORTS:
+            exports.setdefault(fn, []).append(
+                (getattr(module, _export_name(fn, len(exports.get(fn, [])))), args)
+            )
+    return {n: _checked(n, exports[n]) for n in EXPORTS}
+
+
+def _export_name(name: str, k: int) -> str:
+    """The module's name of the ``k``-th signature of ``name`` (the first keeps the name)."""
+    return name if k == 0 else f"{name}_{k}"
 
 
 def _kind(a: object) -> tuple:
@@ -115,24 +146,41 @@ def _kind(a: object) -> tuple:
     return ("other", type(a).__name__)
 
 
-def _checked(name: str, fn: Callable[..., object], example: tuple) -> Callable[..., object]:
-    """``fn`` behind a check that each argument has its example's type: the same dtype and
-    dimensions, C-contiguous, and writable where the example is."""
-    kinds = [_kind(a) for a in example]
-    writable = [isinstance(a, np.ndarray) and a.flags.writeable for a in example]
+def _checked(
+    name: str, signatures: list[tuple[Callable[..., object], tuple]]
+) -> Callable[..., object]:
+    """The exports of ``name`` behind a check that picks the one whose example call's
+    argument types the call's match: the same dtype and dimensions, C-contiguous, and
+    writable where the example is; TypeError when none does."""
+    kinds = [[_kind(a) for a in example] for _, example in signatures]
+    writable = [
+        [isinstance(a, np.ndarray) and a.flags.writeable for a in example]
+        for _, example in signatures
+    ]
+
+    def matches(k: int, args: tuple) -> int | None:
+        """The first argument of ``args`` that does not match signature ``k`` (None: all)."""
+        if len(args) != len(kinds[k]):
+            return -1
+        for i, a in enumerate(args):
+            if _kind(a) != kinds[k][i] or (
+                kinds[k][i][0] == "array"
+                and (not a.flags.c_contiguous or (writable[k][i] and not a.flags.writeable))
+            ):
+                return i
+        return None
 
     def call(*args):
-        if len(args) != len(kinds):
-            raise TypeError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
-        for i, a in enumerate(args):
-            if _kind(a) != kinds[i] or (
-                kinds[i][0] == "array"
-                and (not a.flags.c_contiguous or (writable[i] and not a.flags.writeable))
-            ):
-                raise TypeError(
-                    f"{name}: argument {i} is {_describe(a)}, not {_describe(example[i])}"
-                )
-        return fn(*args)
+        for k, (fn, _) in enumerate(signatures):
+            if matches(k, args) is None:
+                return fn(*args)
+        example = signatures[0][1]
+        if len(args) != len(example):
+            raise TypeError(f"{name} takes {len(example)} arguments, got {len(args)}")
+        i = matches(0, args)
+        raise TypeError(
+            f"{name}: argument {i} is {_describe(args[i])}, not {_describe(example[i])}"
+        )
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = f"``{name}`` compiled ahead of time, its arguments checked."
@@ -166,16 +214,16 @@ def build(out_dir: Path | None = None) -> Path:
     cc.output_dir = str(out)
     cc.verbose = False
     cc.target_cpu = ""  # generic: no instruction the build machine has and another lacks
-    done = set()
+    count: dict[str, int] = {}
     for fn, args in example_calls():
-        if fn not in EXPORTS or fn in done:
+        if fn not in EXPORTS:
             continue
-        done.add(fn)
         dispatcher = getattr(importlib.import_module(f"{_PACKAGE}.{MODULES[fn]}"), fn)
         argtypes = tuple(numba.typeof(a) for a in args)
         dispatcher.compile(argtypes)
         ret = dispatcher.overloads[argtypes].signature.return_type
-        cc.export(fn, ret(*argtypes))(dispatcher.py_func)
+        cc.export(_export_name(fn, count.get(fn, 0)), ret(*argtypes))(dispatcher.py_func)
+        count[fn] = count.get(fn, 0) + 1
     for old in out.glob("_kernels_*"):  # builds of earlier sources
         if old.is_file() and not old.name.startswith(name + "."):
             old.unlink()
@@ -199,4 +247,4 @@ def build(out_dir: Path | None = None) -> Path:
     return path
 
 
-__all__ = ["EXPORTS", "SERIAL_ROWS", "build", "built", "function", "key", "module_name"]
+__all__ = ["EXPORTS", "SERIAL_ROWS", "build", "built", "entry", "function", "key", "module_name"]

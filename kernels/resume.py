@@ -90,11 +90,7 @@ def resume_into(
     touches only the new rows, far less work than loading numba), else numba's."""
     if spec.name not in SEEDED:
         raise ValueError(f"{spec} is not resumed from a stored value")
-    fn = aot.function(f"{spec.name}_resume")
-    if fn is None:
-        from marketlake.kernels import seeds as compiled
-
-        fn = getattr(compiled, f"{spec.name}_resume")
+    fn = aot.entry(f"{spec.name}_resume", 0)
     if spec.name == "ema":
         fn(bars["close"], starts, stops, seeds, int(spec.params[0]), out)
     elif spec.name == "atr":

@@ -45,7 +45,7 @@ def new_files(
     """The file columns and, per period of ``bars`` (on timeframe ``tf``), its partition
     values and a function building its Arrow table: the indicator rows of ``bars`` as new rows
     (``other``: stored columns not computed, written as nulls)."""
-    from marketlake.kernels import layout
+    from marketlake.kernels import aot
     from marketlake.kernels.adapter import (
         POOL,
         _readonly,  # the kernels' one input signature
@@ -64,19 +64,21 @@ def new_files(
     ts_type = df.schema["ts"]
     ts = _readonly(df.get_column("ts").to_physical().to_numpy())
     assert isinstance(ts_type, pl.Datetime)
-    order, codes, bounds = layout.period_order(
-        ts, _UNITS_PER_DAY[ts_type.time_unit], tf in INTRADAY
+    # one thread, without numba, for a small batch (kernels.aot); numba's parallel gathers else
+    period_order, take_valid, take = (
+        aot.entry(f, n) for f in ("period_order", "take_valid", "take")
     )
+    order, codes, bounds = period_order(ts, _UNITS_PER_DAY[ts_type.time_unit], tf in INTRADAY)
     order = _readonly(order)
     values = POOL.take(len(columns), n)
     bits = np.empty((len(columns), (n + 7) // 8), np.uint8)
-    layout.take_valid(_readonly(block), order, values, bits)
+    take_valid(_readonly(block), order, values, bits)
     del block  # back to the pool for the next batch
     ts_out = np.empty(n, np.int64)
-    layout.take(ts, order, ts_out)
+    take(ts, order, ts_out)
     sym = df.get_column("symbol")
     sym_out = np.empty(n, np.int32)
-    layout.take(_readonly(sym.to_physical().cast(pl.Int32).to_numpy()), order, sym_out)
+    take(_readonly(sym.to_physical().cast(pl.Int32).to_numpy()), order, sym_out)
     names = _text(sym.dtype.categories)
     stamp = pl.select(pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))).to_series()
     laid = _Laid(

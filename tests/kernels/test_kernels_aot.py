@@ -107,6 +107,40 @@ def test_the_built_continuations_give_what_numbas_give(name):
     assert np.array_equal(built, jitted, equal_nan=True)
 
 
+@pytest.mark.parametrize("monthly", [False, True])
+def test_the_built_layout_gives_what_numbas_gives(monthly):
+    """A full recompute's period order and gathers (values with their validity bits, int64
+    and int32 columns: one entry point, two signatures) equal to numba's."""
+    from marketlake.kernels import layout
+
+    rng = np.random.default_rng(5)
+    n = 5_000
+    day = 86_400_000_000
+    ts = np.sort(rng.integers(0, 3_000, n)) * day // (24 if monthly else 1)
+    ts = adapter._readonly(ts.astype(np.int64))
+    built_fn, numba_fn = aot.function("period_order"), layout.period_order
+    got, want = built_fn(ts, day, monthly), numba_fn(ts, day, monthly)
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)
+    order = adapter._readonly(got[0])
+    block = rng.standard_normal((3, n))
+    block[rng.random((3, n)) < 0.2] = np.nan
+    block = adapter._readonly(block)
+    outs = [(np.empty((3, n)), np.empty((3, (n + 7) // 8), np.uint8)) for _ in range(2)]
+    aot.function("take_valid")(block, order, *outs[0])
+    layout.take_valid(block, order, *outs[1])
+    assert np.array_equal(outs[0][0], outs[1][0], equal_nan=True)
+    assert np.array_equal(outs[0][1], outs[1][1])
+    for dtype in (np.int64, np.int32):
+        src = adapter._readonly(rng.integers(0, 1_000, n).astype(dtype))
+        a, b = np.empty(n, dtype), np.empty(n, dtype)
+        aot.function("take")(src, order, a)
+        layout.take(src, order, b)
+        assert np.array_equal(a, b) and np.array_equal(a, src[order])
+    with pytest.raises(TypeError, match="take: argument 0 is a 1-d float32 array"):
+        aot.function("take")(src.astype(np.float32), order, np.empty(n, np.float32))
+
+
 def test_a_call_with_other_types_is_refused_not_misread():
     """pycc's wrappers read any array as the declared type: the check refuses another dtype,
     dimensions, a non-contiguous view, a read-only output and a wrong count, naming the

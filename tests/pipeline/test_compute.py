@@ -301,3 +301,66 @@ def test_series_bounds_of_unsorted_rows_follow_their_sorted_order(enum):
     order = symbols.arg_sort().to_numpy()
     offsets, names = _series_bounds(symbols, order)
     assert offsets.tolist() == [0, 2, 5, 6] and names == ["A", "B", "D"]
+
+
+_NO_NUMBA = """
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from marketlake.lake import Lake
+from marketlake.pipeline import universe
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.stages.compute import run_compute
+from marketlake.pipeline.stages.ingest import run_sync
+home = Path(sys.argv[1])
+now = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+settings = load_settings(home=home, env={}, now=now)
+universe.add_many(Lake(home), ["AAA", "BBB"], run_id="u", provider="synthetic",
+                  asset_type="equity")
+run_sync(settings, timeframes=["1D"], start="2024-01-01")
+first = run_compute(settings)
+later = settings.with_(now=now + timedelta(days=3))
+run_sync(later, timeframes=["1D"])
+again = run_compute(later)
+print(first.inserted > 0, again.inserted > 0, "numba" in sys.modules)
+"""
+
+
+def test_a_small_lakes_first_compute_and_increments_never_load_numba(tmp_path):
+    """A pipeline process computing a small lake whole, then an increment (resumed from the
+    stored rows), runs every call on the kernels compiled ahead of time: numba (0.4 s of CPU
+    to import and load) is never imported, by the preload at import nor by the stage."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "lake"
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_NUMBA, str(home)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "True", "False"], out.stderr
+
+
+def test_a_full_compute_of_a_large_lake_starts_loading_numba_beside_its_read(home, monkeypatch):
+    """With more bars in the lake's log than the kernels compiled ahead of time take, a full
+    run starts numba's load at once, beside the read (the pipeline turned the preload at
+    import off); an increment does not."""
+    import marketlake
+    from marketlake import kernels
+    from marketlake.kernels import aot
+    from marketlake.pipeline.stages import compute
+
+    assert marketlake.PRELOAD_KERNELS is False  # the pipeline is imported
+    started = []
+    monkeypatch.setattr(kernels, "preload", lambda: started.append(True))
+    settings, lake = setup(home)
+    run_sync(settings, timeframes=["1D"], start="2026-01-01")
+    bars = lake.read("ohlcv").height
+    monkeypatch.setattr(aot, "SERIAL_ROWS", bars)  # the lake fits: nothing started
+    compute._preload_kernels(lake, lake.version("ohlcv"))
+    assert started == []
+    monkeypatch.setattr(aot, "SERIAL_ROWS", bars - 1)
+    run_compute(settings)  # the first run: full
+    assert started == [True]
+    run_sync(settings.with_(now=NOW + timedelta(days=2)), timeframes=["1D"])
+    run_compute(settings.with_(now=NOW + timedelta(days=2)))  # an increment
+    assert started == [True]
