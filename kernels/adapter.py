@@ -54,7 +54,7 @@ def engine(rows: int) -> Engine:
     built, else numba's, with its parallel driver on numba's threads."""
     names = ("run_plan", "scan_runs", "scan_string_views", "run_gather_index")
     fns = [aot.entry(n, rows) for n in names]
-    if aot.function("run_plan") is fns[0]:
+    if rows <= aot.SERIAL_ROWS and aot.built():
         return Engine(*fns, threads=1, parallel=False)
     import numba
 

@@ -26,9 +26,10 @@ default raises).
 pycc's wrappers do not check argument types: an array of another dtype or layout would be
 read as if it were right. :func:`function` therefore wraps each entry point's exports (one
 per signature of its example calls, :func:`.signatures.example_calls`) in a check that
-picks the export whose types the call's match, and raises TypeError when none does instead
-of computing from misread memory. :func:`entry` is what callers use: the module's entry
-point for a small call, numba's otherwise.
+picks the export whose types the call's match, and raises :class:`ArgumentTypes` (a
+TypeError) when none does instead of computing from misread memory. :func:`entry` is what
+callers use: the module's entry point for a small call (handing a call of other types to
+numba, which compiles them), numba's otherwise.
 """
 
 from __future__ import annotations
@@ -94,18 +95,42 @@ def function(name: str) -> Callable[..., object] | None:
     return _FUNCTIONS.get(name)
 
 
+class ArgumentTypes(TypeError):
+    """A call's argument types are none of an export's signatures."""
+
+
+_OR_NUMBA: dict[str, Callable[..., object]] = {}
+
+
 def entry(name: str, rows: int) -> Callable[..., object]:
     """The entry point ``name`` for a call over ``rows`` bars: the module's, one thread, up
-    to :data:`SERIAL_ROWS` bars when it is built; else numba's (parallel where the kernel
-    is), its cache checked against the sources first."""
-    if rows <= SERIAL_ROWS:
-        fn = function(name)
-        if fn is not None:
-            return fn
+    to :data:`SERIAL_ROWS` bars when it is built (numba's for a call of other argument types:
+    it compiles them); else numba's (parallel where the kernel is)."""
+    if rows <= SERIAL_ROWS and function(name) is not None:
+        return _OR_NUMBA.get(name) or _OR_NUMBA.setdefault(name, _or_numba(name))
+    return _numba(name)
+
+
+def _numba(name: str) -> Callable[..., object]:
+    """numba's dispatcher of ``name``, its cache checked against the sources first."""
     from marketlake.kernels._cache import ensure_fresh_cache
 
     ensure_fresh_cache()
     return getattr(importlib.import_module(f"{_PACKAGE}.{MODULES[name]}"), name)
+
+
+def _or_numba(name: str) -> Callable[..., object]:
+    built = function(name)
+    assert built is not None
+
+    def call(*args):
+        try:
+            return built(*args)
+        except ArgumentTypes:  # raised before anything ran
+            return _numba(name)(*args)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def built() -> bool:
@@ -176,9 +201,9 @@ def _checked(
                 return fn(*args)
         example = signatures[0][1]
         if len(args) != len(example):
-            raise TypeError(f"{name} takes {len(example)} arguments, got {len(args)}")
+            raise ArgumentTypes(f"{name} takes {len(example)} arguments, got {len(args)}")
         i = matches(0, args)
-        raise TypeError(
+        raise ArgumentTypes(
             f"{name}: argument {i} is {_describe(args[i])}, not {_describe(example[i])}"
         )
 
@@ -247,4 +272,14 @@ def build(out_dir: Path | None = None) -> Path:
     return path
 
 
-__all__ = ["EXPORTS", "SERIAL_ROWS", "build", "built", "entry", "function", "key", "module_name"]
+__all__ = [
+    "ArgumentTypes",
+    "EXPORTS",
+    "SERIAL_ROWS",
+    "build",
+    "built",
+    "entry",
+    "function",
+    "key",
+    "module_name",
+]

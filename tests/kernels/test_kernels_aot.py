@@ -137,7 +137,7 @@ def test_the_built_layout_gives_what_numbas_gives(monthly):
         aot.function("take")(src, order, a)
         layout.take(src, order, b)
         assert np.array_equal(a, b) and np.array_equal(a, src[order])
-    with pytest.raises(TypeError, match="take: argument 0 is a 1-d float32 array"):
+    with pytest.raises(aot.ArgumentTypes, match="take: argument 0 is a 1-d float32 array"):
         aot.function("take")(src.astype(np.float32), order, np.empty(n, np.float32))
 
 
@@ -150,20 +150,42 @@ def test_a_call_with_other_types_is_refused_not_misread():
     ids = np.zeros(10, np.uint32)
     offsets, ascending = scan(ids, ts)
     assert list(offsets) == [0, 10] and ascending
-    with pytest.raises(TypeError, match=r"scan_runs: argument 0 is a 1-d int64 array"):
+    with pytest.raises(aot.ArgumentTypes, match=r"scan_runs: argument 0 is a 1-d int64 array"):
         scan(ids.astype(np.int64), ts)
-    with pytest.raises(TypeError, match="argument 1 is a 1-d int64 array \\(non-contiguous"):
+    with pytest.raises(
+        aot.ArgumentTypes, match="argument 1 is a 1-d int64 array \\(non-contiguous"
+    ):
         scan(ids, np.arange(20, dtype=np.int64)[::2])
-    with pytest.raises(TypeError, match="argument 1 is a 2-d"):
+    with pytest.raises(aot.ArgumentTypes, match="argument 1 is a 2-d"):
         scan(ids, ts.reshape(2, 5))
-    with pytest.raises(TypeError, match="takes 2 arguments, got 1"):
+    with pytest.raises(aot.ArgumentTypes, match="takes 2 arguments, got 1"):
         scan(ids)
     ema = aot.function("ema_resume")
     out = np.zeros(10)
     out.flags.writeable = False
     one = np.array([1], np.int64)
-    with pytest.raises(TypeError, match="argument 5 is a 1-d float64 array \\(C, read-only\\)"):
+    with pytest.raises(
+        aot.ArgumentTypes, match="argument 5 is a 1-d float64 array \\(C, read-only\\)"
+    ):
         ema(np.ones(10), one, one + 3, np.ones(1), 3, out)
+
+
+def test_a_small_call_of_other_types_goes_to_numba():
+    """``entry`` hands a call whose types the module was not built for to numba (which
+    compiles them) instead of failing: a read-only seed array, a float32 column."""
+    ema = aot.entry("ema_resume", 0)
+    x = np.linspace(1.0, 2.0, 10)
+    seeds = np.ones(1)
+    seeds.flags.writeable = False  # the build's example passes a writable one
+    one = np.array([1], np.int64)
+    got, want = np.full(10, np.nan), np.full(10, np.nan)
+    ema(x, one, one + 5, seeds, 3, got)
+    aot.function("ema_resume")(x, one, one + 5, seeds.copy(), 3, want)
+    assert np.array_equal(got, want, equal_nan=True) and np.isfinite(got[1:6]).all()
+    src = np.arange(6, dtype=np.float32)
+    out = np.empty(6, np.float32)
+    aot.entry("take", 6)(src, adapter._readonly(np.arange(6)[::-1].copy()), out)
+    assert list(out) == [5, 4, 3, 2, 1, 0]
 
 
 def test_every_export_has_an_example_call():
