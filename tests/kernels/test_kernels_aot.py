@@ -170,22 +170,33 @@ def test_a_call_with_other_types_is_refused_not_misread():
         ema(np.ones(10), one, one + 3, np.ones(1), 3, out)
 
 
+_OTHER_TYPES = """
+import numpy as np
+from marketlake.kernels import adapter, aot
+ema = aot.entry("ema_resume", 0)
+x = np.linspace(1.0, 2.0, 10)
+seeds = np.ones(1)
+seeds.flags.writeable = False  # the build's example passes a writable one
+one = np.array([1], np.int64)
+got, want = np.full(10, np.nan), np.full(10, np.nan)
+ema(x, one, one + 5, seeds, 3, got)
+aot.function("ema_resume")(x, one, one + 5, seeds.copy(), 3, want)
+assert np.array_equal(got, want, equal_nan=True) and np.isfinite(got[1:6]).all()
+src = np.arange(6, dtype=np.float32)
+out = np.empty(6, np.float32)
+aot.entry("take", 6)(src, adapter._readonly(np.arange(6)[::-1].copy()), out)
+print(out.tolist())
+"""
+
+
 def test_a_small_call_of_other_types_goes_to_numba():
     """``entry`` hands a call whose types the module was not built for to numba (which
-    compiles them) instead of failing: a read-only seed array, a float32 column."""
-    ema = aot.entry("ema_resume", 0)
-    x = np.linspace(1.0, 2.0, 10)
-    seeds = np.ones(1)
-    seeds.flags.writeable = False  # the build's example passes a writable one
-    one = np.array([1], np.int64)
-    got, want = np.full(10, np.nan), np.full(10, np.nan)
-    ema(x, one, one + 5, seeds, 3, got)
-    aot.function("ema_resume")(x, one, one + 5, seeds.copy(), 3, want)
-    assert np.array_equal(got, want, equal_nan=True) and np.isfinite(got[1:6]).all()
-    src = np.arange(6, dtype=np.float32)
-    out = np.empty(6, np.float32)
-    aot.entry("take", 6)(src, adapter._readonly(np.arange(6)[::-1].copy()), out)
-    assert list(out) == [5, 4, 3, 2, 1, 0]
+    compiles them) instead of failing: a read-only seed array, a float32 column. In a
+    process of its own: the signatures numba compiles here are no build's."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_TYPES], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[0] == "[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]", out.stderr
 
 
 def test_every_export_has_an_example_call():
