@@ -231,7 +231,6 @@ def build(out_dir: Path | None = None) -> Path:
     with warnings.catch_warnings():  # pycc is "pending deprecation" with no replacement yet
         warnings.simplefilter("ignore")
         from numba.pycc import CC
-        from numba.pycc import compiler as pycc_compiler
 
     out = Path(out_dir or _PKG)
     name = module_name()
@@ -249,21 +248,34 @@ def build(out_dir: Path | None = None) -> Path:
         ret = dispatcher.overloads[argtypes].signature.return_type
         cc.export(_export_name(fn, count.get(fn, 0)), ret(*argtypes))(dispatcher.py_func)
         count[fn] = count.get(fn, 0) + 1
-    for old in out.glob("_kernels_*"):  # builds of earlier sources
+    return compile_module(cc, out, "_kernels_", release_gil=True, error_model="numpy")
+
+
+def compile_module(cc, out: Path, prefix: str, **flags: object) -> Path:
+    """Compile ``cc`` (a ``numba.pycc.CC``) into ``out`` with numba's compile ``flags`` set as
+    the jitted functions' options set them (``release_gil=True`` for ``nogil``: the module's
+    wrapper unboxes the arrays, then lets go of Python's lock around the call), after removing
+    the builds of other keys there (``prefix*``); the module's path. pycc makes its flags
+    itself, taking none from its caller: its flags class is swapped for the compile."""
+    import warnings
+
+    with warnings.catch_warnings():  # pycc is "pending deprecation" with no replacement yet
+        warnings.simplefilter("ignore")
+        from numba.pycc import compiler as pycc_compiler
+
+    name = cc.name
+    for old in out.glob(f"{prefix}*"):  # builds of earlier sources
         if old.is_file() and not old.name.startswith(name + "."):
             old.unlink()
     plain = pycc_compiler.Flags
 
     class AsJitted(plain):
-        """numba's compile flags as the kernels' ``njit`` options set them: Python's lock let
-        go around the call (``nogil``), numpy's error model (``error_model="numpy"``)."""
-
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.release_gil = True
-            self.error_model = "numpy"
+            for k, v in flags.items():
+                setattr(self, k, v)
 
-    pycc_compiler.Flags = AsJitted  # pycc makes its flags there, taking none from us
+    pycc_compiler.Flags = AsJitted
     try:
         cc.compile()
     finally:
@@ -278,6 +290,7 @@ __all__ = [
     "SERIAL_ROWS",
     "build",
     "built",
+    "compile_module",
     "entry",
     "function",
     "key",

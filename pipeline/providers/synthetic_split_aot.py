@@ -87,7 +87,6 @@ def build(out_dir: Path | None = None) -> Path:
     with warnings.catch_warnings():  # pycc is "pending deprecation" with no replacement yet
         warnings.simplefilter("ignore")
         from numba.pycc import CC
-        from numba.pycc import compiler as pycc_compiler
 
     from marketlake.pipeline.providers import synthetic_split
 
@@ -98,23 +97,6 @@ def build(out_dir: Path | None = None) -> Path:
     cc.verbose = False
     argtypes = [numba.typeof(a) for a in synthetic_split.example_args()]
     cc.export("split_into", types.void(*argtypes))(synthetic_split.split_into.py_func)
-    for old in out.glob("_split_*"):  # builds of earlier sources
-        if old.is_file() and not old.name.startswith(name + "."):
-            old.unlink()
-    plain = pycc_compiler.Flags
+    from marketlake.kernels.aot import compile_module
 
-    class ReleasingTheLock(plain):
-        """numba's compile flags with ``release_gil`` on, as ``njit(nogil=True)`` sets it: the
-        module's Python wrapper unboxes the arrays, then lets go of the lock around the call."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.release_gil = True
-
-    pycc_compiler.Flags = ReleasingTheLock  # pycc makes its flags there, taking none from us
-    try:
-        cc.compile()
-    finally:
-        pycc_compiler.Flags = plain
-    (path,) = out.glob(name + ".*")
-    return path
+    return compile_module(cc, out, "_split_", release_gil=True)

@@ -89,11 +89,11 @@ def test_keyed_orders_a_read_without_gathering_it() -> None:
     assert keyed[order].equals(_grouped(bars))
 
 
-def test_windows_gathered_through_the_order_equal_windows_of_the_sorted_rows() -> None:
-    rng = np.random.default_rng(8)
+def _walks(rng) -> pl.DataFrame:
+    """Random-walk bars of 12 series in 4 pieces (a lake read's row order)."""
     codes, ts = _pieces(rng, 12, 4)
     close = 100 + rng.standard_normal(len(ts)).cumsum()
-    bars = pl.DataFrame(
+    return pl.DataFrame(
         {
             "symbol": [f"S{c:03d}" for c in codes],
             "ts": ts,
@@ -103,7 +103,10 @@ def test_windows_gathered_through_the_order_equal_windows_of_the_sorted_rows() -
             "volume": rng.random(len(ts)) * 1e6,
         }
     ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-    keyed, order = _keyed(bars)
+
+
+def test_windows_gathered_through_the_order_equal_windows_of_the_sorted_rows() -> None:
+    keyed, order = _keyed(_walks(np.random.default_rng(8)))
     assert order is not None
     sorted_bars = keyed[order]
     bounds = np.searchsorted(
@@ -119,20 +122,7 @@ def test_windows_gathered_through_the_order_equal_windows_of_the_sorted_rows() -
 
 @pytest.mark.parametrize("most", [1, 10, 25, 1_000])
 def test_windows_computed_in_chunks_equal_one_call_over_all(monkeypatch, most) -> None:
-    rng = np.random.default_rng(9)
-    codes, ts = _pieces(rng, 12, 4)
-    close = 100 + rng.standard_normal(len(ts)).cumsum()
-    bars = pl.DataFrame(
-        {
-            "symbol": [f"S{c:03d}" for c in codes],
-            "ts": ts,
-            "high": close + 1,
-            "low": close - 1,
-            "close": close,
-            "volume": rng.random(len(ts)) * 1e6,
-        }
-    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
-    keyed, order = _keyed(bars)
+    keyed, order = _keyed(_walks(np.random.default_rng(9)))
     sorted_bars = keyed[order]
     bounds = np.searchsorted(
         sorted_bars.get_column("symbol").to_physical().to_numpy(), np.arange(13)
