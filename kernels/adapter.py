@@ -1,12 +1,14 @@
 """Polars adapter: ``compute(frame, indicators)`` -> sorted frame + one column per output.
 
-1. Symbol runs are found once, in one numba pass over the Arrow string views of ``symbol``
+1. Symbol runs are found once, in one compiled pass over the Arrow string views of ``symbol``
    (categorical codes / ``rle_id`` otherwise) that also checks ts ascends within each run; a
    frame already sorted by (symbol, ts) -- lake reads usually are -- is not sorted again.
 2. OHLCV become zero-copy float64 numpy views (other dtypes are cast, nulls become NaN).
-3. One parallel numba call (``kernels.driver.run_plan``) computes every requested indicator for
-   every symbol into one ``(n_columns, n_rows)`` block. Session ids for VWAP/pivots (local
-   calendar dates) come from small UTC-offset tables (``kernels.sessions``) inside that call.
+3. One call of the driver (``run_plan``) computes every requested indicator for every symbol
+   into one ``(n_columns, n_rows)`` block: numba's parallel driver, or for a frame of up to
+   ``kernels.aot.SERIAL_ROWS`` bars the one compiled ahead of time (one thread, no numba to
+   load; :func:`engine`). Session ids for VWAP/pivots (local calendar dates) come from small
+   UTC-offset tables (``kernels.zones``) inside that call.
 4. Each block row becomes a Float64 column without a copy. Blocks whose columns the caller has
    dropped are recycled (``BlockPool``) rather than page-faulting fresh memory on every call.
 
