@@ -31,7 +31,8 @@ pipeline sets it). ``compute`` (and with it polars) is imported on first use, so
 step needs numba and numpy only. Calls of up to ``kernels.aot.SERIAL_ROWS`` bars run on the
 entry points compiled ahead of time at build time (``kernels.aot``): no numba loaded at all.
 Modules without numba: ``registry``, ``plan`` (op codes, groups), ``zones`` (UTC offset
-tables), ``signatures`` (the entry points' argument types), ``resume``, ``aot``, ``adapter``.
+tables), ``signatures`` (the entry points' argument types), ``resume``, ``aot``, ``adapter``,
+``_cache`` (they import it on first use).
 """
 
 import marketlake as _root

@@ -31,7 +31,12 @@ from marketlake.lake.tables import with_period, with_period_code
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
-from marketlake.pipeline.stages.compute_increment import FROM_CODES, increment, symbol_enum
+from marketlake.pipeline.stages.compute_increment import (
+    FROM_CODES,
+    _stored_rows,
+    increment,
+    symbol_enum,
+)
 from marketlake.pipeline.stages.compute_layout import new_files
 
 WATERMARK = "compute_ohlcv_version"
@@ -82,12 +87,7 @@ def _preload_kernels(lake, version: int) -> None:
     from marketlake import kernels
     from marketlake.kernels import aot
 
-    dt = lake.table("ohlcv", version)
-    rows = 0
-    if dt is not None:
-        files = pl.DataFrame(dt.get_add_actions(flatten=True))  # pa.table would import pandas
-        rows = int(files.get_column("num_records").sum() or 0) if "num_records" in files else 0
-    if rows > aot.SERIAL_ROWS or not aot.built():
+    if _stored_rows(lake, version) > aot.SERIAL_ROWS or not aot.built():
         kernels.preload()
 
 

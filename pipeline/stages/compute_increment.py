@@ -383,17 +383,18 @@ def _scan_bars(
     return bars.filter(pred).select(columns).collect().filter(pl.col("symbol").is_in(syms))
 
 
-def _stored_rows(lake: Lake, version: int, tf: str) -> int:
-    """Rows in the files of ``tf`` (from the Delta log's statistics; no data read)."""
+def _stored_rows(lake: Lake, version: int, tf: str | None = None) -> int:
+    """Rows in the files of ``tf`` (None: of every timeframe) from the Delta log's
+    statistics, no data read; more than :data:`READ_ROWS` when the log cannot tell."""
     dt = lake.table("ohlcv", version)
     if dt is None:
         return 0
     files = pl.DataFrame(dt.get_add_actions(flatten=True))  # pa.table would import pandas
     if "partition.timeframe" not in files.columns or "num_records" not in files.columns:
         return READ_ROWS + 1  # cannot tell: read in batches
-    return int(
-        files.filter(pl.col("partition.timeframe") == tf).get_column("num_records").sum() or 0
-    )
+    if tf is not None:
+        files = files.filter(pl.col("partition.timeframe") == tf)
+    return int(files.get_column("num_records").sum() or 0)
 
 
 def _grouped(bars: pl.DataFrame) -> pl.DataFrame:
