@@ -413,15 +413,17 @@ def _day_codes(frame, monthly: bool):
         or ts.null_count()
     ):
         return None
-    days = ts.to_physical().to_numpy() // _DAY[dtype.time_unit]
+    # the per-row work in polars: numpy's arrays of a batch's rows are fresh pages each
+    # time, asked as huge pages (a bulk load's batches faulted them in again and again)
+    days = ts.to_physical() // _DAY[dtype.time_unit]
     lo, hi = int(days.min()), int(days.max())
-    span = np.arange(lo, hi + 1).astype("datetime64[D]")
+    span = np.arange(lo, hi + 1).astype("datetime64[D]")  # the table: one entry a day
     if monthly:
         months = span.astype("datetime64[M]").astype(np.int64)  # since 1970-01
         table = (months // 12 + 1970) * 100 + months % 12 + 1
     else:
         table = span.astype("datetime64[Y]").astype(np.int64) + 1970
-    return pl.Series("_pcode", table.astype(np.int32)[days - lo])
+    return pl.Series("_pcode", table.astype(np.int32)).gather(days - lo)
 
 
 def period_of_code(code: int) -> str:
