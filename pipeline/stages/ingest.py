@@ -70,6 +70,7 @@ from marketlake.pipeline.runs import (
     StageResult,
     Stopwatch,
     TaskLog,
+    freeze_imports,
     new_run_id,
     writing,
 )
@@ -1262,6 +1263,9 @@ def run_sync(
     from marketlake.pipeline.planning import parse_when
     from marketlake.pipeline.segments import named
 
+    # before the plan, not at the lock: planning and a files import's read allocate enough
+    # for full collections, each walking every object the imports made
+    freeze_imports()
     special = [s for s in segments if (seg := named(settings).get(s)) and seg.task != "sync"]
     if special:
         from marketlake.pipeline.stages.segment_tasks import run_segment_task

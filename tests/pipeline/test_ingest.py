@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
@@ -512,3 +514,32 @@ def test_spans_of_bars_in_runs_equal_those_of_a_group_by():
     shuffled = frame.sample(fraction=1.0, shuffle=True, seed=3)
     assert _spans(shuffled, "1D") == expected  # not in runs: grouped
     assert _spans(shuffled, None) == expected
+
+
+FROZEN_BEFORE_PLAN = """
+import gc, sys
+from datetime import datetime
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.stages import ingest
+
+settings = load_settings(home=sys.argv[1], env={}, now=datetime.fromisoformat(sys.argv[2]))
+seen = []
+plan = ingest.plan_with_coverage
+ingest.plan_with_coverage = lambda *a, **k: (seen.append(gc.get_freeze_count()), plan(*a, **k))[1]
+ingest.run_sync(settings, timeframes=["1D"], start="2026-11-01", dry_run=True)
+print(seen[0])
+"""
+
+
+def test_sync_freezes_the_imports_before_it_plans(home):
+    """A sync's plan (and a files import's read beside it) allocate enough for full
+    collections: the objects the imports made are out of their reach by then, in a fresh
+    process, even for a dry run that never takes the writer lock."""
+    setup(home, symbols=("AAA",))
+    run = subprocess.run(
+        [sys.executable, "-c", FROZEN_BEFORE_PLAN, str(home), NOW.isoformat()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(run.stdout.strip()) > 10_000
