@@ -1,5 +1,6 @@
-"""Importing marketlake before polars keeps polars' freed pages lazily freeable, and before
-numpy lets OpenBLAS's idle worker sleep at once instead of spinning."""
+"""Importing marketlake before polars keeps polars' freed pages lazily freeable, before pyarrow
+keeps arrow's allocator off transparent huge pages, and before numpy lets OpenBLAS's idle
+worker sleep at once instead of spinning."""
 
 from __future__ import annotations
 
@@ -62,3 +63,40 @@ def test_openblas_idle_worker_does_not_spin() -> None:
 def test_an_openblas_setting_of_the_environment_is_kept() -> None:
     env = {**os.environ, "OPENBLAS_THREAD_TIMEOUT": "20"}
     assert _openblas(env)[0] == "20"
+
+
+ARROW_PAGES = """
+import marketlake, os
+import pyarrow as pa
+
+buf = pa.allocate_buffer(64 << 20)  # from arrow's default pool (mimalloc): in its arena
+huge, size = 0, 0
+for line in open("/proc/self/smaps"):
+    head = line.split()[0]
+    if "-" in head and not head.endswith(":"):  # a mapping's first line: its range
+        lo, hi = (int(x, 16) for x in head.split("-"))
+        size = hi - lo
+    elif head == "VmFlags:" and "hg" in line.split()[1:]:  # madvise(MADV_HUGEPAGE)
+        huge += size
+print(os.environ["MIMALLOC_ALLOW_THP"], huge >> 20)
+"""
+
+
+def _arrow_huge_mb(env: dict[str, str]) -> tuple[str, int]:
+    run = subprocess.run(
+        [sys.executable, "-c", ARROW_PAGES], env=env, capture_output=True, text=True, check=True
+    )
+    setting, huge = run.stdout.split()
+    return setting, int(huge)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mappings from /proc")
+def test_arrow_allocator_asks_no_huge_pages() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ALLOW_THP"}
+    assert _arrow_huge_mb(env) == ("0", 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mappings from /proc")
+def test_an_arrow_allocator_setting_of_the_environment_is_kept() -> None:
+    setting, huge = _arrow_huge_mb({**os.environ, "MIMALLOC_ALLOW_THP": "1"})
+    assert setting == "1" and huge >= 64  # mimalloc's own default: its arena as huge pages
