@@ -13,11 +13,16 @@ import pytest
 PROBE = "import marketlake, polars, os; print(os.environ['_RJEM_MALLOC_CONF'])"
 
 
-def _conf(env: dict[str, str]) -> str:
+def _printed(script: str, env: dict[str, str]) -> list[str]:
+    """What ``script`` prints in a fresh process with ``env``, split on whitespace."""
     run = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
-    return run.stdout.strip()
+    return run.stdout.split()
+
+
+def _conf(env: dict[str, str]) -> str:
+    return _printed(PROBE, env)[0]
 
 
 def test_polars_allocator_keeps_freed_pages_lazily_freeable() -> None:
@@ -45,10 +50,7 @@ print(os.environ["OPENBLAS_THREAD_TIMEOUT"], cpu)
 
 
 def _openblas(env: dict[str, str]) -> tuple[str, float]:
-    run = subprocess.run(
-        [sys.executable, "-c", OPENBLAS], env=env, capture_output=True, text=True, check=True
-    )
-    timeout, cpu = run.stdout.split()
+    timeout, cpu = _printed(OPENBLAS, env)
     return timeout, float(cpu)
 
 
@@ -83,10 +85,7 @@ print(os.environ["MIMALLOC_ALLOW_THP"], huge >> 20)
 
 
 def _arrow_huge_mb(env: dict[str, str]) -> tuple[str, int]:
-    run = subprocess.run(
-        [sys.executable, "-c", ARROW_PAGES], env=env, capture_output=True, text=True, check=True
-    )
-    setting, huge = run.stdout.split()
+    setting, huge = _printed(ARROW_PAGES, env)
     return setting, int(huge)
 
 
