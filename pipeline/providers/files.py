@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from marketlake.errors import ConfigError, InvalidSymbolError, ValidationError
+from marketlake.pipeline.providers import file_groups
 from marketlake.pipeline.providers.base import (
     REJECT,
     Capabilities,
@@ -28,6 +30,7 @@ from marketlake.pipeline.providers.base import (
     empty_ohlcv,
     frame_schema,
 )
+from marketlake.pipeline.providers.file_groups import GroupedParquet, symbol_spans
 
 REQUIRED = ("ts", "open", "high", "low", "close")
 _DEFAULT_NAMES = {
@@ -67,6 +70,7 @@ class FilesProvider(Provider):
         self._lock = threading.Lock()
         self._frame: pl.DataFrame | None = None
         self._by_symbol: dict[str, pl.DataFrame] = {}
+        self._streamed: dict[str, GroupedParquet] = {}  # symbol -> the file read as asked
         self._problems: list[dict] = []
 
     def _files(self) -> list[Path]:
@@ -80,10 +84,10 @@ class FilesProvider(Provider):
             )
         raise ConfigError(f"files provider: {self.path} does not exist")
 
-    def _column(self, frame: pl.DataFrame, target: str) -> str | None:
+    def _column(self, columns: Sequence[str], target: str) -> str | None:
         if target in self.mapping:
-            return self.mapping[target] if self.mapping[target] in frame.columns else None
-        lower = {c.lower().strip(): c for c in frame.columns}
+            return self.mapping[target] if self.mapping[target] in columns else None
+        lower = {c.lower().strip(): c for c in columns}
         for n in _DEFAULT_NAMES[target]:
             if n in lower:
                 return lower[n]
@@ -103,10 +107,20 @@ class FilesProvider(Provider):
             raise ValidationError(f"{path.name}: unreadable file ({first})") from exc
         if raw.height == 0:
             raise ValidationError(f"{path.name}: empty file")
-        cols = {t: self._column(raw, t) for t in _DEFAULT_NAMES}
+        return self._shaped(raw, path)
+
+    def _columns(self, path: Path, columns: Sequence[str]) -> dict[str, str | None]:
+        """The file column of each lake column (None: absent), or ValidationError naming
+        the file and the required columns it lacks."""
+        cols = {t: self._column(columns, t) for t in _DEFAULT_NAMES}
         missing = [t for t in REQUIRED if cols[t] is None]
         if missing:
-            raise ValidationError(f"{path.name}: missing column(s) {missing}; found {raw.columns}")
+            raise ValidationError(f"{path.name}: missing column(s) {missing}; found {columns}")
+        return cols
+
+    def _shaped(self, raw: pl.DataFrame, path: Path) -> pl.DataFrame:
+        """The rows of ``raw`` (read from ``path``) as lake-shaped bars."""
+        cols = self._columns(path, raw.columns)
         reasons: list[pl.Expr] = []
         ts = raw.get_column(cols["ts"])
         if ts.dtype == pl.String:
@@ -167,46 +181,88 @@ class FilesProvider(Provider):
         )
 
     def _load(self) -> pl.DataFrame:
+        """The rows of the files read whole (those :meth:`_grouped` does not stream), once;
+        the streamed files indexed beside them."""
         with self._lock:
             if self._frame is None:
-                frames = []
-                for path in self._files():
-                    try:
-                        frame = self.read_file(path)
-                    except ValidationError as exc:
-                        self._problems.append(
-                            {
-                                "symbol": self.fixed_symbol or "",
-                                "reason": str(exc),
-                                "source": str(path),
-                            }
-                        )
-                        continue
-                    # a row without a time belongs to no request: reported with the file
-                    if frame.get_column("ts").null_count():
-                        undated = frame.filter(pl.col("ts").is_null())
-                        for sym, reason in undated.select("symbol", REJECT).iter_rows():
-                            self._problems.append(
-                                {
-                                    "symbol": sym or self.fixed_symbol or "",
-                                    "reason": f"{path.name}: {reason}",
-                                    "source": str(path),
-                                }
-                            )
-                        frame = frame.filter(pl.col("ts").is_not_null())
-                    frames.append(frame)
-                if len(frames) == 1:
-                    self._frame = frames[0]
-                elif frames:
-                    self._frame = pl.concat(frames)
-                else:
-                    self._frame = empty_ohlcv().with_columns(pl.lit(None, pl.String).alias(REJECT))
-                self._by_symbol = _by_symbol(self._frame)
+                paths = self._files()
+                grouped = {p: g for p in paths if (g := self._grouped(p)) is not None}
+                read = {p: self._read(p) for p in paths if p not in grouped}
+                streamed: dict[str, GroupedParquet] = {}
+                for g in grouped.values():
+                    for symbol in g.spans:
+                        streamed.setdefault(symbol, g)
+                frame = _joined([f for f in read.values() if f is not None])
+                by_symbol = _by_symbol(frame)
+                seen = len(by_symbol) + sum(len(g.spans) for g in grouped.values())
+                if len(by_symbol.keys() | streamed.keys()) < seen:
+                    # a symbol in more than one file: every file read whole, its rows joined
+                    # in the files' order
+                    read.update({p: self._read(p) for p in grouped})
+                    frame = _joined([f for p in paths if (f := read[p]) is not None])
+                    by_symbol, streamed = _by_symbol(frame), {}
+                self._frame, self._by_symbol, self._streamed = frame, by_symbol, streamed
             return self._frame
+
+    def _read(self, path: Path) -> pl.DataFrame | None:
+        """``path`` read whole (:meth:`read_file`), its undated rows reported; None (and the
+        reason reported) for a file that cannot be used."""
+        try:
+            frame = self.read_file(path)
+        except ValidationError as exc:
+            self._problems.append(
+                {"symbol": self.fixed_symbol or "", "reason": str(exc), "source": str(path)}
+            )
+            return None
+        # a row without a time belongs to no request: reported with the file
+        if frame.get_column("ts").null_count():
+            undated = frame.filter(pl.col("ts").is_null())
+            for sym, reason in undated.select("symbol", REJECT).iter_rows():
+                self._problems.append(
+                    {
+                        "symbol": sym or self.fixed_symbol or "",
+                        "reason": f"{path.name}: {reason or 'a row without a time'}",
+                        "source": str(path),
+                    }
+                )
+            frame = frame.filter(pl.col("ts").is_not_null())
+        return frame
+
+    def _grouped(self, path: Path) -> GroupedParquet | None:
+        """``path`` as a file read a row group at a time (:mod:`.file_groups`) when it can
+        be, with the rows it would give read whole: a parquet file with a symbol column,
+        typed timestamps that need no setting it lacks, none missing (its statistics say),
+        each symbol's rows together, and too many rows to read whole comfortably
+        (:func:`~.file_groups.streams`). None otherwise (read whole, which reports its
+        faults)."""
+        if path.suffix.lower() != ".parquet":
+            return None
+        try:
+            meta = pq.read_metadata(path)
+            if not meta.num_rows or not file_groups.streams(meta.num_rows):
+                return None
+            schema = pl.read_parquet_schema(path)
+            cols = self._columns(path, list(schema))
+            ts, symbol = cols["ts"], cols["symbol"]
+            if symbol is None or not _proven_dated(meta, ts):
+                return None
+            dtype = schema[ts]
+            if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
+                return None
+            if isinstance(dtype, pl.Datetime) and dtype.time_zone is None and not self.timezone:
+                return None
+            spans = symbol_spans(path, symbol)
+        except Exception:  # noqa: BLE001 - read whole: that reports what is wrong
+            return None
+        if spans is None:
+            return None
+        return GroupedParquet(path, meta, spans, lambda raw: self._shaped(raw, path))
 
     def prepare(self, timeframes: Sequence[str] = ()) -> None:
         """Read the files now (a sync does it while it plans)."""
         self._load()
+        for grouped in dict.fromkeys(self._streamed.values()):
+            grouped.warm()
 
     def problems(self) -> list[dict]:
         """Files that could not be imported: ``{symbol, reason, source}`` each."""
@@ -214,11 +270,12 @@ class FilesProvider(Provider):
         return list(self._problems)
 
     def symbols(self) -> list[str]:
-        return sorted(self._load().get_column("symbol").unique().drop_nulls().to_list())
+        read = self._load().get_column("symbol").unique().drop_nulls().to_list()
+        return sorted({*read, *self._streamed})
 
     def fetch_many(self, requests: Sequence[FetchRequest]) -> list[pl.DataFrame]:
-        """Each request's rows as :meth:`fetch` gives them (slices of the file's frame, no
-        copies), without the reject column where no row was rejected: the sync then takes
+        """Each request's rows as :meth:`fetch` gives them (slices of the file's frame or of
+        its decoded row groups, no copies), without the reject column where no row was rejected: the sync then takes
         them as they are, with no frame rebuilt per symbol."""
         out = []
         for frame in (self.fetch(r) for r in requests):
@@ -232,7 +289,11 @@ class FilesProvider(Provider):
         frame = self._load()
         if request.timeframe != self.timeframe:
             return frame.clear()
-        sel = self._by_symbol.get(request.remote_symbol)
+        grouped = self._streamed.get(request.remote_symbol)
+        if grouped is not None:
+            sel = grouped.rows(request.remote_symbol)
+        else:
+            sel = self._by_symbol.get(request.remote_symbol)
         if sel is None:
             raise InvalidSymbolError(
                 f"files: no rows for symbol {request.symbol!r} in {self.path}",
@@ -281,3 +342,26 @@ def _unparsed(given: pl.Series, parsed: pl.Series, column: str) -> list[pl.Expr]
             pl.format("{} {} does not parse", pl.lit(column), pl.lit(text).str.slice(0, 40))
         )
     ]
+
+
+def _proven_dated(meta: pq.FileMetaData, column: str) -> bool:
+    """Whether every row group's statistics of ``column`` count no nulls (rows without a
+    time are reported as the file is read whole)."""
+    first = meta.row_group(0)
+    leaf = [i for i in range(first.num_columns) if first.column(i).path_in_schema == column]
+    if len(leaf) != 1:
+        return False
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(leaf[0]).statistics
+        if stats is None or stats.null_count is None or stats.null_count > 0:
+            return False
+    return True
+
+
+def _joined(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Frames of :meth:`FilesProvider.read_file` as one (an empty one for none)."""
+    if len(frames) == 1:
+        return frames[0]
+    if frames:
+        return pl.concat(frames)
+    return empty_ohlcv().with_columns(pl.lit(None, pl.String).alias(REJECT))
