@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -274,3 +275,39 @@ def test_rows_grouped_by_partition_are_the_parts_rows_in_order():
     assert none is None and spans2 == spans  # already grouped: no gather
     assert grouping(frame.clear(), ["month"]) == (None, [])
     assert grouping(frame, []) == (None, [((), 0, 18)])
+
+
+def test_indicator_floats_lz4_cannot_shrink_are_stored_plain_and_read_back(tmp_path):
+    """lz4 finds nothing to shrink in smooth floats (an SMA): their pages go uncompressed;
+    integer-valued floats (OBV) and repeats still shrink and keep lz4; page checksums stay."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    smooth = np.cumsum(rng.standard_normal(n)) + 100.0
+    table = pa.table(
+        {
+            "symbol": ["AAA"] * n,
+            "sma_20": smooth,
+            "obv": np.cumsum(np.round(rng.uniform(-1, 1, n) * 1000)),
+            "flat": np.full(n, 1.5),
+            "short": pa.array([1.25] * 10 + [None] * (n - 10), pa.float64()),
+        }
+    )
+    path = tmp_path / "indicators" / "f.parquet"
+    write_file(LakeLocation.local(tmp_path), "indicators", "f.parquet", table)
+    meta = pq.read_metadata(path)
+    codecs = {
+        meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).compression
+        for i in range(meta.num_columns)
+    }
+    assert codecs == {
+        "symbol": "LZ4",
+        "sma_20": "UNCOMPRESSED",
+        "obv": "LZ4",
+        "flat": "LZ4",
+        "short": "LZ4",
+    }
+    assert pq.read_table(path, page_checksum_verification=True).equals(table)
+    # another table's floats keep its codec whatever they hold
+    write_file(LakeLocation.local(tmp_path), "ohlcv", "f.parquet", table.select(["sma_20"]))
+    other = pq.read_metadata(tmp_path / "ohlcv" / "f.parquet").row_group(0).column(0)
+    assert other.compression == "ZSTD"
