@@ -8,7 +8,10 @@ file's stem). Dates without a time are session dates (00:00 UTC, as the lake key
 A file that cannot be used (corrupt, empty, missing columns) is reported by :meth:`problems`
 and skipped; every other file still imports. A row with a value that does not parse (a
 volume of ``abc``, a date of ``soon``) keeps its reason in the ``REJECT`` column and is
-quarantined by the ingest stage; the other rows of its symbol land.
+quarantined by the ingest stage; the other rows of its symbol land. Files are read whole when
+the sync plans, except a parquet export too large for that, read a block of row groups at a
+time as its symbols are asked (:mod:`.file_groups`); there a damaged block fails the requests
+of the symbols it holds, and the others land.
 """
 
 from __future__ import annotations
