@@ -234,7 +234,7 @@ class FilesProvider(Provider):
     def _grouped(self, path: Path) -> GroupedParquet | None:
         """``path`` as a file read a row group at a time (:mod:`.file_groups`) when it can
         be, with the rows it would give read whole: a parquet file with a symbol column,
-        typed timestamps that need no setting it lacks, none missing (its statistics say),
+        dates or timestamps with a time zone, none missing (its statistics say),
         each symbol's rows together, and too many rows to read whole comfortably
         (:func:`~.file_groups.streams`). None otherwise (read whole, which reports its
         faults)."""
@@ -252,8 +252,8 @@ class FilesProvider(Provider):
             dtype = schema[ts]
             if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
                 return None
-            if isinstance(dtype, pl.Datetime) and dtype.time_zone is None and not self.timezone:
-                return None
+            if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+                return None  # local times: a nonexistent one is reported as the file is read
             spans = symbol_spans(path, symbol)
         except Exception:  # noqa: BLE001 - read whole: that reports what is wrong
             return None

@@ -172,6 +172,17 @@ def test_a_damaged_block_fails_its_symbols_and_the_others_land(home, tmp_path):
     assert landed.height == (len(SYMBOLS) - 4) * BARS
 
 
+def test_local_timestamps_are_read_whole(tmp_path):
+    """A local time the clocks skipped has no UTC time: reported as the file is read whole."""
+    frame = bars().with_columns(pl.col("date").cast(pl.Datetime("us")))
+    path = write(tmp_path / "export.parquet", frame)
+    options = {"path": str(path), "timezone": "America/New_York"}
+    p = FilesProvider(ProviderSettings("files", options=options))
+    p.prepare()
+    assert p._streamed == {}
+    assert p.fetch(request("S01")).height == BARS
+
+
 def test_a_file_that_fits_in_memory_is_read_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(file_groups, "MEMORY_SHARE", 0.25)
     monkeypatch.setattr(file_groups, "available_memory", lambda: 4 * 800 * 100)
