@@ -19,6 +19,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from itertools import accumulate
 from pathlib import Path
 
@@ -56,15 +57,6 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-class _Decoding:
-    """One block's rows, decoded once however many threads ask at the same time."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.frame: pl.DataFrame | None = None
-        self.error: BaseException | None = None
-
-
 class GroupedParquet:
     """The rows of one parquet file whose symbols each hold one run of rows.
 
@@ -90,7 +82,8 @@ class GroupedParquet:
                 blocks.append(n)
         self._starts = [0, *accumulate(blocks)]  # a block's first row; the last: all rows
         self._lock = threading.Lock()
-        self._decoded: OrderedDict[int, _Decoding] = OrderedDict()  # least recently used first
+        # each block's rows, decoded once however many threads ask; least recently used first
+        self._decoded: OrderedDict[int, Future[pl.DataFrame]] = OrderedDict()
         # per block, the symbols holding rows there that no request has had yet
         self._waiting: dict[int, set[str]] = {}
         for symbol, (start, n) in spans.items():
@@ -138,25 +131,19 @@ class GroupedParquet:
             entry = self._decoded.get(b)
             mine = entry is None
             if entry is None:
-                entry = self._decoded[b] = _Decoding()
+                entry = self._decoded[b] = Future()
             self._decoded.move_to_end(b)
         if mine:
             try:
-                entry.frame = self._decode(b)
+                entry.set_result(self._decode(b))
             except BaseException as exc:
-                entry.error = exc
+                entry.set_exception(exc)
                 with self._lock:  # the next request tries again
                     if self._decoded.get(b) is entry:
                         del self._decoded[b]
                 raise
-            finally:
-                entry.done.set()
             self._trim(keep=b)
-        entry.done.wait()
-        if entry.error is not None:
-            raise entry.error
-        assert entry.frame is not None
-        return entry.frame
+        return entry.result()
 
     def _decode(self, b: int) -> pl.DataFrame:
         start, end = self._starts[b], self._starts[b + 1]
@@ -176,7 +163,7 @@ class GroupedParquet:
             for b in list(self._decoded):
                 if rows <= KEPT_ROWS:
                     break
-                if b != keep and self._decoded[b].done.is_set():
+                if b != keep and self._decoded[b].done():
                     del self._decoded[b]
                     rows -= self._starts[b + 1] - self._starts[b]
 
