@@ -34,6 +34,8 @@ from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive,
 from marketlake.pipeline.stages.compute_increment import (
     FROM_CODES,
     _stored_rows,
+    code_counts,
+    code_runs,
     increment,
     symbol_enum,
 )
@@ -266,7 +268,7 @@ def _all_series(coded: pl.LazyFrame) -> pl.DataFrame:
     codes, timeframes, frames = sym.to_numpy(), tf.unique(), []
     for t in timeframes:
         mine = codes if timeframes.len() == 1 else codes[(tf == t).to_numpy()]
-        held = np.flatnonzero(np.bincount(mine)).astype(codes.dtype)
+        held = np.unique(mine[code_runs(mine)[0]])
         names = pl.Series("symbol", held).cat.to(keys.schema["symbol"])
         frames.append(pl.DataFrame([names]).with_columns(timeframe=pl.lit(t, tf.dtype)))
     return pl.concat(frames).with_columns(
@@ -640,7 +642,7 @@ def _series_bounds(symbols: pl.Series, order: np.ndarray | None) -> tuple[np.nda
     length at the end, and the series' names. An Enum's rows sort by code, so each code's
     rows are counted where they lie (no gather of the column into sorted order)."""
     if isinstance(symbols.dtype, pl.Enum):
-        counts = np.bincount(
+        counts = code_counts(
             symbols.to_physical().to_numpy(), minlength=len(symbols.dtype.categories)
         )
         held = np.flatnonzero(counts)

@@ -450,10 +450,11 @@ def symbol_enum(bars: pl.DataFrame, names: list[str] | None = None) -> pl.DataFr
 def _recoded(col: pl.Series, names: list[str] | None) -> pl.Series | None:
     """The Categorical ``col`` as an Enum of its sorted names (or of ``names``) by renumbering
     its codes: the few distinct codes are looked up and ranked, then every row's code is
-    mapped through one array (a cast instead goes through each row's text: 60 ms against 15
-    for 5M rows); None when a name is missing from ``names`` (the cast then says which)."""
+    mapped run by run (:func:`code_runs`; a cast instead goes through each row's text); None when a name is missing from ``names`` (the cast then says which)."""
     ids = col.to_physical().to_numpy()
-    present = np.flatnonzero(np.bincount(ids)).astype(ids.dtype)
+    starts, lengths = code_runs(ids)
+    firsts = ids[starts]
+    present = np.unique(firsts)
     labels = pl.Series(present).cat.to(col.dtype).cast(pl.String).to_list()
     if names is None:
         names = sorted(labels)
@@ -465,7 +466,29 @@ def _recoded(col: pl.Series, names: list[str] | None) -> pl.Series | None:
         if label not in rank:
             return None
         remap[code] = rank[label]
-    return pl.Series(col.name, remap[ids]).cat.to(enum)
+    # each run's new code repeated: no pass indexing every row's code into the table
+    return pl.Series(col.name, np.repeat(remap[firsts], lengths)).cat.to(enum)
+
+
+def code_runs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each run of equal ``codes`` starts and its length. A lake read is sorted by
+    symbol within each file, so its symbol codes are a few runs per symbol: counting, listing
+    and recoding them run by run is a few thousand steps where a row by row pass is millions
+    (``np.bincount`` of 5M uint32 codes took 44 ms here, their runs 3)."""
+    n = codes.shape[0]
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    starts = np.concatenate([np.zeros(1, np.int64), starts])
+    return starts, np.diff(starts, append=n)
+
+
+def code_counts(codes: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """``np.bincount(codes, minlength=minlength)`` counted by runs (:func:`code_runs`)."""
+    starts, lengths = code_runs(codes)
+    if starts.shape[0] * 4 > codes.shape[0]:  # few rows per run: the rows at once
+        return np.bincount(codes, minlength=minlength)
+    return np.bincount(codes[starts], weights=lengths, minlength=minlength).astype(np.int64)
 
 
 def _key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:

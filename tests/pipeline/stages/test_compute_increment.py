@@ -26,6 +26,8 @@ from marketlake.pipeline.stages.compute_increment import (
     _key_order,
     _keyed,
     _sorted_key_order,
+    code_counts,
+    code_runs,
     increment,
     symbol_enum,
 )
@@ -196,6 +198,34 @@ def test_symbol_enum_renumbers_a_categorical_as_a_cast_does(from_codes, monkeypa
     bad = pl.DataFrame({"symbol": ["A", "Z"], "ts": [0, 1]})
     with pytest.raises(pl.exceptions.InvalidOperationError, match="Z"):  # names the stray one
         symbol_enum(bad.with_columns(pl.col("symbol").cast(pl.Categorical)), ["A"])
+
+
+@pytest.mark.parametrize("kind", ["pieces", "shuffled", "one", "empty"])
+def test_code_counts_equal_a_bincount(kind) -> None:
+    rng = np.random.default_rng(8)
+    codes = {
+        "pieces": _pieces(rng, 300, 7)[0].astype(np.uint32),  # a lake read: runs per file
+        "shuffled": rng.integers(0, 300, 5000).astype(np.uint32),  # few rows per run
+        "one": np.full(10, 4, np.uint16),
+        "empty": np.zeros(0, np.uint32),
+    }[kind]
+    for minlength in (0, 400):
+        got = code_counts(codes, minlength)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, np.bincount(codes, minlength=minlength))
+    starts, lengths = code_runs(codes)
+    assert lengths.sum() == codes.shape[0]
+    assert np.array_equal(np.repeat(codes[starts], lengths), codes)
+    assert (codes[starts][1:] != codes[starts][:-1]).all()
+
+
+def test_symbol_enum_of_a_read_in_pieces_equals_a_cast() -> None:
+    codes, ts = _pieces(np.random.default_rng(9), 120, 5)
+    text = pl.DataFrame({"symbol": [f"S{c:03d}" for c in codes], "ts": ts})
+    want = text.with_columns(pl.col("symbol").cast(pl.Enum(sorted(set(text["symbol"])))))
+    got = symbol_enum(text.with_columns(pl.col("symbol").cast(pl.Categorical)))
+    assert got.equals(want)
+    assert got["symbol"].to_physical().equals(want["symbol"].to_physical())
 
 
 def test_groups_leave_out_the_seeded_indicators() -> None:
