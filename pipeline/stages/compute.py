@@ -339,7 +339,7 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
     each compared with the rows of ``new`` it keys to (found by each symbol run's first ts),
     so no table of stored rows is built (on a no-change re-run memory stays flat); stops at
     the first difference, and at once when a computed column is not stored yet."""
-    from marketlake.kernels.adapter import _runs, _timestamps
+    from marketlake.kernels.adapter import _readonly, _runs, _timestamps
     from marketlake.kernels.driver import run_gather_index, same_runs
 
     checked = lake.dataset("indicators")
@@ -380,7 +380,8 @@ def _unchanged(lake: Lake, tf: str, part: list[str], new: pl.DataFrame, columns:
             starts[r] = a + np.searchsorted(ts_new[a:b], ts_old[runs[r]])
             if starts[r] + runs[r + 1] - runs[r] > b:
                 return False
-        idx = run_gather_index(starts, np.diff(runs))
+        # read-only, as the build-time cache compiled it (writable ones compile again)
+        idx = run_gather_index(_readonly(starts), _readonly(np.diff(runs)))
         if not np.array_equal(ts_new[idx], ts_old) or covered[idx].any():
             return False
         covered[idx] = True
