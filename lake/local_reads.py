@@ -8,7 +8,8 @@ the predicate polars pushes into the scan is read for the conjunction of simple 
 (a column compared with a constant: ``==``, ``<``, ``<=``, ``>``, ``>=``, ``is_in``,
 ``is_between``), and a file whose partition values or key statistics (the min/max of
 ``symbol`` and ``ts``, without nulls) exclude one of them is skipped. What is read is filtered
-by polars itself with the whole predicate, so the rows returned never depend on the pruning.
+by polars itself with the whole predicate, so the rows returned never depend on the pruning;
+a predicate of partition columns alone is decided once per file, from its partition values.
 A file is read one row group at a time; row groups are not pruned (the lake writes one per
 file). The next file is read on a second thread while one is handed over (:func:`_ahead`).
 """
@@ -232,12 +233,19 @@ def _frames(
     if predicate is not None:
         need += [c for c in predicate.meta.root_names() if c not in need]
     found = terms(predicate)
+    on_partitions = predicate is not None and set(predicate.meta.root_names()) <= set(
+        files[0].partition if files else ()
+    )
 
     def frames_of(f: DataFile) -> list[pl.DataFrame]:
+        # a predicate of partition columns alone holds for every row of a file or none
+        keep = predicate
+        if on_partitions and _holds(predicate, f, schema):
+            keep = None
         out = []
         for frame in read_file(root, name, f, need, schema, dictionary):
-            if predicate is not None:
-                frame = frame.filter(predicate)
+            if keep is not None:
+                frame = frame.filter(keep)
             out.append(frame.select(wanted))
         return out
 
@@ -255,6 +263,23 @@ def _frames(
             break
     if not sent:
         yield pl.DataFrame(schema={c: schema[c] for c in wanted})
+
+
+def _holds(predicate: pl.Expr, f: DataFile, schema: pl.Schema) -> bool:
+    """Whether ``predicate`` (of partition columns only) is true for ``f``'s partition values,
+    so that its rows need no filtering (a full read of a timeframe filtered row by row on a
+    value every row shares cost a tenth of the read)."""
+    try:
+        values = pl.DataFrame(
+            {c: [f.partition[c]] for c in predicate.meta.root_names()},
+            schema={
+                c: pl.String if schema[c] == pl.Categorical else schema[c]
+                for c in predicate.meta.root_names()
+            },
+        )
+        return bool(values.select(predicate.fill_null(False)).item())
+    except Exception:  # noqa: BLE001 -- cannot tell: filter the rows as before
+        return False
 
 
 def _ahead(read: Callable[[DataFile], list[pl.DataFrame]], files: list[DataFile]):

@@ -50,6 +50,10 @@ PREDICATES = [
     (pl.col("symbol") == "AAA") | (pl.col("close") > 2),
     pl.col("is_final").is_null() | (pl.col("period") == "2025"),
     pl.col("symbol").is_in(["ZZZ"]),
+    # partition columns alone: true or false for a whole file
+    (pl.col("timeframe") == "1h") | (pl.col("period") == "2024"),
+    (pl.col("timeframe") != "1D") & pl.col("period").is_in(["2024", "2025"]),
+    pl.col("period").is_null(),
 ]
 
 
@@ -60,6 +64,37 @@ def test_a_filtered_scan_equals_the_filter_over_every_row(lake, predicate):
     got = lake.scan("ohlcv").filter(predicate).collect().sort("symbol", "timeframe", "ts")
     assert got.equals(want)
     assert got.schema == everything.schema
+
+
+@pytest.mark.parametrize("dictionary", [(), ("symbol", "timeframe")])
+def test_a_file_whose_partition_values_satisfy_the_predicate_is_not_filtered(
+    lake, monkeypatch, dictionary
+):
+    """A predicate of partition columns alone holds for all of a file's rows or none: a file
+    it holds for is read without filtering its rows (the others are pruned)."""
+    want = lake.read("ohlcv").filter(pl.col("timeframe") == "1D").select("symbol", "close")
+    filtered = []
+    real = pl.DataFrame.filter
+
+    def spy(self, *args, **kwargs):
+        filtered.append(self.height)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.DataFrame, "filter", spy)
+    scan = lake.scan("ohlcv", dictionary=dictionary)
+    got = scan.filter(pl.col("timeframe") == "1D").select("symbol", "close").collect()
+    monkeypatch.undo()
+    got = got.with_columns(pl.col("symbol").cast(pl.String))
+    assert got.sort("symbol", "close").equals(want.sort("symbol", "close"))
+    assert filtered == []
+    dt = lake.table("ohlcv")
+    files = data_files(dt, schema_of(dt, dictionary))
+    holds = [local_reads._holds(pl.col("timeframe") == "1D", f, schema_of(dt)) for f in files]
+    assert holds == [f.partition["timeframe"] == "1D" for f in files]
+    two = pl.col("period") > pl.col("timeframe")  # two partition columns, compared as text
+    for f in files:
+        want_two = f.partition["period"] > f.partition["timeframe"]
+        assert local_reads._holds(two, f, schema_of(dt)) == want_two
 
 
 def test_files_are_pruned_by_partition_values_and_key_statistics(lake):
