@@ -104,11 +104,12 @@ def to_polars(tdef: TableDef, frame: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in tdef.key if c not in frame.columns]
     if missing:
         raise LakeError(f"{tdef.name}: frame lacks key columns {missing}")
+    have = frame.schema  # once: polars builds it anew on each access
     try:
         return frame.select(
             [
-                (pl.col(c) if frame.schema[c] == t else pl.col(c).cast(t))
-                if c in frame.columns
+                (pl.col(c) if have[c] == t else pl.col(c).cast(t))
+                if c in have
                 else pl.lit(None, t).alias(c)
                 for c, t in schema.items()
             ]

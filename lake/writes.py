@@ -213,9 +213,10 @@ def write_files(
     written: list[str] = []
     # a column with one value in the whole frame has it in every part: asked once
     # (no floats: their min and max do not tell -0.0 from 0.0)
-    kinds = [c for c in cols if c in frame and _may_hold_one_value(frame.schema[c])]
+    have = frame.schema  # once: polars builds it anew on each access
+    kinds = [c for c in cols if c in have and _may_hold_one_value(have[c])]
     one = _one_values(frame, kinds) if frame.height >= 1024 else {}
-    text = {c for c in one if frame.schema[c] == pl.String and schema.field(c).type == pa.string()}
+    text = {c for c in one if have[c] == pl.String and schema.field(c).type == pa.string()}
     same = {c: v for c, v in one.items() if c in text}
     # asked by queries, not of the columns: a column made from a literal stays one value
     firsts = frame.select(pl.col(c).head(1) for c in one if c not in text)
