@@ -307,7 +307,8 @@ def _stored_at(lake: Lake, tf: str, seam: pl.DataFrame, columns: list[str]) -> p
     """The stored indicator values at ``seam``'s (symbol, ts) rows, in its order (null where
     no row is stored)."""
     stored = lake.scan("indicators")
-    have = [c for c in columns if c in stored.collect_schema().names()]
+    names = set(stored.collect_schema().names())  # once: each call resolves the scan's schema
+    have = [c for c in columns if c in names]
     lo, hi = seam.get_column("ts").min(), seam.get_column("ts").max()
     stored = (
         stored.filter(
