@@ -35,7 +35,7 @@ _BUILD_KERNELS = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from marketlake.kernels import aot
-print("built", aot.build().name)
+print("built", ", ".join(path.name for path in aot.build_all()))
 """
 _BUILD_SPLIT = """
 import sys
@@ -67,7 +67,7 @@ class BuildPyWithKernels(build_py):
             (Path(tmp) / "marketlake").symlink_to(root, target_is_directory=True)
             print("compiling the indicator kernels into numba's cache (about a minute)")
             _run(_PRECOMPILE, tmp, "kernels not precompiled; the first run will compile them")
-            print("compiling the kernels for small calls ahead of time")
+            print("compiling the kernels for small calls ahead of time (per CPU level)")
             _run(_BUILD_KERNELS, tmp, "kernels not built ahead of time; numba's will be used")
             print("compiling the synthetic market's split ahead of time")
             _run(_BUILD_SPLIT, tmp, "split not built ahead of time; numba's will be used")

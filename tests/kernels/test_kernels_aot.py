@@ -35,6 +35,40 @@ def test_the_install_built_the_kernels_for_the_current_sources():
     assert adapter.engine(aot.SERIAL_ROWS + 1).parallel
 
 
+def test_each_level_this_cpu_runs_was_built_and_gives_the_same_values(monkeypatch):
+    """The install built a module per CPU level (x86-64: v3 and generic), and every level this
+    CPU runs gives every output bit for bit as the others do: the v3 build's wider vectors
+    change no arithmetic (no fast-math, no fused or reordered operations)."""
+    levels = aot.runnable()
+    if {"avx2", "fma", "bmi2"} <= aot._cpu_flags():
+        assert levels == ["x86-64-v3", ""]  # this machine runs both: both compared
+    assert aot.module_name() == aot.module_name(levels[0])  # the best level is the one loaded
+    frame = _frame()
+    results = []
+    for cpu in levels:
+        found = aot._load(aot.module_name(cpu))
+        assert found, f"the {cpu or 'generic'} level was not built (see setup.py's output)"
+        monkeypatch.setattr(aot, "_FUNCTIONS", found)
+        monkeypatch.setattr(aot, "_OR_NUMBA", {})
+        results.append(kernels.compute(frame, ALL, session_tz="America/New_York"))
+    for other in results[1:]:
+        assert other.columns == results[0].columns
+        for c in other.columns:
+            a, b = results[0].get_column(c), other.get_column(c)
+            if a.dtype == pl.Float64:
+                assert np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True), c
+            else:
+                assert a.equals(b), c
+
+
+def test_a_level_is_run_only_by_a_cpu_with_all_its_features():
+    v3 = dict(aot.LEVELS)["x86-64-v3"]
+    assert aot.runnable(frozenset()) == [""]
+    assert aot.runnable(v3 | {"sse4_2"}) == ["x86-64-v3", ""]
+    for flag in v3:  # any one missing: the generic build only
+        assert aot.runnable(v3 - {flag}) == [""]
+
+
 def _frame() -> pl.DataFrame:
     walks = {f"S{i:02d}": random_walk(30 + 97 * i, seed=i) for i in range(9)}
     flat = random_walk(300, seed=99)
