@@ -100,15 +100,19 @@ class _Profile:
         symbol: str,
         crypto: bool,
         rng: Callable[[int], np.random.Generator] | None = None,
+        *,
+        h: int | None = None,
+        anchors: np.ndarray | None = None,
     ) -> None:
         """``rng(key)``: the generator seeded ``[seed, h % 2**32, key]`` (by default a new
-        one; a batch passes its :class:`~.synthetic_seeds.Seeded`)."""
-        h = _h(seed, symbol)
+        one; a batch passes its :class:`~.synthetic_seeds.Seeded`); ``h``: the symbol's hash,
+        ``anchors``: its year anchors, when a batch made them (:func:`_profiles`)."""
+        h = _h(seed, symbol) if h is None else h
         self.h = h
         if rng is None:
             rng = lambda key: np.random.default_rng([seed, h % (2**32), key])  # noqa: E731
         self.crypto = crypto
-        self.price0 = 20.0 + (h % 28_000) / 100.0 if not crypto else 100.0 + (h % 50_000)
+        self.price0 = _price0(h, crypto)
         self.volume0 = 200_000.0 + (h >> 8) % 5_000_000 if not crypto else 50.0 + (h >> 8) % 5_000
         self.split_date = None
         self.split_ratio = 1.0
@@ -127,15 +131,32 @@ class _Profile:
             if halt:
                 self.halt_start = ORIGIN + timedelta(days=int(events.integers(3_000, 9_000)))
                 self.halt_days = int(events.integers(3, 12))
-        # log price at the start of each year from the origin's (annual returns, one draw)
-        annual = rng(11).standard_normal(_ANCHOR_YEARS)
-        scale = 0.45 if crypto else 0.22
-        self.anchors = np.log(self.price0) + np.concatenate(
-            [[0.0], np.cumsum(0.04 + scale * annual)]
-        )
+        if anchors is None:
+            anchors = _anchors(np.log(self.price0), rng(11), crypto)
+        self.anchors = anchors
 
     def halted(self, d: date) -> bool:
         return self.halt_start is not None and 0 <= (d - self.halt_start).days < self.halt_days
+
+
+def _price0(h: int, crypto: bool) -> float:
+    """A symbol's price at the origin, from its hash."""
+    return 20.0 + (h % 28_000) / 100.0 if not crypto else 100.0 + (h % 50_000)
+
+
+def _anchors(
+    log_price0: float | np.ndarray, draws: np.random.Generator | np.ndarray, crypto: bool
+) -> np.ndarray:
+    """Log prices at the start of each year from the origin's: one draw of annual returns
+    (``draws``: the generator seeded with key 11, or its :data:`_ANCHOR_YEARS` normals, one
+    row per symbol), cumulated. Rows of many symbols give each one's values bit for bit
+    (each row cumulates on its own, in order)."""
+    if isinstance(draws, np.random.Generator):
+        draws = draws.standard_normal(_ANCHOR_YEARS)
+    scale = 0.45 if crypto else 0.22
+    steps = np.cumsum(0.04 + scale * draws, axis=-1)
+    start = np.zeros((*steps.shape[:-1], 1))
+    return np.asarray(log_price0)[..., None] + np.concatenate([start, steps], axis=-1)
 
 
 _PROFILES: OrderedDict[tuple, _Profile] = OrderedDict()
@@ -158,10 +179,23 @@ def _profiles(seed: int, symbols: Sequence[str], crypto: bool) -> list[_Profile]
     missing = list(dict.fromkeys(s for s, p in zip(symbols, found, strict=True) if p is None))
     if not missing:
         return found
-    hs = [_h(seed, s) % (2**32) for s in missing]
-    seeded = synthetic_seeds.Seeded([seed], [(h, key) for h in hs for key in (7, 11)])
+    hs = [_h(seed, s) for s in missing]
+    seeded = synthetic_seeds.Seeded([seed], [(h % (2**32), key) for h in hs for key in (7, 11)])
+    # every symbol's anchors at once: its draws, then one pass over all of them
+    draws = np.empty((len(missing), _ANCHOR_YEARS))
+    for i in range(len(missing)):
+        seeded[2 * i + 1].standard_normal(out=draws[i])
+    logs = np.array([np.log(_price0(h, crypto)) for h in hs])
+    anchors = _anchors(logs, draws, crypto)
     made = {
-        s: _Profile(seed, s, crypto, lambda key, i=i: seeded[2 * i + (7, 11).index(key)])
+        s: _Profile(
+            seed,
+            s,
+            crypto,
+            lambda key, i=i: seeded[2 * i + (7, 11).index(key)],
+            h=hs[i],
+            anchors=anchors[i],
+        )
         for i, s in enumerate(missing)
     }
     with _PROFILES_LOCK:
