@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -348,6 +349,59 @@ def read_file(
             raise failed(name, f.path, exc) from exc
         assert isinstance(frame, pl.DataFrame)
         yield frame.with_columns(_conformed(frame, f, columns, schema)).select(columns)
+
+
+def distinct(
+    root: Path, name: str, dt: DeltaTable, column: str, by: str
+) -> dict[Any, list[str]] | None:
+    """The distinct values of the text column ``column`` in the rows of each value of the
+    partition column ``by`` (sorted), page checksums verified; None when a value is null (the
+    caller's query says what then). Each file's column is read as a dictionary and listed run
+    by run: a lake file is sorted by its key, so its values come in a few thousand runs, where
+    a query decodes and compares every row (the series of 5M bars: 18 against 73 ms)."""
+    schema = schema_of(dt)
+    files = data_files(dt, schema)
+    if any(by not in f.partition for f in files):
+        return None
+
+    def values(f: DataFile) -> set[str] | None:
+        try:
+            pf = pq.ParquetFile(
+                root / f.path, page_checksum_verification=True, read_dictionary=[column]
+            )
+            found: set[str] = set()
+            for group in range(pf.num_row_groups):
+                rows = pf.metadata.row_group(group).num_rows
+                read = pf.read_row_group(group, columns=[column], use_threads=rows >= POOLED_ROWS)
+                for chunk in read.column(0).chunks:
+                    if chunk.null_count:
+                        return None
+                    codes = _codes(chunk)
+                    if not len(codes):
+                        continue
+                    starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+                    firsts = {int(codes[0]), *codes[starts].tolist()}
+                    names = chunk.dictionary.to_pylist()
+                    found.update(names[i] for i in firsts)
+            return found
+        except (OSError, pa.ArrowException) as exc:
+            raise failed(name, f.path, exc) from exc
+
+    out: dict[Any, set[str]] = {}
+    for f, got in zip(files, _ahead(values, files), strict=True):
+        if got is None:
+            return None
+        out.setdefault(f.partition[by], set()).update(got)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _codes(chunk: pa.DictionaryArray) -> np.ndarray:
+    """A dictionary array's indices as numpy, zero-copy (arrow's ``to_numpy`` imports pandas
+    on first use: a third of a second of a fresh process)."""
+    indices = chunk.indices
+    dtype = np.dtype(f"int{indices.type.bit_width}")
+    data = np.frombuffer(indices.buffers()[1], dtype=dtype)
+    return data[indices.offset : indices.offset + len(indices)]
 
 
 def _conformed(frame: pl.DataFrame, f: DataFile, columns: list[str], schema: pl.Schema):

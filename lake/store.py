@@ -471,6 +471,33 @@ class Lake:
                 return evolve.with_moves(scan.collect(), tdef, added).lazy()
         return scan
 
+    def distinct(
+        self, name: str, column: str, by: str, version: int | None = None
+    ) -> pl.DataFrame | None:
+        """The distinct (``by``, ``column``) pairs of the table's rows, ``by`` a partition
+        column and ``column`` a text one (the series of ``ohlcv``: timeframe and symbol), read
+        without a query over every row; None when only a query can tell (an object store, a
+        file needing more than plain parquet, a null value)."""
+        dt = self.table(name, version)
+        if dt is None:
+            return self.empty(name).select(by, column)
+        if not self.location.is_local or not verified.readable(dt):
+            return None
+        from marketlake.lake import local_reads
+
+        with lake_errors("read lake table", name):
+            found = local_reads.distinct(self.location.path / name, name, dt, column, by)
+        if found is None:
+            return None
+        schema = polars_schema(name)
+        return pl.DataFrame(
+            {
+                by: [k for k, v in found.items() for _ in v],
+                column: [x for v in found.values() for x in v],
+            },
+            schema={by: schema[by], column: schema[column]},
+        )
+
     def dataset(self, name: str, version: int | None = None) -> verified.Checked | None:
         """The table's snapshot as a pyarrow dataset whose batches verify page checksums
         (a damaged file is a :class:`LakeCorruptError` naming it); None when absent."""

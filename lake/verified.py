@@ -50,7 +50,7 @@ def dataset(
     import pyarrow.fs as pafs
 
     adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-    if location.is_local and _readable(dt):  # pyarrow's own file system: no Python reads
+    if location.is_local and readable(dt):  # pyarrow's own file system: no Python reads
         fs = pafs.SubTreeFileSystem(str(location.path / name), pafs.LocalFileSystem())
         schema = pa.schema(dt.schema().to_arrow())
         paths = [unquote(f["path"]) for f in adds]
@@ -78,7 +78,7 @@ def dataset(
     return pds.FileSystemDataset(fragments, schema, fmt, fs)
 
 
-def _readable(dt: DeltaTable) -> bool:
+def readable(dt: DeltaTable) -> bool:
     """Whether the table's protocol asks nothing of a reader beyond plain parquet files (else
     delta-rs' own dataset is built, which refuses what it cannot read)."""
     proto = dt.protocol()
@@ -200,7 +200,7 @@ def scan(
     """A lazy polars scan of the snapshot that verifies page CRCs as it reads (the string
     columns ``dictionary`` as Categorical: see :func:`dataset`): with ``pyarrow.parquet``
     alone for a local table of plain parquet files, else through a pyarrow dataset."""
-    if location.is_local and _readable(dt):
+    if location.is_local and readable(dt):
         from marketlake.lake import local_reads
 
         return local_reads.scan(location.path / name, name, dt, dictionary)
@@ -208,7 +208,16 @@ def scan(
     return pl.scan_pyarrow_dataset(checked, batch_size=1 << 20)  # type: ignore[arg-type]
 
 
-__all__ = ["Checked", "dataset", "damaged", "failed", "find_damage", "open_file", "scan"]
+__all__ = [
+    "Checked",
+    "dataset",
+    "damaged",
+    "failed",
+    "find_damage",
+    "open_file",
+    "readable",
+    "scan",
+]
 
 
 MISSING = "file is missing"

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import Field
 from tests_helpers import bars
@@ -182,6 +183,40 @@ def test_a_damaged_page_in_a_file_read_names_the_table_and_file(lake):
         lake.scan("ohlcv").filter(pl.col("symbol") == "CCC").collect()
     assert err.value.table == "ohlcv" and err.value.file == target.path
     assert "ohlcv" in str(err.value) and target.path in str(err.value)
+
+
+def test_distinct_pairs_are_the_rows_distinct_pairs_at_each_version(lake):
+    """``Lake.distinct`` lists (timeframe, symbol) from each file's symbol dictionary: the
+    pairs a query over every row finds, at the latest version and at an older one."""
+    for version in (None, 1):
+        rows = lake.read("ohlcv", version)
+        want = rows.select("timeframe", "symbol").unique().sort("timeframe", "symbol")
+        got = lake.distinct("ohlcv", "symbol", "timeframe", version)
+        assert got is not None
+        assert got.schema == want.schema
+        assert got.sort("timeframe", "symbol").equals(want)
+    assert lake.distinct("ohlcv", "symbol", "timeframe").height == 6  # 5 daily, 1 hourly
+    empty = lake.distinct("indicators", "symbol", "timeframe")  # nothing written to it
+    assert empty is not None and empty.is_empty()
+
+
+def test_distinct_pairs_of_a_damaged_file_name_it(lake):
+    dt = lake.table("ohlcv")
+    target = next(f for f in data_files(dt, schema_of(dt)) if f.ranges["symbol"][0] == "CCC")
+    path = lake.path("ohlcv") / target.path
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(
+        meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == "symbol"
+    )
+    mid = (
+        chunk.dictionary_page_offset or chunk.data_page_offset
+    ) + chunk.total_compressed_size // 2
+    data = bytearray(path.read_bytes())
+    data[mid : mid + 8] = bytes(b ^ 0xFF for b in data[mid : mid + 8])  # the symbols' pages
+    path.write_bytes(bytes(data))
+    with pytest.raises(LakeCorruptError) as err:
+        lake.distinct("ohlcv", "symbol", "timeframe")
+    assert err.value.table == "ohlcv" and err.value.file == target.path
 
 
 def test_a_local_scan_imports_neither_pyarrow_dataset_nor_pandas(lake):

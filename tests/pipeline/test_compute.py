@@ -269,9 +269,9 @@ def test_streamed_no_change_check_sees_any_difference(home):
 
 
 @pytest.mark.parametrize("from_codes", [True, False])  # counted codes, or polars' unique
-def test_all_series_are_the_distinct_pairs_of_every_timeframe(from_codes, monkeypatch):
+def test_scanned_series_are_the_distinct_pairs_of_every_timeframe(from_codes, monkeypatch):
     from marketlake.pipeline.stages import compute
-    from marketlake.pipeline.stages.compute import _all_series
+    from marketlake.pipeline.stages.compute import _scanned_series as _all_series
 
     monkeypatch.setattr(compute, "FROM_CODES", from_codes and compute.FROM_CODES)
 

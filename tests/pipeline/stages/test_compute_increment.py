@@ -4,6 +4,8 @@ continued from their stored values."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -29,6 +31,7 @@ from marketlake.pipeline.stages.compute_increment import (
     code_counts,
     code_runs,
     increment,
+    sorted_distinct,
     symbol_enum,
 )
 from marketlake.pipeline.stages.ingest import run_sync
@@ -217,6 +220,22 @@ def test_code_counts_equal_a_bincount(kind) -> None:
     assert lengths.sum() == codes.shape[0]
     assert np.array_equal(np.repeat(codes[starts], lengths), codes)
     assert (codes[starts][1:] != codes[starts][:-1]).all()
+
+
+def test_sorted_distinct_equals_numpys_unique_without_importing_numpy_ma() -> None:
+    rng = np.random.default_rng(10)
+    for values in (rng.integers(0, 50, 1000).astype(np.uint32), np.zeros(0, np.int64), [7]):
+        values = np.asarray(values)
+        got = sorted_distinct(values)
+        assert got.dtype == values.dtype and np.array_equal(got, np.unique(values))
+    code = (
+        "import sys, numpy as np\n"
+        "from marketlake.pipeline.stages.compute_increment import sorted_distinct\n"
+        "sorted_distinct(np.array([3, 1, 3]))\n"
+        "print('numpy.ma' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_symbol_enum_of_a_read_in_pieces_equals_a_cast() -> None:
