@@ -629,10 +629,11 @@ def _rewrite_batches(
         for part in _row_batches(series, tf, syms):
             yield part, _bars(series, tf, part, columns)
         return
-    bars = _bars(series, tf, syms, columns, every)
+    # one chunk first: gathers from one chunk are several times faster, and the order is
+    # then found on the columns as they are (of a read's pieces, on copies: 2,000 x 2,520
+    # bars 66 ms against 103)
+    bars = _bars(series, tf, syms, columns, every).rechunk()
     order = sort_order(bars)
-    if order is not None:
-        bars = bars.rechunk()  # gathers from one chunk are several times faster
     offsets, names = _series_bounds(bars.get_column("symbol"), order)
     # series without bars still belong to a batch: their stored rows are to be deleted
     gone = sorted(set(syms) - set(names))
