@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import platform
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -273,11 +274,21 @@ def _describe(a: object) -> str:
 
 def build_all(out_dir: Path | None = None) -> list[Path]:
     """:func:`build` of every level of :data:`LEVELS` the build machine's architecture has
-    (x86-64: both; elsewhere the generic one); run by ``setup.py``."""
+    (x86-64: both; elsewhere the generic one), the generic one first: a level that fails to
+    build (a compiler without it) is reported on stderr and leaves the others; run by
+    ``setup.py``."""
     x86 = platform.machine().lower() in ("x86_64", "amd64")
-    levels = [cpu for cpu, _ in LEVELS if x86 or not cpu]
+    levels = [cpu for cpu, _ in reversed(LEVELS) if x86 or not cpu]
     keep = {module_name(cpu) for cpu in levels}
-    return [build(out_dir, cpu, keep=keep) for cpu in levels]
+    built = []
+    for cpu in levels:
+        try:
+            built.append(build(out_dir, cpu, keep=keep))
+        except Exception as exc:  # noqa: BLE001 -- the generic level still serves
+            if not cpu:
+                raise
+            print(f"warning: kernels not built for {cpu}: {exc}", file=sys.stderr)
+    return built
 
 
 def build(out_dir: Path | None = None, cpu: str = "", *, keep: set[str] = frozenset()) -> Path:

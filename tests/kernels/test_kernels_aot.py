@@ -69,6 +69,27 @@ def test_a_level_is_run_only_by_a_cpu_with_all_its_features():
         assert aot.runnable(v3 - {flag}) == [""]
 
 
+def test_a_level_that_fails_to_build_leaves_the_generic_one(monkeypatch, capsys):
+    tried, kept = [], []
+
+    def build(out_dir=None, cpu="", *, keep=frozenset()):
+        tried.append(cpu)
+        kept.append(keep)
+        if cpu:
+            raise RuntimeError("unknown processor")
+        return Path("generic.so")
+
+    monkeypatch.setattr(aot, "build", build)
+    monkeypatch.setattr(aot.platform, "machine", lambda: "x86_64")
+    assert aot.build_all() == [Path("generic.so")]
+    assert tried == ["", "x86-64-v3"]  # the generic one first
+    assert kept[0] == {aot.module_name(""), aot.module_name("x86-64-v3")}  # neither removed
+    assert "kernels not built for x86-64-v3: unknown processor" in capsys.readouterr().err
+    monkeypatch.setattr(aot.platform, "machine", lambda: "aarch64")
+    tried.clear()
+    assert aot.build_all() == [Path("generic.so")] and tried == [""]
+
+
 def _frame() -> pl.DataFrame:
     walks = {f"S{i:02d}": random_walk(30 + 97 * i, seed=i) for i in range(9)}
     flat = random_walk(300, seed=99)
