@@ -116,10 +116,14 @@ def runnable(flags: frozenset[str] | None = None) -> list[str]:
     return [cpu for cpu, need in LEVELS if need <= have]
 
 
+def _x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def _cpu_flags() -> frozenset[str]:
     """This machine's CPU flags as Linux reports them on x86-64 (empty elsewhere: the
     generic build only)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not _x86():
         return frozenset()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
@@ -139,9 +143,10 @@ def function(name: str) -> Callable[..., object] | None:
         with _LOCK:
             if _FUNCTIONS is None:
                 for cpu in runnable():  # the best level built of those this CPU runs
-                    found = _load(module_name(cpu))
+                    module = module_name(cpu)  # hashes the sources: once
+                    found = _load(module)
                     if found:
-                        _LOADED = module_name(cpu)
+                        _LOADED = module
                         break
                 _FUNCTIONS = found
     return _FUNCTIONS.get(name)
@@ -277,8 +282,7 @@ def build_all(out_dir: Path | None = None) -> list[Path]:
     (x86-64: both; elsewhere the generic one), the generic one first: a level that fails to
     build (a compiler without it) is reported on stderr and leaves the others; run by
     ``setup.py``."""
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    levels = [cpu for cpu, _ in reversed(LEVELS) if x86 or not cpu]
+    levels = [cpu for cpu, _ in reversed(LEVELS) if _x86() or not cpu]
     keep = {module_name(cpu) for cpu in levels}
     built = []
     for cpu in levels:

@@ -149,3 +149,18 @@ def old_instruments(lake) -> None:
         }
     )
     write_deltalake(lake.uri("instruments"), to_arrow(old, rows), configuration=TABLE_CONFIG)
+
+
+def sorted_pieces(
+    rng: np.random.Generator, symbols: int, files: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, ts) of ``files`` pieces, each sorted by (code, ts), in a shuffled file order."""
+    ts0 = 1_700_000_000_000_000
+    day = 86_400_000_000
+    parts = []
+    for f in rng.permutation(files):
+        codes = np.repeat(np.arange(symbols), 5)
+        ts = ts0 + (f * 5 + np.tile(np.arange(5), symbols)) * day
+        keep = rng.random(len(codes)) > 0.2  # some series missing from some files
+        parts.append((codes[keep], ts[keep]))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from marketlake.errors import ConfigError, LakeCorruptError, LakeError
+from marketlake.lake.runs import code_counts, code_runs, sorted_distinct
 from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.lake.tables import with_period, with_period_code
 from marketlake.pipeline import timeframes as tfs
@@ -34,10 +35,7 @@ from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive,
 from marketlake.pipeline.stages.compute_increment import (
     FROM_CODES,
     _stored_rows,
-    code_counts,
-    code_runs,
     increment,
-    sorted_distinct,
     symbol_enum,
 )
 from marketlake.pipeline.stages.compute_layout import new_files
@@ -270,7 +268,7 @@ def _all_series(lake: Lake, version: int, coded: Callable[[], pl.LazyFrame]) -> 
 
 def _scanned_series(coded: pl.LazyFrame) -> pl.DataFrame:
     """(symbol, timeframe) of every series of the dictionary scan ``coded``, as text: each
-    timeframe's symbol codes listed run by run (``compute_increment.code_runs``)."""
+    timeframe's symbol codes listed run by run (``lake.runs.code_runs``)."""
     keys = coded.select("symbol", "timeframe").collect()
     if not FROM_CODES or keys.is_empty() or keys.null_count().sum_horizontal().item():
         return keys.unique().select(pl.col("symbol", "timeframe").cast(pl.String))

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
+from marketlake.lake.runs import code_runs, sorted_distinct
 from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.lake.tables import with_period
 from marketlake.pipeline import timeframes as tfs
@@ -451,7 +452,8 @@ def symbol_enum(bars: pl.DataFrame, names: list[str] | None = None) -> pl.DataFr
 def _recoded(col: pl.Series, names: list[str] | None) -> pl.Series | None:
     """The Categorical ``col`` as an Enum of its sorted names (or of ``names``) by renumbering
     its codes: the few distinct codes are looked up and ranked, then every row's code is
-    mapped run by run (:func:`code_runs`; a cast instead goes through each row's text); None when a name is missing from ``names`` (the cast then says which)."""
+    mapped run by run (:func:`~marketlake.lake.runs.code_runs`; a cast instead goes through
+    each row's text); None when a name is missing from ``names`` (the cast then says which)."""
     ids = col.to_physical().to_numpy()
     starts, lengths = code_runs(ids)
     firsts = ids[starts]
@@ -469,36 +471,6 @@ def _recoded(col: pl.Series, names: list[str] | None) -> pl.Series | None:
         remap[code] = rank[label]
     # each run's new code repeated: no pass indexing every row's code into the table
     return pl.Series(col.name, np.repeat(remap[firsts], lengths)).cat.to(enum)
-
-
-def code_runs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each run of equal ``codes`` starts and its length. A lake read is sorted by
-    symbol within each file, so its symbol codes are a few runs per symbol: counting, listing
-    and recoding them run by run is a few thousand steps where a row by row pass is millions
-    (``np.bincount`` of 5M uint32 codes took 44 ms here, their runs 3)."""
-    n = codes.shape[0]
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
-    starts = np.concatenate([np.zeros(1, np.int64), starts])
-    return starts, np.diff(starts, append=n)
-
-
-def sorted_distinct(values: np.ndarray) -> np.ndarray:
-    """``np.unique(values)`` without its first call's cost (it imports ``numpy.ma``: 40 ms of
-    a fresh process)."""
-    ordered = np.sort(values)
-    if ordered.shape[0] < 2:
-        return ordered
-    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
-
-
-def code_counts(codes: np.ndarray, minlength: int = 0) -> np.ndarray:
-    """``np.bincount(codes, minlength=minlength)`` counted by runs (:func:`code_runs`)."""
-    starts, lengths = code_runs(codes)
-    if starts.shape[0] * 4 > codes.shape[0]:  # few rows per run: the rows at once
-        return np.bincount(codes, minlength=minlength)
-    return np.bincount(codes[starts], weights=lengths, minlength=minlength).astype(np.int64)
 
 
 def _key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:

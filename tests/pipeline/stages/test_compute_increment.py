@@ -4,13 +4,12 @@ continued from their stored values."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
+from tests_helpers import sorted_pieces
 
 from marketlake import kernels
 from marketlake.kernels import registry, resume
@@ -28,38 +27,22 @@ from marketlake.pipeline.stages.compute_increment import (
     _key_order,
     _keyed,
     _sorted_key_order,
-    code_counts,
-    code_runs,
     increment,
-    sorted_distinct,
     symbol_enum,
 )
 from marketlake.pipeline.stages.ingest import run_sync
 
 
-def _pieces(rng: np.random.Generator, symbols: int, files: int) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, ts) of ``files`` pieces, each sorted by (code, ts), in a shuffled file order."""
-    ts0 = 1_700_000_000_000_000
-    day = 86_400_000_000
-    parts = []
-    for f in rng.permutation(files):
-        codes = np.repeat(np.arange(symbols), 5)
-        ts = ts0 + (f * 5 + np.tile(np.arange(5), symbols)) * day
-        keep = rng.random(len(codes)) > 0.2  # some series missing from some files
-        parts.append((codes[keep], ts[keep]))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
 def test_key_order_equals_a_lexsort() -> None:
     rng = np.random.default_rng(3)
-    codes, ts = _pieces(rng, 300, 7)
+    codes, ts = sorted_pieces(rng, 300, 7)
     order = _key_order(codes, ts)
     assert order is not None
     assert np.array_equal(order, np.lexsort((ts, codes)))
 
 
 def test_key_order_of_sorted_rows_is_none() -> None:
-    codes, ts = _pieces(np.random.default_rng(4), 50, 1)
+    codes, ts = sorted_pieces(np.random.default_rng(4), 50, 1)
     assert _key_order(codes, ts) is None
 
 
@@ -72,7 +55,7 @@ def test_key_order_too_wide_for_one_key_falls_back_to_a_lexsort() -> None:
 
 def test_grouped_sorts_by_symbol_then_ts() -> None:
     rng = np.random.default_rng(6)
-    codes, ts = _pieces(rng, 40, 4)
+    codes, ts = sorted_pieces(rng, 40, 4)
     bars = pl.DataFrame(
         {"symbol": [f"S{c:03d}" for c in codes], "ts": ts, "close": rng.random(len(ts))}
     ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
@@ -84,7 +67,7 @@ def test_grouped_sorts_by_symbol_then_ts() -> None:
 
 def test_keyed_orders_a_read_without_gathering_it() -> None:
     rng = np.random.default_rng(7)
-    codes, ts = _pieces(rng, 30, 3)
+    codes, ts = sorted_pieces(rng, 30, 3)
     bars = pl.DataFrame(
         {"symbol": [f"S{c:03d}" for c in codes], "ts": ts, "close": rng.random(len(ts))}
     ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
@@ -96,7 +79,7 @@ def test_keyed_orders_a_read_without_gathering_it() -> None:
 
 def _walks(rng) -> pl.DataFrame:
     """Random-walk bars of 12 series in 4 pieces (a lake read's row order)."""
-    codes, ts = _pieces(rng, 12, 4)
+    codes, ts = sorted_pieces(rng, 12, 4)
     close = 100 + rng.standard_normal(len(ts)).cumsum()
     return pl.DataFrame(
         {
@@ -203,43 +186,8 @@ def test_symbol_enum_renumbers_a_categorical_as_a_cast_does(from_codes, monkeypa
         symbol_enum(bad.with_columns(pl.col("symbol").cast(pl.Categorical)), ["A"])
 
 
-@pytest.mark.parametrize("kind", ["pieces", "shuffled", "one", "empty"])
-def test_code_counts_equal_a_bincount(kind) -> None:
-    rng = np.random.default_rng(8)
-    codes = {
-        "pieces": _pieces(rng, 300, 7)[0].astype(np.uint32),  # a lake read: runs per file
-        "shuffled": rng.integers(0, 300, 5000).astype(np.uint32),  # few rows per run
-        "one": np.full(10, 4, np.uint16),
-        "empty": np.zeros(0, np.uint32),
-    }[kind]
-    for minlength in (0, 400):
-        got = code_counts(codes, minlength)
-        assert got.dtype == np.int64
-        assert np.array_equal(got, np.bincount(codes, minlength=minlength))
-    starts, lengths = code_runs(codes)
-    assert lengths.sum() == codes.shape[0]
-    assert np.array_equal(np.repeat(codes[starts], lengths), codes)
-    assert (codes[starts][1:] != codes[starts][:-1]).all()
-
-
-def test_sorted_distinct_equals_numpys_unique_without_importing_numpy_ma() -> None:
-    rng = np.random.default_rng(10)
-    for values in (rng.integers(0, 50, 1000).astype(np.uint32), np.zeros(0, np.int64), [7]):
-        values = np.asarray(values)
-        got = sorted_distinct(values)
-        assert got.dtype == values.dtype and np.array_equal(got, np.unique(values))
-    code = (
-        "import sys, numpy as np\n"
-        "from marketlake.pipeline.stages.compute_increment import sorted_distinct\n"
-        "sorted_distinct(np.array([3, 1, 3]))\n"
-        "print('numpy.ma' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_symbol_enum_of_a_read_in_pieces_equals_a_cast() -> None:
-    codes, ts = _pieces(np.random.default_rng(9), 120, 5)
+    codes, ts = sorted_pieces(np.random.default_rng(9), 120, 5)
     text = pl.DataFrame({"symbol": [f"S{c:03d}" for c in codes], "ts": ts})
     want = text.with_columns(pl.col("symbol").cast(pl.Enum(sorted(set(text["symbol"])))))
     got = symbol_enum(text.with_columns(pl.col("symbol").cast(pl.Categorical)))
