@@ -7,6 +7,10 @@ Per indicator, one of two ways:
   close), so from the value stored at the row before the first new one (the *seam*) the
   recurrence continues with the very step the full computation runs (``_ema_run``,
   ``_atr_run``, ``_obv_run``): bit for bit a full recompute's values;
+* continued from a kept state (RSI, MACD, ADX, Supertrend; :data:`STATEFUL`): their outputs
+  do not determine their state, so the state after each series' last rows is kept beside
+  the lake and the recurrence continues from the one at the seam (:func:`continue_into`;
+  ``kernels.states``). Where none is kept, they are windowed:
 * windowed (the others): recomputed over the last :func:`memory` bars before the first new
   row. Finite lookbacks (SMA, BBANDS, Fibonacci, pivots, VWAP) need only their window.
   Recursive indicators whose outputs do not determine their state (RSI's two averages, MACD's
@@ -30,6 +34,8 @@ from marketlake.kernels import aot
 from marketlake.kernels.registry import IndicatorSpec, resolve
 
 SEEDED = ("ema", "atr", "obv")
+# the indicators continued from a kept state (``kernels.states``), by its values per row
+STATEFUL = {"rsi": 2, "macd": 3, "adx": 4, "supertrend": 5}
 _FORGET = 47.0  # e**-47 ~ 4e-21: a seed's weight below float64's relative rounding unit
 
 
@@ -99,4 +105,75 @@ def resume_into(
         fn(bars["close"], bars["volume"], starts, stops, seeds, out)
 
 
-__all__ = ["SEEDED", "memory", "resume_into", "seeded", "sessions_needed", "window"]
+def stateful(indicators: Iterable[str | IndicatorSpec] | str | None = None) -> list[IndicatorSpec]:
+    """The specs of ``indicators`` continued from a kept state when one is kept."""
+    return [s for s in resolve(indicators) if s.name in STATEFUL]
+
+
+def width(spec: IndicatorSpec) -> int:
+    """Values in one row of ``spec``'s state (``kernels.states``)."""
+    return STATEFUL[spec.name]
+
+
+def _inputs(spec: IndicatorSpec, bars: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    return (
+        (bars["close"],)
+        if spec.name in ("rsi", "macd")
+        else tuple(bars[c] for c in ("high", "low", "close"))
+    )
+
+
+def _params(spec: IndicatorSpec) -> tuple:
+    p = spec.params
+    if spec.name == "supertrend":
+        return int(p[0]), float(p[1])
+    return tuple(int(v) for v in p)
+
+
+def states_into(
+    spec: IndicatorSpec,
+    bars: dict[str, np.ndarray],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    keep: np.ndarray,
+    base: np.ndarray,
+    states: np.ndarray,
+) -> None:
+    """``spec`` computed over each series ``lo[j]:hi[j]`` of ``bars`` (float64 ``close``, and
+    ``high`` and ``low`` as it needs), the state after each of its rows from ``keep[j]`` on
+    written to ``states[base[j] + row - keep[j]]`` (NaN where it has none yet); ``states``
+    holds :func:`width` columns. Index arrays int64, all contiguous, outputs writable."""
+    fn = aot.entry(f"{spec.name}_states", int(states.shape[0]))
+    fn(*_inputs(spec, bars), lo, hi, keep, base, *_params(spec), states)
+
+
+def continue_into(
+    spec: IndicatorSpec,
+    bars: dict[str, np.ndarray],
+    starts: np.ndarray,
+    stops: np.ndarray,
+    seeds: np.ndarray,
+    out: dict[str, np.ndarray],
+    states: np.ndarray,
+) -> None:
+    """Rows ``starts[j]:stops[j]`` of ``spec``'s columns (``out``, by name) continued from the
+    kept states ``seeds[j]`` one row before each (its bar still in ``bars``), each row's state
+    into the same row of ``states``."""
+    fn = aot.entry(f"{spec.name}_continue", 0)
+    cols = [out[c] for c in spec.columns]
+    fn(*_inputs(spec, bars), starts, stops, seeds, *_params(spec), *cols, states)
+
+
+__all__ = [
+    "SEEDED",
+    "STATEFUL",
+    "continue_into",
+    "memory",
+    "resume_into",
+    "seeded",
+    "sessions_needed",
+    "stateful",
+    "states_into",
+    "width",
+    "window",
+]

@@ -19,6 +19,14 @@ MODULES = {
     "ema_resume": "seeds",
     "atr_resume": "seeds",
     "obv_resume": "seeds",
+    "rsi_states": "states",
+    "macd_states": "states",
+    "adx_states": "states",
+    "supertrend_states": "states",
+    "rsi_continue": "states",
+    "macd_continue": "states",
+    "adx_continue": "states",
+    "supertrend_continue": "states",
     "period_order": "layout",
     "take_valid": "layout",
     "take": "layout",
@@ -51,10 +59,29 @@ def example_calls() -> list[tuple[str, tuple]]:
     x = np.linspace(1.0, 2.0, n)
     rows = (np.array([1], np.int64), np.array([n], np.int64), np.ones(1, np.float64))
     order = _ro(np.arange(n, dtype=np.int64))
+    # series spans (lo, hi, first row kept, its row in the states) and continued rows
+    spans = tuple(np.array([v], np.int64) for v in (0, n, n - 1, 0))
+    steps = (np.array([1], np.int64), np.array([n], np.int64))
+
+    def states(width: int) -> np.ndarray:
+        return np.zeros((n, width), np.float64)
+
     return [
         ("ema_resume", (x, *rows, 2, x.copy())),
         ("atr_resume", (x, x, x, *rows, 2, x.copy())),
         ("obv_resume", (x, x, *rows, x.copy())),
+        # the states kept for the next resume (kernels.states), and rows continued from them
+        ("rsi_states", (x, *spans, 2, states(2))),
+        ("macd_states", (x, *spans, 2, 3, 2, states(3))),
+        ("adx_states", (x, x, x, *spans, 2, states(4))),
+        ("supertrend_states", (x, x, x, *spans, 2, 3.0, states(5))),
+        ("rsi_continue", (x, *steps, states(2), 2, x.copy(), states(2))),
+        ("macd_continue", (x, *steps, states(3), 2, 3, 2, x.copy(), x.copy(), x.copy(), states(3))),
+        ("adx_continue", (x, x, x, *steps, states(4), 2, x.copy(), x.copy(), x.copy(), states(4))),
+        (
+            "supertrend_continue",
+            (x, x, x, *steps, states(5), 2, 3.0, x.copy(), x.copy(), states(5)),
+        ),
         # a full recompute's layout of the output block (read-only inputs, writable outputs)
         ("period_order", (ts, 86_400_000_000, False)),
         (

@@ -29,6 +29,7 @@ from marketlake.errors import ConfigError, LakeCorruptError, LakeError
 from marketlake.lake.runs import code_counts, code_runs, sorted_distinct
 from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.lake.tables import with_period, with_period_code
+from marketlake.pipeline import kept_states
 from marketlake.pipeline import timeframes as tfs
 from marketlake.pipeline.config import Settings
 from marketlake.pipeline.runs import StageResult, Stopwatch, TaskLog, exclusive, new_run_id
@@ -90,6 +91,17 @@ def _preload_kernels(lake, version: int) -> None:
 
     if _stored_rows(lake, version) > aot.SERIAL_ROWS or not aot.built():
         kernels.preload()
+
+
+def _tracker(lake: Lake, indicators) -> kept_states.Tracker | None:
+    """The run's kept indicator states (:mod:`marketlake.pipeline.kept_states`), None when
+    ``indicators`` has none that are kept."""
+    from marketlake.kernels import resume
+
+    specs = {str(s): resume.width(s) for s in resume.stateful(indicators)}
+    if not specs:
+        return None
+    return kept_states.Tracker(specs, kept_states.load(lake, specs))
 
 
 def begin(settings: Settings, indicators, timeframes, run_id: str | None, trigger: str):
@@ -181,6 +193,7 @@ def run_compute(
         else {}
     )
     groups = todo.group_by("timeframe", maintain_order=True).agg(pl.col("symbol"))
+    states = _tracker(lake, indicators)
     rewrite = {tf: since is None and _covers(lake, tf, syms) for tf, syms in groups.iter_rows()}
     # one unit of work per timeframe: a rewrite, or an increment of its changed series
     units = list(groups.iter_rows())
@@ -203,6 +216,8 @@ def run_compute(
                     progress=progress,
                     every=every,
                 )
+                if states is not None:
+                    states.drop(tf)
             else:
                 res = increment(
                     lake,
@@ -216,6 +231,7 @@ def run_compute(
                     meta=meta,
                     computed_at=settings.clock(),
                     from_ts={s: since_ts[(s, tf)] for s in syms if (s, tf) in since_ts},
+                    states=states,
                 )
                 progress("advance", advance=len(syms), symbol=f"{tf}", rows=0)
             for k in totals:
@@ -243,6 +259,11 @@ def run_compute(
                 progress("advance", advance=0, symbol=f"{tf}", rows=0)
     if not units and since is not None and since < upto and not failed:
         lake.mark("indicators", run_id=run_id, stage="compute", metadata={WATERMARK: str(upto)})
+    if states is not None:  # after the run's last commit to indicators, for its version
+        if failed or states.broken:  # a failure may follow a commit: they cannot vouch
+            kept_states.forget(lake)
+        else:
+            kept_states.save(lake, states.now)
     log.flush(lake)
     return StageResult(
         run_id,

@@ -4,7 +4,9 @@ one commit.
 Indicators are causal, so only each series' rows from its first changed bar on can change.
 A series with enough history before that bar is resumed (:mod:`marketlake.kernels.resume`):
 only the last window of bars before it is read and computed, EMA, ATR and OBV continue from
-the values stored at the row before it (bit for bit a full recompute's), the other indicators'
+the values stored at the row before it (bit for bit a full recompute's), RSI, MACD, ADX and
+Supertrend from the states the last increment kept (:mod:`marketlake.pipeline.kept_states`;
+where none are kept, they are windowed and their states kept), the other indicators'
 window is long enough for their seed to be forgotten (equal to a full recompute's to rounding:
 SMA's and BBANDS' running sums may differ in the last bits), and the window's values at that
 stored row are checked against the stored ones first. The others (short series, history
@@ -32,6 +34,7 @@ from marketlake.lake.runs import code_runs, sorted_distinct
 from marketlake.lake.store import PUSHED_SYMBOLS, Lake
 from marketlake.lake.tables import with_period
 from marketlake.pipeline import timeframes as tfs
+from marketlake.pipeline.kept_states import ROWS, KeptStates, Tracker, column
 
 READ_ROWS = 8_000_000  # bars read in one scan (7 columns: about 0.5 GB)
 KERNEL_ROWS = 2_500_000  # bars per kernels call (its output block: ~40 float columns)
@@ -60,13 +63,56 @@ def increment(
     meta: dict[str, str] | None,
     computed_at: datetime,
     from_ts: dict[str, datetime],
+    states: Tracker | None = None,
 ) -> dict[str, int]:
     """Recompute ``syms`` on ``tf`` (bars of ohlcv ``version``) and write the rows from each
     series' first changed bar (``from_ts``; a series without one is compared whole) that
-    differ from the stored ones, in one commit; returns the counts."""
+    differ from the stored ones, in one commit; returns the counts. ``states``: the run's
+    kept indicator states, continued from and updated after the commit."""
+    kept = states.start if states is not None else None
+    parts, rest, new_states = _resumed(
+        lake, version, tf, syms, indicators, columns, tz, from_ts, kept
+    )
+    res = _write_increment(
+        lake,
+        version,
+        tf,
+        syms,
+        rest,
+        parts,
+        indicators,
+        columns,
+        tz,
+        run_id,
+        meta,
+        computed_at,
+        from_ts,
+    )
+    if states is not None:  # the commit stands: the states follow its rows
+        left = set(rest)
+        floors = {s: _micros(from_ts[s]) for s in syms if s not in left}
+        states.update(tf, syms, floors, new_states)
+    return res
+
+
+def _write_increment(
+    lake: Lake,
+    version: int,
+    tf: str,
+    syms: list[str],
+    rest: list[str],
+    parts: list[pl.DataFrame],
+    indicators,
+    columns: list[str],
+    tz: dict[str, str],
+    run_id: str,
+    meta: dict[str, str] | None,
+    computed_at: datetime,
+    from_ts: dict[str, datetime],
+) -> dict[str, int]:
+    """:func:`increment`'s recompute of the series ``rest`` (not resumed) and its commit."""
     from marketlake import kernels
 
-    parts, rest = _resumed(lake, version, tf, syms, indicators, columns, tz, from_ts)
     for bars in _reads(lake, version, tf, rest, _bar_columns(indicators)):
         bars = _grouped(bars)
         for lo, hi in _slices(bars):
@@ -121,27 +167,66 @@ def _resumed(
     columns: list[str],
     tz: dict[str, str],
     from_ts: dict[str, datetime],
-) -> tuple[list[pl.DataFrame], list[str]]:
+    kept: KeptStates | None = None,
+) -> tuple[list[pl.DataFrame], list[str], list[pl.DataFrame]]:
     """The new rows of the series that resume from their stored rows (see
-    :mod:`marketlake.kernels.resume`), and the series to recompute whole.
+    :mod:`marketlake.kernels.resume`), the series to recompute whole, and the states to keep
+    of the resumed ones (rows of :class:`~marketlake.pipeline.kept_states.KeptStates`).
+
+    A series whose states ``kept`` holds at the row before its first changed bar continues
+    RSI, MACD, ADX and Supertrend from them, so only the window of the other indicators is
+    read (:func:`_resume`); the others resume over the window of all of them."""
+    from marketlake.kernels import resume
+
+    wanted = [s for s in syms if s in from_ts]
+    parts: list[pl.DataFrame] = []
+    states: list[pl.DataFrame] = []
+    done: set[str] = set()
+    if kept is not None and wanted and resume.stateful(indicators):
+        have = kept.holding(tf, wanted)
+        if have:
+            p, d, st = _resume(lake, version, tf, have, indicators, columns, tz, from_ts, kept)
+            parts, states, done = parts + p, states + st, done | d
+    left = [s for s in wanted if s not in done]
+    if left:
+        p, d, st = _resume(lake, version, tf, left, indicators, columns, tz, from_ts, None)
+        parts, states, done = parts + p, states + st, done | d
+    return parts, [s for s in syms if s not in done], states
+
+
+def _resume(
+    lake: Lake,
+    version: int,
+    tf: str,
+    wanted: list[str],
+    indicators,
+    columns: list[str],
+    tz: dict[str, str],
+    from_ts: dict[str, datetime],
+    kept: KeptStates | None,
+) -> tuple[list[pl.DataFrame], set[str], list[pl.DataFrame]]:
+    """The new rows of the series of ``wanted`` that resume, those series, and their states
+    to keep.
 
     Only the last :func:`~marketlake.kernels.resume.window` bars before each series' first
     changed bar are read, and each group of indicators (:func:`_groups`) is computed over the
     bars its memory needs; the seeded indicators then continue from the values stored at the
-    row before that bar (the seam). A series is recomputed whole instead when it has no first
-    changed bar or fewer bars before it than the window (short series; history rewritten from
-    the start, as an adjustment for a split does), or when the window's values at the seam
+    row before that bar (the seam), and, with ``kept``, RSI, MACD, ADX and Supertrend from
+    the states kept at the seam (without them they are windowed, and their states at each
+    series' last rows are computed over the same windows). A series is recomputed whole
+    instead when it has no first changed bar or fewer bars before it than the window (short
+    series; history rewritten from the start, as an adjustment for a split does), when no
+    state is kept at its seam (with ``kept``), or when the window's values at the seam
     differ from the stored ones beyond :data:`SEAM_TOL` (the stored rows are not what this
     computation continues)."""
     from marketlake.kernels import resume
 
-    wanted = [s for s in syms if s in from_ts]
-    if not wanted:
-        return [], syms
+    stateful = resume.stateful(indicators)
+    fed_names = resume.SEEDED + (tuple(resume.STATEFUL) if kept is not None else ())
     sessions = 0
     if tfs.is_intraday(tf) and resume.sessions_needed(indicators):
         sessions = 3 * (timedelta(days=1) // tfs.DURATION[tf])
-    groups = _groups(indicators, sessions, len(wanted))
+    groups = _groups(indicators, sessions, len(wanted), fed_names)
     width = max(w for _, w in groups)
     first = min(from_ts[s] for s in wanted)
     per_bar = CALENDAR_INTRADAY if tfs.is_intraday(tf) else CALENDAR_DAILY
@@ -149,7 +234,7 @@ def _resumed(
     read = _bar_columns(indicators)
     bars = _scan_bars(lake, version, tf, wanted, pl.col("ts") >= since, read)
     if bars.is_empty():
-        return [], syms
+        return [], set(), []
     # the windows are gathered from the read in (symbol, ts) order through ``order``: the
     # read itself is never put in that order (a gather of every column of every row)
     bars, order = _keyed(bars, sorted(wanted))
@@ -164,7 +249,7 @@ def _resumed(
     pos = bounds[:-1] + np.add.reduceat((ts < floor[codes]).astype(np.int64), bounds[:-1])
     ok = np.flatnonzero((pos - bounds[:-1] >= width) & (pos < bounds[1:]))
     if ok.size == 0:
-        return [], syms
+        return [], set(), []
     pos, end = pos[ok], bounds[1:][ok]
     done = [names[j] for j in ok]
     zones = {n: tz.get(n, "UTC") for n in done}
@@ -182,18 +267,28 @@ def _resumed(
     stored = _stored_at(lake, tf, seam, columns)
     good = np.ones(ok.size, dtype=bool)
     fed = {s.columns[0]: s for s in resume.seeded(indicators)}
+    carried = {c for s in stateful for c in s.columns} if kept is not None else set()
     for c in columns:
         if c not in stored.columns:
-            return [], syms
-        kept = stored.get_column(c).to_numpy()
+            return [], set(), []
+        if c in carried:  # continued from its kept state (checked below)
+            continue
+        kept_values = stored.get_column(c).to_numpy()
         if c in fed:  # the seed: a stored value to continue from
-            good &= np.isfinite(kept)
+            good &= np.isfinite(kept_values)
             continue
         at_seam = out.get_column(c).to_numpy()[seam_rows]
-        rel = np.abs(at_seam - kept) / np.maximum(np.abs(kept), 1e-12)
-        good &= (np.isnan(at_seam) == np.isnan(kept)) & (np.isnan(kept) | (rel <= SEAM_TOL))
+        rel = np.abs(at_seam - kept_values) / np.maximum(np.abs(kept_values), 1e-12)
+        good &= (np.isnan(at_seam) == np.isnan(kept_values)) & (
+            np.isnan(kept_values) | (rel <= SEAM_TOL)
+        )
+    seeds = {}
+    if kept is not None:
+        for spec in stateful:
+            seeds[spec] = kept.seeds(tf, done, ts[pos - 1], str(spec))
+            good &= np.isfinite(seeds[spec]).all(axis=1)
     if not good.any():
-        return [], syms
+        return [], set(), []
     inputs = {
         c: np.array(out.get_column(c).cast(pl.Float64).to_numpy(), dtype=np.float64)
         for c in ("high", "low", "close", "volume")
@@ -202,9 +297,16 @@ def _resumed(
     starts, stops = seam_rows[good] + 1, seam_rows[good] + lengths[good]
     for c, spec in fed.items():  # not computed over the windows: only continued
         values = np.full(out.height, np.nan)
-        seeds = np.ascontiguousarray(stored.get_column(c).to_numpy()[good], dtype=np.float64)
-        resume.resume_into(spec, inputs, starts, stops, seeds, values)
+        seed = np.ascontiguousarray(stored.get_column(c).to_numpy()[good], dtype=np.float64)
+        resume.resume_into(spec, inputs, starts, stops, seed, values)
         out = out.with_columns(pl.Series(c, values))
+    new_states: dict[str, np.ndarray] = {}
+    for spec, seed in seeds.items():  # continued from their kept states
+        values = {c: np.full(out.height, np.nan) for c in spec.columns}
+        after = np.full((out.height, resume.width(spec)), np.nan)
+        resume.continue_into(spec, inputs, starts, stops, seed[good], values, after)
+        out = out.with_columns(pl.Series(c, v) for c, v in values.items())
+        new_states[str(spec)] = after
     keep = np.repeat(starts - np.cumsum(stops - starts) + (stops - starts), stops - starts)
     keep += np.arange(int((stops - starts).sum()))
     part = out[keep].select(
@@ -213,11 +315,86 @@ def _resumed(
         "ts",
         *[pl.col(c).fill_nan(None) for c in columns],
     )
-    resumed = {done[j] for j in np.flatnonzero(good)}
-    return [part], [s for s in syms if s not in resumed]
+    resumed = [done[j] for j in np.flatnonzero(good)]
+    if not stateful:
+        states = []
+    elif kept is not None:  # the states after each resumed series' last new rows
+        last = _last_rows(starts, stops)
+        out_ts = out.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
+        states = [_states_frame(tf, resumed, stops - starts, out_ts[last], new_states, last)]
+    else:  # the states after each series' last rows, over the windows of their groups
+        states = [_window_states(tf, bars, order, pos[good], end[good], ts, resumed, groups)]
+    return [part], set(resumed), states
 
 
-def _groups(indicators, sessions: int, series: int = 1) -> list[tuple[list, int]]:
+def _last_rows(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """The rows ``max(start, stop - ROWS):stop`` of each range, concatenated."""
+    lo = np.maximum(starts, stops - ROWS)
+    n = stops - lo
+    return np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+
+
+def _states_frame(
+    tf: str,
+    symbols: list[str],
+    rows: np.ndarray,
+    ts: np.ndarray,
+    states: dict[str, np.ndarray],
+    take: np.ndarray,
+) -> pl.DataFrame:
+    """Kept-state rows: ``rows[j]`` (at most :data:`ROWS`) of ``symbols[j]`` at ``ts``, the
+    states of each spec (rows x width arrays) at rows ``take``."""
+    n = np.minimum(rows, ROWS)
+    cols = {
+        "timeframe": pl.Series([tf], dtype=pl.String).gather(np.zeros(len(ts), np.int64)),
+        "symbol": pl.Series(symbols, dtype=pl.String).gather(np.repeat(np.arange(len(n)), n)),
+        "ts": pl.Series(ts, dtype=pl.Int64),
+    }
+    for spec, values in states.items():
+        for k in range(values.shape[1]):
+            cols[column(spec, k)] = pl.Series(np.ascontiguousarray(values[take, k]))
+    return pl.DataFrame(cols)
+
+
+def _window_states(
+    tf: str,
+    bars: pl.DataFrame,
+    order: np.ndarray | None,
+    pos: np.ndarray,
+    end: np.ndarray,
+    ts: np.ndarray,
+    symbols: list[str],
+    groups: list[tuple[list, int]],
+) -> pl.DataFrame:
+    """The states of the windowed RSI, MACD, ADX and Supertrend after the last :data:`ROWS`
+    rows of each series (rows ``pos - w:end`` of ``bars`` in (symbol, ts) order, ``w`` the
+    window of the indicator's group), computed over the same windows as their values."""
+    from marketlake.kernels import resume
+
+    def sorted_column(c: str) -> np.ndarray:
+        values = bars.get_column(c).cast(pl.Float64).to_numpy()
+        return np.array(values if order is None else values[order], dtype=np.float64)
+
+    need = {c for specs, _ in groups for s in specs if s.name in resume.STATEFUL for c in s.inputs}
+    cols = {c: sorted_column(c) for c in sorted(need)}
+    n = np.minimum(end - pos + 1, ROWS)  # rows from the seam on: all within every window
+    keep = end - n
+    base = np.cumsum(n) - n
+    states: dict[str, np.ndarray] = {}
+    for specs, w in groups:
+        for spec in specs:
+            if spec.name in resume.STATEFUL:
+                out = np.empty((int(n.sum()), resume.width(spec)), np.float64)
+                resume.states_into(spec, cols, pos - w, end, keep, base, out)
+                states[str(spec)] = out
+    take = np.arange(int(n.sum()))
+    rows = np.repeat(keep - base, n) + take
+    return _states_frame(tf, symbols, n, ts[rows], states, take)
+
+
+def _groups(
+    indicators, sessions: int, series: int = 1, fed: tuple[str, ...] | None = None
+) -> list[tuple[list, int]]:
     """The indicators in groups, each computed over a window of its longest memory (plus
     ``sessions`` bars for intraday session indicators, plus the seam bar), longest first,
     with that window in bars. The split is the cheapest for ``series`` series: a call's cost
@@ -225,11 +402,12 @@ def _groups(indicators, sessions: int, series: int = 1) -> list[tuple[list, int]
     cost per call
     (:data:`CALL_CELLS`); its output block is fresh memory to fault in, so a short group of
     many columns (pivots, Fibonacci levels) is best not computed over MACD's or RSI's
-    window. Seeded indicators are in none (they only continue from their stored value);
-    without others, one group of no indicator over the seam bar."""
+    window. Indicators continued from a stored value or state (``fed``, by default the
+    seeded ones) are in none; without others, one group of no indicator over the seam bar."""
     from marketlake.kernels import registry, resume
 
-    specs = [s for s in registry.resolve(indicators) if s.name not in resume.SEEDED]
+    fed = resume.SEEDED if fed is None else fed
+    specs = [s for s in registry.resolve(indicators) if s.name not in fed]
     if not specs:
         return [([], 1)]
     # one bar more than the memory: the seam row's own value is checked against the stored

@@ -261,8 +261,8 @@ def test_every_export_has_an_example_call():
 
 
 def test_small_calls_and_resumes_load_no_numba():
-    """A pipeline process (the kernels' preload off) computing small frames and continuing a
-    seeded indicator never imports numba: its 0.4 s of CPU is what the module saves."""
+    """A pipeline process (the kernels' preload off) computing small frames, continuing a
+    seeded indicator and keeping and continuing states never imports numba: its 0.4 s of CPU is what the module saves."""
     code = """
 import sys
 import marketlake.pipeline
@@ -281,6 +281,15 @@ kernels.compute(frame.reverse())
 x = np.linspace(1.0, 2.0, n)
 one = np.array([1], np.int64)
 resume.resume_into(resolve(["ema(9)"])[0], {"close": x}, one, one + 5, np.ones(1), x.copy())
+bars = {"high": x + 1, "low": x - 1, "close": x.copy()}
+for spec in resume.stateful(None):
+    w = resume.width(spec)
+    after = np.zeros((3, w))
+    span = (np.zeros(1, np.int64), np.full(1, n, np.int64), np.full(1, n - 3, np.int64))
+    resume.states_into(spec, bars, *span, np.zeros(1, np.int64), after)
+    out = {c: np.full(n, np.nan) for c in spec.columns}
+    seeds = np.ascontiguousarray(after[-2:-1])
+    resume.continue_into(spec, bars, one * (n - 1), one * n, seeds, out, np.zeros((n, w)))
 print("numba" in sys.modules, "llvmlite" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
