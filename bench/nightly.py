@@ -146,7 +146,8 @@ def main() -> None:
         pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(args.top)
         print(f"  main thread profile (CPU, cumulative, top {args.top}):")
         print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line.strip()))
-    print(json.dumps({"cpu": cpu, "wall": wall, "load": load[0]}))
+    per_stage = {name: round(v[0], 3) for name, v in stages.items()}
+    print(json.dumps({"cpu": cpu, "wall": wall, "load": load[0], "stages": per_stage}))
 
 
 if __name__ == "__main__":

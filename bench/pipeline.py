@@ -420,6 +420,9 @@ def bench_nightly(tmp: Path, symbols: int, dsn: str | None) -> None:
     for key in ("cpu", "wall"):
         each = ", ".join(f"{r[0][key]:.2f}" for r in runs)
         print(f"  {key} s per night: {each}")
+    for day, (totals, _) in enumerate(runs, 1):
+        each = ", ".join(f"{k} {v:.2f}" for k, v in totals["stages"].items())
+        print(f"  night {day}, CPU s by stage: {each}")
     profiled = increment(homes[1], schemas[1], 1, "--profile")
     start = next(i for i, line in enumerate(profiled) if "main thread profile" in line)
     cpu = json.loads(profiled[-1])["cpu"]
