@@ -27,7 +27,6 @@ from numba import njit
 from marketlake.kernels._common import (
     JIT,
     NAN,
-    STEP,
     first_valid,
     first_valid3,
     fma,
@@ -35,7 +34,7 @@ from marketlake.kernels._common import (
 )
 from marketlake.kernels.momentum import _macd_seed, _macd_step, _rsi_seed, _rsi_step
 from marketlake.kernels.trend import _adx_seed, _adx_step
-from marketlake.kernels.volatility import atr_into
+from marketlake.kernels.volatility import _band_out, _band_step, atr_into
 
 
 @njit(**JIT)
@@ -181,32 +180,6 @@ def adx_continue(high, low, close, starts, stops, seeds, period, oa, op, om, sta
             states[i, 0], states[i, 1], states[i, 2], states[i, 3] = pdm, mdm, trs, adx
 
 
-@njit(**STEP)
-def _band_step(a, h, lw, c, mult, fu, fl, up, pc, started):
-    """One row of ``volatility.supertrend_band_into``: ``(ok, fu, fl, up, pc, started)``;
-    ``ok`` False where the bands are NaN (the row's outputs NaN, the state unchanged)."""
-    hl2 = (h + lw) / 2.0
-    bu = hl2 + mult * a
-    bl = hl2 - mult * a
-    if bu != bu or bl != bl:
-        return False, fu, fl, up, pc, started
-    if not started:
-        fu = bu
-        fl = bl
-        up = False
-    else:
-        if bu < fu or pc > fu:
-            fu = bu
-        if bl > fl or pc < fl:
-            fl = bl
-        if up:
-            if c < fl:
-                up = False
-        elif c > fu:
-            up = True
-    return True, fu, fl, up, c, True
-
-
 @njit(**JIT)
 def supertrend_states(high, low, close, lo, hi, keep, base, period, mult, states):
     """Supertrend(``period``, ``mult``) states, as :func:`rsi_states`."""
@@ -247,15 +220,7 @@ def supertrend_continue(
             ok, fu, fl, up, pc, _ = _band_step(
                 e, high[i], low[i], close[i], mult, fu, fl, up, pc, True
             )
-            if not ok:
-                out_st[i] = NAN
-                out_dir[i] = NAN
-            elif up:
-                out_st[i] = fl
-                out_dir[i] = 1.0
-            else:
-                out_st[i] = fu
-                out_dir[i] = -1.0
+            _band_out(ok, fu, fl, up, out_st, out_dir, i)
             states[i, 0], states[i, 1], states[i, 2] = e, fu, fl
             states[i, 3], states[i, 4] = (1.0 if up else 0.0), pc
 

@@ -333,47 +333,60 @@ def supertrend_into(high, low, close, period, mult, out_st, out_dir):
     supertrend_band_into(high, low, close, mult, out_st, out_dir)
 
 
+@njit(**STEP)
+def _band_step(a, h, lw, c, mult, fu, fl, up, pc, started):
+    """One row of the band pass from the row's ATR ``a``: ``(ok, fu, fl, up, pc, started)``,
+    ``ok`` False where the bands are NaN (the row's outputs NaN, the state unchanged: the
+    previous close ``pc`` is the last one the bands saw)."""
+    hl2 = (h + lw) / 2.0
+    bu = hl2 + mult * a
+    bl = hl2 - mult * a
+    if bu != bu or bl != bl:
+        return False, fu, fl, up, pc, started
+    if not started:
+        fu = bu
+        fl = bl
+        up = False
+    else:
+        if bu < fu or pc > fu:
+            fu = bu
+        if bl > fl or pc < fl:
+            fl = bl
+        if up:
+            if c < fl:
+                up = False
+        elif c > fu:
+            up = True
+    return True, fu, fl, up, c, True
+
+
+@njit(**STEP)
+def _band_out(ok, fu, fl, up, out_st, out_dir, i):
+    """A row's Supertrend line and direction from :func:`_band_step`'s result."""
+    if not ok:
+        out_st[i] = NAN
+        out_dir[i] = NAN
+    elif up:
+        out_st[i] = fl
+        out_dir[i] = 1.0
+    else:
+        out_st[i] = fu
+        out_dir[i] = -1.0
+
+
 @njit(**JIT)
 def supertrend_band_into(high, low, close, mult, out_st, out_dir):
     """Second Supertrend pass: ``out_st`` holds the ATR on entry, the Supertrend on exit."""
-    n = close.shape[0]
     started = False
     up = False
     fu = 0.0
     fl = 0.0
-    prev_close = 0.0
-    for i in range(n):
-        a = out_st[i]
-        hl2 = (high[i] + low[i]) / 2.0
-        bu = hl2 + mult * a
-        bl = hl2 - mult * a
-        if bu != bu or bl != bl:
-            out_st[i] = NAN
-            out_dir[i] = NAN
-            continue
-        c = close[i]
-        if not started:
-            started = True
-            fu = bu
-            fl = bl
-            up = False
-        else:
-            if bu < fu or prev_close > fu:
-                fu = bu
-            if bl > fl or prev_close < fl:
-                fl = bl
-            if up:
-                if c < fl:
-                    up = False
-            elif c > fu:
-                up = True
-        prev_close = c
-        if up:
-            out_st[i] = fl
-            out_dir[i] = 1.0
-        else:
-            out_st[i] = fu
-            out_dir[i] = -1.0
+    pc = 0.0
+    for i in range(close.shape[0]):
+        ok, fu, fl, up, pc, started = _band_step(
+            out_st[i], high[i], low[i], close[i], mult, fu, fl, up, pc, started
+        )
+        _band_out(ok, fu, fl, up, out_st, out_dir, i)
 
 
 @njit(**JIT)

@@ -69,49 +69,20 @@ def increment(
     series' first changed bar (``from_ts``; a series without one is compared whole) that
     differ from the stored ones, in one commit; returns the counts. ``states``: the run's
     kept indicator states, continued from and updated after the commit."""
+    from marketlake import kernels
+
     kept = states.start if states is not None else None
     parts, rest, new_states = _resumed(
         lake, version, tf, syms, indicators, columns, tz, from_ts, kept
     )
-    res = _write_increment(
-        lake,
-        version,
-        tf,
-        syms,
-        rest,
-        parts,
-        indicators,
-        columns,
-        tz,
-        run_id,
-        meta,
-        computed_at,
-        from_ts,
-    )
-    if states is not None:  # the commit stands: the states follow its rows
-        left = set(rest)
-        floors = {s: _micros(from_ts[s]) for s in syms if s not in left}
-        states.update(tf, syms, floors, new_states)
-    return res
 
-
-def _write_increment(
-    lake: Lake,
-    version: int,
-    tf: str,
-    syms: list[str],
-    rest: list[str],
-    parts: list[pl.DataFrame],
-    indicators,
-    columns: list[str],
-    tz: dict[str, str],
-    run_id: str,
-    meta: dict[str, str] | None,
-    computed_at: datetime,
-    from_ts: dict[str, datetime],
-) -> dict[str, int]:
-    """:func:`increment`'s recompute of the series ``rest`` (not resumed) and its commit."""
-    from marketlake import kernels
+    def committed(res: dict[str, int]) -> dict[str, int]:
+        """``res``, once its commit (or its lack of one) stands: the states follow its rows."""
+        if states is not None:
+            left = set(rest)
+            floors = {s: _micros(from_ts[s]) for s in syms if s not in left}
+            states.update(tf, syms, floors, new_states)
+        return res
 
     for bars in _reads(lake, version, tf, rest, _bar_columns(indicators)):
         bars = _grouped(bars)
@@ -122,17 +93,19 @@ def _write_increment(
             parts.append(_tail(out, from_ts, tf, columns))
             del out, part  # frees the output block for the next slice
     if not parts:
-        return _nothing(lake, meta, run_id)
+        return committed(_nothing(lake, meta, run_id))
     new = with_period(pl.concat(parts))
     if new.is_empty():
-        return _nothing(lake, meta, run_id)
+        return committed(_nothing(lake, meta, run_id))
     stamp = pl.lit(computed_at).cast(pl.Datetime("us", "UTC"))
     if not lake.may_overlap("indicators", new, tf):  # none stored yet: a blind append
         write = new.with_columns(stamp.alias("computed_at"), pl.lit(run_id).alias("run_id"))
         res = lake.upsert(
             "indicators", write, run_id=run_id, stage="compute", metadata=meta, assume_new=True
         )
-        return {"inserted": res.inserted, "updated": res.updated, "unchanged": res.unchanged}
+        return committed(
+            {"inserted": res.inserted, "updated": res.updated, "unchanged": res.unchanged}
+        )
     old = lake.scan("indicators").filter(
         (pl.col("timeframe") == tf)
         & pl.col("symbol").is_in(syms)
@@ -149,13 +122,11 @@ def _write_increment(
     )
     unchanged = j.height - write.height
     if write.is_empty():
-        return _nothing(lake, meta, run_id, unchanged)
+        return committed(_nothing(lake, meta, run_id, unchanged))
     res = lake.upsert("indicators", write, run_id=run_id, stage="compute", metadata=meta)
-    return {
-        "inserted": res.inserted,
-        "updated": res.updated,
-        "unchanged": unchanged + res.unchanged,
-    }
+    return committed(
+        {"inserted": res.inserted, "updated": res.updated, "unchanged": unchanged + res.unchanged}
+    )
 
 
 def _resumed(
