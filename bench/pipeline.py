@@ -20,7 +20,9 @@ Rows of the printed table (ratio > 1: ours is faster than the reference):
 * the nightly increment: one new day for ``--nightly-symbols`` symbols (sync from the synthetic
   market, compute, load into PostgreSQL) in a fresh process (``bench/nightly.py``: imports and
   the kernels' cache load count), CPU and wall time per stage, on three consecutive days (the
-  medians; one run on a busy machine can take half as long again); then the first day's
+  medians; one run on a busy machine can take half as long again; the first day follows the
+  bulk load's full recompute, so it has no kept indicator states and recomputes their
+  windows, the next ones continue from the states it kept); then the first day's
   increment on a copy of the lake and schema under the profiler, for its main thread's profile.
 
 Timings are wall clock, medians of ``--repeat`` interleaved runs where a stage is cheap to repeat

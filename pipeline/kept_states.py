@@ -44,8 +44,8 @@ def column(spec: str, k: int) -> str:
 
 
 class KeptStates:
-    """States by (timeframe, symbol, ts of the row they follow), for the indicator ``specs``
-    (spec text -> values per row); ``ts`` in microseconds since the epoch, UTC."""
+    """The states after rows (timeframe, symbol, ts) of the indicator ``specs`` (spec text ->
+    values per row); ``ts`` in microseconds since the epoch, UTC."""
 
     def __init__(self, specs: Mapping[str, int], frame: pl.DataFrame | None = None) -> None:
         self.specs = dict(specs)
@@ -176,8 +176,12 @@ def save(lake: Lake, kept: KeptStates) -> None:
 
 
 def forget(lake: Lake) -> None:
-    """Drop the kept states (a run that cannot vouch for them)."""
-    path(lake.home).unlink(missing_ok=True)
+    """Drop the kept states (a run that cannot vouch for them; a commit it made already
+    leaves them stale, this is for the reader of the cache). A failure is logged."""
+    try:
+        path(lake.home).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not drop the kept indicator states: %s", exc)
 
 
 def _sealed(table: pa.Table) -> bytes:
