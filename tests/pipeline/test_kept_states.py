@@ -72,13 +72,19 @@ def nightly(base: Path, tmp_path: Path, monkeypatch):
     return night
 
 
-def _assert_as_a_full_recompute(home: Path) -> None:
+def _assert_as_a_full_recompute(home: Path, tf: str = "1D") -> None:
     lake = Lake(home)
-    bars = lake.read("ohlcv").filter(pl.col("timeframe") == "1D").sort("symbol", "ts")
+    bars = lake.read("ohlcv").filter(pl.col("timeframe") == tf).sort("symbol", "ts")
     columns = kernels.output_columns(SPECS)
-    full = kernels.compute(bars.select("symbol", "ts", "high", "low", "close", "volume"), SPECS)
+    zones = dict(lake.read("instruments").select("symbol", "timezone").iter_rows())
+    full = kernels.compute(
+        bars.select("symbol", "ts", "high", "low", "close", "volume"),
+        SPECS,
+        session_tz={s: z or "UTC" for s, z in zones.items()},
+    )
     want = full.select(pl.col("symbol").cast(pl.String), "ts", *columns).sort("symbol", "ts")
-    got = lake.read("indicators").select("symbol", "ts", *columns).sort("symbol", "ts")
+    got = lake.read("indicators").filter(pl.col("timeframe") == tf)
+    got = got.select("symbol", "ts", *columns).sort("symbol", "ts")
     assert got.select("symbol", "ts").equals(want.select("symbol", "ts"))
     exact = {c for s in STATEFUL for c in kernels.output_columns([s])}
     exact |= set(kernels.output_columns(["ema(9)", "ema(21)", "ema(50)", "ema(200)", "atr(14)"]))
@@ -104,6 +110,28 @@ def test_the_next_nights_continue_from_the_kept_states(nightly) -> None:
     per_series = kept.frame.group_by("symbol").len().get_column("len").to_list()
     assert sorted(kept.frame.get_column("symbol").unique().to_list()) == ["AAA", "BBB", "BTC/USD"]
     assert max(per_series) == kept_states.ROWS
+
+
+def test_hourly_bars_continue_from_their_states(tmp_path, monkeypatch) -> None:
+    """Intraday: many new bars a night, and the session indicators' windows beside them."""
+    home = tmp_path / "home"
+    lake = Lake(home)
+    universe.add(lake, "AAA", run_id="u", provider="synthetic", asset_type="equity")
+    universe.add(lake, "ETH/USD", run_id="u", provider="synthetic", asset_type="crypto")
+    calls = {"continued": 0}
+    cont = resume.continue_into
+
+    def continued(*a, **k):
+        calls["continued"] += 1
+        return cont(*a, **k)
+
+    monkeypatch.setattr(resume, "continue_into", continued)
+    for n in (0, 1, 2):
+        settings = load_settings(home=home, env={}, now=NOW + timedelta(days=n, hours=n))
+        run_sync(settings, timeframes=["1h"], start="2026-04-01")
+        run_compute(settings)
+    assert calls["continued"] == len(STATEFUL)  # the third run, from the second's states
+    _assert_as_a_full_recompute(home, "1h")
 
 
 def test_states_of_another_commit_are_stale(nightly) -> None:
