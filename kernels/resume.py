@@ -115,21 +115,6 @@ def width(spec: IndicatorSpec) -> int:
     return STATEFUL[spec.name]
 
 
-def _inputs(spec: IndicatorSpec, bars: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-    return (
-        (bars["close"],)
-        if spec.name in ("rsi", "macd")
-        else tuple(bars[c] for c in ("high", "low", "close"))
-    )
-
-
-def _params(spec: IndicatorSpec) -> tuple:
-    p = spec.params
-    if spec.name == "supertrend":
-        return int(p[0]), float(p[1])
-    return tuple(int(v) for v in p)
-
-
 def states_into(
     spec: IndicatorSpec,
     bars: dict[str, np.ndarray],
@@ -144,7 +129,7 @@ def states_into(
     written to ``states[base[j] + row - keep[j]]`` (NaN where it has none yet); ``states``
     holds :func:`width` columns. Index arrays int64, all contiguous, outputs writable."""
     fn = aot.entry(f"{spec.name}_states", int(states.shape[0]))
-    fn(*_inputs(spec, bars), lo, hi, keep, base, *_params(spec), states)
+    fn(*(bars[c] for c in spec.inputs), lo, hi, keep, base, *spec.params, states)
 
 
 def continue_into(
@@ -161,7 +146,7 @@ def continue_into(
     into the same row of ``states``."""
     fn = aot.entry(f"{spec.name}_continue", 0)
     cols = [out[c] for c in spec.columns]
-    fn(*_inputs(spec, bars), starts, stops, seeds, *_params(spec), *cols, states)
+    fn(*(bars[c] for c in spec.inputs), starts, stops, seeds, *spec.params, *cols, states)
 
 
 __all__ = [

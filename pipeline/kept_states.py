@@ -65,23 +65,23 @@ class KeptStates:
         kept = set(self.frame.filter(pl.col("timeframe") == tf).get_column("symbol").to_list())
         return [s for s in symbols if s in kept]
 
-    def seeds(self, tf: str, symbols: Sequence[str], ts: np.ndarray, spec: str) -> np.ndarray:
-        """The state of ``spec`` after the row at ``ts[j]`` of each ``symbols[j]`` on ``tf``
-        (rows x its width, contiguous; NaN where none is kept)."""
+    def seeds(self, tf: str, symbols: Sequence[str], ts: np.ndarray) -> dict[str, np.ndarray]:
+        """Each spec's state after the row at ``ts[j]`` of each ``symbols[j]`` on ``tf`` (rows x
+        its width, contiguous; NaN where none is kept), by spec text."""
         want = pl.DataFrame(
             {"symbol": list(symbols), "ts": np.asarray(ts, np.int64)},
             schema={"symbol": pl.String, "ts": pl.Int64},
         )
-        names = [column(spec, k) for k in range(self.specs[spec])]
         found = want.join(
-            self.frame.filter(pl.col("timeframe") == tf).select("symbol", "ts", *names),
+            self.frame.filter(pl.col("timeframe") == tf).drop("timeframe"),
             on=["symbol", "ts"],
             how="left",
             maintain_order="left",
         )
-        out = np.empty((len(symbols), len(names)), np.float64)
-        for k, name in enumerate(names):
-            out[:, k] = found.get_column(name).fill_null(np.nan).to_numpy()
+        out = {}
+        for spec, w in self.specs.items():
+            values = found.select(column(spec, k) for k in range(w)).fill_null(np.nan)
+            out[spec] = np.ascontiguousarray(values.to_numpy(), dtype=np.float64)
         return out
 
     def updated(

@@ -93,15 +93,16 @@ def _preload_kernels(lake, version: int) -> None:
         kernels.preload()
 
 
-def _tracker(lake: Lake, indicators) -> kept_states.Tracker | None:
+def _tracker(lake: Lake, indicators, resumes: bool) -> kept_states.Tracker | None:
     """The run's kept indicator states (:mod:`marketlake.pipeline.kept_states`), None when
-    ``indicators`` has none that are kept."""
+    ``indicators`` has none that are kept; those kept before are read only when the run
+    ``resumes`` series (it has each series' first changed bar)."""
     from marketlake.kernels import resume
 
     specs = {str(s): resume.width(s) for s in resume.stateful(indicators)}
     if not specs:
         return None
-    return kept_states.Tracker(specs, kept_states.load(lake, specs))
+    return kept_states.Tracker(specs, kept_states.load(lake, specs) if resumes else None)
 
 
 def begin(settings: Settings, indicators, timeframes, run_id: str | None, trigger: str):
@@ -193,7 +194,7 @@ def run_compute(
         else {}
     )
     groups = todo.group_by("timeframe", maintain_order=True).agg(pl.col("symbol"))
-    states = _tracker(lake, indicators)
+    states = _tracker(lake, indicators, resumes=bool(since_ts))
     rewrite = {tf: since is None and _covers(lake, tf, syms) for tf, syms in groups.iter_rows()}
     # one unit of work per timeframe: a rewrite, or an increment of its changed series
     units = list(groups.iter_rows())

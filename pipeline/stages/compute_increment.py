@@ -255,9 +255,10 @@ def _resume(
         )
     seeds = {}
     if kept is not None:
-        for spec in stateful:
-            seeds[spec] = kept.seeds(tf, done, ts[pos - 1], str(spec))
-            good &= np.isfinite(seeds[spec]).all(axis=1)
+        at_seam = kept.seeds(tf, done, ts[pos - 1])
+        seeds = {spec: at_seam[str(spec)] for spec in stateful}
+        for seed in seeds.values():
+            good &= np.isfinite(seed).all(axis=1)
     if not good.any():
         return [], set(), []
     inputs = {
@@ -278,9 +279,7 @@ def _resume(
         resume.continue_into(spec, inputs, starts, stops, seed[good], values, after)
         out = out.with_columns(pl.Series(c, v) for c, v in values.items())
         new_states[str(spec)] = after
-    keep = np.repeat(starts - np.cumsum(stops - starts) + (stops - starts), stops - starts)
-    keep += np.arange(int((stops - starts).sum()))
-    part = out[keep].select(
+    part = out[_spans(starts, stops - starts)].select(
         pl.col("symbol").cast(pl.String),
         pl.lit(tf).alias("timeframe"),
         "ts",
@@ -290,32 +289,30 @@ def _resume(
     if not stateful:
         states = []
     elif kept is not None:  # the states after each resumed series' last new rows
-        last = _last_rows(starts, stops)
+        n = np.minimum(stops - starts, ROWS)
+        last = _spans(stops - n, n)
         out_ts = out.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
-        states = [_states_frame(tf, resumed, stops - starts, out_ts[last], new_states, last)]
+        states = [_states_frame(tf, resumed, n, out_ts[last], new_states, last)]
     else:  # the states after each series' last rows, over the windows of their groups
         states = [_window_states(tf, bars, order, pos[good], end[good], ts, resumed, groups)]
     return [part], set(resumed), states
 
 
-def _last_rows(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """The rows ``max(start, stop - ROWS):stop`` of each range, concatenated."""
-    lo = np.maximum(starts, stops - ROWS)
-    n = stops - lo
+def _spans(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The rows ``lo[j]:lo[j] + n[j]`` of each span, concatenated."""
     return np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
 
 
 def _states_frame(
     tf: str,
     symbols: list[str],
-    rows: np.ndarray,
+    n: np.ndarray,
     ts: np.ndarray,
     states: dict[str, np.ndarray],
     take: np.ndarray,
 ) -> pl.DataFrame:
-    """Kept-state rows: ``rows[j]`` (at most :data:`ROWS`) of ``symbols[j]`` at ``ts``, the
-    states of each spec (rows x width arrays) at rows ``take``."""
-    n = np.minimum(rows, ROWS)
+    """Kept-state rows: ``n[j]`` of ``symbols[j]`` at ``ts``, the states of each spec (rows x
+    width arrays) at rows ``take``."""
     cols = {
         "timeframe": pl.Series([tf], dtype=pl.String).gather(np.zeros(len(ts), np.int64)),
         "symbol": pl.Series(symbols, dtype=pl.String).gather(np.repeat(np.arange(len(n)), n)),
@@ -358,9 +355,7 @@ def _window_states(
                 out = np.empty((int(n.sum()), resume.width(spec)), np.float64)
                 resume.states_into(spec, cols, pos - w, end, keep, base, out)
                 states[str(spec)] = out
-    take = np.arange(int(n.sum()))
-    rows = np.repeat(keep - base, n) + take
-    return _states_frame(tf, symbols, n, ts[rows], states, take)
+    return _states_frame(tf, symbols, n, ts[_spans(keep, n)], states, np.arange(int(n.sum())))
 
 
 def _groups(
@@ -430,12 +425,11 @@ def _from_seam(
     parts = []
     for lo, hi in _chunks(lengths, SEAM_ROWS):
         size = lengths[lo:hi]
-        rows = np.repeat(pos[lo:hi] - width - np.cumsum(size) + size, size)
-        rows += np.arange(size.sum())
+        rows = _spans(pos[lo:hi] - width, size)
         out = kernels.compute(bars[rows if order is None else order[rows]], specs, session_tz=zones)
         tail = end[lo:hi] - pos[lo:hi] + 1
-        keep = np.repeat(np.cumsum(size) - tail - np.cumsum(tail) + tail, tail)
-        out = out[keep + np.arange(tail.sum())]  # a copy: frees the block for the next chunk
+        # a copy: frees the block for the next chunk
+        out = out[_spans(np.cumsum(size) - tail, tail)]
         parts.append(out if first else out.select(names))
     return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=True)
 
@@ -642,8 +636,7 @@ def _key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
         return _sorted_key_order(codes, ts)
     if (runs[1:] > runs[:-1]).all():
         return None
-    starts, lengths = starts[runs], lengths[runs]
-    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(n)
+    return _spans(starts[runs], lengths[runs])
 
 
 def _sorted_key_order(codes: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
