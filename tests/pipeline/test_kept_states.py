@@ -4,7 +4,12 @@ recompute stores; stale, damaged or foreign states are never continued from."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -181,3 +186,47 @@ def test_a_failed_timeframe_forgets_the_states(nightly, monkeypatch) -> None:
     run_sync(settings, timeframes=["1D"], start=START)
     assert run_compute(settings).tasks_failed == 3
     assert not kept_states.path(nightly.home).exists()
+
+
+# a compute that stops right after its commits, before it keeps their states, until killed
+_PAUSED_SAVE = """
+import os, sys, time
+from datetime import datetime
+from pathlib import Path
+from marketlake.pipeline import kept_states
+def paused(lake, kept):
+    Path(os.environ["READY"]).write_text("1")
+    time.sleep(600)
+kept_states.save = paused
+from marketlake.pipeline.config import load_settings
+from marketlake.pipeline.stages.compute import run_compute
+now = datetime.fromisoformat(sys.argv[2])
+run_compute(load_settings(home=Path(sys.argv[1]), env={}, now=now))
+"""
+
+
+def test_kill_9_between_the_commit_and_the_states_leaves_them_unused(nightly, tmp_path) -> None:
+    nightly(1)
+    now = NOW + timedelta(days=2)
+    run_sync(load_settings(home=nightly.home, env={}, now=now), timeframes=["1D"], start=START)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "READY": str(ready)}
+    args = [sys.executable, "-c", _PAUSED_SAVE, str(nightly.home), now.isoformat()]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert ready.exists(), proc.stderr.read().decode()[-2000:] if proc.poll() else "late"
+        os.kill(proc.pid, signal.SIGKILL)  # the rows are committed, the states are the old ones
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    specs = {str(s): resume.width(s) for s in resume.stateful(STATEFUL)}
+    assert kept_states.path(nightly.home).exists()
+    assert kept_states.load(Lake(nightly.home), specs) is None  # stale: never continued from
+    assert nightly(3) == {"continued": 0, "windowed": 1}
+    assert nightly(4)["continued"] == len(STATEFUL)
+    _assert_as_a_full_recompute(nightly.home)
