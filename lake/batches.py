@@ -63,7 +63,24 @@ def iter_batches(
                         field = schema.field(col)
                         value = pa.scalar(value).cast(field.type)
                         batch = batch.append_column(field, pa.repeat(value, batch.num_rows))
-                yield batch
+                yield _nullable_as(batch, schema)
+
+
+def _nullable_as(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with its columns nullable where ``schema`` (the table's) has them so: a file
+    stores a column that holds no null as required (:mod:`.writes`), and the batches of a
+    table's files are to share one schema (no copy)."""
+    fields = [
+        f.with_nullable(True)
+        if not f.nullable and (i := schema.get_field_index(f.name)) >= 0 and schema[i].nullable
+        else f
+        for f in batch.schema
+    ]
+    if all(f.nullable == g.nullable for f, g in zip(fields, batch.schema, strict=True)):
+        return batch
+    return pa.RecordBatch.from_arrays(
+        batch.columns, schema=pa.schema(fields, batch.schema.metadata)
+    )
 
 
 def conform(batches, schema: pa.Schema) -> Iterator[pa.RecordBatch]:

@@ -514,11 +514,28 @@ def _stored_plain(data: pa.Table) -> set[str]:
 
 
 def _write(data: pa.Table, sink: Any, options: dict[str, Any]) -> pq.FileMetaData:
+    data = _required_where_full(data)
     out = pq.ParquetWriter(sink, data.schema, **options)
     with out:
         out.write_table(data)
         out.add_key_value_metadata(CHECKSUM_MARK)
     return out.writer.metadata
+
+
+def _required_where_full(data: pa.Table) -> pa.Table:
+    """``data`` with each nullable column that holds no null declared required in the file
+    (no copy). A required column has no definition levels: the writer neither builds nor
+    encodes one per value, a quarter less CPU for a file of floats (840k rows x 16 columns:
+    0.11 s against 0.15-0.20). Readers take the table's schema (the Delta log's, nullable)
+    or go through polars, so a column required in one file and optional in another reads
+    as the same column."""
+    fields = [
+        f.with_nullable(False) if f.nullable and data.column(i).null_count == 0 else f
+        for i, f in enumerate(data.schema)
+    ]
+    if all(f.nullable == g.nullable for f, g in zip(fields, data.schema, strict=True)):
+        return data
+    return pa.Table.from_arrays(data.columns, schema=pa.schema(fields, data.schema.metadata))
 
 
 def remove_files(location: LakeLocation, table: str, rels: list[str]) -> None:

@@ -306,8 +306,79 @@ def test_indicator_floats_lz4_cannot_shrink_are_stored_plain_and_read_back(tmp_p
         "flat": "LZ4",
         "short": "LZ4",
     }
-    assert pq.read_table(path, page_checksum_verification=True).equals(table)
+    # the full columns stored required: the table's (nullable) schema the readers apply
+    assert pq.read_table(path, page_checksum_verification=True).cast(table.schema).equals(table)
     # another table's floats keep its codec whatever they hold
     write_file(LakeLocation.local(tmp_path), "ohlcv", "f.parquet", table.select(["sma_20"]))
     other = pq.read_metadata(tmp_path / "ohlcv" / "f.parquet").row_group(0).column(0)
     assert other.compression == "ZSTD"
+
+
+def _required(path) -> dict[str, bool]:
+    """Per column of a parquet file, whether it is required (no definition levels)."""
+    schema = pq.ParquetFile(path).schema
+    return {
+        schema.column(i).name: schema.column(i).max_definition_level == 0
+        for i in range(len(schema))
+    }
+
+
+def test_columns_without_nulls_are_written_required_and_every_reader_takes_the_tables_schema(
+    tmp_path,
+):
+    """A column holding no null is written required (the writer builds and encodes no
+    definition level per value); a column with a null stays optional. A table whose files
+    differ so -- adj_close full in one file, with a null in the next of the same partition
+    -- reads the same through polars, the pyarrow dataset DuckDB and loads use, the table's
+    batches, the change feed, a merge into such a file and a compaction of the two."""
+    from marketlake.lake import batches
+    from marketlake.lake.duck import connect
+    from marketlake.lake.maintenance import maintain
+
+    lake = Lake(tmp_path)
+    full = bars(["AAA"], days=4).with_columns(adj_close=pl.lit(1.5))
+    holed = bars(["BBB"], days=4).with_columns(
+        adj_close=pl.Series([2.5, None, 2.5, 2.5], dtype=pl.Float64)
+    )
+    lake.append("ohlcv", full, run_id="r1", stage="t")
+    lake.append("ohlcv", holed, run_id="r2", stage="t")
+    files = sorted(lake.path("ohlcv").rglob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+    first, second = (_required(p) for p in files)
+    assert first["close"] and first["adj_close"] and second["close"]
+    assert not second["adj_close"]  # a null: optional
+    assert not first["open_interest"]  # null on every row
+    assert pq.read_table(files[0]).column("adj_close").to_pylist() == [1.5] * 4
+
+    want = pl.concat([full, holed], how="diagonal_relaxed").sort("symbol", "ts")
+    cols = ["symbol", "ts", "close", "adj_close"]
+
+    def read() -> pl.DataFrame:
+        return lake.read("ohlcv").sort("symbol", "ts").select(cols)
+
+    assert read().equals(want.select(cols))
+    table = lake.dataset("ohlcv").to_table(columns=["adj_close"])
+    assert table.schema.field("adj_close").nullable
+    assert sorted(table.column("adj_close").to_pylist(), key=str) == sorted(
+        want.get_column("adj_close").to_list(), key=str
+    )
+    con = connect(lake, ["ohlcv"])
+    assert con.execute("SELECT count(*), count(adj_close) FROM ohlcv").fetchone() == (8, 7)
+    streamed = batches.reader(lake.table("ohlcv"), "ohlcv", ["symbol", "adj_close"]).read_all()
+    assert streamed.num_rows == 8 and streamed.column("adj_close").null_count == 1
+    assert lake.changes("ohlcv", 0).height == 8
+
+    # a merge puts a null into the file where adj_close was required
+    fix = full.head(1).with_columns(adj_close=pl.lit(None, pl.Float64), close=pl.lit(9.0))
+    lake.upsert("ohlcv", fix, run_id="r3", stage="t")
+    want = want.with_columns(
+        close=pl.when(pl.col("symbol") == "AAA", pl.col("ts") == fix["ts"][0])
+        .then(9.0)
+        .otherwise("close"),
+        adj_close=pl.when(pl.col("symbol") == "AAA", pl.col("ts") == fix["ts"][0])
+        .then(None)
+        .otherwise("adj_close"),
+    )
+    assert read().equals(want.select(cols))
+    maintain(lake, tables=["ohlcv"], vacuum=False)
+    assert len(lake.table("ohlcv").file_uris()) == 1
+    assert read().equals(want.select(cols))
