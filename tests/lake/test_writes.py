@@ -99,7 +99,12 @@ def test_parts_contiguous_or_scattered_land_every_row_once(tmp_path, monkeypatch
         assert got["maxValues"]["ts"].startswith(part.get_column("ts").max().strftime("%Y-%m-%d"))
 
 
-def test_text_columns_of_one_value_go_as_dictionaries_and_read_back_as_text(tmp_path):
+def test_text_columns_of_one_value_or_long_runs_go_as_dictionaries_and_read_back_as_text(
+    tmp_path,
+):
+    """A text column of one value is a one-entry dictionary; one whose rows come in long
+    runs (symbols, series after series) a dictionary of its values, each once, built from the
+    runs; one of short runs or with a null stays text. All read back as the same text."""
     n = 3000
     frame = pl.DataFrame(
         {
@@ -107,6 +112,9 @@ def test_text_columns_of_one_value_go_as_dictionaries_and_read_back_as_text(tmp_
             "varies": ["a", "b"] * (n // 2),
             "a_null": ["x"] * (n - 1) + [None],
             "ends_alike": ["q"] + ["r"] * (n - 2) + ["q"],
+            "runs": ["s2", "s1", "s3", "s1"] * 6 + ["s4"] * (n - 24),  # s1 in two runs
+            "long_runs": [f"s{i // 100:02d}" for i in range(n)],
+            "runs_with_null": ["x"] * (n - 1) + [None],
         }
     ).with_columns(pl.lit("run-1").alias("literal"))  # a literal column, never expanded
     schema = pa.schema([(c, pa.string()) for c in frame.columns])
@@ -114,13 +122,26 @@ def test_text_columns_of_one_value_go_as_dictionaries_and_read_back_as_text(tmp_
     kinds = {f.name: pa.types.is_dictionary(f.type) for f in table.schema}
     assert kinds == {
         "same": True,
-        "varies": False,
+        "varies": False,  # runs of one row
         "a_null": False,
-        "ends_alike": False,
+        "ends_alike": True,
+        "runs": True,  # s1 in two runs: coded twice, held once
+        "long_runs": True,
+        "runs_with_null": False,
         "literal": True,
     }
+    assert table.column("long_runs").chunk(0).dictionary.to_pylist() == [
+        f"s{i:02d}" for i in range(30)
+    ]
+    assert table.column("ends_alike").chunk(0).dictionary.to_pylist() == ["q", "r"]
+    assert table.column("runs").chunk(0).dictionary.to_pylist() == ["s2", "s1", "s3", "s4"]
     write_file(LakeLocation.local(tmp_path), "t", "f.parquet", table)
     assert pl.read_parquet(tmp_path / "t" / "f.parquet").equals(frame)
+    # a value in several runs: each run coded, the dictionary holding it once
+    few = frame.select(pl.col("runs").head(24).extend_constant("s4", 2000))
+    coded = to_file_arrow(few, pa.schema([("runs", pa.string())])).column("runs").chunk(0)
+    assert coded.dictionary.to_pylist() == ["s2", "s1", "s3", "s4"]
+    assert coded.to_pylist() == few.get_column("runs").to_list()
 
 
 def test_one_value_dictionaries_are_made_without_importing_pandas():
@@ -204,8 +225,11 @@ def test_a_part_takes_the_one_values_it_is_given():
     assert pa.types.is_dictionary(table.schema.field("same").type)
     assert not pa.types.is_dictionary(table.schema.field("varies").type)
     assert table.column("same").to_pylist() == ["x"] * n
-    # given nothing, none; a small part never (its query would cost more than it saves)
-    assert not any(pa.types.is_dictionary(f.type) for f in to_file_arrow(frame, schema, {}).schema)
+    # given nothing, no column is asked for one value: that one comes coded from its one run
+    given_none = to_file_arrow(frame, schema, {})
+    assert not pa.types.is_dictionary(given_none.schema.field("varies").type)
+    assert given_none.column("same").chunk(0).dictionary.to_pylist() == ["x"]
+    # a small part never (its query would cost more than it saves)
     small = to_file_arrow(frame.head(10), schema, {"same": "x"})
     assert not pa.types.is_dictionary(small.schema.field("same").type)
 
