@@ -4,12 +4,13 @@ RSI, MACD, ADX and Supertrend cannot be continued from their stored outputs, so 
 state an increment recomputes each series over a window of 300-660 bars before its first new
 bar (``kernels.resume.memory``): for a nightly of 2,600 daily series that read and compute is
 most of the compute stage. An increment knows the state after each series' last rows
-(``kernels.states``); it keeps those of the last :data:`ROWS` rows per series in the home's
-cache, keyed by the ``indicators`` table's version and the bytes of that version's commit
-(a Delta version never changes; a re-created table's commit differs). The next increment
-continues from them only while the table is still at that version: any other commit
-(``compute --full``, compaction, a pull, another writer, a run that died before saving)
-leaves them stale, and it recomputes the windows instead. Deleting the file is always safe.
+(``kernels.states``), and a full recompute computes it over each whole series
+(``compute_increment.series_states``); either keeps those of the last :data:`ROWS` rows per
+series in the home's cache, keyed by the ``indicators`` table's version and the bytes of
+that version's commit (a Delta version never changes; a re-created table's commit differs).
+The next increment continues from them only while the table is still at that version: any
+other commit (compaction, a pull, another writer, a run that died before saving) leaves them
+stale, and it recomputes the windows instead. Deleting the file is always safe.
 """
 
 from __future__ import annotations
@@ -135,6 +136,19 @@ class Tracker:
     def drop(self, tf: str) -> None:
         """Forget every state of ``tf`` (its rows were all rewritten)."""
         self.now = KeptStates(self.now.specs, self.now.frame.filter(pl.col("timeframe") != tf))
+
+    def rewritten(self, tf: str, new: Sequence[pl.DataFrame]) -> None:
+        """Every state of ``tf`` replaced by ``new``: those a full recompute of its rows
+        computed (``compute_increment.series_states``). Never raises."""
+        self.drop(tf)
+        try:
+            frame = pl.concat(new, how="vertical_relaxed") if new else self.now.frame.clear()
+            self.now = KeptStates(
+                self.now.specs, pl.concat([self.now.frame, frame.select(self.now.frame.columns)])
+            )
+        except Exception as exc:  # noqa: BLE001 - a cache: dropped, never the compute
+            log.warning("could not keep the indicator states of %s: %s", tf, exc)
+            self.broken = True
 
 
 def load(lake: Lake, specs: Mapping[str, int]) -> KeptStates | None:

@@ -16,6 +16,7 @@ Warm-up values are stored as nulls.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -37,9 +38,12 @@ from marketlake.pipeline.stages.compute_increment import (
     FROM_CODES,
     _stored_rows,
     increment,
+    series_states,
     symbol_enum,
 )
 from marketlake.pipeline.stages.compute_layout import new_files
+
+log = logging.getLogger("marketlake.compute")
 
 WATERMARK = "compute_ohlcv_version"
 BATCH_SYMBOLS = 400
@@ -216,9 +220,8 @@ def run_compute(
                     computed_at=settings.clock(),
                     progress=progress,
                     every=every,
+                    states=states,
                 )
-                if states is not None:
-                    states.drop(tf)
             else:
                 res = increment(
                     lake,
@@ -476,6 +479,7 @@ def _rewrite(
     computed_at: datetime,
     progress: Callable[..., None],
     every: bool = False,
+    states: kept_states.Tracker | None = None,
 ) -> dict[str, int]:
     """Recompute every series of ``tf`` in batches and swap the timeframe's partitions for the
     result in one commit; unchanged rows keep their ``computed_at`` and ``run_id``, stored
@@ -483,8 +487,26 @@ def _rewrite(
     committed (only ``meta``, if given) when no row differs: batches are only diffed until
     the first that differs, and the unchanged ones before it are then recomputed and written
     (the swap replaces their files too). Batch k is written while batch k+1 computes (the
-    kernels and pyarrow's writer release the GIL)."""
+    kernels and pyarrow's writer release the GIL). ``states``: the run's kept states, whose
+    states of ``tf`` become those of the recomputed series (the next increment continues
+    from them, :mod:`marketlake.pipeline.kept_states`)."""
+    from marketlake.kernels import resume
+
     counts = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+    kept: list[pl.DataFrame] | None = [] if states is not None else None
+    stateful = resume.stateful(indicators)
+
+    def keep(bars: pl.DataFrame) -> None:
+        """The batch's series' last states, for the next increment (never fails the run)."""
+        nonlocal kept
+        if kept is None:
+            return
+        try:
+            kept.append(series_states(tf, bars, stateful))
+        except Exception as exc:  # noqa: BLE001 - a cache: the next increment uses windows
+            log.warning("could not keep the indicator states of %s: %s", tf, exc)
+            kept = None
+
     stored = lake.scan("indicators").filter(pl.col("timeframe") == tf)
     other = [
         c
@@ -555,6 +577,7 @@ def _rewrite(
         fresh = rw.replaces_nothing()  # nothing stored: every row is new, no diff to make
         for part, bars in _rewrite_batches(lake, series, tf, syms, inputs, every) if fresh else ():
             body, parts = new_files(bars, tf, part, indicators, tz, other, computed_at, run_id)
+            keep(bars)
             counts["inserted"] += bars.height
             progress("advance", advance=len(part), symbol=tf, rows=bars.height)
             if parts:
@@ -562,6 +585,7 @@ def _rewrite(
                 submit(lambda body=body, parts=parts: rw.write_arrow(body, parts))
         for part, bars in () if fresh else _rewrite_batches(lake, series, tf, syms, inputs, every):
             got, rows = batch(part, bars, check=not changed)
+            keep(bars)
             for k in counts:
                 counts[k] += got[k]
             progress("advance", advance=len(part), symbol=tf, rows=bars.height)
@@ -579,14 +603,19 @@ def _rewrite(
             rw.abandon()
             if meta:
                 lake.mark("indicators", run_id=run_id, stage="compute", metadata=meta)
-            return counts
-        rw.commit(run_id=run_id, stage="compute", metadata=meta)
+        else:
+            rw.commit(run_id=run_id, stage="compute", metadata=meta)
     except BaseException:
         writer.shutdown(wait=True)  # the batch in flight lands before its file is removed
         rw.abandon()
         raise
     finally:
         writer.shutdown(wait=True)
+    if states is not None:
+        if kept is None:
+            states.drop(tf)
+        else:
+            states.rewritten(tf, kept)
     return counts
 
 

@@ -358,6 +358,39 @@ def _window_states(
     return _states_frame(tf, symbols, n, ts[_spans(keep, n)], states, np.arange(int(n.sum())))
 
 
+def series_states(tf: str, bars: pl.DataFrame, specs: list) -> pl.DataFrame:
+    """The states of ``specs`` (those of ``kernels.resume.stateful``) after the last
+    :data:`ROWS` rows of each whole series of ``bars`` (sorted by symbol, ts): what a full
+    recompute leaves for the next increment to continue from, each series computed from its
+    first bar as the full pass computes it (the same seed and steps: the same state)."""
+    from marketlake.kernels import resume
+
+    if bars.is_empty() or not specs:
+        return KeptStates({str(s): resume.width(s) for s in specs}).frame
+    symbols = bars.get_column("symbol")
+    codes = (
+        symbols.to_physical()
+        if isinstance(symbols.dtype, (pl.Enum, pl.Categorical))
+        else symbols.rle_id()
+    ).to_numpy()
+    lo = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]).astype(np.int64)
+    hi = np.r_[lo[1:], codes.shape[0]].astype(np.int64)
+    names = symbols.gather(lo).cast(pl.String).to_list()
+    need = sorted({c for spec in specs for c in spec.inputs})
+    # writable float64 copies: the kernels' signature (as the windows pass them)
+    cols = {c: np.array(bars.get_column(c).cast(pl.Float64).to_numpy(), np.float64) for c in need}
+    n = np.minimum(hi - lo, ROWS)
+    keep = hi - n
+    base = np.cumsum(n) - n
+    states: dict[str, np.ndarray] = {}
+    for spec in specs:
+        out = np.empty((int(n.sum()), resume.width(spec)), np.float64)
+        resume.states_into(spec, cols, lo, hi, keep, base, out)
+        states[str(spec)] = out
+    ts = bars.get_column("ts").dt.cast_time_unit("us").to_physical().to_numpy()
+    return _states_frame(tf, names, n, ts[_spans(keep, n)], states, np.arange(int(n.sum())))
+
+
 def _groups(
     indicators, sessions: int, series: int = 1, fed: tuple[str, ...] | None = None
 ) -> list[tuple[list, int]]:

@@ -1,6 +1,7 @@
-"""The indicator states an increment keeps for the next one (``pipeline.kept_states``): the
-next nightly continues RSI, MACD, ADX and Supertrend from them and stores what a full
-recompute stores; stale, damaged or foreign states are never continued from."""
+"""The indicator states an increment or a full recompute keeps for the next increment
+(``pipeline.kept_states``): the next nightly continues RSI, MACD, ADX and Supertrend from
+them and stores what a full recompute stores; stale, damaged or foreign states are never
+continued from."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def _assert_as_a_full_recompute(home: Path, tf: str = "1D") -> None:
 
 
 def test_the_next_nights_continue_from_the_kept_states(nightly) -> None:
+    kept_states.path(nightly.home).unlink()  # none kept (a lake computed before they were)
     first = nightly(1)
     assert first == {"continued": 0, "windowed": 1}  # nothing kept yet: the windows
     assert kept_states.path(nightly.home).exists()
@@ -135,7 +137,9 @@ def test_hourly_bars_continue_from_their_states(tmp_path, monkeypatch) -> None:
         settings = load_settings(home=home, env={}, now=NOW + timedelta(days=n, hours=n))
         run_sync(settings, timeframes=["1h"], start="2026-04-01")
         run_compute(settings)
-    assert calls["continued"] == len(STATEFUL)  # the third run, from the second's states
+    # the second run from the states the first (a full computation) kept, the third from
+    # the second's
+    assert calls["continued"] == 2 * len(STATEFUL)
     _assert_as_a_full_recompute(home, "1h")
 
 
@@ -151,14 +155,24 @@ def test_states_of_another_commit_are_stale(nightly) -> None:
     _assert_as_a_full_recompute(nightly.home)
 
 
-def test_a_full_recompute_leaves_no_states_to_continue(nightly) -> None:
-    nightly(1)
+def test_a_full_recompute_keeps_the_states_of_every_series_it_computed(nightly) -> None:
+    """The first compute of the lake (``base``) and a later ``compute --full`` each keep the
+    states after every series' last rows, computed from its first bar: the next nights
+    continue from them (no windows) and store what a full recompute stores."""
+    symbols = ["AAA", "BBB", "BTC/USD"]
+    specs = {str(s): resume.width(s) for s in resume.stateful(STATEFUL)}
+    first = kept_states.load(Lake(nightly.home), specs)
+    assert first is not None and first.holding("1D", symbols) == symbols
+    assert nightly(1) == {"continued": len(STATEFUL), "windowed": 0}
+    _assert_as_a_full_recompute(nightly.home)
     settings = load_settings(home=nightly.home, env={}, now=NOW + timedelta(days=1))
     run_compute(settings, full=True)
-    specs = {str(s): resume.width(s) for s in resume.stateful(STATEFUL)}
     kept = kept_states.load(Lake(nightly.home), specs)
-    assert kept is None or kept.holding("1D", ["AAA", "BBB", "BTC/USD"]) == []
-    assert nightly(2) == {"continued": 0, "windowed": 1}
+    assert kept is not None and kept.holding("1D", symbols) == symbols
+    assert kept.frame.group_by("symbol").len().get_column("len").to_list() == [kept_states.ROWS] * 3
+    for n in (2, 3):
+        assert nightly(n) == {"continued": len(STATEFUL), "windowed": 0}
+    _assert_as_a_full_recompute(nightly.home)
 
 
 def test_damaged_states_are_ignored_and_kept_anew(nightly, caplog) -> None:
@@ -229,4 +243,28 @@ def test_kill_9_between_the_commit_and_the_states_leaves_them_unused(nightly, tm
     assert kept_states.load(Lake(nightly.home), specs) is None  # stale: never continued from
     assert nightly(3) == {"continued": 0, "windowed": 1}
     assert nightly(4)["continued"] == len(STATEFUL)
+    _assert_as_a_full_recompute(nightly.home)
+
+
+def test_states_a_full_recompute_cannot_keep_never_fail_it(nightly, monkeypatch, caplog) -> None:
+    """The states are a cache: when they cannot be computed the recompute still lands, with
+    one warning, none kept for the timeframe, and the next night recomputes the windows."""
+    from marketlake.pipeline.stages import compute
+
+    real = compute.series_states
+
+    def broken(*a, **k):
+        raise RuntimeError("no state today")
+
+    monkeypatch.setattr(compute, "series_states", broken)
+    settings = load_settings(home=nightly.home, env={}, now=NOW)
+    with caplog.at_level("WARNING", logger="marketlake.compute"):
+        res = run_compute(settings, full=True)
+    assert res.status == "ok" and res.tasks_failed == 0
+    assert "could not keep the indicator states of 1D" in caplog.text
+    specs = {str(s): resume.width(s) for s in resume.stateful(STATEFUL)}
+    kept = kept_states.load(Lake(nightly.home), specs)
+    assert kept is None or kept.holding("1D", ["AAA", "BBB", "BTC/USD"]) == []
+    monkeypatch.setattr(compute, "series_states", real)
+    assert nightly(1) == {"continued": 0, "windowed": 1}
     _assert_as_a_full_recompute(nightly.home)
