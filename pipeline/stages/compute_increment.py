@@ -373,8 +373,8 @@ def series_states(tf: str, bars: pl.DataFrame, specs: list) -> pl.DataFrame:
         if isinstance(symbols.dtype, (pl.Enum, pl.Categorical))
         else symbols.rle_id()
     ).to_numpy()
-    lo = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]).astype(np.int64)
-    hi = np.r_[lo[1:], codes.shape[0]].astype(np.int64)
+    lo, lengths = code_runs(codes)
+    hi = lo + lengths
     names = symbols.gather(lo).cast(pl.String).to_list()
     need = sorted({c for spec in specs for c in spec.inputs})
     # writable float64 copies: the kernels' signature (as the windows pass them)
